@@ -1,0 +1,3 @@
+"""linetap: call-recorder appliance firmware that never fails silently."""
+
+__version__ = "0.1.0"

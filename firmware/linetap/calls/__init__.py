@@ -1,0 +1,1 @@
+"""Calls: cutting each line's audio into recordings (VOX, off-hook, continuous)."""

@@ -1,0 +1,160 @@
+"""Call segmentation as pure state machines: idle -> in_call -> idle.
+
+A segmenter is stepped once per block with values only (level, hook state,
+wall time, frame counts) and answers with what to do: start a recording at a
+frame (which may lie in the pre-roll, before the block), end one, or discard
+one too short to be a call. It never touches files or clocks, so the tests
+are exact.
+
+Frames are counted on the line's stream; a recording's boundaries are frames
+on that stream.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..config import LineConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    frame: int          # first frame of the recording (pre-roll included)
+    continuation: bool = False  # split of a longer call/segment: no pre-roll, contiguous
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    frame: int          # end of the recording (exclusive)
+    reason: str         # vox_timeout | onhook | max_length | ...
+    discard: bool = False  # shorter than the minimum: not a call
+
+
+Action = Start | End
+
+
+class VoxSegmenter:
+    """Voice-operated: start above ``start_dbfs`` held for ``attack``, end after ``hang`` below ``stop_dbfs``.
+
+    Hysteresis: once in a call, anything at or above the (lower) stop threshold
+    keeps it alive. The recording includes the pre-roll before the onset and the
+    hang time after the last voice, so its audio is continuous evidence.
+    """
+
+    def __init__(self, line: LineConfig) -> None:
+        r = line.rate
+        self.start_dbfs = line.vox_start_dbfs
+        self.stop_dbfs = line.vox_stop_dbfs
+        self.attack_frames = int(line.vox_attack_ms * r / 1000)
+        self.hang_frames = int(line.vox_hang_s * r)
+        self.preroll_frames = int(line.preroll_s * r)
+        self.min_call_frames = int(line.min_call_s * r)
+        self.max_call_frames = int(line.max_call_s * r)
+        self.in_call = False
+        self._loud_since: int | None = None
+        self._rec_start = 0
+        self._onset = 0
+        self._last_voice_end = 0
+
+    def step(self, level_dbfs: float, start_frame: int, n: int) -> list[Action]:
+        end_frame = start_frame + n
+        actions: list[Action] = []
+        if not self.in_call:
+            if level_dbfs > self.start_dbfs:
+                if self._loud_since is None:
+                    self._loud_since = start_frame
+                if end_frame - self._loud_since >= max(self.attack_frames, 1):
+                    self.in_call = True
+                    self._onset = self._loud_since
+                    self._rec_start = max(0, self._onset - self.preroll_frames)
+                    self._last_voice_end = end_frame
+                    actions.append(Start(self._rec_start))
+            else:
+                self._loud_since = None
+            return actions
+        if level_dbfs >= self.stop_dbfs:
+            self._last_voice_end = end_frame
+        elif end_frame - self._last_voice_end >= self.hang_frames:
+            voiced = self._last_voice_end - self._onset
+            actions.append(End(end_frame, "vox_timeout", discard=voiced < self.min_call_frames))
+            self.in_call = False
+            self._loud_since = None
+            return actions
+        if end_frame - self._rec_start >= self.max_call_frames:
+            actions.append(End(end_frame, "max_length"))
+            actions.append(Start(end_frame, continuation=True))
+            self._rec_start = end_frame
+            self._onset = min(self._onset, end_frame)
+        return actions
+
+    def reset(self) -> None:
+        """The stream broke (device lost): any call has been ended by the caller."""
+        self.in_call = False
+        self._loud_since = None
+
+
+class OffhookSegmenter:
+    """Loop current: off-hook starts a call, on-hook ends it, each debounced in audio time."""
+
+    def __init__(self, line: LineConfig) -> None:
+        r = line.rate
+        self.debounce_frames = int(line.offhook_debounce_ms * r / 1000)
+        self.preroll_frames = int(line.preroll_s * r)
+        self.min_call_frames = int(line.min_call_s * r)
+        self.max_call_frames = int(line.max_call_s * r)
+        self.in_call = False
+        self._raw: bool | None = None
+        self._raw_since = 0
+        self._rec_start = 0
+        self._offhook_at = 0
+
+    def step(self, offhook: bool, start_frame: int, n: int) -> list[Action]:
+        end_frame = start_frame + n
+        if offhook != self._raw:
+            self._raw = offhook
+            self._raw_since = start_frame
+        stable = end_frame - self._raw_since >= max(self.debounce_frames, 1)
+        actions: list[Action] = []
+        if stable and offhook and not self.in_call:
+            self.in_call = True
+            self._offhook_at = self._raw_since
+            self._rec_start = max(0, self._raw_since - self.preroll_frames)
+            actions.append(Start(self._rec_start))
+        elif stable and not offhook and self.in_call:
+            self.in_call = False
+            held = self._raw_since - self._offhook_at
+            actions.append(End(end_frame, "onhook", discard=held < self.min_call_frames))
+        elif self.in_call and end_frame - self._rec_start >= self.max_call_frames:
+            actions += [End(end_frame, "max_length"), Start(end_frame, continuation=True)]
+            self._rec_start = end_frame
+        return actions
+
+    def reset(self) -> None:
+        self.in_call = False
+
+
+class ContinuousSegmenter:
+    """Broadcast-logger mode: always recording, cut at wall-clock multiples of ``segment_s``."""
+
+    def __init__(self, line: LineConfig) -> None:
+        self.rate = line.rate
+        self.segment_s = line.segment_s
+        self.in_call = False
+        self._boundary = math.inf
+
+    def step(self, t_wall: float, start_frame: int, n: int) -> list[Action]:
+        if not self.in_call:
+            self.in_call = True
+            self._boundary = (math.floor(t_wall / self.segment_s) + 1) * self.segment_s
+            return [Start(start_frame)]
+        t_end = t_wall + n / self.rate
+        if t_end >= self._boundary:
+            # Cut inside this block, at the frame nearest the boundary.
+            cut = start_frame + min(n, max(0, round((self._boundary - t_wall) * self.rate)))
+            self._boundary += self.segment_s
+            return [End(cut, "max_length"), Start(cut, continuation=True)]
+        return []
+
+    def reset(self) -> None:
+        self.in_call = False

@@ -1,0 +1,116 @@
+"""One reader thread per line: it waits on ALSA and on nothing else.
+
+Blocks go to the shared queue with ``put_nowait``; when the pipeline falls too
+far behind, blocks are dropped and counted (never waited for). A PCM that
+fails is closed and reopened with exponential back-off; the reopened stream
+resumes recording by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from ..clock import Clock
+from ..config import LineConfig
+from . import Block, SourceError, SourceEvent, SourceFactory
+
+logger = logging.getLogger(__name__)
+
+PERIOD_MS = 20
+
+
+class LineReader(threading.Thread):
+    def __init__(self, line: LineConfig, out: queue.Queue, *, source_factory: SourceFactory,
+                 clock: Clock, max_queued: int, backoff_s: tuple[float, float] = (0.1, 5.0)) -> None:
+        super().__init__(name=f"capture-{line.name}", daemon=True)
+        self.line = line
+        self.out = out
+        self.source_factory = source_factory
+        self.clock = clock
+        self.max_queued = max_queued
+        self.backoff_s = backoff_s
+        self.period_frames = line.rate * PERIOD_MS // 1000
+        self.stopping = threading.Event()
+        # Read by the health monitor from other threads (plain attribute stores are atomic).
+        self.is_open = False
+        self.last_frames_mono: float | None = None
+        self.frames_read = 0
+        self.overruns = 0
+        self.dropped_blocks = 0
+        self.stream = 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _event(self, kind: str, detail: str = "") -> None:
+        self.out.put_nowait(SourceEvent(self.line.name, kind, self.clock.wall(), detail, self.stream))
+
+    def run(self) -> None:
+        delay = self.backoff_s[0]
+        last_error = ""
+        while not self.stopping.is_set():
+            try:
+                source = self.source_factory(self.line.pcm, self.line.rate, self.line.channels,
+                                             self.period_frames)
+            except SourceError as e:
+                if str(e) != last_error:
+                    logger.warning("line %s: cannot open %s: %s (retrying)", self.line.name, self.line.pcm, e)
+                    self._event("lost", str(e))
+                    last_error = str(e)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, self.backoff_s[1])
+                continue
+            if self.stopping.is_set():
+                source.close()
+                break
+            self.stream += 1
+            delay = self.backoff_s[0]
+            last_error = ""
+            logger.info("line %s: capturing from %s", self.line.name, self.line.pcm)
+            self.is_open = True
+            self._event("opened")
+            try:
+                self._pump(source)
+            except SourceError as e:
+                logger.warning("line %s: capture failed: %s (reopening)", self.line.name, e)
+                last_error = str(e)
+                self.is_open = False
+                self._event("lost", str(e))
+            finally:
+                self.is_open = False
+                source.close()
+
+    def _pump(self, source) -> None:
+        rate = self.line.rate
+        frames = 0
+        anchor_frame = 0
+        anchor_wall: float | None = None
+        overrun = False
+        out, name, stream = self.out, self.line.name, self.stream
+        while not self.stopping.is_set():
+            r = source.read()
+            if r.overrun:
+                # Samples were lost: the count since the anchor no longer tells the time.
+                # Re-anchor on the next block and flag it, so the gap shows.
+                self.overruns += 1
+                overrun = True
+                anchor_wall = None
+                continue
+            if r.frames is None or not len(r.frames):
+                continue
+            n = len(r.frames)
+            if anchor_wall is None:
+                # The block just returned ends now: its first frame was n/rate ago.
+                anchor_wall = self.clock.wall() - n / rate
+                anchor_frame = frames
+            t = anchor_wall + (frames - anchor_frame) / rate
+            self.last_frames_mono = self.clock.mono()
+            self.frames_read += n
+            if out.qsize() >= self.max_queued:
+                self.dropped_blocks += 1
+            else:
+                out.put_nowait(Block(name, r.frames, frames, t, rate, overrun, stream))
+                overrun = False
+            frames += n

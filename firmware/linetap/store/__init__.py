@@ -1,0 +1,1 @@
+"""Storage: one crash-safe audio file per call under data_dir/recordings/."""

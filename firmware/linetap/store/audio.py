@@ -1,0 +1,135 @@
+"""The audio-file adapter: the only module that imports ``soundfile`` (libsndfile).
+
+Writers are set up so that a kill or a power cut loses at most about a second:
+Ogg Opus pages are emitted at least every 200 ms (SFC_SET_OGG_PAGE_LATENCY_MS),
+WAV headers are rewritten on every write (SFC_SET_UPDATE_HEADER_AUTO), and
+``sync()`` (sf_write_sync: fsync of the file) is called by the recording on
+the audio clock. FLAC frames (4096 samples) reach the file as libFLAC emits them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+FORMATS = {  # codec -> (libsndfile major format, subtype, file extension)
+    "opus": ("OGG", "OPUS", "opus"),
+    "flac": ("FLAC", "PCM_16", "flac"),
+    "wav": ("WAV", "PCM_16", "wav"),
+}
+_SFC_SET_UPDATE_HEADER_AUTO = 0x1061
+_SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302
+OPUS_PAGE_LATENCY_MS = 200.0
+FILE_MODE = 0o640
+
+
+class AudioError(OSError):
+    """An audio file could not be written or read."""
+
+
+def extension(codec: str) -> str:
+    return FORMATS[codec][2]
+
+
+class AudioWriter:
+    """Writes int16 frames to a new file (created 0640, never overwriting)."""
+
+    def __init__(self, path: Path, codec: str, rate: int, channels: int) -> None:
+        major, subtype, _ = FORMATS[codec]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        try:
+            self._f = sf.SoundFile(fd, "w", samplerate=rate, channels=channels, format=major,
+                                   subtype=subtype, closefd=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            os.close(fd)
+            raise AudioError(f"{path}: {e}") from None
+        snd, ffi = sf._snd, sf._ffi  # libsndfile commands soundfile does not wrap
+        if codec == "wav":
+            snd.sf_command(self._f._file, _SFC_SET_UPDATE_HEADER_AUTO, ffi.NULL, 1)
+        elif codec == "opus":
+            latency = ffi.new("double*", OPUS_PAGE_LATENCY_MS)
+            snd.sf_command(self._f._file, _SFC_SET_OGG_PAGE_LATENCY_MS, latency, ffi.sizeof("double"))
+        self.frames = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        try:
+            self._f.write(frames)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(str(e)) from None
+        self.frames += len(frames)
+
+    def sync(self) -> None:
+        """Push everything written so far to the disk (libsndfile flush + fsync)."""
+        try:
+            self._f.flush()
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(str(e)) from None
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(str(e)) from None
+
+
+def read_blocks(path: Path, block_frames: int = 8000) -> Iterator[np.ndarray]:
+    """Yield int16 blocks of whatever libsndfile can read, stopping quietly at a cut-off end."""
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{path}: {e}") from None
+    with f:
+        while True:
+            try:
+                block = f.read(block_frames, dtype="int16", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError):
+                return  # a file cut by a crash ends in a partial frame/page
+            if not len(block):
+                return
+            yield block
+
+
+def info(path: Path) -> tuple[int, int, int]:
+    """(frames, rate, channels) of a finished file."""
+    try:
+        i = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{path}: {e}") from None
+    return i.frames, i.samplerate, i.channels
+
+
+def read(path: Path) -> tuple[np.ndarray, int]:
+    """All samples (int16, 2-D) and the rate; tolerant of a cut-off end."""
+    try:
+        rate = sf.info(str(path)).samplerate
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{path}: {e}") from None
+    blocks = list(read_blocks(path))
+    if not blocks:
+        return np.zeros((0, 1), dtype=np.int16), rate
+    return np.concatenate(blocks), rate
+
+
+def rewrite(src: Path, dst: Path, codec: str) -> int:
+    """Salvage: decode what ``src`` holds and write it afresh, finalised, to ``dst``.
+
+    Returns the number of frames kept. Ordinary players open the result.
+    (An Ogg Opus salvage is re-encoded once: libsndfile cannot append an end of stream.)
+    """
+    try:
+        i = sf.info(str(src))
+        rate, channels = i.samplerate, i.channels
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{src}: {e}") from None
+    w = AudioWriter(dst, codec, rate, channels)
+    try:
+        for block in read_blocks(src):
+            w.write(block)
+        w.sync()
+    finally:
+        w.close()
+    return w.frames

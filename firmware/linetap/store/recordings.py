@@ -1,0 +1,213 @@
+"""Recordings on disk: naming, the crash-safe life cycle of a file, and salvage.
+
+A call's file is created as ``<name>.<ext>.part`` (the mark of a file being
+written), synced to the disk every ``sync_interval_s`` of audio, and renamed to
+its final name only once closed and complete. On start-up, every ``.part``
+left by a crash or power cut is decoded as far as it goes, written afresh as a
+finished file, and indexed with ``status = "recovered"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..clock import iso, parse_iso
+from ..index.db import Index
+from . import audio
+
+logger = logging.getLogger(__name__)
+
+DIR_MODE = 0o750
+PART = ".part"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(root: Path, rel: Path) -> Path:
+    """Create root/rel with every new directory 0750 (whatever the umask)."""
+    path = root
+    for part in rel.parts:
+        path = path / part
+        if not path.is_dir():
+            try:
+                path.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                pass
+            os.chmod(path, DIR_MODE)
+    return path
+
+
+def relative_path(line: str, started_at: float, call_id: int, codec: str) -> Path:
+    """recordings/<line>/YYYY/MM/DD/<line>_<UTC start>_<id>.<ext>"""
+    dt = datetime.fromtimestamp(started_at, tz=timezone.utc)
+    stamp = dt.strftime("%Y%m%dT%H%M%S") + f".{dt.microsecond // 1000:03d}Z"
+    return Path("recordings", line, dt.strftime("%Y"), dt.strftime("%m"), dt.strftime("%d"),
+                f"{line}_{stamp}_{call_id}.{audio.extension(codec)}")
+
+
+class Recording:
+    """One call being written. Not thread-safe: owned by the pipeline thread."""
+
+    def __init__(self, data_dir: Path, index: Index, *, line: str, codec: str, rate: int, channels: int,
+                 started_at: float, sync_interval_s: float) -> None:
+        self.data_dir = data_dir
+        self.index = index
+        self.line = line
+        self.codec = codec
+        self.rate = rate
+        self.started_at = started_at
+        self.sync_every = max(1, int(sync_interval_s * rate))
+        self._since_sync = 0
+        self.caller_number: str | None = None
+        self.caller_name: str | None = None
+        self.dtmf = ""
+        self.id = index.call_started(line=line, started_at=iso(started_at), codec=codec, rate=rate,
+                                     channels=channels)
+        self.rel = relative_path(line, started_at, self.id, codec)
+        make_dirs(data_dir, self.rel.parent)
+        self.final = data_dir / self.rel
+        self.part = self.final.with_name(self.final.name + PART)
+        index.update_call(self.id, path=str(self.rel))
+        self.writer = audio.AudioWriter(self.part, codec, rate, channels)
+        fsync_dir(self.part.parent)
+
+    @property
+    def frames(self) -> int:
+        return self.writer.frames
+
+    @property
+    def duration_s(self) -> float:
+        return self.writer.frames / self.rate
+
+    def write(self, frames: np.ndarray) -> None:
+        self.writer.write(frames)
+        self._since_sync += len(frames)
+        if self._since_sync >= self.sync_every:
+            self.writer.sync()
+            self._since_sync = 0
+
+    def finish(self, end_reason: str, status: str = "complete") -> dict[str, Any]:
+        """Close, rename to the final name, hash, and complete the index row."""
+        self.writer.close()
+        os.replace(self.part, self.final)
+        fsync_dir(self.final.parent)
+        fields = {
+            "ended_at": iso(self.started_at + self.duration_s),
+            "duration_s": round(self.duration_s, 3),
+            "bytes": self.final.stat().st_size,
+            "sha256": sha256_file(self.final),
+            "end_reason": end_reason,
+            "status": status,
+            "caller_number": self.caller_number,
+            "caller_name": self.caller_name,
+            "dtmf": self.dtmf or None,
+        }
+        self.index.update_call(self.id, **fields)
+        return {"id": self.id, "line": self.line, "started_at": iso(self.started_at),
+                "path": str(self.rel), "codec": self.codec, **fields}
+
+    def discard(self) -> None:
+        """Too short to be a call: remove the file and its row."""
+        try:
+            self.writer.close()
+        except audio.AudioError:
+            pass
+        self.part.unlink(missing_ok=True)
+        self.index.delete_call(self.id)
+
+
+def salvage(data_dir: Path, index: Index) -> list[dict[str, Any]]:
+    """Finalise every unfinished recording left by a crash; returns the recovered rows."""
+    recovered: list[dict[str, Any]] = []
+    root = data_dir / "recordings"
+    parts = sorted(root.rglob("*" + PART)) if root.is_dir() else []
+    by_path = {r["path"]: r for r in index.calls(status="recording")}
+    for part in parts:
+        final = part.with_name(part.name[: -len(PART)])
+        rel = str(final.relative_to(data_dir))
+        row = by_path.pop(rel, None)
+        call_id = row["id"] if row else _id_from_name(final.name)
+        codec = row["codec"] if row else _codec_from_name(final.name)
+        started = parse_iso(row["started_at"]) if row else _start_from_name(final.name)
+        final.unlink(missing_ok=True)  # a salvage interrupted before: the .part is the truth
+        try:
+            frames = audio.rewrite(part, final, codec)
+            rate = audio.info(final)[1]
+        except (audio.AudioError, OSError) as e:
+            logger.error("recovered file %s holds no readable audio (%s); kept as %s.unreadable",
+                         part, e, final.name)
+            final.unlink(missing_ok=True)
+            os.replace(part, final.with_name(final.name + ".unreadable"))
+            if row:
+                index.update_call(call_id, status="recovered", end_reason="recovered", duration_s=0.0,
+                                  ended_at=row["started_at"], bytes=0)
+            continue
+        os.chmod(final, audio.FILE_MODE)
+        part.unlink()
+        fsync_dir(final.parent)
+        fields = {"ended_at": iso(started + frames / rate), "duration_s": round(frames / rate, 3),
+                  "bytes": final.stat().st_size, "sha256": sha256_file(final), "end_reason": "recovered",
+                  "status": "recovered", "path": rel}
+        if row:
+            index.update_call(call_id, **fields)
+        elif call_id is not None and index.get_call(call_id) is None:
+            line = final.relative_to(root).parts[0]
+            index.table("calls").insert({"id": call_id, "line": line, "started_at": iso(started),
+                                         "codec": codec, "rate": rate, **fields})
+        logger.warning("recovered unfinished recording %s: %.1f s of audio", rel, frames / rate)
+        recovered.append({"id": call_id, **fields})
+    for rel, row in by_path.items():
+        final = data_dir / rel if rel else None
+        if final is not None and final.is_file():
+            # Crashed between the rename and the index update: the file is whole.
+            frames, rate, _ = audio.info(final)
+            index.update_call(row["id"], status="recovered", end_reason="recovered",
+                              duration_s=round(frames / rate, 3),
+                              ended_at=iso(parse_iso(row["started_at"]) + frames / rate),
+                              bytes=final.stat().st_size, sha256=sha256_file(final))
+            recovered.append(row)
+        else:
+            # Crashed before the file existed: nothing was captured into it.
+            index.delete_call(row["id"])
+    return recovered
+
+
+def _id_from_name(name: str) -> int | None:
+    try:
+        return int(name.rsplit(".", 1)[0].rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _codec_from_name(name: str) -> str:
+    ext = name.rsplit(".", 1)[-1]
+    return {v[2]: k for k, v in audio.FORMATS.items()}.get(ext, "flac")
+
+
+def _start_from_name(name: str) -> float:
+    try:
+        stamp = name.rsplit(".", 1)[0].rsplit("_", 2)[1]
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    except (IndexError, ValueError):
+        return 0.0

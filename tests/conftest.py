@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from alsa_lines import AlsaLines  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def alsa(tmp_path_factory: pytest.TempPathFactory) -> AlsaLines:
+    """Real ALSA capture PCMs backed by FIFOs (see tests/alsa_lines.py)."""
+    lines = AlsaLines(tmp_path_factory.mktemp("alsa"))
+    # libasound reads ~/.asoundrc on the first open in this process.
+    os.environ["HOME"] = str(lines.home)
+    os.environ.pop("XDG_CONFIG_HOME", None)
+    return lines
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d

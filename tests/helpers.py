@@ -1,0 +1,51 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_text(data_dir: Path, lines: list[dict[str, Any]], *, recorder: dict[str, Any] | None = None,
+                **tables: dict[str, Any]) -> str:
+    out = ["[recorder]", f"id = {toml_value((recorder or {}).get('id', 'test-01'))}",
+           f"data_dir = {toml_value(str(data_dir))}"]
+    for k, v in (recorder or {}).items():
+        if k != "id":
+            out.append(f"{k} = {toml_value(v)}")
+    for name, table in tables.items():
+        if table is None:
+            continue
+        out.append(f"\n[{name}]")
+        out += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    for line in lines:
+        out.append("\n[[line]]")
+        out += [f"{k} = {toml_value(v)}" for k, v in line.items()]
+    return "\n".join(out) + "\n"
+
+
+def write_config(path: Path, data_dir: Path, lines: list[dict[str, Any]], **kw: Any) -> Path:
+    path.write_text(config_text(data_dir, lines, **kw))
+    return path
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {getattr(cond, '__name__', cond)}")
+        time.sleep(every)
