@@ -1,0 +1,274 @@
+"""Gaps: every interval in which a line was not captured, and coverage over a window.
+
+``GapTracker`` writes one ``gaps`` row per interval. The row is inserted when
+the gap *opens* (``ended_at`` null while it lasts) and completed when it
+closes, so a crash in the middle of a gap still leaves its start on record;
+``close_stale`` completes such rows on the next start-up.
+
+Reasons (the ``reason`` column): ``no_device``, ``dead``, ``stalled``,
+``overrun``, ``recorder_down``, ``disk_write_failed``, ``queue_overflow``.
+
+``coverage`` and the renderers are pure: they take rows as dicts (what
+``Index.query`` returns) so ``linetap coverage`` and the tests need nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol
+
+from ..clock import Clock, iso, parse_iso
+
+logger = logging.getLogger(__name__)
+
+REASONS = ("no_device", "dead", "stalled", "overrun", "recorder_down", "disk_write_failed",
+           "queue_overflow")
+
+
+class GapIndex(Protocol):
+    def gap(self, line: str, started_at: str, ended_at: str, reason: str) -> int: ...
+    def update_table(self, table: str, pk: Any, **fields: Any) -> None: ...
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]: ...
+    def execute(self, sql: str, params: Any = ()) -> None: ...
+
+
+@dataclass(slots=True)
+class _Open:
+    reason: str
+    started_at: float
+    row_id: int | None
+
+
+class GapTracker:
+    """Open and close the gaps of each line; thread-safe (pipeline and health timer)."""
+
+    def __init__(self, index: GapIndex | None, clock: Clock) -> None:
+        self.index = index
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._open: dict[str, _Open] = {}
+
+    def open(self, line: str, reason: str, at: float | None = None) -> None:
+        """The line stops being captured at ``at`` (wall time; default now).
+
+        Already open with the same reason: nothing changes (the earlier start
+        stands). Open with another reason: the first gap ends at ``at`` and a
+        new one starts, so each interval carries the reason that applied.
+        """
+        t = self.clock.wall() if at is None else at
+        with self._lock:
+            cur = self._open.get(line)
+            if cur is not None:
+                if cur.reason == reason:
+                    return
+                self._close(line, t)
+            row_id = self._insert(line, t, reason)
+            self._open[line] = _Open(reason, t, row_id)
+        logger.warning("line %s: not captured from %s (%s)", line, iso(t), reason)
+
+    def close(self, line: str, at: float | None = None) -> None:
+        """The line is captured again from ``at``. No-op if no gap is open."""
+        t = self.clock.wall() if at is None else at
+        with self._lock:
+            if line in self._open:
+                self._close(line, t)
+
+    def close_all(self, at: float | None = None) -> None:
+        """At shutdown: every gap still open ends now (the recorder-down gap of the
+        next start-up takes over from the last heartbeat)."""
+        t = self.clock.wall() if at is None else at
+        with self._lock:
+            for line in list(self._open):
+                self._close(line, t)
+
+    def is_open(self, line: str) -> str | None:
+        """The reason of the line's open gap, or None."""
+        with self._lock:
+            cur = self._open.get(line)
+            return cur.reason if cur else None
+
+    def recorder_down(self, lines: Iterable[str], since: float, until: float) -> None:
+        """At start-up: the recorder was down from its last heartbeat (``since``)
+        to now (``until``): one closed ``recorder_down`` gap per line."""
+        if until <= since or self.index is None:
+            return
+        for line in lines:
+            try:
+                self.index.gap(line, iso(since), iso(until), "recorder_down")
+            except Exception as e:  # noqa: BLE001 - the index may be on a failing disk
+                logger.error("cannot write the recorder-down gap of line %s: %s", line, e)
+
+    def close_stale(self, at: float) -> int:
+        """At start-up: complete rows a crashed run left open, at ``at`` (its last
+        heartbeat; never before the gap's own start). Returns how many."""
+        if self.index is None:
+            return 0
+        rows = self.index.query("select id from gaps where ended_at is null")
+        if rows:
+            # ISO strings of one format compare in time order, so max() is the later time.
+            self.index.execute("update gaps set ended_at = max(started_at, ?) where ended_at is null",
+                               [iso(at)])
+            logger.warning("closed %d gap(s) left open by the previous run at %s", len(rows), iso(at))
+        return len(rows)
+
+    # --- with self._lock held ---
+    def _insert(self, line: str, t: float, reason: str) -> int | None:
+        if self.index is None:
+            return None
+        try:
+            # ended_at stays null while the gap lasts (see the module docstring).
+            return self.index.gap(line, iso(t), None, reason)  # type: ignore[arg-type]
+        except Exception as e:  # noqa: BLE001
+            logger.error("cannot write a gap of line %s to the index: %s (will retry when it closes)",
+                         line, e)
+            return None
+
+    def _close(self, line: str, t: float) -> None:
+        cur = self._open.pop(line)
+        end = max(t, cur.started_at)
+        logger.info("line %s: captured again from %s after %.1f s (%s)", line, iso(end),
+                    end - cur.started_at, cur.reason)
+        if self.index is None:
+            return
+        try:
+            if cur.row_id is None:
+                self.index.gap(line, iso(cur.started_at), iso(end), cur.reason)
+            else:
+                self.index.update_table("gaps", cur.row_id, ended_at=iso(end))
+        except Exception as e:  # noqa: BLE001
+            logger.error("cannot complete the gap of line %s in the index: %s", line, e)
+
+
+# --- coverage: pure ---------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    line: str
+    start: float
+    end: float
+    reason: str  # merged gaps join their reasons: "dead, no_device"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class LineCoverage:
+    line: str
+    since: float
+    until: float
+    covered_fraction: float
+    gaps: tuple[Gap, ...]
+
+    @property
+    def missing_s(self) -> float:
+        return sum(g.duration_s for g in self.gaps)
+
+
+def coverage(gaps: list[dict[str, Any]], since: float, until: float, line: str) -> tuple[float, list[Gap]]:
+    """The fraction of [since, until) in which ``line`` was captured, and its gaps
+    clipped to that window, merged where they overlap or touch.
+
+    ``gaps`` are rows of the ``gaps`` table (ISO times); a row with ``ended_at``
+    null is still open and counts up to ``until``. An empty window is fully covered.
+    """
+    spans: list[tuple[float, float, str]] = []
+    for row in gaps:
+        if row.get("line") != line:
+            continue
+        start = parse_iso(row["started_at"])
+        end = parse_iso(row["ended_at"]) if row.get("ended_at") else until
+        start, end = max(start, since), min(end, until)
+        if end > start:
+            spans.append((start, end, str(row.get("reason") or "unknown")))
+    spans.sort()
+    merged: list[tuple[float, float, list[str]]] = []
+    for start, end, reason in spans:
+        if merged and start <= merged[-1][1]:
+            last = merged[-1]
+            reasons = last[2] if reason in last[2] else [*last[2], reason]
+            merged[-1] = (last[0], max(last[1], end), reasons)
+        else:
+            merged.append((start, end, [reason]))
+    out = [Gap(line, s, e, ", ".join(r)) for s, e, r in merged]
+    window = until - since
+    if window <= 0:
+        return 1.0, out
+    missing = sum(g.duration_s for g in out)
+    return max(0.0, 1.0 - missing / window), out
+
+
+def load_gaps(index: GapIndex, since: float, until: float, line: str | None = None) -> list[dict[str, Any]]:
+    """Rows of the ``gaps`` table that overlap [since, until)."""
+    sql = ("select line, started_at, ended_at, reason from gaps "
+           "where started_at < ? and coalesce(ended_at, '9999') > ?")
+    params: list[Any] = [iso(until), iso(since)]
+    if line:
+        sql += " and line = ?"
+        params.append(line)
+    return index.query(sql + " order by line, started_at", params)
+
+
+def coverage_report(gaps: list[dict[str, Any]], lines: Iterable[str], since: float,
+                    until: float) -> list[LineCoverage]:
+    """``coverage`` for each of ``lines`` (the configured ones, so a line without
+    any gap still shows as 100 %)."""
+    report = []
+    for name in lines:
+        fraction, line_gaps = coverage(gaps, since, until, name)
+        report.append(LineCoverage(name, since, until, fraction, tuple(line_gaps)))
+    return report
+
+
+def _hms(seconds: float) -> str:
+    ms = int(round(seconds * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def _percent(fraction: float) -> str:
+    # Rounded *down*: a line with any gap at all must never print as 100.000 %.
+    # (The epsilon only absorbs float noise such as 0.29 * 1e5 = 28999.999999999996.)
+    return f"{math.floor(fraction * 100_000 + 1e-6) / 1000:.3f} %"
+
+
+def render_coverage(report: list[LineCoverage]) -> str:
+    """A plain table for ``linetap coverage``: per line the covered fraction, then
+    every gap (start, end, duration, reason), all times UTC."""
+    if not report:
+        return "no lines\n"
+    since, until = report[0].since, report[0].until
+    out = [f"coverage from {iso(since)} to {iso(until)} ({_hms(until - since)}), times UTC", ""]
+    width = max(len(r.line) for r in report)
+    for r in report:
+        n = len(r.gaps)
+        summary = "no gaps" if not n else f"{_hms(r.missing_s)} missing in {n} gap{'s' if n > 1 else ''}"
+        out.append(f"{r.line:<{width}}  {_percent(r.covered_fraction):>9} covered  ({summary})")
+        for g in r.gaps:
+            out.append(f"{'':<{width}}    {iso(g.start)}  {iso(g.end)}  {_hms(g.duration_s):>13}  {g.reason}")
+    return "\n".join(out) + "\n"
+
+
+def render_coverage_json(report: list[LineCoverage]) -> str:
+    """The same as JSON: ``{"since", "until", "lines": [{"line", "covered_fraction",
+    "missing_s", "gaps": [{"started_at", "ended_at", "duration_s", "reason"}]}]}``."""
+    since = report[0].since if report else 0.0
+    until = report[0].until if report else 0.0
+    doc = {
+        "since": iso(since), "until": iso(until),
+        "lines": [{
+            "line": r.line,
+            "covered_fraction": r.covered_fraction,
+            "missing_s": round(r.missing_s, 3),
+            "gaps": [{"started_at": iso(g.start), "ended_at": iso(g.end),
+                      "duration_s": round(g.duration_s, 3), "reason": g.reason} for g in r.gaps],
+        } for r in report],
+    }
+    return json.dumps(doc, indent=2)

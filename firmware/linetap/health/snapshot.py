@@ -1,0 +1,199 @@
+"""The health snapshot: one JSON document for MQTT ``health``, ``linetap status`` and the web UI.
+
+``build_snapshot`` is pure (plain values in, the contract's document out). The
+recorder writes it to a file with ``write_snapshot`` (atomically, so a reader
+never sees half a document) and ``linetap status`` reads it back, which works
+without a broker and without touching the running recorder.
+
+Document (the contract's fields, plus ``clock_synced`` and ``alarm_details``)::
+
+    {"ts": ISO, "id": str, "version": str, "uptime_s": float,
+     "lines": {name: {"state": "idle|recording|fault|disabled", "level_dbfs": float|null,
+                      "last_audio_at": ISO|null, "alarms": [codes]}},
+     "disk": {"free_mb": float|null, "used_mb": float|null, "recordings": int|null,
+              "hours_left": float|null},
+     "alarms": [active codes, sorted, unique],
+     "alarm_details": [{"code", "severity", "line", "raised_at", "cleared_at", "detail"}],
+     "clock_synced": bool|null}
+
+A line is in ``fault`` while it has an active *critical* line alarm
+(LINE_NO_DEVICE, LINE_DEAD): it is not being captured. Warnings on a line
+(LINE_OVERRUN, LINE_CLIPPING) are listed in its ``alarms`` but leave its
+state ``idle``/``recording``, because it is still being recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..alarms.catalogue import CRITICAL, LINE, spec
+from ..alarms.manager import Alarm
+from ..clock import iso, parse_iso
+
+MiB = 1024 * 1024
+LINE_STATES = ("idle", "recording", "fault", "disabled")
+
+
+@dataclass(frozen=True, slots=True)
+class LineStatus:
+    name: str
+    enabled: bool = True
+    recording: bool = False
+    level_dbfs: float | None = None
+    last_audio_at: float | None = None  # wall time of the last block received
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStatus:
+    free_bytes: int
+    used_bytes: int  # space taken by the recordings
+    recordings: int
+    hours_left: float | None
+
+
+def line_state(enabled: bool, recording: bool, line_alarms: Iterable[str]) -> str:
+    if not enabled:
+        return "disabled"
+    if any(spec(c).severity == CRITICAL and spec(c).scope == LINE for c in line_alarms):
+        return "fault"
+    return "recording" if recording else "idle"
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else round(n / MiB, 1)
+
+
+def build_snapshot(*, recorder_id: str, version: str, now: float, started_at: float,
+                   lines: Iterable[LineStatus], alarms: Iterable[Alarm], disk: DiskStatus | None,
+                   clock_synced: bool | None) -> dict[str, Any]:
+    """The health document from plain values; ``now`` and ``started_at`` are wall times."""
+    active = sorted(alarms, key=lambda a: (a.raised_at, a.code, a.line or ""))
+    by_line: dict[str, set[str]] = {}
+    for a in active:
+        if a.line is not None:
+            by_line.setdefault(a.line, set()).add(a.code)
+    lines_doc: dict[str, Any] = {}
+    for ln in lines:
+        codes = sorted(by_line.get(ln.name, ()))
+        lines_doc[ln.name] = {
+            "state": line_state(ln.enabled, ln.recording, codes),
+            "level_dbfs": None if ln.level_dbfs is None else round(ln.level_dbfs, 1),
+            "last_audio_at": None if ln.last_audio_at is None else iso(ln.last_audio_at),
+            "alarms": codes,
+        }
+    return {
+        "ts": iso(now),
+        "id": recorder_id,
+        "version": version,
+        "uptime_s": round(max(0.0, now - started_at), 1),
+        "lines": lines_doc,
+        "disk": {
+            "free_mb": _mb(disk.free_bytes) if disk else None,
+            "used_mb": _mb(disk.used_bytes) if disk else None,
+            "recordings": disk.recordings if disk else None,
+            "hours_left": None if disk is None or disk.hours_left is None else round(disk.hours_left, 1),
+        },
+        "alarms": sorted({a.code for a in active}),
+        "alarm_details": [a.as_dict() for a in active],
+        "clock_synced": clock_synced,
+    }
+
+
+def significant(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a snapshot worth publishing at once: line states and alarms
+    (not the level or the clock ticking). Compare two of these for "changed"."""
+    return (tuple((n, ln["state"], tuple(ln["alarms"])) for n, ln in sorted(doc["lines"].items())),
+            tuple((a["code"], a["line"]) for a in doc.get("alarm_details", ())),
+            tuple(doc["alarms"]))
+
+
+def write_snapshot(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
+    """Write atomically (a temporary file in the same directory, then ``os.replace``),
+    mode 0640. Not fsynced: it is rewritten every few seconds and only describes now."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        os.fchmod(fd, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_snapshot(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The last snapshot written, or None if there is none (recorder never ran)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d {h}h {m:02d}m"
+    if h:
+        return f"{h}h {m:02d}m"
+    return f"{m}m {s:02d}s"
+
+
+def render_status(doc: dict[str, Any], *, now: float | None = None,
+                  stale_after_s: float | None = None) -> str:
+    """Human text for ``linetap status``. With ``now`` it says how old the snapshot
+    is, and with ``stale_after_s`` it warns that the recorder is not updating it."""
+    out = []
+    head = f"linetap {doc.get('id', '?')}  version {doc.get('version', '?')}  " \
+           f"up {_duration(float(doc.get('uptime_s') or 0))}  snapshot {doc.get('ts', '?')}"
+    age = None
+    if now is not None and doc.get("ts"):
+        age = now - parse_iso(doc["ts"])
+        head += f" ({max(0, int(age))} s ago)"
+    out.append(head)
+    if age is not None and stale_after_s is not None and age > stale_after_s:
+        out.append(f"WARNING: the snapshot is {int(age)} s old: the recorder is not running or is stuck")
+    synced = doc.get("clock_synced")
+    out.append("clock:  " + {True: "synchronised", False: "NOT synchronised (timestamps may be wrong)",
+                             None: "synchronisation unknown"}[synced])
+    disk = doc.get("disk") or {}
+    if disk.get("free_mb") is not None:
+        hl = disk.get("hours_left")
+        left = f", about {hl:g} h of recording left" if hl is not None else ""
+        out.append(f"disk:   {disk['free_mb']:g} MB free, {disk.get('used_mb') or 0:g} MB in "
+                   f"{disk.get('recordings') or 0} recordings{left}")
+    out.append("lines:")
+    lines = doc.get("lines") or {}
+    width = max((len(n) for n in lines), default=4)
+    for name, ln in lines.items():
+        level = ln.get("level_dbfs")
+        level_s = f"{level:6.1f} dBFS" if level is not None else f"{'-':>6} dBFS"
+        last = ln.get("last_audio_at") or "never"
+        alarms = "  " + " ".join(ln["alarms"]) if ln.get("alarms") else ""
+        out.append(f"  {name:<{width}}  {ln.get('state', '?'):<9}  {level_s}  last audio {last}{alarms}")
+    details = doc.get("alarm_details")
+    if details:
+        out.append("alarms:")
+        for a in details:
+            where = f" {a['line']}" if a.get("line") else ""
+            detail = f": {a['detail']}" if a.get("detail") else ""
+            out.append(f"  {a['severity'].upper():<8} {a['code']}{where} since {a['raised_at']}{detail}")
+    elif doc.get("alarms"):
+        out.append("alarms: " + " ".join(doc["alarms"]))
+    else:
+        out.append("alarms: none")
+    return "\n".join(out) + "\n"
