@@ -1,0 +1,191 @@
+"""The hash chain: every finished recording, and every deletion, committed in order.
+
+Entry *i* (table ``chain``, ``seq`` = i, from 1) commits to entry *i-1*::
+
+    digest_i = sha256(canonical JSON of payload_i)
+    hash_i   = sha256(hash_{i-1} + digest_i)        (hex strings, hash_0 = "0" * 64)
+
+(the rules are in :mod:`linetap.evidence.export_verify`, which a third party can
+run with the standard library alone). Hashing the payload first lets an export
+prove the chain up to its head with each later entry's digest only, without
+revealing other calls.
+
+Payload kinds:
+
+``recording``
+    call_id, line, started_at, ended_at, duration_ms, path, codec, bytes, sha256 (of
+    the file as stored), plain_sha256 (encrypted recordings: of the audio inside),
+    encrypted, status, end_reason, and ``private``: a salted commitment to
+    caller_number/caller_name/dtmf. The salt is kept apart (``chain_salts``);
+    deleting it erases the link between the chain and a caller's number.
+``deletion`` / ``erasure``
+    call_id, why (space | retention | request), by, recording_seq, sha256, and
+    file_missing (the file had gone before linetap deleted it).
+
+Values are strings, integers, booleans and null only (floats do not round-trip
+identically in every language).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from ..clock import Clock, SystemClock, iso
+from ..index.db import Index
+from .export_verify import GENESIS, digest, duration_ms, link, private_commitment
+from .tables import ensure_tables, transaction
+
+logger = logging.getLogger(__name__)
+
+VERSION = 1
+SEALED_SUFFIX = ".sealed"  # = linetap.crypto.SUFFIX (not imported: this module must not need nacl)
+KINDS = ("recording", "deletion", "erasure")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    kind: str
+    call_id: int | None
+    payload: dict[str, Any]
+    digest: str
+    prev_hash: str
+    hash: str
+
+
+def head(index: Index) -> tuple[int, str]:
+    """(seq, hash) of the newest entry; (0, GENESIS) for an empty chain.
+
+    Publishing the head off the box (MQTT, a printed receipt) is what makes
+    truncating the newest entries detectable too.
+    """
+    ensure_tables(index)
+    rows = index.query("select seq, hash from chain order by seq desc limit 1")
+    return (rows[0]["seq"], rows[0]["hash"]) if rows else (0, GENESIS)
+
+
+def _append(index: Index, kind: str, call_id: int | None, body: dict[str, Any], at: float,
+            after: Entry | None = None) -> Entry:
+    """Add one entry (after ``after``, if the caller knows the head). Call inside :func:`transaction`."""
+    seq, prev = (after.seq, after.hash) if after is not None else head(index)
+    payload = {"v": VERSION, "seq": seq + 1, "kind": kind, "at": iso(at), "call_id": call_id, **body}
+    d = digest(payload)
+    h = link(prev, d)
+    index.execute("insert into chain (seq, kind, call_id, at, payload, digest, prev_hash, hash) "
+                  "values (?, ?, ?, ?, ?, ?, ?, ?)",
+                  [seq + 1, kind, call_id, payload["at"], json.dumps(payload, sort_keys=True), d, prev, h])
+    return Entry(seq + 1, kind, call_id, payload, d, prev, h)
+
+
+def recording_payload(row: dict[str, Any], salt: str, plain_sha256: str | None) -> dict[str, Any]:
+    """The body of a ``recording`` entry for a calls row (without v/seq/kind/at/call_id)."""
+    return {
+        "line": row.get("line"), "started_at": row.get("started_at"), "ended_at": row.get("ended_at"),
+        "duration_ms": duration_ms(row.get("duration_s")), "path": row.get("path"),
+        "codec": row.get("codec"), "bytes": row.get("bytes"), "sha256": row.get("sha256"),
+        "plain_sha256": plain_sha256, "encrypted": str(row.get("path") or "").endswith(SEALED_SUFFIX),
+        "status": row.get("status"), "end_reason": row.get("end_reason"),
+        "private": private_commitment(salt, row),
+    }
+
+
+def recording_entry(index: Index, call_id: int) -> Entry | None:
+    """The newest ``recording`` entry for ``call_id`` (ids can be reused once a call is deleted)."""
+    rows = index.query("select * from chain where call_id = ? and kind = 'recording' "
+                       "order by seq desc limit 1", [call_id])
+    return _entry(rows[0]) if rows else None
+
+
+def live_entry(index: Index, call_id: int) -> Entry | None:
+    """The recording entry of ``call_id`` if the chain has it and no removal came after it."""
+    rows = index.query("select * from chain where call_id = ? order by seq desc limit 1", [call_id])
+    return _entry(rows[0]) if rows and rows[0]["kind"] == "recording" else None
+
+
+def append_recording(index: Index, row: dict[str, Any], *, plain_sha256: str | None = None,
+                     update: dict[str, Any] | None = None, clock: Clock | None = None) -> Entry:
+    """Commit a finished recording (a complete calls row) to the chain; idempotent per call.
+
+    ``update``: calls fields to change in the same transaction (e.g. the sealed file's path),
+    so the row and its entry can never disagree after a crash.
+    """
+    return append_recordings(index, [{**row, **(update or {})}], plain_sha256s=[plain_sha256], clock=clock,
+                             updates=[update or {}])[0]
+
+
+def append_recordings(index: Index, rows: Iterable[dict[str, Any]], *,
+                      plain_sha256s: Iterable[str | None] | None = None,
+                      updates: Iterable[dict[str, Any]] | None = None,
+                      clock: Clock | None = None) -> list[Entry]:
+    """Commit several finished recordings in one transaction (bulk import, backfill)."""
+    ensure_tables(index)
+    at = (clock or SystemClock()).wall()
+    rows = list(rows)
+    plains = list(plain_sha256s) if plain_sha256s is not None else [None] * len(rows)
+    changes = list(updates) if updates is not None else [{}] * len(rows)
+    out: list[Entry] = []
+    last: Entry | None = None
+    with transaction(index):
+        for row, plain, change in zip(rows, plains, changes):
+            existing = live_entry(index, row["id"])
+            if existing is not None:
+                out.append(existing)
+                continue
+            if change:
+                cols = sorted(change)
+                if not all(c.isidentifier() for c in cols):
+                    raise ValueError(f"bad column names {cols!r}")
+                index.execute(f"update calls set {', '.join(c + ' = ?' for c in cols)} where id = ?",
+                              [change[c] for c in cols] + [row["id"]])
+            salt = secrets.token_hex(16)
+            index.execute("insert or replace into chain_salts (call_id, salt) values (?, ?)", [row["id"], salt])
+            last = _append(index, "recording", row["id"], recording_payload(row, salt, plain), at, after=last)
+            out.append(last)
+    return out
+
+
+def append_removal(index: Index, kind: str, call_id: int, *, why: str, by: str, sha256: str | None,
+                   file_missing: bool, at: float) -> Entry:
+    """Record a deletion/erasure. Call inside :func:`transaction` (with the row's removal)."""
+    if kind not in ("deletion", "erasure"):
+        raise ValueError(f"not a removal kind: {kind!r}")
+    rec = recording_entry(index, call_id)
+    return _append(index, kind, call_id, {"why": why, "by": by, "recording_seq": rec.seq if rec else None,
+                                          "sha256": sha256, "file_missing": file_missing}, at)
+
+
+def entries(index: Index, from_seq: int = 1, page_rows: int = 5000) -> Iterator[Entry]:
+    """All entries from ``from_seq`` on, in order, read a page at a time."""
+    ensure_tables(index)
+    seq = from_seq - 1
+    while True:
+        rows = index.query("select * from chain where seq > ? order by seq limit ?", [seq, page_rows])
+        if not rows:
+            return
+        for r in rows:
+            yield _entry(r)
+        seq = rows[-1]["seq"]
+
+
+def links_after(index: Index, seq: int) -> list[tuple[int, str, str]]:
+    """(seq, digest, hash) of every entry after ``seq``: the proof from an entry to the head."""
+    rows = index.query("select seq, digest, hash from chain where seq > ? order by seq", [seq])
+    return [(r["seq"], r["digest"], r["hash"]) for r in rows]
+
+
+def salt_of(index: Index, call_id: int) -> str | None:
+    rows = index.query("select salt from chain_salts where call_id = ?", [call_id])
+    return rows[0]["salt"] if rows else None
+
+
+def _entry(r: dict[str, Any]) -> Entry:
+    try:
+        payload = json.loads(r["payload"])
+    except (TypeError, ValueError):
+        payload = {}
+    return Entry(r["seq"], r["kind"], r["call_id"], payload if isinstance(payload, dict) else {},
+                 r["digest"], r["prev_hash"], r["hash"])

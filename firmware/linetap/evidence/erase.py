@@ -1,0 +1,60 @@
+"""Privacy requests: ``linetap erase --number DIGITS``.
+
+Every recording whose caller number is DIGITS is deleted: the file, the calls row and the
+salt of its commitment in the chain (so the chain entry can no longer be linked to the number).
+Each is logged in ``deletions`` with why ``request`` (without the number) and in the chain as an
+``erasure`` entry, so ``verify`` stays clean. Held recordings are kept and listed; so are calls
+still being recorded (run the erasure again once they end).
+
+SQLite's ``secure_delete`` is switched on for the erasure and the WAL checkpointed afterwards,
+so the number does not linger in free pages of ``index.db``. (Flash storage may still hold
+old blocks of the audio files; with ``encrypt_to`` set those are unreadable without the key.)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..clock import Clock
+from ..index.db import Index
+from ..retention import deletions
+from . import audit
+from .tables import ensure_tables
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EraseResult:
+    erased: tuple[int, ...]
+    held: tuple[int, ...]  # kept: legal hold wins over a privacy request
+    recording: tuple[int, ...]  # kept: still being written
+    freed_bytes: int
+
+
+def erase_number(index: Index, data_dir: Path, number: str, *, who: str | None = None,
+                 clock: Clock | None = None) -> EraseResult:
+    ensure_tables(index)
+    who = who or audit.current_user()
+    ids = [r["id"] for r in index.query("select id from calls where caller_number = ? order by id", [number])]
+    index.execute("PRAGMA secure_delete = ON")
+    res = deletions.delete_recordings(index, Path(data_dir), [(i, "request") for i in ids], by=who,
+                                      detail="privacy request (erase by caller number)", clock=clock)
+    try:
+        index.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    except Exception as e:  # noqa: BLE001 - best effort: a reader may hold the WAL open
+        logger.warning("could not checkpoint the index after an erasure: %s", e)
+    result = EraseResult(
+        erased=tuple(d.call_id for d in res.deleted),
+        held=tuple(r.call_id for r in res.refused if r.reason == "held"),
+        recording=tuple(r.call_id for r in res.refused if r.reason == "recording"),
+        freed_bytes=res.freed_bytes,
+    )
+    audit.record(index, "erase", None, who=who, clock=clock,
+                 detail=f"privacy request: {len(result.erased)} erased, {len(result.held)} kept on hold, "
+                        f"{len(result.recording)} still recording")
+    logger.info("privacy erasure by %s: %d recording(s) erased, %d held kept", who, len(result.erased),
+                len(result.held))
+    return result

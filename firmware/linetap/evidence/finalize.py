@@ -1,0 +1,87 @@
+"""What happens to a recording once its file is finished: encryption (optional), then the chain.
+
+The recorder calls :func:`finalize_recording` right after ``Recording.finish`` and
+:func:`finalize_pending` at start-up after ``salvage`` (recovered recordings, and any call a
+crash left finished but not yet sealed or chained).
+
+With ``[storage] encrypt_to`` set, ``<name>.<ext>`` becomes ``<name>.<ext>.sealed`` (see
+:mod:`linetap.crypto`), the plaintext is unlinked, and the calls row's path, bytes and
+sha256 describe the sealed file, which is what is on the disk and what ``verify`` re-hashes.
+The chain also records ``plain_sha256``, so audio decrypted off the box can be checked.
+The plaintext exists on disk only while the call is being recorded (and for the moment
+encryption takes); unlinking does not scrub flash blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .. import crypto
+from ..clock import Clock
+from ..index.db import Index
+from ..store.recordings import fsync_dir, sha256_file
+from . import chain
+from .tables import ensure_tables
+
+logger = logging.getLogger(__name__)
+
+
+def finalize_recording(index: Index, data_dir: Path, row: dict[str, Any], storage: Any, *,
+                       clock: Clock | None = None) -> dict[str, Any]:
+    """Seal (if configured) and chain one finished recording; returns the calls fields changed.
+
+    ``row`` needs only ``id`` (the dict ``Recording.finish`` returns will do): the calls row
+    is re-read, so the chain commits to exactly what the index holds.
+    """
+    ensure_tables(index)
+    data_dir = Path(data_dir)
+    current = index.get_call(int(row["id"]))
+    if current is None:
+        raise LookupError(f"no calls row {row['id']}")
+    if current["status"] == "recording":
+        raise ValueError(f"call {current['id']} is still being recorded; finalize after Recording.finish")
+    updated: dict[str, Any] = {}
+    plain_sha: str | None = None
+    rel = current.get("path") or ""
+    encrypt_to = getattr(storage, "encrypt_to", None)
+    if rel.endswith(crypto.SUFFIX):
+        plain_sha = None  # sealed before a restart; the plaintext's hash was not kept
+    elif encrypt_to is not None and rel:
+        src = data_dir / rel
+        sealed_rel = rel + crypto.SUFFIX
+        sealed = data_dir / sealed_rel
+        if src.is_file():
+            res = crypto.encrypt_file(src, sealed, Path(encrypt_to))
+            if current.get("sha256") and res.plain_sha256 != current["sha256"]:
+                logger.error("call %d: %s changed between finishing and encryption", current["id"], rel)
+            fsync_dir(sealed.parent)
+            src.unlink()
+            fsync_dir(src.parent)
+            plain_sha = res.plain_sha256
+            updated = {"path": sealed_rel, "bytes": res.bytes, "sha256": res.sha256}
+        elif sealed.is_file() and crypto.is_sealed(sealed):
+            # A crash after the sealed file was renamed into place, before the row was updated.
+            plain_sha = current.get("sha256")
+            updated = {"path": sealed_rel, "bytes": sealed.stat().st_size, "sha256": sha256_file(sealed)}
+    chain.append_recording(index, current, plain_sha256=plain_sha, update=updated, clock=clock)
+    return updated
+
+
+def finalize_pending(index: Index, data_dir: Path, storage: Any, *, clock: Clock | None = None) -> list[int]:
+    """Finalize every finished recording not yet in the chain (start-up, after salvage)."""
+    ensure_tables(index)
+    rows = index.query(
+        "select id from calls c where c.status != 'recording' and coalesce((select kind from chain "
+        "where chain.call_id = c.id order by seq desc limit 1), '') != 'recording' order by id")
+    done: list[int] = []
+    for r in rows:
+        logger.warning("call %d was finished but not yet chained (restart); sealing/chaining it now", r["id"])
+        try:
+            finalize_recording(index, data_dir, r, storage, clock=clock)
+        except (OSError, crypto.CryptoError, LookupError) as e:
+            logger.error("call %d could not be finalized: %s", r["id"], e)
+            continue
+        done.append(r["id"])
+    return done

@@ -1,0 +1,232 @@
+"""The retention planner: which recordings to delete now, and why. Pure: values in, values out.
+
+Rules, in order of precedence:
+
+1. Never a recording still being written (``status = "recording"``), never one on legal hold.
+2. ``retention_days`` (per line, else ``[storage]``): a recording older than that is deleted
+   (why ``retention``), whatever the free space. 0 = keep until space is needed.
+3. Space: keep ``keep_free_bytes`` (+ a reserve for the writing that happens before the next
+   sweep) free, and the recordings under ``max_use_bytes`` if set, by deleting the oldest
+   recordings first (why ``space``).
+4. ``min_retention_days``: space eviction may not delete anything younger. If space runs out
+   anyway, ``on_min_retention_conflict`` decides: ``"alarm"`` (default) keeps the young
+   recordings and reports a shortfall (the recorder raises DISK_LOW; new audio may be lost
+   if the disk really fills), ``"evict"`` deletes them oldest first and reports which (the
+   policy is broken, loudly, to keep recording). Which is right depends on whether the
+   *newest* or the *already recorded* calls matter more to the owner.
+
+A line's ``min_retention_days`` above its ``retention_days`` is capped at the latter:
+retention is an explicit instruction to delete, min retention only protects from eviction.
+
+The planner reads ``recordings`` oldest first and stops as soon as nothing further can
+change the plan, so a caller can feed it lazily from the index (see the sweeper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+DAY_S = 86400.0
+WHY_SPACE = "space"
+WHY_RETENTION = "retention"
+WHY_REQUEST = "request"
+CONFLICT_MODES = ("alarm", "evict")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingInfo:
+    id: int
+    line: str
+    started_at: float  # epoch seconds, UTC
+    bytes: int
+    held: bool
+    status: str  # recording | complete | recovered
+
+
+@dataclass(frozen=True, slots=True)
+class LinePolicy:
+    retention_days: int = 0  # 0 = no age limit
+    min_retention_days: int = 0  # 0 = no protection from space eviction
+
+    def effective(self) -> LinePolicy:
+        if self.retention_days and self.min_retention_days > self.retention_days:
+            return LinePolicy(self.retention_days, self.retention_days)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    keep_free_bytes: int = 0
+    max_use_bytes: int = 0  # 0 = no quota
+    default: LinePolicy = field(default_factory=LinePolicy)
+    lines: tuple[tuple[str, LinePolicy], ...] = ()  # per-line overrides, already merged with default
+    on_min_retention_conflict: str = "alarm"
+
+    def for_line(self, line: str) -> LinePolicy:
+        for name, lp in self.lines:
+            if name == line:
+                return lp.effective()
+        return self.default.effective()
+
+    def shortest_min_retention_days(self) -> int:
+        """The smallest min_retention_days of any line (0 if some line has none)."""
+        return min(lp.effective().min_retention_days for lp in (self.default, *(lp for _, lp in self.lines)))
+
+    def shortest_retention_days(self) -> int:
+        """The smallest non-zero retention of any line (0 if none): bounds what retention can expire."""
+        days = [lp.effective().retention_days for lp in (self.default, *(lp for _, lp in self.lines))]
+        return min((d for d in days if d > 0), default=0)
+
+    @classmethod
+    def from_config(cls, storage: object, lines: Iterable[object] = ()) -> Policy:
+        """From a ``StorageConfig`` and its ``LineConfig`` list (per-line overrides)."""
+        g_ret = int(getattr(storage, "retention_days", 0) or 0)
+        g_min = int(getattr(storage, "min_retention_days", 0) or 0)
+        per_line: list[tuple[str, LinePolicy]] = []
+        for line in lines:
+            ret = getattr(line, "retention_days", None)
+            mn = getattr(line, "min_retention_days", None)
+            per_line.append((str(getattr(line, "name")), LinePolicy(g_ret if ret is None else int(ret),
+                                                                     g_min if mn is None else int(mn))))
+        return cls(keep_free_bytes=int(getattr(storage, "keep_free_mb", 0)) * 1024 * 1024,
+                   max_use_bytes=int(getattr(storage, "max_use_mb", 0)) * 1024 * 1024,
+                   default=LinePolicy(g_ret, g_min), lines=tuple(per_line),
+                   on_min_retention_conflict=str(getattr(storage, "on_min_retention_conflict", "alarm")))
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    free_bytes: int  # free on the file system, for this process
+    used_bytes: int  # held by recordings (finished files + files being written)
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    id: int
+    why: str  # space | retention
+    bytes: int
+    overrides_min_retention: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    evictions: tuple[Eviction, ...]
+    need_bytes: int  # what space eviction had to free, after retention's deletions
+    shortfall_bytes: int  # what is still missing after this plan: > 0 means DISK_LOW
+    blocked_by_hold: bool = False  # short, and held recordings are what could not be deleted
+    blocked_by_min_retention: bool = False  # short, and min_retention_days kept recordings
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return tuple(e.id for e in self.evictions)
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(e.bytes for e in self.evictions)
+
+    @property
+    def disk_low(self) -> bool:
+        return self.shortfall_bytes > 0
+
+    @property
+    def overrode_min_retention(self) -> tuple[int, ...]:
+        return tuple(e.id for e in self.evictions if e.overrides_min_retention)
+
+
+def space_needed(space: Space, policy: Policy, reserve_bytes: int = 0) -> int:
+    """Bytes to free so that keep_free (+ reserve) is free and the quota (if any) is kept."""
+    need = policy.keep_free_bytes + reserve_bytes - space.free_bytes
+    if policy.max_use_bytes:
+        need = max(need, space.used_bytes + reserve_bytes - policy.max_use_bytes)
+    return max(0, need)
+
+
+def plan(recordings: Iterable[RecordingInfo], space: Space, policy: Policy, now: float, *,
+         reserve_bytes: int = 0) -> Plan:
+    """What to delete now. ``recordings`` must come oldest first (started_at, then id)."""
+    need = space_needed(space, policy, reserve_bytes)
+    shortest = policy.shortest_retention_days()
+    # Recordings that started after this can be expired by no line's retention.
+    horizon = now - shortest * DAY_S if shortest else float("-inf")
+    # In "alarm" mode, recordings that started after this are protected on every line: once
+    # there, nothing further can be evicted for space either.
+    floor_min = policy.shortest_min_retention_days() if policy.on_min_retention_conflict == "alarm" else 0
+    protected_from = now - floor_min * DAY_S if floor_min else float("inf")
+    expired: list[RecordingInfo] = []
+    candidates: list[RecordingInfo] = []  # evictable for space, oldest first
+    protected: list[RecordingInfo] = []  # evictable only by breaking min_retention_days
+    expired_bytes = candidate_bytes = 0
+    held_seen = False
+    for r in recordings:
+        if r.started_at > horizon and (expired_bytes + candidate_bytes >= need or r.started_at > protected_from):
+            if r.started_at > protected_from and expired_bytes + candidate_bytes < need:
+                protected.append(r)  # (only its presence matters: the shortfall is blocked_by_min_retention)
+            break
+        if r.status == "recording":
+            continue
+        if r.held:
+            held_seen = True
+            continue
+        lp = policy.for_line(r.line)
+        age = now - r.started_at
+        if lp.retention_days and age >= lp.retention_days * DAY_S:
+            expired.append(r)
+            expired_bytes += r.bytes
+        elif expired_bytes + candidate_bytes >= need:
+            continue
+        elif lp.min_retention_days and age < lp.min_retention_days * DAY_S:
+            protected.append(r)
+        else:
+            candidates.append(r)
+            candidate_bytes += r.bytes
+    chosen: list[tuple[RecordingInfo, Eviction]] = [(r, Eviction(r.id, WHY_RETENTION, r.bytes)) for r in expired]
+    remaining = need - expired_bytes
+    for r in candidates:
+        if remaining <= 0:
+            break
+        chosen.append((r, Eviction(r.id, WHY_SPACE, r.bytes)))
+        remaining -= r.bytes
+    if remaining > 0 and policy.on_min_retention_conflict == "evict":
+        for r in protected:
+            if remaining <= 0:
+                break
+            chosen.append((r, Eviction(r.id, WHY_SPACE, r.bytes, overrides_min_retention=True)))
+            remaining -= r.bytes
+    chosen.sort(key=lambda item: (item[0].started_at, item[0].id))
+    shortfall = max(0, remaining)
+    kept_protected = len(protected) > sum(1 for _, e in chosen if e.overrides_min_retention)
+    return Plan(
+        evictions=tuple(e for _, e in chosen),
+        need_bytes=max(0, need - expired_bytes),
+        shortfall_bytes=shortfall,
+        blocked_by_hold=shortfall > 0 and held_seen,
+        blocked_by_min_retention=shortfall > 0 and kept_protected,
+    )
+
+
+def hours_left(*, free_bytes: int, used_bytes: int, evictable_bytes: int, rate_bytes_per_s: float | None,
+               policy: Policy, reserve_bytes: int = 0) -> float | None:
+    """Hours of recording, at the measured rate, before linetap runs out of space it may use.
+
+    That is the space above keep_free (and under the quota), plus every recording space
+    eviction may still delete (not held, not being written, not protected by
+    min_retention_days unless the policy is ``evict``). In a ring buffer without holds it
+    is how long a call recorded now will be kept; when it reaches 0 the recorder raises
+    DISK_LOW. None while the rate is unknown (nothing recorded yet).
+    """
+    if not rate_bytes_per_s or rate_bytes_per_s <= 0:
+        return None
+    writable = free_bytes - policy.keep_free_bytes - reserve_bytes
+    if policy.max_use_bytes:
+        writable = min(writable, policy.max_use_bytes - used_bytes - reserve_bytes)
+    return (max(0, writable) + max(0, evictable_bytes)) / rate_bytes_per_s / 3600.0
+
+
+def recordings_by_age(recordings: Iterable[RecordingInfo]) -> list[RecordingInfo]:
+    """Sort for :func:`plan` when the input is not already in order."""
+    return sorted(recordings, key=lambda r: (r.started_at, r.id))
+
+
+__all__ = ["DAY_S", "WHY_SPACE", "WHY_RETENTION", "WHY_REQUEST", "RecordingInfo", "LinePolicy", "Policy",
+           "Space", "Eviction", "Plan", "plan", "space_needed", "hours_left", "recordings_by_age"]

@@ -1,0 +1,314 @@
+"""The sweeper: measures space and the recording rate, applies the retention plan.
+
+Run :meth:`Sweeper.sweep` every few seconds from a housekeeping thread, and before
+opening a recording when :meth:`Sweeper.tight` says space is short. A sweep reads the
+index oldest first a page at a time and stops as soon as the plan is decided, so it stays
+well under a second with 100 000 recordings (see ``benchmarks/storage.py``).
+
+Evicting *before* the disk is full: the sweeper keeps ``keep_free`` plus a reserve of
+``reserve_s`` seconds of writing at the measured rate free, so what the recorder writes
+between two sweeps never reaches ENOSPC.
+
+The rate is measured from the index, so it survives restarts: the bytes of every recording
+(deleted or not) started within ``rate_window_s`` plus the files being written now, over the
+time covered (the window, or less on a box that started recording more recently).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+from ..clock import Clock, SystemClock, iso, parse_iso
+from ..evidence.tables import ensure_tables
+from ..index.db import Index
+from . import deletions
+from .plan import DAY_S, Plan, Policy, RecordingInfo, Space, hours_left, plan, space_needed
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_epoch(day: str) -> float:
+    return parse_iso(day + "T00:00:00Z")
+
+
+def _epoch(ts: str) -> float:
+    """parse_iso for the index's own format (2026-11-28T15:30:00.125Z), 3x faster: a sweep may read 100 000."""
+    if len(ts) == 24 and ts[10] == "T" and ts[23] == "Z":
+        try:
+            return _day_epoch(ts[:10]) + int(ts[11:13]) * 3600 + int(ts[14:16]) * 60 + float(ts[17:23])
+        except ValueError:
+            pass
+    return parse_iso(ts)
+
+MB = 1024 * 1024
+PART = ".part"
+
+
+class SpaceProbe(Protocol):
+    def free_bytes(self) -> int: ...
+
+
+class DiskSpace:
+    """Free space of the file system holding ``path``, as an unprivileged writer sees it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+
+class DirectoryQuota:
+    """A quota simulated in user space: ``capacity_bytes`` minus what the files under ``path``
+    occupy (whole 4 KiB blocks). O(number of files): for tests and small stores only."""
+
+    BLOCK = 4096
+
+    def __init__(self, path: Path, capacity_bytes: int) -> None:
+        self.path = Path(path)
+        self.capacity_bytes = capacity_bytes
+
+    def used_bytes(self) -> int:
+        total = 0
+        for root, _dirs, files in os.walk(self.path):
+            for name in files:
+                try:
+                    size = os.stat(os.path.join(root, name)).st_size
+                except FileNotFoundError:
+                    continue
+                total += -(-size // self.BLOCK) * self.BLOCK
+        return total
+
+    def free_bytes(self) -> int:
+        return max(0, self.capacity_bytes - self.used_bytes())
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    at: float
+    plan: Plan
+    deleted: tuple[int, ...]
+    refused: tuple[int, ...]  # planned, but held or being written by the time of deletion
+    free_bytes: int
+    used_bytes: int  # recordings (finished + being written)
+    recordings: int
+    evictable_bytes: int
+    rate_bytes_per_s: float | None
+    hours_left: float | None
+    disk_low: bool
+    detail: str = ""  # why DISK_LOW, when it is
+    duration_s: float = 0.0
+    overrode_min_retention: tuple[int, ...] = field(default=())
+
+    def health(self) -> dict[str, Any]:
+        """The ``disk`` object of the health snapshot."""
+        return {"free_mb": round(self.free_bytes / MB, 1), "used_mb": round(self.used_bytes / MB, 1),
+                "recordings": self.recordings,
+                "hours_left": None if self.hours_left is None else round(self.hours_left, 1)}
+
+
+class Sweeper:
+    def __init__(self, index: Index, data_dir: Path, policy: Policy, *, clock: Clock | None = None,
+                 space: SpaceProbe | None = None, reserve_s: float = 30.0, rate_window_s: float = DAY_S,
+                 page_rows: int = 256, who: str = "linetap") -> None:
+        self.index = index
+        self.data_dir = Path(data_dir)
+        self.policy = policy
+        self.clock = clock or SystemClock()
+        self.space = space or DiskSpace(self.data_dir)
+        self.reserve_s = reserve_s
+        self.rate_window_s = rate_window_s
+        self.page_rows = page_rows
+        self.who = who
+        self._lock = threading.Lock()
+        self._disk_low = False
+        self._rate: float | None = None
+        ensure_tables(index)
+
+    @classmethod
+    def from_config(cls, index: Index, cfg: Any, **kwargs: Any) -> Sweeper:
+        """From a :class:`linetap.config.Config`."""
+        return cls(index, Path(cfg.recorder.data_dir), Policy.from_config(cfg.storage, cfg.lines), **kwargs)
+
+    # --- measuring ---------------------------------------------------------------
+    def _open_bytes(self) -> int:
+        total = 0
+        for r in self.index.query("select path from calls where status = 'recording' and path is not null"):
+            for p in (self.data_dir / (r["path"] + PART), self.data_dir / r["path"]):
+                try:
+                    total += p.stat().st_size
+                    break
+                except OSError:
+                    continue
+        return total
+
+    def _finished(self) -> tuple[int, int]:
+        """(number, bytes) of finished recordings: the one full pass over calls a sweep makes."""
+        r = self.index.query("select count(*) as n, coalesce(sum(bytes), 0) as b from calls "
+                             "where status != 'recording'")[0]
+        return int(r["n"]), int(r["b"])
+
+    def used_bytes(self) -> int:
+        """Bytes held by recordings: finished files plus the files being written."""
+        return self._finished()[1] + self._open_bytes()
+
+    def rate_bytes_per_s(self, now: float | None = None, open_bytes: int | None = None) -> float | None:
+        """Bytes recorded per second over the last ``rate_window_s`` (None before a minute of data)."""
+        now = self.clock.wall() if now is None else now
+        since = iso(now - self.rate_window_s)
+        q = self.index.query
+        done = q("select coalesce(sum(bytes), 0) as b from calls where started_at >= ? and status != 'recording'",
+                 [since])[0]["b"]
+        gone = q("select coalesce(sum(bytes), 0) as b from deletions where started_at >= ?", [since])[0]["b"]
+        firsts = [r["t"] for r in (q("select min(started_at) as t from calls")[0],
+                                   q("select min(started_at) as t from deletions")[0]) if r["t"]]
+        if not firsts:
+            return None
+        span = min(self.rate_window_s, now - parse_iso(min(firsts)))
+        if span < 60.0:
+            return None
+        written = int(done) + int(gone) + (self._open_bytes() if open_bytes is None else open_bytes)
+        return written / span
+
+    def tight(self) -> bool:
+        """Cheap check (one statvfs): is free space within twice the reserve of the limit?"""
+        free = self.space.free_bytes()
+        return free < self.policy.keep_free_bytes + 2 * self._reserve_bytes(self._rate)
+
+    def _reserve_bytes(self, rate: float | None) -> int:
+        return int((rate or 0.0) * self.reserve_s)
+
+    def _recordings(self) -> Iterator[RecordingInfo]:
+        """Every recording, oldest first, a page at a time (the planner stops early).
+
+        Each page seeks the started_at index (``>=``, not a row-value OR, which SQLite would
+        answer by scanning from the start every page); rows of the previous page's last
+        instant are skipped here.
+        """
+        started, last_id = "", -1
+        while True:
+            rows = self.index.query(
+                "select c.id, c.line, c.started_at, c.bytes, c.status, h.call_id as held from calls c "
+                "left join holds h on h.call_id = c.id where c.started_at >= ? "
+                "order by c.started_at, c.id limit ?", [started, self.page_rows])
+            fresh = [r for r in rows if r["started_at"] != started or r["id"] > last_id]
+            for r in fresh:
+                yield RecordingInfo(r["id"], r["line"], _epoch(r["started_at"]), int(r["bytes"] or 0),
+                                    r["held"] is not None, r["status"])
+            if len(rows) < self.page_rows:
+                return
+            if not fresh:  # a whole page at one instant: step past it by id
+                rows = self.index.query(
+                    "select c.id, c.line, c.started_at, c.bytes, c.status, h.call_id as held from calls c "
+                    "left join holds h on h.call_id = c.id where c.started_at = ? and c.id > ? order by c.id",
+                    [started, last_id])
+                for r in rows:
+                    yield RecordingInfo(r["id"], r["line"], _epoch(r["started_at"]), int(r["bytes"] or 0),
+                                        r["held"] is not None, r["status"])
+                started, last_id = started + "\x00", -1  # strictly after this instant (ISO strings sort)
+                continue
+            started, last_id = rows[-1]["started_at"], rows[-1]["id"]
+
+    def evictable_bytes(self, now: float, finished_bytes: int) -> int:
+        """Of ``finished_bytes``, what space eviction may still delete (not held, not protected)."""
+        q = self.index.query
+        held = q("select coalesce(sum(c.bytes), 0) as b from holds h join calls c on c.id = h.call_id "
+                 "where c.status != 'recording'")[0]["b"]
+        protected = 0
+        if self.policy.on_min_retention_conflict != "evict":
+            unheld = "c.status != 'recording' and c.id not in (select call_id from holds)"
+            named = [name for name, _ in self.policy.lines]
+            for name, _lp in self.policy.lines:
+                days = self.policy.for_line(name).min_retention_days
+                if days:
+                    protected += q(f"select coalesce(sum(bytes), 0) as b from calls c where c.line = ? "
+                                   f"and c.started_at > ? and {unheld}", [name, iso(now - days * DAY_S)])[0]["b"]
+            days = self.policy.default.effective().min_retention_days
+            if days:
+                marks = ",".join("?" * len(named))
+                others = f"c.line not in ({marks}) and " if named else ""
+                protected += q(f"select coalesce(sum(bytes), 0) as b from calls c where {others}"
+                               f"c.started_at > ? and {unheld}", [*named, iso(now - days * DAY_S)])[0]["b"]
+        return max(0, finished_bytes - int(held) - int(protected))
+
+    # --- sweeping ----------------------------------------------------------------
+    def sweep(self) -> SweepResult:
+        with self._lock:
+            return self._sweep()
+
+    def _sweep(self) -> SweepResult:
+        t0 = self.clock.mono()
+        deletions.finish_pending(self.index, self.data_dir, self.clock)
+        now = self.clock.wall()
+        open_bytes = self._open_bytes()
+        rate = self._rate = self.rate_bytes_per_s(now, open_bytes)
+        reserve = self._reserve_bytes(rate)
+        free = self.space.free_bytes()
+        finished, finished_bytes = self._finished()
+        used = finished_bytes + open_bytes
+        p = plan(self._recordings(), Space(free, used), self.policy, now, reserve_bytes=reserve)
+        deleted: tuple[int, ...] = ()
+        refused: tuple[int, ...] = ()
+        if p.evictions:
+            res = deletions.delete_recordings(self.index, self.data_dir, [(e.id, e.why) for e in p.evictions],
+                                              by=self.who, clock=self.clock)
+            deleted = tuple(d.call_id for d in res.deleted)
+            refused = tuple(r.call_id for r in res.refused)
+            self._log_deletions(p, res)
+            free = self.space.free_bytes()
+            finished -= len(res.deleted)
+            finished_bytes -= res.freed_bytes
+            used = finished_bytes + open_bytes
+        evictable = self.evictable_bytes(now, finished_bytes)
+        recordings = finished + int(self.index.query(
+            "select count(*) as n from calls where status = 'recording'")[0]["n"])
+        low = p.disk_low or (bool(refused) and space_needed(Space(free, used), self.policy, reserve) > 0)
+        detail = self._detail(p, free, reserve) if low else ""
+        self._log_state(low, detail)
+        left = hours_left(free_bytes=free, used_bytes=used, evictable_bytes=evictable, rate_bytes_per_s=rate,
+                          policy=self.policy, reserve_bytes=reserve)
+        return SweepResult(at=now, plan=p, deleted=deleted, refused=refused, free_bytes=free, used_bytes=used,
+                           recordings=recordings, evictable_bytes=evictable, rate_bytes_per_s=rate,
+                           hours_left=0.0 if low else left, disk_low=low, detail=detail,
+                           duration_s=self.clock.mono() - t0, overrode_min_retention=p.overrode_min_retention)
+
+    def _detail(self, p: Plan, free: int, reserve: int) -> str:
+        why = []
+        if p.blocked_by_hold:
+            why.append("recordings on legal hold")
+        if p.blocked_by_min_retention:
+            why.append("recordings younger than min_retention_days")
+        if not why:
+            why.append("recordings still being written")
+        return (f"{free / MB:.1f} MB free, {(self.policy.keep_free_bytes + reserve) / MB:.1f} MB needed; "
+                f"{p.shortfall_bytes / MB:.1f} MB cannot be freed without deleting " + " or ".join(why))
+
+    def _log_deletions(self, p: Plan, res: deletions.DeleteResult) -> None:
+        by_why: dict[str, list[int]] = {}
+        for d in res.deleted:
+            by_why.setdefault(d.why, []).append(d.bytes)
+        for why, sizes in sorted(by_why.items()):
+            logger.info("deleted %d recording(s), %.1f MB, for %s", len(sizes), sum(sizes) / MB, why)
+        if p.overrode_min_retention:
+            logger.warning("deleted %d recording(s) younger than min_retention_days to keep recording "
+                           "(on_min_retention_conflict = \"evict\")", len(p.overrode_min_retention))
+
+    def _log_state(self, low: bool, detail: str) -> None:
+        if low and not self._disk_low:
+            logger.error("DISK_LOW: %s", detail)
+        elif not low and self._disk_low:
+            logger.warning("disk space is sufficient again")
+        self._disk_low = low
+
+
+def sweep(index: Index, data_dir: Path, policy: Policy, **kwargs: Any) -> SweepResult:
+    """One sweep with a throw-away :class:`Sweeper` (the rate lives in the index, not in the object)."""
+    return Sweeper(index, data_dir, policy, **kwargs).sweep()

@@ -1,0 +1,359 @@
+"""Tamper evidence, export, legal hold, privacy erasure and the access audit, on real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from linetap.clock import FakeClock
+from linetap.config import StorageConfig
+from linetap.evidence import EvidenceError, UnknownCall, audit, chain, hold
+from linetap.evidence.erase import erase_number
+from linetap.evidence.export import export_call, verify_export
+from linetap.evidence.export_verify import GENESIS, digest, link
+from linetap.evidence.finalize import finalize_pending, finalize_recording
+from linetap.evidence.verify import verify
+from linetap.index.db import Index, open_index
+from linetap.retention import deletions
+from linetap.store.recordings import Recording
+
+RATE = 8000
+PLAIN = StorageConfig(codec="wav")
+NUMBER = "5551234567"
+
+
+def make_call(index: Index, data_dir: Path, clock: FakeClock, *, number: str | None = None,
+              seconds: float = 1.0, finalize: bool = True) -> dict[str, Any]:
+    rec = Recording(data_dir, index, line="line1", codec="wav", rate=RATE, channels=1, started_at=clock.wall(),
+                    sync_interval_s=0.5)
+    rec.caller_number = number
+    tone = (np.sin(np.arange(int(seconds * RATE)) * 0.3) * 8000).astype(np.int16).reshape(-1, 1)
+    rec.write(tone)
+    row = rec.finish("onhook")
+    if finalize:
+        finalize_recording(index, data_dir, row, PLAIN, clock=clock)
+    clock.advance(60)
+    return row
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def index(data_dir: Path) -> Iterator[Index]:
+    idx = open_index(data_dir)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def store(index: Index, data_dir: Path, clock: FakeClock) -> list[dict[str, Any]]:
+    """Five finished, chained recordings; calls 2 and 4 from NUMBER."""
+    return [make_call(index, data_dir, clock, number=NUMBER if i in (2, 4) else "5550000") for i in range(1, 6)]
+
+
+def problems(index: Index, data_dir: Path) -> list[tuple[str, int | None]]:
+    return [(p.kind, p.call_id) for p in verify(index, data_dir).problems]
+
+
+def drop_guard(index: Index, table: str) -> None:
+    """What an attacker with write access to index.db would do first."""
+    index.execute(f"DROP TRIGGER {table}_no_update")
+    index.execute(f"DROP TRIGGER {table}_no_delete")
+
+
+# --- the chain ---------------------------------------------------------------------------------
+
+def test_each_entry_commits_to_the_previous_one(index: Index, store: list[dict[str, Any]]) -> None:
+    es = list(chain.entries(index))
+    assert all(link(prev.hash, e.digest) == e.hash and e.prev_hash == prev.hash for prev, e in zip(es, es[1:]))
+
+
+def test_the_first_entry_follows_the_genesis_hash(index: Index, store: list[dict[str, Any]]) -> None:
+    first = next(chain.entries(index))
+    assert (first.prev_hash, first.hash) == (GENESIS, link(GENESIS, digest(first.payload)))
+
+
+def test_the_chain_commits_to_the_file_hash(index: Index, store: list[dict[str, Any]]) -> None:
+    assert chain.live_entry(index, 3).payload["sha256"] == index.get_call(3)["sha256"]
+
+
+def test_the_chain_holds_no_caller_number(index: Index, store: list[dict[str, Any]]) -> None:
+    assert NUMBER not in json.dumps([e.payload for e in chain.entries(index)])
+
+
+def test_chaining_a_recording_twice_adds_one_entry(index: Index, store: list[dict[str, Any]]) -> None:
+    chain.append_recording(index, index.get_call(1))
+    assert chain.head(index)[0] == 5
+
+
+def test_chain_table_is_append_only(index: Index, store: list[dict[str, Any]]) -> None:
+    with pytest.raises(Exception, match="append-only"):
+        index.execute("update chain set hash = 'x' where seq = 1")
+
+
+def test_a_reused_call_id_is_chained_afresh(index: Index, data_dir: Path, clock: FakeClock,
+                                           store: list[dict[str, Any]]) -> None:
+    # SQLite hands the highest id out again once its row is deleted.
+    deletions.delete_recordings(index, data_dir, [(5, "request")], by="test")
+    again = make_call(index, data_dir, clock)
+    assert (again["id"], problems(index, data_dir)) == (5, [])
+
+
+def test_finalize_pending_chains_recordings_a_crash_left_unchained(index: Index, data_dir: Path,
+                                                                   clock: FakeClock) -> None:
+    make_call(index, data_dir, clock, finalize=False)
+    finalize_pending(index, data_dir, PLAIN, clock=clock)
+    assert problems(index, data_dir) == []
+
+
+# --- verify: an untouched store, and each kind of tampering -------------------------------------
+
+def test_an_untouched_store_verifies_clean(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    assert problems(index, data_dir) == []
+
+
+def test_an_empty_store_verifies_clean(index: Index, data_dir: Path) -> None:
+    assert problems(index, data_dir) == []
+
+
+def test_a_flipped_byte_names_the_altered_recording(index: Index, data_dir: Path,
+                                                   store: list[dict[str, Any]]) -> None:
+    f = data_dir / store[2]["path"]
+    data = bytearray(f.read_bytes())
+    data[1000] ^= 0x01
+    f.write_bytes(bytes(data))
+    assert problems(index, data_dir) == [("altered", 3)]
+
+
+def test_a_deleted_file_names_the_missing_recording(index: Index, data_dir: Path,
+                                                   store: list[dict[str, Any]]) -> None:
+    (data_dir / store[1]["path"]).unlink()
+    assert problems(index, data_dir) == [("missing", 2)]
+
+
+def test_a_foreign_file_is_named_as_inserted(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    foreign = (data_dir / store[0]["path"]).with_name("line1_20261118T000000.000Z_99.wav")
+    shutil.copyfile(data_dir / store[0]["path"], foreign)
+    report = verify(index, data_dir)
+    assert [(p.kind, p.path) for p in report.problems] == [("inserted", str(foreign.relative_to(data_dir)))]
+
+
+def test_an_edited_index_row_is_named(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    index.update_call(4, started_at="2020-01-01T00:00:00.000Z")
+    assert problems(index, data_dir) == [("row_edited", 4)]
+
+
+def test_an_edited_caller_number_is_named(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    index.update_call(2, caller_number="5559999")
+    assert problems(index, data_dir) == [("row_edited", 2)]
+
+
+def test_a_row_and_file_replaced_consistently_are_still_named(index: Index, data_dir: Path,
+                                                              store: list[dict[str, Any]]) -> None:
+    from linetap.store.recordings import sha256_file
+    f = data_dir / store[0]["path"]
+    f.write_bytes(f.read_bytes()[:-100])
+    index.update_call(1, bytes=f.stat().st_size, sha256=sha256_file(f))
+    assert problems(index, data_dir) == [("row_edited", 1), ("altered", 1)]
+
+
+def test_a_deleted_index_row_is_named(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    index.delete_call(3)
+    assert problems(index, data_dir) == [("row_missing", 3)]
+
+
+def test_an_inserted_index_row_is_named(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    index.table("calls").insert({**index.get_call(1), "id": 42})
+    assert problems(index, data_dir) == [("inserted", 42)]
+
+
+def test_an_edited_chain_entry_is_named(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    drop_guard(index, "chain")
+    e = chain.live_entry(index, 2)
+    forged = {**e.payload, "started_at": "2020-01-01T00:00:00.000Z"}
+    index.execute("update chain set payload = ? where seq = ?", [json.dumps(forged), e.seq])
+    assert ("chain_broken", 2) in problems(index, data_dir)
+
+
+def test_a_rehashed_forged_chain_entry_breaks_the_next_link(index: Index, data_dir: Path,
+                                                            store: list[dict[str, Any]]) -> None:
+    drop_guard(index, "chain")
+    e = chain.live_entry(index, 2)
+    forged = {**e.payload, "started_at": "2020-01-01T00:00:00.000Z"}
+    d = digest(forged)
+    index.execute("update chain set payload = ?, digest = ?, hash = ? where seq = ?",
+                  [json.dumps(forged), d, link(e.prev_hash, d), e.seq])
+    assert [p.detail for p in verify(index, data_dir).problems if p.kind == "chain_broken"] == \
+        ["entry 3 does not follow from entry 2 (one of them was rewritten)"]
+
+
+def test_a_removed_chain_entry_is_named(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    drop_guard(index, "chain")
+    index.execute("delete from chain where seq = 3")
+    assert ("chain_broken", None) in problems(index, data_dir)
+
+
+def test_deletions_by_linetap_keep_the_store_verifiable(index: Index, data_dir: Path,
+                                                        store: list[dict[str, Any]]) -> None:
+    deletions.delete_recordings(index, data_dir, [(1, "space"), (2, "retention")], by="test")
+    assert problems(index, data_dir) == []
+
+
+def test_a_file_gone_before_linetap_deleted_it_stays_on_record(index: Index, data_dir: Path,
+                                                               store: list[dict[str, Any]]) -> None:
+    (data_dir / store[0]["path"]).unlink()
+    deletions.delete_recordings(index, data_dir, [(1, "space")], by="test")
+    assert problems(index, data_dir) == [("missing", 1)]
+
+
+def test_verify_is_audited(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    verify(index, data_dir, who="auditor")
+    assert [(r.who, r.action) for r in audit.rows(index)] == [("auditor", "verify")]
+
+
+# --- export ------------------------------------------------------------------------------------
+
+def test_an_exported_call_verifies_with_only_the_exported_files(index: Index, data_dir: Path, tmp_path: Path,
+                                                                store: list[dict[str, Any]]) -> None:
+    export_call(index, data_dir, 3, tmp_path / "out", who="clerk")
+    elsewhere = tmp_path / "received"
+    shutil.copytree(tmp_path / "out", elsewhere)
+    # -I: isolated; the checker sees no linetap, only the standard library.
+    proc = subprocess.run([sys.executable, "-I", "verify_export.py", "."], cwd=elsewhere, capture_output=True,
+                          text=True, timeout=30)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "OK")
+
+
+def test_export_writes_audio_sidecar_proof_and_checker(index: Index, data_dir: Path, tmp_path: Path,
+                                                       store: list[dict[str, Any]]) -> None:
+    res = export_call(index, data_dir, 3, tmp_path / "out", who="clerk")
+    stem = Path(store[2]["path"]).stem
+    assert sorted(p.name for p in res.files) == sorted([Path(store[2]["path"]).name, f"{stem}.json",
+                                                        f"{stem}.chain.json", "verify_export.py"])
+
+
+def test_export_proof_reaches_the_current_chain_head(index: Index, data_dir: Path, tmp_path: Path,
+                                                     store: list[dict[str, Any]]) -> None:
+    res = export_call(index, data_dir, 2, tmp_path / "out")
+    proof = json.loads(res.proof.read_text())
+    assert (proof["head"]["seq"], proof["head"]["hash"]) == chain.head(index)
+
+
+def test_an_altered_exported_audio_file_fails_the_export_check(index: Index, data_dir: Path, tmp_path: Path,
+                                                               store: list[dict[str, Any]]) -> None:
+    res = export_call(index, data_dir, 3, tmp_path / "out")
+    data = bytearray(res.audio.read_bytes())
+    data[-1] ^= 0xFF
+    res.audio.write_bytes(bytes(data))
+    assert any("altered" in p for p in verify_export(tmp_path / "out"))
+
+
+def test_an_edited_sidecar_caller_number_fails_the_export_check(index: Index, data_dir: Path, tmp_path: Path,
+                                                                store: list[dict[str, Any]]) -> None:
+    res = export_call(index, data_dir, 2, tmp_path / "out")
+    meta = json.loads(res.sidecar.read_text())
+    meta["call"]["caller_number"] = meta["private"]["caller_number"] = "5559999"
+    res.sidecar.write_text(json.dumps(meta))
+    assert any("caller number" in p for p in verify_export(tmp_path / "out"))
+
+
+def test_a_forged_proof_link_fails_the_export_check(index: Index, data_dir: Path, tmp_path: Path,
+                                                    store: list[dict[str, Any]]) -> None:
+    res = export_call(index, data_dir, 2, tmp_path / "out")
+    proof = json.loads(res.proof.read_text())
+    proof["links"][1][1] = "0" * 64
+    res.proof.write_text(json.dumps(proof))
+    assert any("broken chain" in p for p in verify_export(tmp_path / "out"))
+
+
+def test_an_altered_recording_is_not_exported(index: Index, data_dir: Path, tmp_path: Path,
+                                              store: list[dict[str, Any]]) -> None:
+    f = data_dir / store[0]["path"]
+    f.write_bytes(f.read_bytes()[:-1] + b"\0")
+    with pytest.raises(EvidenceError, match="altered"):
+        export_call(index, data_dir, 1, tmp_path / "out")
+
+
+def test_export_is_audited_with_who(index: Index, data_dir: Path, tmp_path: Path,
+                                    store: list[dict[str, Any]]) -> None:
+    export_call(index, data_dir, 3, tmp_path / "out", who="clerk")
+    assert [(r.who, r.action, r.call_id) for r in audit.rows(index)] == [("clerk", "export", 3)]
+
+
+# --- legal hold --------------------------------------------------------------------------------
+
+def test_holding_an_unknown_call_is_refused(index: Index) -> None:
+    with pytest.raises(UnknownCall):
+        hold.hold(index, 404)
+
+
+def test_hold_and_release_are_audited(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    hold.hold(index, 1, reason="case 17", who="lawyer")
+    hold.release(index, 1, who="lawyer")
+    assert [(r.action, r.detail) for r in audit.rows(index, 1)] == [("hold", "case 17"), ("release", None)]
+
+
+def test_a_released_call_can_be_deleted_again(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    hold.hold(index, 1)
+    hold.release(index, 1)
+    assert deletions.delete_recordings(index, data_dir, [(1, "space")], by="t").refused == ()
+
+
+def test_audit_who_defaults_to_the_unix_user(index: Index) -> None:
+    assert audit.record(index, "play", None).who == audit.current_user()
+
+
+# --- privacy erasure ---------------------------------------------------------------------------
+
+def test_erase_deletes_every_recording_of_the_number(index: Index, data_dir: Path,
+                                                     store: list[dict[str, Any]]) -> None:
+    erase_number(index, data_dir, NUMBER, who="dpo")
+    assert [r["id"] for r in index.calls()] == [1, 3, 5]
+
+
+def test_erase_removes_the_files(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    erase_number(index, data_dir, NUMBER, who="dpo")
+    assert not any((data_dir / store[i]["path"]).exists() for i in (1, 3))
+
+
+def test_erase_keeps_held_recordings_and_lists_them(index: Index, data_dir: Path,
+                                                    store: list[dict[str, Any]]) -> None:
+    hold.hold(index, 4)
+    res = erase_number(index, data_dir, NUMBER, who="dpo")
+    assert (res.erased, res.held) == ((2,), (4,))
+
+
+def test_erase_is_logged_as_a_request_in_deletions(index: Index, data_dir: Path,
+                                                   store: list[dict[str, Any]]) -> None:
+    erase_number(index, data_dir, NUMBER, who="dpo")
+    assert [(r["call_id"], r["why"], r["by"]) for r in index.query("select * from deletions")] == \
+        [(2, "request", "dpo"), (4, "request", "dpo")]
+
+
+def test_erase_is_recorded_in_the_chain_and_verifies_clean(index: Index, data_dir: Path,
+                                                           store: list[dict[str, Any]]) -> None:
+    erase_number(index, data_dir, NUMBER, who="dpo")
+    kinds = [e.kind for e in chain.entries(index)]
+    assert (kinds[-2:], problems(index, data_dir)) == (["erasure", "erasure"], [])
+
+
+def test_erased_number_is_gone_from_the_index_files(index: Index, data_dir: Path,
+                                                    store: list[dict[str, Any]]) -> None:
+    erase_number(index, data_dir, NUMBER, who="dpo")
+    on_disk = b"".join(p.read_bytes() for p in data_dir.glob("index.db*"))
+    assert NUMBER.encode() not in on_disk
+
+
+def test_erase_is_audited(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
+    erase_number(index, data_dir, NUMBER, who="dpo")
+    assert [(r.who, r.action) for r in audit.rows(index)] == [("dpo", "erase")]
