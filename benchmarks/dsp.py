@@ -1,0 +1,213 @@
+"""CPU cost of the line detectors vs the Opus encoder, and DTMF talk-off on speech.
+
+Run: ``.venv/bin/python benchmarks/dsp.py`` (about a minute and a half on a 2-core x86 VM).
+
+* Cost: CPU time (time.process_time, all threads; best of three runs) per second of line audio,
+  for each detector and for the wiring the recorder uses (DtmfMasker + FSK caller ID + DTMF
+  caller ID parser fed with the masker's digits + tones), fed in 20 ms blocks (what the capture
+  loop delivers), 100 ms and 1 s batches; next to libsndfile's Ogg Opus encoding of the same
+  audio in the same blocks. "call" is a minute of speech with keys and a busy tone, "idle" a
+  line with only -65 dBFS noise.
+* Talk-off: false DTMF digits, tone events and caller IDs per hour of speech-like audio (an hour
+  of synthetic speech, and espeak-ng speech when it is installed), and how much speech the masker
+  would blank.
+
+BLAS is pinned to one thread: the matrices here are tiny, and OpenBLAS worker threads only burn CPU
+spinning (process_time triples with them). The recorder should run with OPENBLAS_NUM_THREADS=1.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import io  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import wave  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from functools import partial  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from linetap.detect import signals as sig  # noqa: E402
+from linetap.detect.callerid import CallerIdDecoder, DtmfCallerIdParser  # noqa: E402
+from linetap.detect.dtmf import DtmfDetector, DtmfMasker  # noqa: E402
+from linetap.detect.tones import ToneDetector  # noqa: E402
+
+COST_SECONDS = 60
+REPEATS = 3
+
+
+def cpu(fn: Callable[[], object]) -> float:
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def call_audio(rate: int) -> np.ndarray:
+    """A minute of a call: speech with line noise, a few keys, a busy tone at the end."""
+    rng = np.random.default_rng(7)
+    x = sig.speech_like(COST_SECONDS, rate, rng=rng, level_dbfs=-18)
+    keys = sig.dtmf_string("4111111111111111", rate, -15, on_ms=80, off_ms=80)
+    x[20 * rate : 20 * rate + len(keys)] = keys
+    busy = sig.cadence_tone("busy", "us", 5, rate, -20)
+    x[-len(busy) :] = busy
+    return sig.to_pcm16(sig.add_noise(x, 35, rng=rng))
+
+
+def idle_audio(rate: int) -> np.ndarray:
+    return sig.to_pcm16(sig.add_noise(np.zeros(COST_SECONDS * rate), 0, reference_dbfs=-65))
+
+
+def run_blocks(feed: Callable[[np.ndarray, int], object], x: np.ndarray, block: int) -> None:
+    for i in range(0, len(x), block):
+        feed(x[i : i + block], i)
+
+
+def opus_cost(x: np.ndarray, rate: int, block: int) -> float:
+    def encode() -> None:
+        with sf.SoundFile(io.BytesIO(), "w", samplerate=rate, channels=1, format="OGG", subtype="OPUS") as f:
+            for i in range(0, len(x), block):
+                f.write(x[i : i + block])
+
+    return cpu(encode)
+
+
+def pipeline(rate: int) -> Callable[[np.ndarray, int], object]:
+    """The recommended per-line wiring; returns its feed function."""
+    masker = DtmfMasker(rate)
+    fsk = CallerIdDecoder(rate, standards=("bell202", "v23"))
+    parser = DtmfCallerIdParser(rate)
+    tones = ToneDetector(rate, "us")
+
+    def feed(block: np.ndarray, start: int) -> None:
+        _out, _start, digits = masker.process(block, start)
+        fsk.feed(block, start)
+        parser.feed_digits(digits)
+        tones.feed(block, start)
+
+    return feed
+
+
+def cost_table() -> None:
+    print("CPU per second of line audio (ms), time.process_time, OPENBLAS_NUM_THREADS="
+          f"{os.environ['OPENBLAS_NUM_THREADS']}")
+    cols = ["DTMF", "masker", "CID fsk", "CID all", "tones", "ALL", "Opus", "ALL/Opus"]
+    print(f"{'audio':<7}{'rate':>6}{'block':>7} " + "".join(f"{c:>9}" for c in cols))
+    for rate in (8000, 16000):
+        warm = call_audio(rate)[: 5 * rate]  # first calls pay for lazy imports and caches
+        run_blocks(pipeline(rate), warm, rate // 50)
+        run_blocks(CallerIdDecoder(rate).feed, warm, rate // 50)
+        opus_cost(warm, rate, rate // 50)
+        for audio, x in (("call", call_audio(rate)), ("idle", idle_audio(rate))):
+            for block_ms in (20, 100, 1000):
+                block = rate * block_ms // 1000
+                per_s = 1000.0 / (len(x) / rate)
+                feeds: dict[str, Callable[[], Callable[[np.ndarray, int], object]]] = {
+                    "DTMF": lambda: DtmfDetector(rate).feed,  # noqa: B023 - called at once
+                    "masker": lambda: DtmfMasker(rate).process,  # noqa: B023
+                    "CID fsk": lambda: CallerIdDecoder(rate, ("bell202", "v23")).feed,  # noqa: B023
+                    "CID all": lambda: CallerIdDecoder(rate).feed,  # noqa: B023
+                    "tones": lambda: ToneDetector(rate, "us").feed,  # noqa: B023
+                    "ALL": lambda: pipeline(rate),  # noqa: B023
+                }
+                # Best of three runs on fresh objects: other processes on the machine only add time.
+                d = {name: min(cpu(partial(run_blocks, make(), x, block)) for _ in range(REPEATS))
+                     for name, make in feeds.items()}
+                d["Opus"] = min(opus_cost(x, rate, block) for _ in range(REPEATS))
+                row = [d[c] * per_s for c in cols[:-1]]
+                ratio = d["ALL"] / d["Opus"]
+                print(f"{audio:<7}{rate:>6}{block_ms:>5}ms " + "".join(f"{v:9.3f}" for v in row) + f"{ratio:9.1%}")
+    print("ALL = DtmfMasker + CallerIdDecoder(bell202, v23) + DtmfCallerIdParser(masker digits) + ToneDetector")
+    print("(CID all = CallerIdDecoder with its own DTMF detector; not used in ALL.)")
+
+
+def talkoff_speech_like(hours: float, rate: int = 8000) -> dict[str, float]:
+    det = DtmfDetector(rate)
+    cid = CallerIdDecoder(rate, standards=("bell202", "v23"))
+    tones = {ts: ToneDetector(rate, ts) for ts in ("us", "uk", "eu")}
+    digits, spans, cids, tone_events = [], [], [], []
+    gen = 0.0
+    minutes = int(round(hours * 60))
+    for minute in range(minutes):
+        t = time.process_time()
+        rng = np.random.default_rng(10_000 + minute)
+        x = sig.speech_like(60, rate, rng=rng, level_dbfs=-10 - 6 * (minute % 5))
+        pcm = sig.to_pcm16(sig.add_noise(x, (20, 30, 40)[minute % 3], rng=rng))
+        gen += time.process_time() - t
+        start = minute * 60 * rate
+        for i in range(0, len(pcm), rate):
+            digits += det.feed(pcm[i : i + rate], start + i)
+            cids += cid.feed(pcm[i : i + rate], start + i)
+            for ts in tones.values():
+                tone_events += ts.feed(pcm[i : i + rate], start + i)
+        spans += det.take_spans()
+    digits += det.flush()
+    spans += det.take_spans()
+    masked_ms = sum(b - a for a, b in spans) * 1000 / rate
+    return {"minutes": minutes, "digits": len(digits), "spans": len(spans), "masked_ms": masked_ms,
+            "cids": len(cids), "tones": len(tone_events), "gen_s": gen}
+
+
+ESPEAK_TEXT = (
+    "Hello, this is Anna from the dental practice, calling about your appointment on Thursday. "
+    "We had to move it to nine thirty in the morning; if that doesn't suit you, please call us back. "
+    "Oh, and could you bring your insurance card? Thank you so much, and have a lovely afternoon. "
+    "Yes? No, no, that's perfectly fine. Absolutely, I'll put a note in the system right away. "
+    "Seventy-two, forty-one, nineteen; one hundred and six; eight hundred and fifty-five. Goodbye!"
+)
+
+
+def talkoff_espeak(rate: int = 8000) -> dict[str, float] | None:
+    if shutil.which("espeak-ng") is None:
+        return None
+    det = DtmfDetector(rate)
+    digits, spans, pos = [], [], 0
+    voices = ["en", "en-us", "en+f2", "en+f4", "en+m3", "en+klatt", "de", "fr", "es", "it", "nl", "pt", "sv", "pl"]
+    for voice in voices:
+        for pitch, speed in ((10, 150), (50, 175), (90, 140), (99, 200)):
+            wav = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "-p", str(pitch), "-s", str(speed),
+                                  ESPEAK_TEXT], capture_output=True, check=True).stdout
+            with wave.open(io.BytesIO(wav)) as w:
+                x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2") / 32768.0
+                x = sig.resample(x, w.getframerate(), rate)
+            pcm = sig.to_pcm16(sig.add_noise(0.5 * x, 30, rng=np.random.default_rng(pitch)))
+            digits += det.feed(pcm, pos)
+            spans += det.take_spans()
+            pos += len(pcm)
+    digits += det.flush()
+    return {"minutes": pos / rate / 60, "digits": len(digits), "spans": len(spans),
+            "masked_ms": sum(b - a for a, b in spans + det.take_spans()) * 1000 / rate}
+
+
+def main() -> int:
+    wall = time.time()
+    cost_table()
+    print()
+    print("Talk-off (8 kHz): false events on speech, 1 s batches")
+    print(f"{'source':<28}{'minutes':>8}{'DTMF digits':>13}{'per hour':>10}{'tone events':>13}{'caller IDs':>12}"
+          f"{'masked spans':>14}{'masked ms':>11}")
+    r = talkoff_speech_like(1.0)
+    per_h = r["digits"] * 60 / r["minutes"]
+    print(f"{'speech-like (synthetic)':<28}{r['minutes']:>8.0f}{r['digits']:>13d}{per_h:>10.2f}{r['tones']:>13d}"
+          f"{r['cids']:>12d}{r['spans']:>14d}{r['masked_ms']:>11.0f}")
+    e = talkoff_espeak()
+    if e is None:
+        print(f"{'espeak-ng':<28} not installed: skipped")
+    else:
+        per_h = e["digits"] * 60 / e["minutes"]
+        print(f"{'espeak-ng (14 voices x 4)':<28}{e['minutes']:>8.1f}{e['digits']:>13d}{per_h:>10.2f}{'-':>13}{'-':>12}"
+              f"{e['spans']:>14d}{e['masked_ms']:>11.0f}")
+    print()
+    print(f"(synthesising the speech took {r['gen_s']:.1f} s CPU; whole benchmark {time.time() - wall:.0f} s wall)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""On-hook caller ID: FSK (Bell 202 and V.23) and DTMF-signalled.
+
+FSK (Telcordia GR-30-CORE; ETSI EN 300 659-1/-3; BT SIN 227)
+    1200 baud binary FSK: Bell 202 mark 1200 Hz / space 2200 Hz, V.23 mark 1300 Hz / space 2100 Hz.
+    Channel seizure (alternating 0/1, optional here), a mark run of >= 25 bits, then async
+    characters (start bit 0, 8 data bits LSB first, stop bit 1, extra marks allowed between them):
+    message type, length, payload, checksum. The checksum makes the byte sum 0 mod 256; a message
+    that fails it, or whose parameters do not exactly fill it, yields nothing.
+
+    * SDMF, type 0x04: ``MMDDHHMM`` then the number, or ``O`` (unavailable) / ``P`` (private).
+    * MDMF, type 0x80 (Bellcore MDMF, ETSI "call set-up"): parameters 0x01 date/time ``MMDDHHMM``,
+      0x02 number, 0x04 reason the number is absent (``O``/``P``), 0x07 name, 0x08 reason the name
+      is absent (``O``/``P``). Other parameters are skipped; other message types (e.g. message
+      waiting, 0x06/0x82) are checked and ignored.
+
+    Both standards share the 1700 Hz centre and the baud rate, so one demodulator serves both: the
+    audio is mixed down by 1700 Hz, low-pass filtered, and the sign of the instantaneous frequency
+    gives the bit. The standard is told apart by the measured mark frequency (1200 vs 1300 Hz).
+    The demodulator runs only on stretches that a cheap per-10 ms gate (level and lag
+    autocorrelation: a narrowband signal between about 1.1 and 2.3 kHz) marks as a carrier.
+
+DTMF caller ID (ETSI EN 300 659-1 annex B style, as used in e.g. Denmark, the Netherlands, Sweden,
+Finland, Iceland, Brazil, India, Taiwan)
+    ``A<digits>C`` (or ``D<digits>C``; ``#`` is accepted instead of ``C``): the number.
+    ``B00C`` -> number unavailable (``O``), ``B10C`` -> private (``P``).
+    ``D1C`` -> private (``P``); ``D2C`` and ``D3C`` -> unavailable (``O``) (Danish convention; a
+    single digit after ``D`` is a reason code, never a number).
+    Anything else (unknown ``B`` codes, letters inside a number, no terminator within 1.5 s of the
+    last digit) yields nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dtmf import DtmfDetector, DtmfDigit
+
+__all__ = [
+    "STANDARDS", "CallerId", "CallerIdDecoder", "DtmfCallerIdParser", "decode_fsk", "demodulate", "parse_message",
+]
+
+STANDARDS = ("bell202", "v23", "dtmf")
+_CENTRE_HZ = 1700.0
+_BAUD = 1200.0
+_MIN_MARK_BITS = 25
+_MAX_GAP_BITS = 40  # marks allowed between two characters of one message
+_GATE_S = 0.010
+_GATE_MIN_DBFS = -50.0
+_GATE_RHO1 = (-0.15, 0.65)  # lag autocorrelation of 1.1-2.3 kHz tones (lag = rate / 8000 samples)
+_GATE_TONAL = 0.35  # |rho2 - (2 rho1^2 - 1)|: 0 for a pure tone, ~1 for white noise
+_GATE_END = 4  # sub-blocks without carrier that end a burst
+_MIN_BURST = 8  # sub-blocks with carrier needed before a burst is demodulated (80 ms)
+_MAX_BURST_S = 5.0
+_DTMF_TIMEOUT_S = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class CallerId:
+    """A decoded caller ID. ``when`` is ``MMDDHHMM`` as sent; ``*_absent`` is ``O`` or ``P``.
+
+    ``start_frame``/``end_frame`` locate the signal in the line's stream (not part of equality).
+    """
+
+    number: str | None
+    name: str | None
+    when: str | None
+    number_absent: str | None = None
+    name_absent: str | None = None
+    standard: str = "bell202"
+    start_frame: int = field(default=0, compare=False)
+    end_frame: int = field(default=0, compare=False)
+
+
+# ------------------------------------------------------------------------------------ messages
+def _text(value: bytes) -> str | None:
+    try:
+        text = value.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        return None
+    return text if text.isprintable() else None
+
+
+def parse_message(msg: bytes, standard: str) -> CallerId | None:
+    """A caller ID from a complete message (type, length, payload, checksum), or None."""
+    if len(msg) < 3 or len(msg) != msg[1] + 3 or sum(msg) & 0xFF:
+        return None
+    mtype, payload = msg[0], msg[2:-1]
+    if mtype == 0x04:  # SDMF
+        text = _text(payload)
+        if text is None or len(text) < 9 or not text[:8].isdigit():
+            return None
+        rest = text[8:]
+        if rest in ("O", "P"):
+            return CallerId(None, None, text[:8], rest, None, standard)
+        return CallerId(rest, None, text[:8], None, None, standard)
+    if mtype != 0x80:
+        return None
+    values: dict[int, str] = {}
+    i = 0
+    while i < len(payload):
+        if i + 2 > len(payload):
+            return None
+        ptype, plen = payload[i], payload[i + 1]
+        value = payload[i + 2 : i + 2 + plen]
+        if len(value) != plen:
+            return None
+        text = _text(value)
+        if text is None:
+            return None
+        values[ptype] = text
+        i += 2 + plen
+    number_absent = values.get(0x04)
+    name_absent = values.get(0x08)
+    if number_absent not in (None, "O", "P") or name_absent not in (None, "O", "P"):
+        return None
+    when = values.get(0x01)
+    if when is not None and not (len(when) == 8 and when.isdigit()):
+        return None
+    number = values.get(0x02)
+    name = values.get(0x07)
+    if number is None and name is None and number_absent is None and name_absent is None:
+        return None
+    return CallerId(number, name, when, number_absent, name_absent, standard)
+
+
+# ---------------------------------------------------------------------------------------- FSK
+def _lowpass_taps(rate: int) -> np.ndarray:
+    """Hamming-windowed sinc, cut-off 1.2 kHz: passes +-500 Hz FSK with its sidebands, stops the
+    image at -3.4 kHz left by the 1700 Hz mix-down."""
+    n = 2 * int(round(12 * rate / 8000)) + 1
+    k = np.arange(n) - n // 2
+    fc = 1200.0 / rate
+    taps = 2 * fc * np.sinc(2 * fc * k) * np.hamming(n)
+    normalised: np.ndarray = taps / taps.sum()
+    return normalised
+
+
+def demodulate(x: np.ndarray, rate: int) -> np.ndarray:
+    """Instantaneous frequency offset from 1700 Hz in Hz, per sample (negative = mark)."""
+    n = np.arange(len(x))
+    z = np.asarray(x, dtype=np.float64) * np.exp(-2j * math.pi * _CENTRE_HZ / rate * n)
+    z = np.convolve(z, _lowpass_taps(rate), mode="same")
+    d = np.angle(z[1:] * np.conj(z[:-1])) * (rate / (2 * math.pi))
+    d = np.concatenate((d[:1], d))
+    # Smooth over about half a bit: noise averages out, the bit centres are kept.
+    k = max(1, int(round(rate / _BAUD / 2)))
+    return np.convolve(d, np.ones(k) / k, mode="same")
+
+
+def decode_fsk(
+    x: np.ndarray, rate: int, start_frame: int = 0, standards: Iterable[str] = ("bell202", "v23")
+) -> list[CallerId]:
+    """Every valid caller ID message in a stretch of audio (float, full scale 1.0, or int16)."""
+    x = np.asarray(x)
+    if x.dtype.kind in "iu":
+        x = x.astype(np.float64) / 32768.0
+    wanted = set(standards)
+    if len(x) < int(rate * 0.05):
+        return []
+    freq = demodulate(x, rate)
+    mark = freq < 0
+    period = rate / _BAUD
+    out: list[CallerId] = []
+    # Long mark runs: boundaries of runs of True in `mark`.
+    edges = np.flatnonzero(np.diff(mark.astype(np.int8))) + 1
+    bounds = np.concatenate(([0], edges, [len(mark)]))
+    starts, ends = bounds[:-1], bounds[1:]
+    keep = mark[starts] & (ends - starts >= _MIN_MARK_BITS * period)
+    long_runs = list(zip(starts[keep].tolist(), ends[keep].tolist(), strict=True))
+    falling = np.flatnonzero(mark[:-1] & ~mark[1:]) + 1  # mark -> space: candidate start bits
+    resume = 0
+    for run_start, run_end in long_runs:
+        if run_end < resume:
+            continue
+        msg, end = _read_message(mark, falling, int(run_end), period)
+        if msg is None:
+            continue
+        resume = end
+        mark_hz = _CENTRE_HZ + float(np.median(freq[run_start + int(period) : run_end - int(period)]))
+        standard = "bell202" if mark_hz < 1250.0 else "v23"
+        if standard not in wanted:
+            continue
+        cid = parse_message(msg, standard)
+        if cid is not None:
+            out.append(
+                CallerId(cid.number, cid.name, cid.when, cid.number_absent, cid.name_absent, standard,
+                         start_frame + int(run_start), start_frame + int(end))
+            )
+    return out
+
+
+def _read_message(mark: np.ndarray, falling: np.ndarray, pos: int, period: float) -> tuple[bytes | None, int]:
+    """Async characters from ``pos`` on: type, length, payload, checksum. (None, pos) on error."""
+    data = bytearray()
+    need = 2
+    n = len(mark)
+    offsets = (np.arange(10) + 0.5) * period
+    while len(data) < need:
+        i = int(np.searchsorted(falling, pos))
+        if i >= len(falling):
+            return None, pos
+        edge = int(falling[i])
+        if data and edge - pos > _MAX_GAP_BITS * period:
+            return None, pos
+        if not data and edge - pos > 2 * period:
+            return None, pos  # the message must follow its mark run directly
+        idx = (edge + offsets).astype(np.int64)
+        if idx[-1] >= n:
+            return None, pos
+        bits = mark[idx]
+        if bits[0] or not bits[9]:
+            return None, pos  # framing error
+        byte = int(np.dot(bits[1:9].astype(np.int64), 1 << np.arange(8)))
+        data.append(byte)
+        if len(data) == 2:
+            need = 3 + byte
+        pos = int(edge + 9.5 * period)
+    return bytes(data), pos
+
+
+class _FskReceiver:
+    """Streaming carrier gate + burst capture; demodulates only what the gate lets through."""
+
+    def __init__(self, rate: int, standards: Sequence[str]) -> None:
+        self.rate = rate
+        self.standards = tuple(standards)
+        self.sub = int(round(rate * _GATE_S))
+        self.lag = max(1, int(round(rate / 8000)))
+        self.min_energy = 0.5 * 10 ** (_GATE_MIN_DBFS / 10) * self.sub
+        self.quiet_peak = 0.9 * 10 ** (_GATE_MIN_DBFS / 20)
+        self._reset(None, True)
+
+    def _reset(self, start: int | None, is_int: bool) -> None:
+        self.buf = np.zeros(0)
+        self.buf_start = start
+        self.int_units = is_int
+        self.pre: list[np.ndarray] = []  # last sub-blocks before a burst (pre-roll)
+        self.burst: list[np.ndarray] | None = None
+        self.burst_start = 0
+        self.burst_len = 0
+        self.carrier = 0  # sub-blocks with carrier in this burst
+        self.misses = 0
+        self.done_to = -1  # stream index up to which messages were already reported
+
+    def feed(self, x: np.ndarray, start_frame: int) -> list[CallerId]:
+        is_int = x.dtype.kind in "iu"
+        out: list[CallerId] = []
+        if self.buf_start is None or start_frame != self.buf_start + len(self.buf):
+            out.extend(self.flush())
+            self._reset(start_frame, is_int)
+        if is_int != self.int_units:
+            x = x * (32768.0 if self.int_units else 1.0 / 32768.0)
+        buf = np.concatenate((self.buf, x))
+        sub = self.sub
+        m = len(buf) // sub
+        if m == 0:
+            self.buf = buf
+            return out
+        pos0 = self.buf_start
+        assert pos0 is not None
+        self.buf = buf[m * sub :]
+        self.buf_start = pos0 + m * sub
+        blocks = buf[: m * sub].reshape(m, sub)
+        scale = 32768.0 if self.int_units else 1.0
+        if self.burst is None and self.quiet_peak * scale > max(float(x.max()), -float(x.min())):
+            self.pre = [blocks[-2:]] if m >= 2 else (self.pre + [blocks])[-2:]
+            return out
+        e0 = np.einsum("ij,ij->i", blocks, blocks)
+        lag = self.lag
+        e1 = np.einsum("ij,ij->i", blocks[:, lag:], blocks[:, :-lag])
+        gate = (e0 >= self.min_energy * scale * scale) & (e1 >= _GATE_RHO1[0] * e0) & (e1 <= _GATE_RHO1[1] * e0)
+        if gate.any():
+            # Tonal check only where the cheap tests pass: rho2 = 2 rho1^2 - 1 for a pure tone.
+            e2 = np.einsum("ij,ij->i", blocks[:, 2 * lag :], blocks[:, : -2 * lag])
+            e0 = np.maximum(e0, 1e-30)
+            rho1 = e1 / e0
+            gate &= np.abs(e2 / e0 - (2 * rho1 * rho1 - 1)) <= _GATE_TONAL
+        elif self.burst is None:
+            self.pre = [blocks[-2:]] if m >= 2 else (self.pre + [blocks])[-2:]
+            return out
+        for i in range(m):
+            g = bool(gate[i])
+            if self.burst is None:
+                if not g:
+                    self.pre = (self.pre + [blocks[i : i + 1]])[-2:]
+                    continue
+                pre = np.concatenate(self.pre).reshape(-1) if self.pre else np.zeros(0)
+                pre = pre[-2 * sub :]
+                self.burst = [pre]
+                self.burst_start = pos0 + i * sub - len(pre)
+                self.burst_len = len(pre)
+                self.carrier = 0
+                self.misses = 0
+                self.pre = []
+            self.burst.append(blocks[i])
+            self.burst_len += sub
+            if g:
+                self.carrier += 1
+                self.misses = 0
+            else:
+                self.misses += 1
+            if self.misses >= _GATE_END or self.burst_len >= _MAX_BURST_S * self.rate:
+                out.extend(self._finish())
+        return out
+
+    def _finish(self) -> list[CallerId]:
+        burst, self.burst = self.burst, None
+        if burst is None or self.carrier < _MIN_BURST:
+            return []
+        x = np.concatenate(burst)
+        if self.int_units:
+            x = x / 32768.0
+        found = decode_fsk(x, self.rate, self.burst_start, self.standards)
+        fresh = [c for c in found if c.end_frame > self.done_to]
+        if fresh:
+            self.done_to = max(c.end_frame for c in fresh)
+        return fresh
+
+    def flush(self) -> list[CallerId]:
+        """End of stream: demodulate a burst still being captured, then expect a new stream."""
+        out = self._finish() if self.burst is not None else []
+        self._reset(None, True)
+        return out
+
+
+# --------------------------------------------------------------------------------------- DTMF
+class DtmfCallerIdParser:
+    """Turns DTMF digits (from a :class:`DtmfDetector`) into caller IDs; see the module docstring."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._text = ""
+        self._start = 0
+        self._last_end = 0
+
+    def feed_digits(self, digits: Iterable[DtmfDigit]) -> list[CallerId]:
+        out: list[CallerId] = []
+        timeout = int(_DTMF_TIMEOUT_S * self.rate)
+        for d in digits:
+            if self._text and d.start_frame - self._last_end > timeout:
+                self._text = ""
+            if not self._text:
+                if d.digit in "ABD":
+                    self._text, self._start = d.digit, d.start_frame
+                self._last_end = d.end_frame
+                continue
+            self._last_end = d.end_frame
+            if d.digit in "C#":
+                cid = _parse_dtmf_cid(self._text)
+                if cid is not None:
+                    out.append(CallerId(cid.number, None, None, cid.number_absent, None, "dtmf",
+                                        self._start, d.end_frame))
+                self._text = ""
+            elif len(self._text) > 32:
+                self._text = ""
+            else:
+                self._text += d.digit
+        return out
+
+
+def _parse_dtmf_cid(text: str) -> CallerId | None:
+    """``text`` is the start code and what followed it, without the terminator."""
+    code, body = text[0], text[1:]
+    if not body.isdigit():
+        return None
+    if code == "B":
+        reason = {"00": "O", "10": "P"}.get(body)
+        return CallerId(None, None, None, reason, None, "dtmf") if reason else None
+    if code == "D" and len(body) == 1:
+        reason = {"1": "P", "2": "O", "3": "O"}.get(body)
+        return CallerId(None, None, None, reason, None, "dtmf") if reason else None
+    return CallerId(body, None, None, None, None, "dtmf")
+
+
+# ------------------------------------------------------------------------------------ decoder
+class CallerIdDecoder:
+    """Streaming caller ID decoder for one line.
+
+    ``feed`` takes a mono block (int16, or float with full scale 1.0) of any length and the sample
+    index of its first sample, and returns the caller IDs completed in this call. An FSK message
+    is reported when its carrier stops (a few tens of ms after its checksum); a DTMF one at its
+    terminating ``C``. If the pipeline already runs a :class:`DtmfDetector`, build this decoder
+    without ``"dtmf"`` and pass that detector's digits to a :class:`DtmfCallerIdParser` instead.
+    """
+
+    def __init__(self, rate: int, standards: Sequence[str] = STANDARDS) -> None:
+        unknown = [s for s in standards if s not in STANDARDS]
+        if unknown:
+            raise ValueError(f"unknown caller ID standard(s) {unknown}; known: {', '.join(STANDARDS)}")
+        if rate < 8000:
+            raise ValueError(f"rate must be at least 8000 Hz, not {rate}")
+        self.rate = int(rate)
+        fsk = [s for s in standards if s != "dtmf"]
+        self._fsk = _FskReceiver(self.rate, fsk) if fsk else None
+        self._dtmf = DtmfDetector(self.rate) if "dtmf" in standards else None
+        self._parser = DtmfCallerIdParser(self.rate)
+
+    def feed(self, samples: np.ndarray, start_frame: int) -> list[CallerId]:
+        x = np.asarray(samples)
+        if x.ndim != 1:
+            raise ValueError("samples must be a mono (1-D) block")
+        out: list[CallerId] = []
+        if self._fsk is not None and len(x):
+            out.extend(self._fsk.feed(x, start_frame))
+        if self._dtmf is not None:
+            out.extend(self._parser.feed_digits(self._dtmf.feed(x, start_frame)))
+        return out
+
+    def flush(self) -> list[CallerId]:
+        """End of stream: decode a burst still being captured."""
+        out: list[CallerId] = []
+        if self._fsk is not None:
+            out.extend(self._fsk.flush())
+        if self._dtmf is not None:
+            out.extend(self._parser.feed_digits(self._dtmf.flush()))
+        return out

@@ -1,0 +1,203 @@
+"""On-hook caller ID: FSK (Bell 202, V.23; SDMF, MDMF) and DTMF-signalled."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import zlib
+
+import numpy as np
+import pytest
+
+from linetap.detect import signals as sig
+from linetap.detect.callerid import CallerId, CallerIdDecoder, DtmfCallerIdParser, parse_message
+from linetap.detect.dtmf import DtmfDigit
+
+
+def decode(x: np.ndarray, rate: int = 8000, block: int | None = None, **kwargs) -> list[CallerId]:
+    """Feed int16 blocks of 20 ms (by default), as the recorder does, then end the stream."""
+    pcm = sig.to_pcm16(x)
+    block = block or rate // 50
+    dec = CallerIdDecoder(rate, **kwargs)
+    found: list[CallerId] = []
+    for i in range(0, len(pcm), block):
+        found += dec.feed(pcm[i : i + block], i)
+    return found + dec.flush()
+
+
+# message fields -> the CallerId expected (standard filled in per test)
+MESSAGES = {
+    "mdmf_number_name_date": dict(number="0123456789", name="JOHN DOE", when="11281530"),
+    "mdmf_private_number_and_name": dict(when="01020304", number_absent="P", name_absent="P"),
+    "mdmf_international_number_name_unavailable": dict(number="+441234567890", name_absent="O"),
+    "mdmf_name_only_number_out_of_area": dict(name="Acme Ltd", when="12312359", number_absent="O"),
+    "sdmf_number": dict(number="5551234", when="06151200", sdmf=True),
+    "sdmf_private": dict(number_absent="P", when="06151200", sdmf=True),
+    "sdmf_out_of_area": dict(number_absent="O", when="07040930", sdmf=True),
+}
+
+
+def burst(standard: str, rate: int, level_dbfs: float, fields: dict, **kwargs) -> tuple[np.ndarray, CallerId]:
+    f = dict(fields)
+    sdmf = f.pop("sdmf", False)
+    x = sig.fsk_callerid(f.get("number"), f.get("name"), f.get("when"), standard, rate, level_dbfs, sdmf=sdmf,
+                         number_absent=f.get("number_absent"), name_absent=f.get("name_absent"), **kwargs)
+    expected = CallerId(f.get("number"), f.get("name"), f.get("when"), f.get("number_absent"),
+                        f.get("name_absent"), standard)
+    return x, expected
+
+
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+@pytest.mark.parametrize("rate", [8000, 16000])
+@pytest.mark.parametrize("message", list(MESSAGES))
+def test_every_message_decodes_exactly_at_minus_10_to_minus_40_dbfs_with_noise_and_clock_error(standard, rate, message):
+    rng = np.random.default_rng(zlib.crc32(f"{standard}{rate}{message}".encode()))
+    for level_dbfs, clock_error in ((-10, 0.0), (-25, 0.01), (-40, -0.01)):
+        x, expected = burst(standard, rate, level_dbfs, MESSAGES[message], phase_rad=rng.uniform(0, 6.3))
+        if clock_error:
+            x = sig.resample_error(x, clock_error)
+        assert decode(sig.add_noise(x, 20, rng=rng), rate) == [expected], (level_dbfs, clock_error)
+
+
+def test_v23_mdmf_with_private_number_decodes_absence_reason():
+    x, _ = burst("v23", 8000, -20, dict(when="03141592", number_absent="P", name="Withheld Ltd"))
+    (cid,) = decode(sig.add_noise(x, 20))
+    assert (cid.number, cid.number_absent, cid.name, cid.standard) == (None, "P", "Withheld Ltd", "v23")
+
+
+def test_bell202_sdmf_out_of_area_decodes_absence_reason():
+    x, _ = burst("bell202", 8000, -20, dict(when="12250700", number_absent="O", sdmf=True))
+    (cid,) = decode(sig.add_noise(x, 20))
+    assert (cid.number, cid.number_absent, cid.when, cid.standard) == (None, "O", "12250700", "bell202")
+
+
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+@pytest.mark.parametrize("sdmf", [False, True])
+def test_a_corrupted_checksum_yields_nothing(standard, sdmf):
+    fields = dict(number="0123456789", when="11281530")
+    if not sdmf:
+        fields["name"] = "JOHN DOE"
+    x = sig.fsk_callerid(fields.get("number"), fields.get("name"), fields["when"], standard, 8000, -20,
+                         sdmf=sdmf, corrupt_checksum=True)
+    assert decode(sig.add_noise(x, 20)) == []
+
+
+def test_message_bytes_match_the_bellcore_sdmf_example():
+    msg = sig.callerid_message("6095551212", None, "09301224", sdmf=True)
+    assert msg.hex(" ") == "04 12 30 39 33 30 31 32 32 34 36 30 39 35 35 35 31 32 31 32 51"
+
+
+def test_a_message_whose_parameters_overrun_its_length_is_rejected():
+    body = bytes([0x80, 5, 0x02, 9, ord("1"), ord("2"), ord("3")])  # parameter claims 9 bytes
+    assert parse_message(body + bytes([(-sum(body)) & 0xFF]), "bell202") is None
+
+
+def test_message_waiting_and_other_message_types_are_ignored():
+    body = bytes([0x82, 3, 0x0B, 1, 0xFF])  # MDMF visual message-waiting indicator
+    assert parse_message(body + bytes([(-sum(body)) & 0xFF]), "bell202") is None
+
+
+def test_bt_style_burst_without_channel_seizure_and_a_short_mark_run_decodes():
+    x, expected = burst("v23", 8000, -20, MESSAGES["mdmf_number_name_date"], seizure_bits=0, mark_bits=55)
+    assert decode(sig.add_noise(x, 20)) == [expected]
+
+
+def test_extra_stop_bits_between_characters_are_tolerated():
+    x, expected = burst("bell202", 8000, -20, MESSAGES["mdmf_number_name_date"], stop_bits=5)
+    assert decode(sig.add_noise(x, 20)) == [expected]
+
+
+def test_decoder_restricted_to_bell202_ignores_v23_and_the_reverse():
+    x, expected = burst("v23", 8000, -20, MESSAGES["mdmf_number_name_date"])
+    assert decode(x, standards=("bell202",)) == []
+    assert decode(x, standards=("v23",)) == [expected]
+    y, expected_bell = burst("bell202", 8000, -20, MESSAGES["mdmf_number_name_date"])
+    assert decode(y, standards=("v23", "dtmf")) == []
+    assert decode(y, standards=("bell202",)) == [expected_bell]
+
+
+def test_the_caller_id_is_reported_when_its_carrier_stops_and_carries_its_position():
+    x, expected = burst("bell202", 8000, -15, MESSAGES["sdmf_number"], lead_ms=500, tail_ms=1000)
+    pcm = sig.to_pcm16(x)
+    dec = CallerIdDecoder(8000)
+    burst_end = len(pcm) - 8000
+    reported_at = None
+    for i in range(0, len(pcm), 160):
+        if dec.feed(pcm[i : i + 160], 50_000 + i):
+            reported_at = i + 160
+            break
+    assert reported_at is not None and burst_end <= reported_at <= burst_end + 800  # within 100 ms
+    x2 = sig.to_pcm16(x)
+    dec2 = CallerIdDecoder(8000)
+    (cid,) = dec2.feed(x2, 50_000)
+    assert 50_000 + 4000 <= cid.start_frame < cid.end_frame <= 50_000 + burst_end
+
+
+def test_two_calls_in_one_stream_give_two_caller_ids():
+    a, ea = burst("v23", 8000, -20, MESSAGES["mdmf_number_name_date"])
+    b, eb = burst("v23", 8000, -20, MESSAGES["sdmf_private"])
+    x = np.concatenate((a, np.zeros(16000), b))
+    assert decode(sig.add_noise(x, 25)) == [ea, eb]
+
+
+def test_speech_yields_no_caller_id():
+    x = sig.speech_like(120, 8000, rng=np.random.default_rng(21))
+    assert decode(sig.add_noise(x, 30)) == []
+
+
+def test_unknown_standard_is_refused():
+    with pytest.raises(ValueError, match="unknown caller ID standard"):
+        CallerIdDecoder(8000, standards=("bell202", "v.23"))
+
+
+# ------------------------------------------------------------------------------ DTMF caller ID
+@pytest.mark.parametrize(
+    ("number", "absent", "style", "expected"),
+    [
+        ("0123456789", None, "A", CallerId("0123456789", None, None, None, None, "dtmf")),
+        ("4512345678", None, "D", CallerId("4512345678", None, None, None, None, "dtmf")),
+        (None, "P", "A", CallerId(None, None, None, "P", None, "dtmf")),  # B10C
+        (None, "O", "A", CallerId(None, None, None, "O", None, "dtmf")),  # B00C
+        (None, "P", "D", CallerId(None, None, None, "P", None, "dtmf")),  # D1C
+        (None, "O", "D", CallerId(None, None, None, "O", None, "dtmf")),  # D2C
+    ],
+    ids=["A-number-C", "D-number-C", "B10C-private", "B00C-unavailable", "D1C-private", "D2C-unavailable"],
+)
+def test_dtmf_caller_id_strings_decode(number, absent, style, expected):
+    x = sig.dtmf_callerid(number, 8000, -20, number_absent=absent, style=style)
+    assert decode(sig.add_noise(x, 20)) == [expected]
+
+
+def test_dtmf_caller_id_works_at_16_khz():
+    x = sig.dtmf_callerid("0123456789", 16000, -25)
+    assert decode(sig.add_noise(x, 20), 16000) == [CallerId("0123456789", None, None, None, None, "dtmf")]
+
+
+def _digits(text: str, gap: int = 1120) -> list[DtmfDigit]:
+    return [DtmfDigit(c, i * gap, i * gap + 560) for i, c in enumerate(text)]
+
+
+@pytest.mark.parametrize("text", ["B77C", "A12B4C", "0123C", "D1", "AC"])
+def test_dtmf_strings_that_are_not_caller_id_yield_nothing(text):
+    assert DtmfCallerIdParser(8000).feed_digits(_digits(text)) == []
+
+
+def test_dtmf_caller_id_abandoned_after_a_long_silence():
+    digits = _digits("A0123") + [DtmfDigit(c, 100_000 + i * 1120, 100_560 + i * 1120) for i, c in enumerate("45C")]
+    assert DtmfCallerIdParser(8000).feed_digits(digits) == []
+
+
+# ------------------------------------------------------------------------ independent decoder
+@pytest.mark.skipif(shutil.which("multimon-ng") is None, reason="multimon-ng not installed")
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+def test_generated_fsk_is_what_multimon_ng_decodes_too(standard):
+    x = sig.fsk_callerid("0123456789", "JOHN DOE", "11281530", standard, 22050, -10)
+    raw = sig.to_pcm16(np.concatenate((x, np.zeros(22050)))).tobytes()
+    out = subprocess.run(["multimon-ng", "-q", "-t", "raw", "-a", "CLIPFSK", "-"], input=raw,
+                         capture_output=True, check=True).stdout.decode()
+    assert "DATE=11281530 CID=0123456789 CNT=JOHN DOE" in out
+    bad = sig.fsk_callerid("0123456789", "JOHN DOE", "11281530", standard, 22050, -10, corrupt_checksum=True)
+    raw = sig.to_pcm16(np.concatenate((bad, np.zeros(22050)))).tobytes()
+    out = subprocess.run(["multimon-ng", "-q", "-t", "raw", "-a", "CLIPFSK", "-"], input=raw,
+                         capture_output=True, check=True).stdout.decode()
+    assert "CID=" not in out

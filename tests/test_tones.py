@@ -1,0 +1,165 @@
+"""Call-progress tones and their cadences, per tone set."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+
+from linetap.detect import signals as sig
+from linetap.detect.tones import KINDS, TONE_PLANS, TONE_SETS, ToneDetector, ToneEvent
+
+ALL = [(ts, kind) for ts in TONE_SETS for kind in KINDS]
+
+
+def detect(x: np.ndarray, tone_set: str, rate: int = 8000, block: int | None = None) -> list[ToneEvent]:
+    pcm = sig.to_pcm16(x)
+    block = block or rate // 50
+    det = ToneDetector(rate, tone_set)
+    events: list[ToneEvent] = []
+    for i in range(0, len(pcm), block):
+        events += det.feed(pcm[i : i + block], i)
+    return events
+
+
+def gated(freqs: tuple[float, ...], cadence: list[float], seconds: float, rate: int = 8000) -> np.ndarray:
+    """A tone built here from the published figures (independently of TONE_PLANS)."""
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    x = sum(0.1 * np.sin(2 * np.pi * f * t) for f in freqs)
+    if not cadence:
+        return x
+    gate = np.zeros(n, dtype=bool)
+    pos, i = 0.0, 0
+    while pos < seconds:
+        if i % 2 == 0:
+            gate[int(pos * rate) : int((pos + cadence[i % len(cadence)]) * rate)] = True
+        pos += cadence[i % len(cadence)]
+        i += 1
+    return np.where(gate, x, 0.0)
+
+
+@pytest.mark.parametrize(("tone_set", "kind"), ALL)
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_each_tone_is_reported_once_as_its_own_kind_with_noise_levels_and_clock_error(tone_set, kind, rate):
+    rng = np.random.default_rng(rate)
+    for level_dbfs, clock_error in ((-10, 0.0), (-25, 0.01), (-40, -0.01)):
+        x = np.concatenate((np.zeros(rate // 2), sig.cadence_tone(kind, tone_set, 14, rate, level_dbfs)))
+        if clock_error:
+            x = sig.resample_error(x, clock_error)
+        events = detect(sig.add_noise(x, 20, rng=rng), tone_set, rate)
+        assert [e.kind for e in events] == [kind], (level_dbfs, clock_error)
+        assert abs(events[0].start_frame - rate // 2) <= 0.05 * rate
+
+
+@pytest.mark.parametrize(
+    ("tone_set", "freqs", "cadence", "kind", "confirmed_by_s"),
+    [
+        ("us", (350, 440), [], "dial", 1.6),
+        ("us", (480, 620), [0.5, 0.5], "busy", 2.6),
+        ("us", (480, 620), [0.25, 0.25], "reorder", 1.6),
+        ("us", (440, 480), [2.0, 4.0], "ringback", 6.6),
+        ("uk", (350, 440), [], "dial", 1.6),
+        ("uk", (400,), [0.375, 0.375], "busy", 2.1),
+        ("uk", (400,), [0.4, 0.35, 0.225, 0.525], "reorder", 3.6),
+        ("uk", (400, 450), [0.4, 0.2, 0.4, 2.0], "ringback", 3.6),
+        ("eu", (425,), [], "dial", 2.1),
+        ("eu", (425,), [0.5, 0.5], "busy", 2.6),
+        ("eu", (425,), [0.25, 0.25], "reorder", 1.6),
+        ("eu", (425,), [0.2, 0.2], "reorder", 1.4),  # the 0.2/0.2 national variant
+        ("eu", (425,), [1.0, 4.0], "ringback", 5.6),
+    ],
+)
+def test_tones_from_the_published_figures_are_confirmed_after_their_cadence(
+    tone_set, freqs, cadence, kind, confirmed_by_s
+):
+    x = sig.add_noise(gated(freqs, cadence, 14), 20)
+    events = detect(x, tone_set)
+    assert [e.kind for e in events] == [kind]
+    assert events[0].confirmed_frame <= confirmed_by_s * 8000
+    assert events[0].start_frame <= 0.05 * 8000
+
+
+def test_busy_is_confirmed_only_after_two_cycles():
+    x = gated((480, 620), [0.5, 0.5], 1.6)  # one and a half cycles
+    assert detect(sig.add_noise(x, 20), "us") == []
+
+
+def test_dial_tone_is_not_reported_before_one_second():
+    assert detect(sig.add_noise(gated((350, 440), [], 0.9), 20), "us") == []
+
+
+def test_a_tone_is_reported_again_only_after_it_stopped_and_restarted():
+    busy = gated((480, 620), [0.5, 0.5], 6)
+    x = sig.add_noise(np.concatenate((busy, np.zeros(16000), busy)), 20)
+    events = detect(x, "us")
+    assert [e.kind for e in events] == ["busy", "busy"]
+    assert events[1].start_frame >= 6 * 8000 + 16000 - 400
+
+
+def test_continuous_dial_tone_is_reported_once_in_a_minute():
+    assert [e.kind for e in detect(sig.add_noise(gated((350, 440), [], 60), 20), "us")] == ["dial"]
+
+
+def test_eu_ringback_is_not_mistaken_for_dial_tone_though_both_are_425_hz():
+    assert [e.kind for e in detect(gated((425,), [1.0, 4.0], 14), "eu")] == ["ringback"]
+
+
+def test_uk_ringback_is_not_mistaken_for_busy_though_both_contain_400_hz():
+    assert [e.kind for e in detect(gated((400, 450), [0.4, 0.2, 0.4, 2.0], 14), "uk")] == ["ringback"]
+
+
+def test_a_tone_of_another_tone_set_is_not_reported():
+    assert detect(gated((425,), [0.5, 0.5], 6), "us") == []
+    assert detect(gated((480, 620), [0.5, 0.5], 6), "eu") == []
+
+
+def test_block_size_does_not_change_the_events():
+    x = sig.add_noise(np.concatenate((np.zeros(4000), gated((400,), [0.375, 0.375], 5))), 20)
+    reference = detect(x, "uk")
+    assert [e.kind for e in reference] == ["busy"]
+    for block in (37, 1000, len(x)):
+        assert detect(x, "uk", block=block) == reference, block
+
+
+def test_tones_are_not_detected_in_speech_like_audio():
+    detectors = {ts: ToneDetector(8000, ts) for ts in TONE_SETS}
+    events = []
+    for minute in range(4):
+        x = sig.speech_like(60, 8000, rng=np.random.default_rng(300 + minute), level_dbfs=-12 - 8 * (minute % 3))
+        pcm = sig.to_pcm16(sig.add_noise(x, 30, rng=np.random.default_rng(minute)))
+        for det in detectors.values():
+            events += det.feed(pcm, minute * 480_000)
+    assert events == []
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_tones_are_not_detected_in_espeak_speech():
+    text = ("Good morning. I'm calling about the order you placed last week; one of the items is "
+            "out of stock until Monday, so we could ship the rest now, or wait and send it all together.")
+    detectors = {ts: ToneDetector(8000, ts) for ts in TONE_SETS}
+    events, pos = [], 0
+    for voice, pitch in (("en", 20), ("en+f4", 60), ("it", 90)):
+        wav = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "-p", str(pitch), text],
+                             capture_output=True, check=True).stdout
+        with wave.open(io.BytesIO(wav)) as w:
+            x = sig.resample(np.frombuffer(w.readframes(w.getnframes()), dtype="<i2") / 32768.0, w.getframerate(), 8000)
+        pcm = sig.to_pcm16(0.5 * x)
+        for det in detectors.values():
+            events += det.feed(pcm, pos)
+        pos += len(pcm)
+    assert events == []
+
+
+def test_unknown_tone_set_is_refused():
+    with pytest.raises(ValueError, match="tone_set must be one of us, uk, eu"):
+        ToneDetector(8000, "fr")
+
+
+def test_tone_plans_cover_every_kind_for_every_tone_set():
+    assert set(TONE_PLANS) == set(TONE_SETS)
+    assert all(set(plan) == set(KINDS) for plan in TONE_PLANS.values())
