@@ -1,0 +1,416 @@
+"""Apply a ``linetap.toml`` that an installer put on the boot partition.
+
+The box's root filesystem is read-only and its config lives on the data
+partition, which other computers cannot open. The boot partition is FAT, which
+every computer can: an installer puts ``linetap.toml`` there with any text
+editor, and at the next boot (``linetap-firstboot.service``, before the
+recorder) this module
+
+- validates it completely (``linetap.config``) plus the rules of the box
+  (the data dir must be the data partition);
+- if it is valid, moves it onto the data partition atomically, keeps the
+  previous config as a dated backup, and removes it from the boot partition,
+  leaving ``linetap-applied.txt`` as a receipt;
+- if it is broken, leaves the running config alone, renames the file to
+  ``linetap.toml.rejected``, writes ``linetap-error.txt`` next to it (every
+  problem, and what to do), and blinks the status LED fast for a while, so a
+  typo never bricks the box.
+
+It also keeps ``/etc/machine-id`` stable across boots (the root is a RAM
+overlay, so a generated id would otherwise change at every boot, and with it
+the default recorder id).
+
+    python -m linetap.firstboot --boot /boot/firmware --data /var/lib/linetap \\
+        --machine-id /etc/machine-id
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from linetap import config
+
+logger = logging.getLogger(__name__)
+
+BOOT_NAME = "linetap.toml"
+REJECTED_NAME = "linetap.toml.rejected"
+ERROR_NAME = "linetap-error.txt"
+APPLIED_NAME = "linetap-applied.txt"
+# A config is a few kB; anything this big is the wrong file, not a config.
+MAX_BYTES = 256 * 1024
+FAULT_BLINK_S = 20.0
+_MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLed:
+    """Where the status LED is, from the config the box is running with."""
+
+    pin: int
+    active_high: bool = True
+
+
+FaultSignal = Callable[[StatusLed | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The files involved, on the boot partition and on the data partition."""
+
+    boot_dir: Path
+    data_dir: Path
+
+    @property
+    def candidate(self) -> Path:
+        return self.boot_dir / BOOT_NAME
+
+    @property
+    def rejected(self) -> Path:
+        return self.boot_dir / REJECTED_NAME
+
+    @property
+    def error_report(self) -> Path:
+        return self.boot_dir / ERROR_NAME
+
+    @property
+    def receipt(self) -> Path:
+        return self.boot_dir / APPLIED_NAME
+
+    @property
+    def config_dir(self) -> Path:
+        return self.data_dir / "config"
+
+    @property
+    def active(self) -> Path:
+        """The config the recorder runs with (``/etc/linetap/linetap.toml`` links here)."""
+        return self.config_dir / "linetap.toml"
+
+    @property
+    def saved_machine_id(self) -> Path:
+        return self.data_dir / "system" / "machine-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    action: Literal["none", "applied", "unchanged", "rejected"]
+    errors: tuple[str, ...] = ()
+    backup: Path | None = None
+
+
+# --- the decision ------------------------------------------------------------
+
+def check_candidate(raw: bytes, layout: Layout) -> list[str]:
+    """Every problem with a candidate config file's content; empty if it can be applied."""
+    text, problem = _decode(raw)
+    if problem:
+        return [f"{BOOT_NAME}: {problem}"]
+    try:
+        cfg = config.load_text(text, source=BOOT_NAME, base=layout.boot_dir)
+    except config.ConfigError as e:
+        return list(e.errors)
+    return _box_rules(cfg, layout)
+
+
+def _decode(raw: bytes) -> tuple[str, str | None]:
+    if len(raw) > MAX_BYTES:
+        return "", (f"is larger than {MAX_BYTES // 1024} kB; a linetap config is a small text file "
+                    "(is this the right file?)")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "", "is saved as UTF-16 (\"Unicode\"); save it as plain text in UTF-8"
+    try:
+        # utf-8-sig: Windows editors like to start UTF-8 files with a byte-order mark.
+        return raw.decode("utf-8-sig"), None
+    except UnicodeDecodeError as e:
+        return "", f"is not plain UTF-8 text (byte {e.start}); save it as plain text in UTF-8"
+
+
+def _box_rules(cfg: config.Config, layout: Layout) -> list[str]:
+    """What a config valid anywhere must also satisfy on this box."""
+    errors = []
+    # The recorder may write only below the data partition (ReadWritePaths= in
+    # linetap.service); anywhere else it would crash-loop until the box reboots.
+    data_dir = Path(os.path.normpath(cfg.recorder.data_dir))
+    if data_dir != layout.data_dir and layout.data_dir not in data_dir.parents:
+        errors.append(f"{BOOT_NAME}: recorder.data_dir: must be {layout.data_dir} on this box "
+                      f"(its data partition), not {str(cfg.recorder.data_dir)!r}")
+    return errors
+
+
+# --- the actions -------------------------------------------------------------
+
+def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSignal,
+                       group: str | None = "linetap") -> Result:
+    """Apply or reject ``<boot>/linetap.toml``; a no-op when there is none."""
+    cand = layout.candidate
+    if not os.path.lexists(cand):
+        return Result("none")
+    if cand.is_symlink() or not cand.is_file():
+        return _reject(layout, [f"{BOOT_NAME}: is not a regular file"], now, signal_fault)
+    try:
+        with open(cand, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        return _reject(layout, [f"{BOOT_NAME}: cannot be read: {e.strerror}"], now, signal_fault)
+
+    errors = check_candidate(raw, layout)
+    if errors:
+        return _reject(layout, errors, now, signal_fault)
+
+    text, _ = _decode(raw)
+    layout.config_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        unchanged = layout.active.read_bytes() == text.encode("utf-8")
+    except OSError:
+        unchanged = False
+    backup = None
+    if not unchanged:
+        backup = _install(layout, text, now, group)
+    # Only now, with the new config safely on the data partition: a power cut
+    # before this line means the same file is applied again at the next boot.
+    cand.unlink()
+    _fsync_dir(layout.boot_dir)
+    _remove(layout.error_report)
+    _write_atomic(layout.receipt, _receipt(now, backup), dir_fsync=True)
+    logger.info("applied %s from the boot partition%s", BOOT_NAME,
+                f" (previous config kept as {backup})" if backup else " (same as the running config)")
+    return Result("unchanged" if unchanged else "applied", backup=backup)
+
+
+def _install(layout: Layout, text: str, now: datetime, group: str | None) -> Path | None:
+    tmp = layout.config_dir / f".{BOOT_NAME}.new"
+    _write_atomic_prepare(tmp, text)
+    os.chmod(tmp, 0o640)
+    _chown_group(tmp, group)
+    backup = None
+    if layout.active.exists():
+        backup = _free_name(layout.config_dir / f"{BOOT_NAME}.{now:%Y%m%dT%H%M%SZ}")
+        # A hard link: the backup is the exact old file, and it exists before
+        # the old name is replaced.
+        os.link(layout.active, backup)
+    os.replace(tmp, layout.active)
+    _fsync_dir(layout.config_dir)
+    return backup
+
+
+def _reject(layout: Layout, errors: list[str], now: datetime, signal_fault: FaultSignal) -> Result:
+    for e in errors:
+        logger.error("rejected %s: %s", BOOT_NAME, e)
+    if os.path.lexists(layout.candidate):
+        os.replace(layout.candidate, layout.rejected)
+    _write_atomic(layout.error_report, error_report(errors, now), dir_fsync=True)
+    _remove(layout.receipt)
+    try:
+        signal_fault(current_status_led(layout))
+    except Exception:
+        # The LED is a courtesy; the report on the card and the journal are the record.
+        logger.exception("could not signal the rejected config on the status LED")
+    return Result("rejected", errors=tuple(errors))
+
+
+def error_report(errors: list[str], now: datetime) -> str:
+    """The human-readable ``linetap-error.txt``: what is wrong and what to do."""
+    lines = [
+        f"linetap could not use the {BOOT_NAME} you put on this card",
+        f"(checked {now:%Y-%m-%d %H:%M} UTC). Nothing was changed: the box is still",
+        "running with its previous settings.",
+        "",
+        "Problems found:",
+        *(f"  - {e}" for e in errors),
+        "",
+        "What to do:",
+        f"  1. Open {REJECTED_NAME} (your file, unchanged) in a text editor.",
+        "  2. Fix every problem listed above. Keys and values are explained in the",
+        "     comments of the factory config and in the installation guide.",
+        f"  3. Save it on this card as {BOOT_NAME} (plain text, UTF-8) and delete",
+        f"     {ERROR_NAME}.",
+        "  4. Put the card back into the box and power it on. The file is checked",
+        "     again; the status LED blinks fast for a while if it is still rejected.",
+        "",
+    ]
+    # CRLF: the reader may well be Notepad on Windows.
+    return "\r\n".join(lines)
+
+
+def _receipt(now: datetime, backup: Path | None) -> str:
+    lines = [
+        f"{BOOT_NAME} was checked and applied on {now:%Y-%m-%d %H:%M} UTC.",
+        "The box now keeps it on its data partition, so it was removed from this card.",
+        f"To change settings again, put a new {BOOT_NAME} here.",
+    ]
+    if backup is not None:
+        lines.append(f"The previous config was kept on the box as {backup}.")
+    return "\r\n".join(lines + [""])
+
+
+def current_status_led(layout: Layout) -> StatusLed | None:
+    """The status LED of the config the box runs with (else of the factory config)."""
+    sources: list[tuple[str, Callable[[], config.Config]]] = [
+        (str(layout.active), lambda: config.load(layout.active)),
+        ("factory config", lambda: config.load_text(factory_config_text(), source="box.toml")),
+    ]
+    for name, load in sources:
+        try:
+            cfg = load()
+        except config.ConfigError:
+            logger.warning("no usable status LED setting in %s", name)
+            continue
+        if cfg.leds is not None and cfg.leds.status is not None:
+            return StatusLed(cfg.leds.status, cfg.leds.active_high)
+        return None
+    return None
+
+
+def factory_config_text() -> str:
+    return resources.files("linetap").joinpath("data/box.toml").read_text(encoding="utf-8")
+
+
+def blink_status_led(led: StatusLed | None, *, seconds: float = FAULT_BLINK_S,
+                     pin_factory: Any = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    """The default fault signal: blink the status LED fast (5/s) for ``seconds``.
+
+    Blocking on purpose: the blinking stops when this process ends, and the
+    recorder (which then owns the LED) starts only after it.
+    """
+    if led is None:
+        logger.warning("no status LED configured; the rejected config is reported on the card only")
+        return
+    # Lazily: the GPIO adapter (the one module that imports gpiozero) is needed
+    # only for a rejected file, never for applying a good one.
+    from linetap.gpio import Led
+
+    dev = Led(led.pin, active_high=led.active_high, pin_factory=pin_factory)
+    try:
+        dev.blink(0.1, 0.1)
+        sleep(seconds)
+    finally:
+        dev.off()  # closing alone can leave the pin high
+        dev.close()
+
+
+def keep_machine_id(live: Path, saved: Path) -> Literal["restored", "saved", "kept", "none"]:
+    """Make the machine id survive the read-only root.
+
+    The first boot's id is saved on the data partition; on every later boot it
+    is written back over the freshly generated one, before the recorder reads it.
+    """
+    saved_id = _read_machine_id(saved)
+    live_id = _read_machine_id(live)
+    if saved_id is not None:
+        if saved_id == live_id:
+            return "kept"
+        live.write_text(saved_id + "\n")
+        logger.info("restored machine id %s from %s", saved_id, saved)
+        return "restored"
+    if live_id is None:
+        return "none"
+    saved.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _write_atomic(saved, live_id + "\n", dir_fsync=True)
+    logger.info("saved machine id %s to %s", live_id, saved)
+    return "saved"
+
+
+def _read_machine_id(path: Path) -> str | None:
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if _MACHINE_ID_RE.match(text) and text != "0" * 32 else None
+
+
+# --- small file helpers ------------------------------------------------------
+
+def _write_atomic_prepare(tmp: Path, text: str) -> None:
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_atomic(path: Path, text: str, *, dir_fsync: bool) -> None:
+    tmp = path.with_name(f".{path.name}.new")
+    _write_atomic_prepare(tmp, text)
+    os.replace(tmp, path)
+    if dir_fsync:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename is still done
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while os.path.lexists(candidate):
+        candidate = path.with_name(f"{path.name}-{n}")
+        n += 1
+    return candidate
+
+
+def _chown_group(path: Path, group: str | None) -> None:
+    if group is None or os.geteuid() != 0:
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        logger.warning("group %s does not exist; %s stays root's only", group, path)
+        return
+    os.chown(path, 0, gid)
+
+
+# --- command line ------------------------------------------------------------
+
+def main(argv: list[str] | None = None, *, signal_fault: FaultSignal | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m linetap.firstboot",
+        description=f"Apply {BOOT_NAME} from the boot partition (run at boot, before the recorder).")
+    parser.add_argument("--boot", type=Path, required=True, help="the mounted FAT boot partition")
+    parser.add_argument("--data", type=Path, required=True, help="the mounted data partition (data dir)")
+    parser.add_argument("--machine-id", type=Path, default=None,
+                        help="keep this machine id file stable across boots (/etc/machine-id on the box)")
+    parser.add_argument("--fault-blink-s", type=float, default=FAULT_BLINK_S,
+                        help="how long the status LED blinks for a rejected file (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    layout = Layout(boot_dir=args.boot, data_dir=Path(os.path.abspath(args.data)))
+    if args.machine_id is not None:
+        try:
+            keep_machine_id(args.machine_id, layout.saved_machine_id)
+        except OSError as e:
+            logger.error("could not keep the machine id stable: %s", e)
+    fault = signal_fault or (lambda led: blink_status_led(led, seconds=args.fault_blink_s))
+    result = import_boot_config(layout, now=datetime.now(timezone.utc), signal_fault=fault)
+    # Rejected: the unit shows as failed (systemctl --failed, the journal); the
+    # recorder still starts with the previous config (Wants=, not Requires=).
+    return 1 if result.action == "rejected" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
