@@ -28,9 +28,9 @@ class TestLine:
     feeder: FifoFeeder | None = None
 
     def feed(self, audio: np.ndarray, *, rate: int = 8000, speed: float = 0.0, keep_open: bool = True,
-             channels: int = 1) -> FifoFeeder:
+             channels: int = 1, on_sent=None) -> FifoFeeder:
         self.feeder = FifoFeeder(self.fifo, [audio], rate=rate, speed=speed, keep_open=keep_open,
-                                 channels=channels)
+                                 channels=channels, on_sent=on_sent)
         self.feeder.start()
         return self.feeder
 

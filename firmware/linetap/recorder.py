@@ -1,10 +1,16 @@
 """The composition root: the one place that builds real adapters and wires them.
 
-    capture (ALSA reader threads) --queue--> pipeline thread: calls (segmenter)
-        -> store (files) + index (SQLite) -> listeners (health, MQTT, LEDs)
+    capture (ALSA reader threads) --queue--> pipeline thread: detect (line health)
+        -> calls (segmenter) -> store (files) + index (SQLite) -> events
+    health thread (every 100 ms): no-device / stall checks, alarm hysteresis,
+        LEDs, systemd watchdog, MQTT link and health publishing
+    housekeeping thread (every second): heartbeat, status file, tamper-evidence
+        chain, retention sweep, disk and clock checks
 
-Components start in dependency order and stop in reverse inside ``finally``.
-Threads only wait, loop, and catch at their top level.
+Threads only wait, loop, and catch at their top level. The capture threads wait
+on ALSA and nothing else; everything slow (the chain, encryption, deletions,
+the broker) happens on the housekeeping and health threads, never in the
+pipeline. Time comes from the injected clock and from the audio itself.
 """
 
 from __future__ import annotations
@@ -17,19 +23,32 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
+from .alarms.gaps import GapTracker
+from .alarms.manager import Alarm, AlarmManager
 from .calls.line import LineCalls
 from .capture import Block, SourceEvent, SourceFactory
 from .capture.reader import LineReader
-from .clock import Clock, SystemClock, iso
+from .clock import Clock, SystemClock, iso, parse_iso
 from .config import Config, LineConfig
+from .detect.dead import LineHealthDetector, StallWatch
+from .health import system
+from .health.sdnotify import Notifier, ProgressWatchdog
+from .health.snapshot import DiskStatus, LineStatus, build_snapshot, significant, write_snapshot
 from .index import Index, open_index
+from .leds.patterns import led_patterns
+from .mqtt import topics as events
 from .store.recordings import DIR_MODE, Recording, salvage
 
 logger = logging.getLogger(__name__)
 
+HEALTH_TICK_S = 0.1
+SLOW_CHECK_S = 10.0  # disk, clock, retention sweep
+READY_TIMEOUT_S = 5.0  # READY=1 even if a line cannot be opened: it is alarmed, not fatal
+STATUS_FILE = "status.json"
+
 
 class Listeners:
-    """Fan-out of recorder events to whoever subscribed (MQTT, LEDs, tests).
+    """Fan-out of recorder events (the contract's ``event`` documents) to subscribers.
 
     A failing listener is logged and skipped: it must never stop recording.
     """
@@ -48,56 +67,84 @@ class Listeners:
                 logger.exception("event listener failed on %s", event.get("type"))
 
 
-class _CallEvents:
-    def __init__(self, recorder: "Recorder") -> None:
-        self.r = recorder
-
-    def call_started(self, line: str, call_id: int, started_at: float) -> None:
-        self.r.listeners.emit({"type": "call_started", "ts": iso(self.r.clock.wall()), "call_id": call_id,
-                               "line": line, "started_at": iso(started_at)})
-
-    def call_ended(self, line: str, summary: dict[str, Any]) -> None:
-        self.r.listeners.emit({"type": "call_ended", "ts": iso(self.r.clock.wall()), "call_id": summary["id"],
-                               "line": line, "started_at": summary["started_at"],
-                               "ended_at": summary["ended_at"], "duration_s": summary["duration_s"],
-                               "caller_number": summary.get("caller_number"),
-                               "caller_name": summary.get("caller_name"),
-                               "end_reason": summary["end_reason"], "path": summary["path"]})
-
-
 def _alsa_factory() -> SourceFactory:
     from .capture.alsa import AlsaSource
     return AlsaSource
 
 
+class _LineHealth:
+    """What the recorder tracks per line for its alarms (owned by the recorder)."""
+
+    def __init__(self, line: LineConfig, cfg: Config) -> None:
+        h = cfg.health
+        self.detector = LineHealthDetector(line.rate, line.channels, dead_after_ms=h.dead_after_ms,
+                                           clipping_fraction=h.clipping_fraction,
+                                           clipping_after_s=h.clipping_after_s)
+        self.stall = StallWatch(h.stall_after_ms)
+        self.audio_dead = False
+        self.audio_dead_detail = ""
+        self.stalled = False
+        self.stall_detail = ""
+        self.prev_end_t: float | None = None
+        self.prev_stream = -1
+        self.overruns_seen = 0
+        self.dropped_seen = 0
+        self.no_device = False
+
+
 class Recorder:
     def __init__(self, cfg: Config, *, clock: Clock | None = None,
-                 source_factory: SourceFactory | None = None, pin_factory: Any = None) -> None:
+                 source_factory: SourceFactory | None = None, pin_factory: Any = None,
+                 notifier: Notifier | None = None, mqtt: bool = True) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.source_factory = source_factory or _alsa_factory()
         self.pin_factory = pin_factory
+        self.notifier = notifier or Notifier()
+        self.use_mqtt = mqtt
         self.data_dir = Path(cfg.recorder.data_dir)
         self.listeners = Listeners()
         self.queue: queue.Queue[Block | SourceEvent] = queue.Queue()
         self.lines: dict[str, LineCalls] = {}
         self.readers: dict[str, LineReader] = {}
+        self.health: dict[str, _LineHealth] = {}
         self.index: Index | None = None
+        self.alarms: AlarmManager | None = None
+        self.gaps: GapTracker | None = None
+        self.leds: Any = None
+        self.link: Any = None
+        self.sweeper: Any = None
+        self.watchdog = ProgressWatchdog(self.clock, stale_after_s=10.0, sources=("pipeline", "health"))
+        self.disk: dict[str, Any] | None = None
+        self.clock_synced: bool | None = None
         self._hooks: list[Any] = []
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stop_worker = threading.Event()
+        self._stop_timers = threading.Event()
+        self._wake_health = threading.Event()
+        self._to_finalize: queue.Queue[int] = queue.Queue()
+        self._ready = False
+        self._last_published: tuple[Any, ...] | None = None
         self.started_mono = self.clock.mono()
+        self.started_wall = self.clock.wall()
         self.blocks_processed = 0
         self.pipeline_errors = 0
 
-    # --- life cycle ---
+    # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
         os.umask(0o027)
         self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        self.index = open_index(self.data_dir)
-        for row in salvage(self.data_dir, self.index):
+        self.index = index = open_index(self.data_dir)
+        from .evidence.tables import ensure_tables
+        ensure_tables(index)
+        self.alarms = AlarmManager(index, self.clock, clear_after_s=self.cfg.health.alarm_clear_s,
+                                   listener=self)
+        self.gaps = GapTracker(index, self.clock)
+        self._account_for_downtime()
+        for row in salvage(self.data_dir, index):
             logger.warning("call %s recovered after an unclean stop", row.get("id"))
-        events = _CallEvents(self)
+        self._finalize_pending()
+        self._start_outputs()
         for line in self.cfg.lines:
             if not line.enabled:
                 continue
@@ -109,20 +156,42 @@ class Recorder:
                 self._hooks.append(h)
                 hook = h
             self.lines[line.name] = LineCalls(line, open_recording=self._open_recording, hook=hook,
-                                              listener=events)
+                                              listener=self)
+            self.health[line.name] = _LineHealth(line, self.cfg)
         max_queued = max(50, int(self.cfg.recorder.queue_s * 50 * max(1, len(self.lines))))
-        self._worker = threading.Thread(target=self._work, name="pipeline", daemon=True)
-        self._worker.start()
+        self._spawn("pipeline", self._work)
         for line in self.cfg.lines:
             if line.enabled:
                 r = LineReader(line, self.queue, source_factory=self.source_factory, clock=self.clock,
                                max_queued=max_queued)
                 self.readers[line.name] = r
                 r.start()
+        self._spawn("health", self._health_loop)
+        self._spawn("housekeeping", self._housekeeping_loop)
         logger.info("recording %d line(s) into %s", len(self.lines), self.data_dir)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _start_outputs(self) -> None:
+        if self.cfg.leds is not None or any(ln.led is not None for ln in self.cfg.lines):
+            from .leds.driver import LedPanel
+            self.leds = LedPanel(self.cfg.leds, self.cfg.lines, pin_factory=self.pin_factory)
+        if self.cfg.mqtt is not None and self.use_mqtt:
+            from .mqtt.client import MqttLink
+            self.link = MqttLink(self.cfg.mqtt, recorder_id=self.cfg.recorder.id, data_dir=self.data_dir,
+                                 version=__version__, lines=[ln.name for ln in self.cfg.lines],
+                                 clock=self.clock, on_alarm=self._on_link_alarm)
+            self.listeners.subscribe(self._to_broker)
+            self.link.start()
+        from .retention.sweeper import Sweeper
+        self.sweeper = Sweeper.from_config(self.index, self.cfg, clock=self.clock)
 
     def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Clean shutdown: stop capture, process what was captured, finalise open calls."""
+        self.notifier.stopping()
         for r in self.readers.values():
             r.stop()
         # Readers blocked in a read (a stalled FIFO) cannot be interrupted; they are daemons.
@@ -130,33 +199,87 @@ class Recorder:
             r.join(timeout=0.5)
         self._drain(drain_timeout_s)
         self._stop_worker.set()
-        if self._worker is not None:
-            self._worker.join(timeout=drain_timeout_s)
+        for t in self._threads[:1]:
+            t.join(timeout=drain_timeout_s)
         for calls in self.lines.values():
             try:
                 calls.shutdown()
             except Exception:  # noqa: BLE001 - finalise the others whatever happens to one
                 logger.exception("line %s: could not finalise its open call", calls.line.name)
+        self._stop_timers.set()
+        self._wake_health.set()
+        for t in self._threads[1:]:
+            t.join(timeout=drain_timeout_s)
+        self._finalize_queued()
+        now = self.clock.wall()
+        if self.gaps is not None:
+            self.gaps.close_all(now)
+        if self.alarms is not None:
+            self.alarms.clear_all(now)
+        self._heartbeat()
+        self._write_status()
+        if self.link is not None:
+            self.link.stop()
         for h in self._hooks:
             h.close()
+        if self.leds is not None:
+            self.leds.close()
         if self.index is not None:
             self.index.close()
+        self.notifier.close()
 
     def _drain(self, timeout_s: float) -> None:
-        deadline = self.clock.mono() + timeout_s
-        while not self.queue.empty() and self.clock.mono() < deadline:
-            threading.Event().wait(0.01)
+        # Real time, not the injected clock: a test's fake clock may never move.
+        deadline = threading.Event()
+        timer = threading.Timer(timeout_s, deadline.set)
+        timer.start()
+        try:
+            while not self.queue.empty() and not deadline.wait(0.01):
+                pass
+        finally:
+            timer.cancel()
 
-    # --- the pipeline thread ---
+    # ------------------------------------------------------------------ start-up accounting
+    def _account_for_downtime(self) -> None:
+        """The previous run's last heartbeat to now is a gap on every line."""
+        assert self.index is not None and self.gaps is not None and self.alarms is not None
+        last = self.index.get_meta("heartbeat")
+        now = self.clock.wall()
+        self.index.set_meta("started_at", iso(now))
+        if not last:
+            return
+        try:
+            since = parse_iso(last)
+        except ValueError:
+            logger.error("ignoring an unreadable heartbeat %r in the index", last)
+            return
+        self.gaps.close_stale(since)
+        if now - since > 2 * self.cfg.recorder.heartbeat_s:
+            names = [ln.name for ln in self.cfg.lines if ln.enabled]
+            self.gaps.recorder_down(names, since, now)
+            self.alarms.record_interval("RECORDER_RESTARTED", None, since, now,
+                                        f"the recorder was down for {now - since:.1f} s")
+
+    def _finalize_pending(self) -> None:
+        from .evidence.finalize import finalize_pending
+        assert self.index is not None
+        try:
+            finalize_pending(self.index, self.data_dir, self.cfg.storage, clock=self.clock)
+        except Exception:  # noqa: BLE001 - evidence work must not keep the recorder from starting
+            logger.exception("could not finalize the recordings left by the previous run")
+
+    # ------------------------------------------------------------------ the pipeline thread
     def _work(self) -> None:
         q = self.queue
         while not self._stop_worker.is_set():
             try:
                 item = q.get(timeout=0.1)
             except queue.Empty:
+                self.watchdog.progress("pipeline")
                 continue
             try:
                 if isinstance(item, Block):
+                    self._check_block(item)
                     self.lines[item.line].on_block(item)
                     self.blocks_processed += 1
                 else:
@@ -165,6 +288,50 @@ class Recorder:
                 self.pipeline_errors += 1
                 if self.pipeline_errors <= 5 or self.pipeline_errors % 1000 == 0:
                     logger.exception("pipeline error on line %s (%d so far)", item.line, self.pipeline_errors)
+            self.watchdog.progress("pipeline")
+
+    def _check_block(self, block: Block) -> None:
+        """Line health from the audio itself: dead/stuck/clipping, and lost samples."""
+        lh = self.health[block.line]
+        assert self.alarms is not None and self.gaps is not None
+        end_t = block.t_wall + len(block.frames) / block.rate
+        if block.stream != lh.prev_stream:
+            for ch in lh.detector.reset(block.t_wall):
+                self._audio_change(block.line, lh, ch.code, ch.active, ch.at, ch.detail)
+            lh.prev_stream = block.stream
+            lh.prev_end_t = None
+        elif lh.prev_end_t is not None and block.t_wall - lh.prev_end_t > 1.5 / 50:
+            # Samples were lost between the previous block and this one (an overrun
+            # re-anchored the clock, or the pipeline fell behind and blocks were dropped).
+            lost_s = block.t_wall - lh.prev_end_t
+            self.gaps.open(block.line, "overrun", lh.prev_end_t)
+            self.gaps.close(block.line, block.t_wall)
+            self.alarms.momentary("LINE_OVERRUN", block.line,
+                                  f"{round(lost_s * block.rate)} samples lost ({lost_s:.2f} s)",
+                                  at=lh.prev_end_t)
+        lh.prev_end_t = end_t
+        for ch in lh.detector.feed(block.frames, block.t_wall):
+            self._audio_change(block.line, lh, ch.code, ch.active, ch.at, ch.detail)
+
+    def _audio_change(self, line: str, lh: _LineHealth, code: str, active: bool, at: float,
+                      detail: str) -> None:
+        assert self.alarms is not None
+        if code == "LINE_DEAD":
+            lh.audio_dead, lh.audio_dead_detail = active, detail
+            self._dead_state(line, lh, at)
+        else:
+            self.alarms.set(code, line, active, detail, at=at)
+
+    def _dead_state(self, line: str, lh: _LineHealth, at: float) -> None:
+        """LINE_DEAD is one alarm with two causes (the audio, a stall); a gap for either."""
+        assert self.alarms is not None and self.gaps is not None
+        dead = lh.audio_dead or lh.stalled
+        detail = lh.audio_dead_detail if lh.audio_dead else lh.stall_detail
+        self.alarms.set("LINE_DEAD", line, dead, detail, at=at)
+        if dead:
+            self.gaps.open(line, "dead" if lh.audio_dead else "stalled", at)
+        elif self.gaps.is_open(line) in ("dead", "stalled"):
+            self.gaps.close(line, at)
 
     def _on_source_event(self, ev: SourceEvent) -> None:
         calls = self.lines.get(ev.line)
@@ -172,38 +339,227 @@ class Recorder:
             return
         if ev.kind == "lost":
             calls.source_lost()
-        self.listeners.emit({"type": f"source_{ev.kind}", "ts": iso(ev.t_wall), "line": ev.line,
-                             "detail": ev.detail})
 
     def _open_recording(self, line: LineConfig, started_at: float) -> Recording:
         assert self.index is not None
-        return Recording(self.data_dir, self.index, line=line.name, codec=self.cfg.storage.codec,
+        name = line.name
+
+        def on_error(detail: str | None, at: float) -> None:
+            assert self.alarms is not None
+            self.alarms.set("DISK_WRITE_FAILED", name, detail is not None, detail or "", at=at)
+
+        return Recording(self.data_dir, self.index, line=name, codec=self.cfg.storage.codec,
                          rate=line.rate, channels=line.channels, started_at=started_at,
-                         sync_interval_s=self.cfg.storage.sync_interval_s)
+                         sync_interval_s=self.cfg.storage.sync_interval_s, on_error=on_error)
 
-    # --- housekeeping, from the service loop (not the pipeline thread) ---
-    def housekeeping(self) -> None:
-        from .service import status_path, write_status
-        assert self.index is not None
-        now = self.clock.wall()
-        self.index.set_meta("heartbeat", iso(now))
-        write_status(status_path(self.cfg), self.snapshot())
+    # --- call events (LineCalls' listener) ---
+    def call_started(self, line: str, call_id: int, started_at: float) -> None:
+        self.listeners.emit(events.call_started(call_id=call_id, line=line, started_at=started_at,
+                                                ts=self.clock.wall()))
+        self._wake_health.set()
 
-    # --- state for health / status ---
+    def call_ended(self, line: str, summary: dict[str, Any]) -> None:
+        ev = events.call_ended(call_id=summary["id"], line=line, started_at=summary["started_at"],
+                               ended_at=summary["ended_at"], duration_s=summary["duration_s"],
+                               caller_number=summary.get("caller_number"),
+                               end_reason=summary["end_reason"], ts=self.clock.wall())
+        ev["caller_name"] = summary.get("caller_name")
+        ev["path"] = summary.get("path")
+        self.listeners.emit(ev)
+        self._to_finalize.put(summary["id"])
+        self._wake_health.set()
+
+    # --- alarm events (AlarmManager's listener) ---
+    def alarm_raised(self, alarm: Alarm) -> None:
+        self.listeners.emit(events.alarm_raised(code=alarm.code, severity=alarm.severity, line=alarm.line,
+                                                detail=alarm.detail, raised_at=alarm.raised_at,
+                                                ts=self.clock.wall()))
+        self._wake_health.set()
+
+    def alarm_cleared(self, alarm: Alarm) -> None:
+        self.listeners.emit(events.alarm_cleared(code=alarm.code, severity=alarm.severity, line=alarm.line,
+                                                 detail=alarm.detail, raised_at=alarm.raised_at,
+                                                 cleared_at=alarm.cleared_at or self.clock.wall(),
+                                                 ts=self.clock.wall()))
+        self._wake_health.set()
+
+    # ------------------------------------------------------------------ the health thread
+    def _health_loop(self) -> None:
+        next_ping = 0.0
+        next_link = 0.0
+        next_publish = 0.0
+        interval = self.notifier.watchdog_interval_s()
+        publish_every = self.cfg.mqtt.health_interval_s if self.cfg.mqtt else 30.0
+        while not self._stop_timers.is_set():
+            self._wake_health.wait(HEALTH_TICK_S)
+            self._wake_health.clear()
+            try:
+                now_mono = self.clock.mono()
+                self._check_readers()
+                assert self.alarms is not None
+                self.alarms.tick()
+                doc = self.snapshot()
+                if self.leds is not None:
+                    self.leds.apply(self._led_patterns(doc))
+                self.watchdog.progress("health")
+                self._maybe_ready()
+                if interval and now_mono >= next_ping:
+                    next_ping = now_mono + interval / 2
+                    if self.watchdog.should_ping():
+                        self.notifier.watchdog()
+                    else:
+                        logger.error("not feeding the watchdog: no progress from %s",
+                                     ", ".join(self.watchdog.stale()))
+                if self.link is not None:
+                    if now_mono >= next_link:
+                        next_link = now_mono + 0.5
+                        self.link.tick()
+                    sig = significant(doc)
+                    if sig != self._last_published or now_mono >= next_publish:
+                        self._last_published = sig
+                        next_publish = now_mono + publish_every
+                        self.link.publish_health(doc)
+            except Exception:  # noqa: BLE001 - the health thread must survive anything
+                logger.exception("health check failed")
+
+    def _check_readers(self) -> None:
+        """Per line: can the PCM be opened (LINE_NO_DEVICE), do frames arrive (stall)."""
+        assert self.alarms is not None and self.gaps is not None
+        now_mono, now_wall = self.clock.mono(), self.clock.wall()
+        for name, r in self.readers.items():
+            lh = self.health[name]
+            err, err_at = r.error, r.error_at
+            if err is not None:
+                if not lh.no_device:
+                    lh.no_device = True
+                    at = err_at if err_at is not None else now_wall
+                    self.alarms.set("LINE_NO_DEVICE", name, True, err, at=at)
+                    self.gaps.open(name, "no_device", at)
+                    ch = lh.stall.reset(at)
+                    if ch is not None or lh.stalled:
+                        lh.stalled = False
+                        self._dead_state(name, lh, at)
+                continue
+            if lh.no_device and r.is_open:
+                lh.no_device = False
+                self.alarms.set("LINE_NO_DEVICE", name, False, at=now_wall)
+                if self.gaps.is_open(name) == "no_device":
+                    self.gaps.close(name, now_wall)
+            if r.is_open:
+                ch = lh.stall.check(r.last_frames_mono, now_mono, now_wall, since_mono=r.opened_mono)
+                if ch is not None:
+                    lh.stalled, lh.stall_detail = ch.active, ch.detail
+                    self._dead_state(name, lh, ch.at)
+
+    def _led_patterns(self, doc: dict[str, Any]) -> dict[str, str]:
+        assert self.alarms is not None
+        states = {name: ln["state"] for name, ln in doc["lines"].items()}
+        return led_patterns(states, self.alarms.active(), lines_with_led=self.leds.lines_with_led,
+                            process_fault=bool(self.watchdog.stale()) and self._ready)
+
+    def _maybe_ready(self) -> None:
+        if self._ready:
+            return
+        opened = all(r.is_open for r in self.readers.values())
+        if opened or self.clock.mono() - self.started_mono >= READY_TIMEOUT_S:
+            self._ready = True
+            down = [n for n, r in self.readers.items() if not r.is_open]
+            status = (f"recording {len(self.readers)} line(s)" if not down
+                      else f"recording; cannot open {', '.join(down)}")
+            self.notifier.ready(status)
+
+    def _on_link_alarm(self, code: str, active: bool, detail: str) -> None:
+        assert self.alarms is not None
+        if code == "BROKER_UNREACHABLE":
+            self.alarms.set(code, None, active, detail)
+        elif active:
+            # The outbox overflowed (the broker has been away a long time): the oldest
+            # events are being dropped. Said loudly on the broker alarm (the index keeps
+            # every call and alarm regardless).
+            self.alarms.set("BROKER_UNREACHABLE", None, True, detail)
+
+    def _to_broker(self, event: dict[str, Any]) -> None:
+        self.link.publish_event(event)
+
+    # ------------------------------------------------------------------ housekeeping thread
+    def _housekeeping_loop(self) -> None:
+        next_slow = 0.0
+        while not self._stop_timers.wait(min(1.0, self.cfg.recorder.heartbeat_s)):
+            try:
+                self._finalize_queued()
+                self._heartbeat()
+                now_mono = self.clock.mono()
+                if now_mono >= next_slow:
+                    next_slow = now_mono + SLOW_CHECK_S
+                    self.slow_checks()
+                self._write_status()
+            except Exception:  # noqa: BLE001
+                logger.exception("housekeeping failed")
+
+    def _heartbeat(self) -> None:
+        if self.index is None:
+            return
+        try:
+            self.index.set_meta("heartbeat", iso(self.clock.wall()))
+        except Exception as e:  # noqa: BLE001 - the index may be on a failing disk
+            logger.error("cannot write the heartbeat: %s", e)
+
+    def _finalize_queued(self) -> None:
+        from .evidence.finalize import finalize_recording
+        while True:
+            try:
+                call_id = self._to_finalize.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                finalize_recording(self.index, self.data_dir, {"id": call_id}, self.cfg.storage,
+                                   clock=self.clock)
+            except Exception as e:  # noqa: BLE001 - retried at the next start (finalize_pending)
+                logger.error("call %d: could not seal/chain its recording: %s", call_id, e)
+
+    def slow_checks(self) -> None:
+        """Disk (retention sweep, DISK_LOW) and clock (CLOCK_UNSYNCED): every 10 s."""
+        assert self.alarms is not None
+        try:
+            res = self.sweeper.sweep()
+        except Exception as e:  # noqa: BLE001
+            logger.error("retention sweep failed: %s", e)
+        else:
+            self.disk = res.health()
+            low = res.disk_low or (res.hours_left is not None
+                                   and res.hours_left < self.cfg.health.disk_low_hours)
+            detail = res.detail or (f"{res.hours_left:.1f} h of recording left" if res.hours_left is not None
+                                    else "")
+            self.alarms.set("DISK_LOW", None, low, detail)
+        if self.cfg.health.check_clock:
+            synced = system.clock_synchronized()
+            self.clock_synced = synced
+            if synced is not None:
+                self.alarms.set("CLOCK_UNSYNCED", None, not synced,
+                                "the system clock is not NTP-synchronised" if not synced else "")
+
+    def _write_status(self) -> None:
+        try:
+            write_snapshot(self.data_dir / STATUS_FILE, self.snapshot())
+        except Exception as e:  # noqa: BLE001
+            logger.error("cannot write %s: %s", STATUS_FILE, e)
+
+    # ------------------------------------------------------------------ state for health / status
     def snapshot(self) -> dict[str, Any]:
-        lines = {}
-        for name, calls in self.lines.items():
-            reader = self.readers.get(name)
-            state = calls.state
-            if reader is not None and not reader.is_open:
-                state = "fault"
-            lines[name] = {"state": state, "level_dbfs": round(calls.level_dbfs, 1),
-                           "last_audio_at": iso(calls.last_block_t) if calls.last_block_t else None,
-                           "alarms": []}
+        lines = []
         for line in self.cfg.lines:
-            if not line.enabled:
-                lines[line.name] = {"state": "disabled", "level_dbfs": None, "last_audio_at": None,
-                                    "alarms": []}
-        return {"ts": iso(self.clock.wall()), "id": self.cfg.recorder.id, "version": __version__,
-                "uptime_s": round(self.clock.mono() - self.started_mono, 1), "lines": lines,
-                "alarms": []}
+            calls = self.lines.get(line.name)
+            if calls is None:
+                lines.append(LineStatus(line.name, enabled=False))
+                continue
+            lines.append(LineStatus(line.name, recording=calls.recording is not None,
+                                    level_dbfs=calls.level_dbfs, last_audio_at=calls.last_block_t or None))
+        disk = None
+        if self.disk is not None:
+            d = self.disk
+            disk = DiskStatus(free_bytes=int(d["free_mb"] * 1024 * 1024), used_bytes=int(d["used_mb"] * 1024 * 1024),
+                              recordings=d["recordings"], hours_left=d["hours_left"])
+        return build_snapshot(recorder_id=self.cfg.recorder.id, version=__version__, now=self.clock.wall(),
+                              started_at=self.started_wall, lines=lines,
+                              alarms=self.alarms.active() if self.alarms else [], disk=disk,
+                              clock_synced=self.clock_synced)

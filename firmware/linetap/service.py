@@ -1,26 +1,24 @@
 """The recorder as a service: signals, the housekeeping loop, status file, checks.
 
-``run_service`` is what ``linetap run`` does: start the recorder, then loop on
-the wall of time (heartbeat, health snapshot, watchdog) until SIGTERM/SIGINT,
-then stop cleanly (open calls finalised with ``end_reason = "shutdown"``).
+``run_service`` is what ``linetap run`` does: start the recorder (which runs its
+own health and housekeeping threads), wait for SIGTERM/SIGINT, then stop cleanly
+(open calls finalised with ``end_reason = "shutdown"``, MQTT ``offline``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from .clock import iso
 from .config import Config
 
 logger = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
 
 
 def run_service(cfg: Config, *, stop: threading.Event | None = None) -> int:
@@ -37,8 +35,7 @@ def run_service(cfg: Config, *, stop: threading.Event | None = None) -> int:
     rec = Recorder(cfg)
     try:
         rec.start()
-        while not stop.wait(cfg.recorder.heartbeat_s):
-            rec.housekeeping()
+        stop.wait()
     finally:
         rec.stop()
     logger.info("stopped cleanly")
@@ -46,36 +43,22 @@ def run_service(cfg: Config, *, stop: threading.Event | None = None) -> int:
 
 
 def status_path(cfg: Config) -> Path:
+    from .recorder import STATUS_FILE
     return Path(cfg.recorder.data_dir) / STATUS_FILE
 
 
-def write_status(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
-
-
 def read_status(cfg: Config) -> dict[str, Any] | None:
+    """The running recorder's last health snapshot (rewritten every second), or None."""
+    from .health.snapshot import read_snapshot
     try:
-        return json.loads(status_path(cfg).read_text())
+        return read_snapshot(status_path(cfg))
     except (OSError, ValueError):
         return None
 
 
 def render_status(doc: dict[str, Any]) -> str:
-    out = [f"linetap {doc.get('id')} (version {doc.get('version')}), up {doc.get('uptime_s')} s, at {doc.get('ts')}"]
-    for name, line in sorted(doc.get("lines", {}).items()):
-        level = line.get("level_dbfs")
-        lv = f"{level:.1f} dBFS" if isinstance(level, (int, float)) else "-"
-        out.append(f"  {name:<12} {line.get('state'):<10} {lv:>12}  alarms: {', '.join(line.get('alarms') or []) or 'none'}")
-    disk = doc.get("disk") or {}
-    if disk:
-        out.append(f"  disk: {disk.get('free_mb')} MB free, {disk.get('recordings')} recordings, "
-                   f"{disk.get('hours_left')} h left")
-    out.append(f"  alarms: {', '.join(doc.get('alarms') or []) or 'none'}")
-    return "\n".join(out)
+    from .health.snapshot import render_status as render
+    return render(doc, now=time.time(), stale_after_s=10.0).rstrip("\n")
 
 
 def run_checks(cfg: Config) -> int:
@@ -118,4 +101,4 @@ def run_checks(cfg: Config) -> int:
     return 0 if ok else 1
 
 
-__all__ = ["run_service", "run_checks", "read_status", "render_status", "write_status", "iso"]
+__all__ = ["run_service", "run_checks", "read_status", "render_status"]

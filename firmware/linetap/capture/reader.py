@@ -40,6 +40,9 @@ class LineReader(threading.Thread):
         self.overruns = 0
         self.dropped_blocks = 0
         self.stream = 0
+        self.opened_mono: float | None = None  # when the current stream opened (stall reference)
+        self.error: str | None = None  # why the PCM is not open (None while it is)
+        self.error_at: float | None = None  # wall time the PCM failed
 
     def stop(self) -> None:
         self.stopping.set()
@@ -55,6 +58,9 @@ class LineReader(threading.Thread):
                 source = self.source_factory(self.line.pcm, self.line.rate, self.line.channels,
                                              self.period_frames)
             except SourceError as e:
+                if self.error is None:
+                    self.error_at = self.clock.wall()
+                self.error = str(e)
                 if str(e) != last_error:
                     logger.warning("line %s: cannot open %s: %s (retrying)", self.line.name, self.line.pcm, e)
                     self._event("lost", str(e))
@@ -69,7 +75,11 @@ class LineReader(threading.Thread):
             delay = self.backoff_s[0]
             last_error = ""
             logger.info("line %s: capturing from %s", self.line.name, self.line.pcm)
+            self.opened_mono = self.clock.mono()
+            self.last_frames_mono = None
             self.is_open = True
+            self.error = None
+            self.error_at = None
             self._event("opened")
             try:
                 self._pump(source)
@@ -77,6 +87,8 @@ class LineReader(threading.Thread):
                 logger.warning("line %s: capture failed: %s (reopening)", self.line.name, e)
                 last_error = str(e)
                 self.is_open = False
+                self.error_at = self.clock.wall()
+                self.error = str(e)
                 self._event("lost", str(e))
             finally:
                 self.is_open = False

@@ -14,7 +14,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -70,7 +70,9 @@ class Recording:
     """One call being written. Not thread-safe: owned by the pipeline thread."""
 
     def __init__(self, data_dir: Path, index: Index, *, line: str, codec: str, rate: int, channels: int,
-                 started_at: float, sync_interval_s: float) -> None:
+                 started_at: float, sync_interval_s: float,
+                 on_error: Callable[[str | None, float], None] | None = None, ram_limit_s: float = 600.0,
+                 retry_s: float = 1.0) -> None:
         self.data_dir = data_dir
         self.index = index
         self.line = line
@@ -89,26 +91,114 @@ class Recording:
         self.final = data_dir / self.rel
         self.part = self.final.with_name(self.final.name + PART)
         index.update_call(self.id, path=str(self.rel))
-        self.writer = audio.AudioWriter(self.part, codec, rate, channels)
-        fsync_dir(self.part.parent)
+        # A disk that fails does not stop the call: audio waits in RAM (up to ram_limit_s)
+        # while the write is retried every retry_s of audio; ``on_error`` reports the state.
+        self.on_error = on_error
+        self.error: str | None = None
+        self.lost_frames = 0
+        self._channels = channels
+        self._ram: list[np.ndarray] = []
+        self._ram_frames = 0
+        self._ram_limit = int(ram_limit_s * rate)
+        self._retry_every = max(1, int(retry_s * rate))
+        self._retry_in = 0
+        self._written = 0
+        self.writer: audio.AudioWriter | None = None
+        try:
+            self._open_writer()
+        except (OSError, audio.AudioError) as e:
+            self._failed(e)
 
     @property
     def frames(self) -> int:
-        return self.writer.frames
+        """Frames of this call so far: on disk, plus any waiting in RAM for the disk."""
+        return self._written + self._ram_frames
 
     @property
     def duration_s(self) -> float:
-        return self.writer.frames / self.rate
+        return self._written / self.rate
+
+    def _open_writer(self) -> None:
+        make_dirs(self.data_dir, self.rel.parent)
+        if self.part.exists():  # an earlier attempt created it but could not write the header
+            self.part.unlink()
+        self.writer = audio.AudioWriter(self.part, self.codec, self.rate, self._channels)
+        fsync_dir(self.part.parent)
 
     def write(self, frames: np.ndarray) -> None:
-        self.writer.write(frames)
-        self._since_sync += len(frames)
-        if self._since_sync >= self.sync_every:
+        if self.error is not None:
+            self._keep(frames)
+            self._retry_in -= len(frames)
+            if self._retry_in <= 0:
+                self._retry()
+            return
+        try:
+            assert self.writer is not None
+            self.writer.write(frames)
+            self._written += len(frames)
+            self._since_sync += len(frames)
+            if self._since_sync >= self.sync_every:
+                self.writer.sync()
+                self._since_sync = 0
+        except (OSError, audio.AudioError) as e:
+            self._failed(e, frames)
+
+    # --- a failing disk ---
+    def _audio_time(self) -> float:
+        """Wall time of the audio at the end of what this call has been given."""
+        return self.started_at + self.frames / self.rate
+
+    def _keep(self, frames: np.ndarray) -> None:
+        room = self._ram_limit - self._ram_frames
+        if room < len(frames):
+            self.lost_frames += len(frames) - max(0, room)
+            frames = frames[:max(0, room)]
+        if len(frames):
+            self._ram.append(np.array(frames, copy=True))
+            self._ram_frames += len(frames)
+
+    def _failed(self, e: BaseException, frames: np.ndarray | None = None) -> None:
+        if frames is not None:
+            self._keep(frames)
+        self._retry_in = self._retry_every
+        if self.error is None:
+            self.error = f"{self.rel}: {e}"
+            logger.error("call %s: cannot write its recording: %s (keeping the audio in RAM, retrying)",
+                         self.id, e)
+            if self.on_error is not None:
+                self.on_error(self.error, self._audio_time())
+
+    def _retry(self) -> None:
+        self._retry_in = self._retry_every
+        try:
+            if self.writer is None:
+                self._open_writer()
+            assert self.writer is not None
+            if self._ram:
+                self.writer.write(np.concatenate(self._ram))
             self.writer.sync()
-            self._since_sync = 0
+        except (OSError, audio.AudioError) as e:
+            logger.debug("call %s: write still failing: %s", self.id, e)
+            return
+        self._written += self._ram_frames
+        self._ram.clear()
+        self._ram_frames = 0
+        logger.warning("call %s: writing works again%s", self.id,
+                       f"; {self.lost_frames} frames beyond the RAM limit were lost" if self.lost_frames else "")
+        self.error = None
+        if self.on_error is not None:
+            self.on_error(None, self._audio_time())
 
     def finish(self, end_reason: str, status: str = "complete") -> dict[str, Any]:
-        """Close, rename to the final name, hash, and complete the index row."""
+        """Close, rename to the final name, hash, and complete the index row.
+
+        Raises OSError/AudioError if the disk still fails (the ``.part`` file is then
+        salvaged at the next start)."""
+        if self.error is not None:
+            self._retry()
+            if self.error is not None:
+                raise OSError(f"call {self.id}: cannot finish its recording: {self.error}")
+        assert self.writer is not None
         self.writer.close()
         os.replace(self.part, self.final)
         fsync_dir(self.final.parent)
@@ -130,9 +220,13 @@ class Recording:
     def discard(self) -> None:
         """Too short to be a call: remove the file and its row."""
         try:
-            self.writer.close()
-        except audio.AudioError:
+            if self.writer is not None:
+                self.writer.close()
+        except (OSError, audio.AudioError):
             pass
+        if self.error is not None and self.on_error is not None:
+            self.error = None
+            self.on_error(None, self._audio_time())
         self.part.unlink(missing_ok=True)
         self.index.delete_call(self.id)
 
