@@ -140,11 +140,11 @@ class Recorder:
         self.alarms = AlarmManager(index, self.clock, clear_after_s=self.cfg.health.alarm_clear_s,
                                    listener=self)
         self.gaps = GapTracker(index, self.clock)
+        self._start_outputs()  # first: the downtime alarm below is an event for the broker too
         self._account_for_downtime()
         for row in salvage(self.data_dir, index):
             logger.warning("call %s recovered after an unclean stop", row.get("id"))
         self._finalize_pending()
-        self._start_outputs()
         for line in self.cfg.lines:
             if not line.enabled:
                 continue
@@ -217,6 +217,11 @@ class Recorder:
         if self.alarms is not None:
             self.alarms.clear_all(now)
         self._heartbeat()
+        if self.index is not None:
+            try:
+                self.index.set_meta("stopped", "clean")
+            except Exception as e:  # noqa: BLE001
+                logger.error("cannot record the clean stop: %s", e)
         self._write_status()
         if self.link is not None:
             self.link.stop()
@@ -244,8 +249,11 @@ class Recorder:
         """The previous run's last heartbeat to now is a gap on every line."""
         assert self.index is not None and self.gaps is not None and self.alarms is not None
         last = self.index.get_meta("heartbeat")
+        clean = self.index.get_meta("stopped") == "clean"
         now = self.clock.wall()
         self.index.set_meta("started_at", iso(now))
+        self.index.set_meta("stopped", "")
+        self._heartbeat()  # from now on a crash is accounted for, even one in the first second
         if not last:
             return
         try:
@@ -254,11 +262,18 @@ class Recorder:
             logger.error("ignoring an unreadable heartbeat %r in the index", last)
             return
         self.gaps.close_stale(since)
-        if now - since > 2 * self.cfg.recorder.heartbeat_s:
+        # Alarms a crashed run left raised end at its last heartbeat too (the rest of the
+        # outage is the RECORDER_RESTARTED interval below; a fault still there is raised anew).
+        self.index.execute("update alarms set cleared_at = max(raised_at, ?) where cleared_at is null",
+                           [iso(since)])
+        # Every moment the recorder was not running is uncaptured time, a deliberate restart
+        # included; only the last heartbeat's granularity (1 s) is uncertain after a crash.
+        if now - since > 0.5:
             names = [ln.name for ln in self.cfg.lines if ln.enabled]
             self.gaps.recorder_down(names, since, now)
+            how = "stopped cleanly" if clean else "crashed, was killed or lost power"
             self.alarms.record_interval("RECORDER_RESTARTED", None, since, now,
-                                        f"the recorder was down for {now - since:.1f} s")
+                                        f"the recorder {how} and was down for {now - since:.1f} s")
 
     def _finalize_pending(self) -> None:
         from .evidence.finalize import finalize_pending
