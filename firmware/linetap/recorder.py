@@ -114,7 +114,10 @@ class Recorder:
         self.leds: Any = None
         self.link: Any = None
         self.sweeper: Any = None
-        self.watchdog = ProgressWatchdog(self.clock, stale_after_s=10.0, sources=("pipeline", "health"))
+        # A part that has not moved for half the systemd watchdog time (at most 10 s) is hung.
+        wd = self.notifier.watchdog_interval_s()
+        self.watchdog = ProgressWatchdog(self.clock, stale_after_s=min(10.0, wd / 2) if wd else 10.0,
+                                         sources=("pipeline", "health"))
         self.disk: dict[str, Any] | None = None
         self.clock_synced: bool | None = None
         self._hooks: list[Any] = []
@@ -252,6 +255,8 @@ class Recorder:
         clean = self.index.get_meta("stopped") == "clean"
         now = self.clock.wall()
         self.index.set_meta("started_at", iso(now))
+        if self.index.get_meta("first_started_at") is None:
+            self.index.set_meta("first_started_at", iso(now))
         self.index.set_meta("stopped", "")
         self._heartbeat()  # from now on a crash is accounted for, even one in the first second
         if not last:

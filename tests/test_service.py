@@ -1,0 +1,153 @@
+"""The recorder as a service: systemd notify/watchdog, `linetap status`, `linetap coverage`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from linetap.clock import SystemClock, parse_iso
+from linetap.config import load
+from linetap.health.sdnotify import Notifier
+from linetap.gpio import mock_factory
+from linetap.recorder import Recorder
+from linetap.sim.line import render
+from helpers import wait_for, write_config
+
+
+class NotifySocket:
+    """What systemd listens on: a datagram socket; collects every message."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def fields(self, key: str) -> list[float]:
+        return [t for t, m in self.messages if f"{key}=" in m.split("\n")[0] or f"\n{key}=" in m
+                or m.startswith(f"{key}=")]
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def test_ready_after_the_lines_open_and_the_watchdog_fed_only_while_the_pipeline_makes_progress(
+        alsa, data_dir, tmp_path, monkeypatch):
+    ns = NotifySocket(tmp_path / "notify")
+    (line,) = alsa.lines(1)
+    cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm}],
+                            health={"check_clock": False}, leds={"status": 5}))
+    notifier = Notifier({"NOTIFY_SOCKET": ns.path, "WATCHDOG_USEC": "2000000"})
+    rec = Recorder(cfg, clock=SystemClock(), notifier=notifier, pin_factory=mock_factory())
+    feeder = line.feed(render([("idle", 60)], seed=1)[0], speed=1.0)
+    hang = threading.Event()
+    try:
+        rec.start()
+        wait_for(lambda: ns.fields("READY"), timeout=5)
+        assert rec.readers["line1"].is_open
+        time.sleep(2.5)
+        fed = ns.fields("WATCHDOG")
+        assert len(fed) >= 2, ns.messages  # every second (half of WatchdogSec=2s)
+        # The pipeline hangs (a stuck write, a deadlock): the pings must stop, the box must say so.
+        calls = rec.lines["line1"]
+        monkeypatch.setattr(calls, "on_block", lambda block: hang.wait())
+        hung_at = time.monotonic()
+        time.sleep(3.5)
+        late = [t for t in ns.fields("WATCHDOG") if t > hung_at + 1.6]
+        assert late == [], "the watchdog was fed by a recorder that no longer records"
+        assert rec.leds.pattern("status") == "fast_blink"
+    finally:
+        hang.set()
+        rec.stop()
+        feeder.stop()
+        ns.close()
+    assert any("STOPPING=1" in m for _, m in ns.messages)
+
+
+def _run(alsa, cfg: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "linetap", "run", "-c", str(cfg)], env=alsa.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _cli(alsa, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "linetap", *args], env=alsa.env(), capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_status_shows_the_running_recorder_and_coverage_names_every_gap(alsa, data_dir, tmp_path):
+    (line,) = alsa.lines(1)
+    cfg = write_config(tmp_path / "c.toml", data_dir,
+                       [{"name": "line1", "pcm": line.pcm}, {"name": "line2", "pcm": "linetap_no_such_pcm"}],
+                       health={"check_clock": False})
+    feeder = line.feed(render([("idle", 120)], seed=2)[0], speed=1.0)
+    child = _run(alsa, cfg)
+    try:
+        wait_for(lambda: (data_dir / "status.json").exists()
+                 and "LINE_NO_DEVICE" in (data_dir / "status.json").read_text(), timeout=10)
+        out = _cli(alsa, "status", "-c", str(cfg), "--json")
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["lines"]["line1"]["state"] == "idle" and doc["lines"]["line2"]["state"] == "fault"
+        assert doc["lines"]["line2"]["alarms"] == ["LINE_NO_DEVICE"] and doc["alarms"] == ["LINE_NO_DEVICE"]
+        text = _cli(alsa, "status", "-c", str(cfg)).stdout
+        assert "line2" in text and "LINE_NO_DEVICE" in text
+        time.sleep(1.5)
+        child.send_signal(signal.SIGKILL)  # a power cut
+        child.wait(5)
+        killed_at = time.time()
+        time.sleep(2.0)
+        child = _run(alsa, cfg)
+        wait_for(lambda: "RECORDER_RESTARTED" in _cli(alsa, "status", "-c", str(cfg), "--json").stdout
+                 or _restarted(data_dir), timeout=10)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+        feeder.stop()
+    res = _cli(alsa, "coverage", "-c", str(cfg), "--json", "--until", "2100-01-01T00:00:00Z",
+               "--since", "2000-01-01T00:00:00Z")
+    assert res.returncode == 0, res.stderr
+    report = {r["line"]: r for r in json.loads(res.stdout)["lines"]}
+    reasons1 = [g["reason"] for g in report["line1"]["gaps"]]
+    assert reasons1[0] == "before_first_start" and reasons1[-1] == "recorder_down"
+    down = [g for g in report["line1"]["gaps"] if g["reason"] == "recorder_down"][0]
+    assert parse_iso(down["started_at"]) == pytest.approx(killed_at, abs=1.5)  # the last heartbeat
+    assert 2.0 <= down["duration_s"] <= 5.0
+    assert all("no_device" in g["reason"] or g["reason"] in ("before_first_start", "recorder_down")
+               for g in report["line2"]["gaps"])
+    assert report["line1"]["covered_fraction"] < 1.0
+    text = _cli(alsa, "coverage", "-c", str(cfg)).stdout
+    assert "line1" in text and "recorder_down" in text and "no_device" in text
+
+
+def _restarted(data_dir: Path) -> bool:
+    import sqlite3
+    con = sqlite3.connect(data_dir / "index.db", timeout=5)
+    try:
+        return bool(list(con.execute("select 1 from alarms where code = 'RECORDER_RESTARTED'")))
+    finally:
+        con.close()
