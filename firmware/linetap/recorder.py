@@ -90,6 +90,7 @@ class _LineHealth:
         self.overruns_seen = 0
         self.dropped_seen = 0
         self.no_device = False
+        self.outages_seen = 0
 
 
 class Recorder:
@@ -320,15 +321,19 @@ class Recorder:
                 self._audio_change(block.line, lh, ch.code, ch.active, ch.at, ch.detail)
             lh.prev_stream = block.stream
             lh.prev_end_t = None
-        elif lh.prev_end_t is not None and block.t_wall - lh.prev_end_t > 1.5 / 50:
-            # Samples were lost between the previous block and this one (an overrun
-            # re-anchored the clock, or the pipeline fell behind and blocks were dropped).
-            lost_s = block.t_wall - lh.prev_end_t
-            self.gaps.open(block.line, "overrun", lh.prev_end_t)
-            self.gaps.close(block.line, block.t_wall)
-            self.alarms.momentary("LINE_OVERRUN", block.line,
-                                  f"{round(lost_s * block.rate)} samples lost ({lost_s:.2f} s)",
-                                  at=lh.prev_end_t)
+        else:
+            # Samples lost between the previous block and this one: ALSA reported an overrun
+            # (the reader re-anchored the clock), or the pipeline fell behind and dropped blocks.
+            lost_s = block.t_wall - lh.prev_end_t if lh.prev_end_t is not None else 0.0
+            if block.overrun or lost_s > 1.5 / 50:
+                at = lh.prev_end_t if lh.prev_end_t is not None else block.t_wall
+                if lost_s > 1.5 / 50:
+                    self.gaps.open(block.line, "overrun", at)
+                    self.gaps.close(block.line, block.t_wall)
+                    detail = f"{round(lost_s * block.rate)} samples lost ({lost_s:.2f} s)"
+                else:
+                    detail = "ALSA reported an overrun: samples were lost"
+                self.alarms.momentary("LINE_OVERRUN", block.line, detail, at=at)
         lh.prev_end_t = end_t
         for ch in lh.detector.feed(block.frames, block.t_wall):
             self._audio_change(block.line, lh, ch.code, ch.active, ch.at, ch.detail)
@@ -460,11 +465,19 @@ class Recorder:
                         lh.stalled = False
                         self._dead_state(name, lh, at)
                 continue
-            if lh.no_device and r.is_open:
-                lh.no_device = False
-                self.alarms.set("LINE_NO_DEVICE", name, False, at=now_wall)
-                if self.gaps.is_open(name) == "no_device":
-                    self.gaps.close(name, now_wall)
+            if r.outages != lh.outages_seen and r.last_outage is not None:
+                lh.outages_seen = r.outages
+                start, end, why = r.last_outage
+                if lh.no_device:
+                    lh.no_device = False
+                    self.alarms.set("LINE_NO_DEVICE", name, False, at=end)
+                    if self.gaps.is_open(name) == "no_device":
+                        self.gaps.close(name, end)
+                else:
+                    # Gone and back between two ticks (a USB glitch): still a fault, still a gap.
+                    self.gaps.open(name, "no_device", start)
+                    self.gaps.close(name, end)
+                    self.alarms.record_interval("LINE_NO_DEVICE", name, start, end, why)
             if r.is_open:
                 ch = lh.stall.check(r.last_frames_mono, now_mono, now_wall, since_mono=r.opened_mono)
                 if ch is not None:

@@ -43,6 +43,9 @@ class LineReader(threading.Thread):
         self.opened_mono: float | None = None  # when the current stream opened (stall reference)
         self.error: str | None = None  # why the PCM is not open (None while it is)
         self.error_at: float | None = None  # wall time the PCM failed
+        # Every outage, however short: (count, (failed at, reopened at, why) of the last one).
+        self.outages = 0
+        self.last_outage: tuple[float, float, str] | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -77,6 +80,9 @@ class LineReader(threading.Thread):
             logger.info("line %s: capturing from %s", self.line.name, self.line.pcm)
             self.opened_mono = self.clock.mono()
             self.last_frames_mono = None
+            if self.error is not None and self.error_at is not None:
+                self.last_outage = (self.error_at, self.clock.wall(), self.error)
+                self.outages += 1
             self.is_open = True
             self.error = None
             self.error_at = None
