@@ -10,6 +10,7 @@
 # partition in place, and mkfs.ext4 -E offset= -d fills root and data, all
 # under fakeroot so file ownership comes out right. Details: image-build/README.md.
 set -euo pipefail
+umask 022   # image file modes must not depend on the builder's umask
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
@@ -132,9 +133,10 @@ PY
 
 stage_rootfs() {
     need mmdebstrap mmdebstrap
+    # First the one thing no apt-get can fix inside a container.
+    check_arm64
     need python3 python3
     python3 -m pip --version >/dev/null 2>&1 || unavailable "pip is missing; install the Debian package 'python3-pip'"
-    check_arm64
     mkdir -p "$OUT"
 
     local wheels=$OUT/wheels
@@ -214,7 +216,14 @@ install_linetap() {
     install -m 0644 "$REPO/hw/config.txt" "$root/etc/default/raspi-firmware-custom"
     install -m 0644 "$REPO/firmware/linetap/data/box.toml" "$root/usr/share/linetap/linetap.toml"
     # fstab, overlayroot, raspi-firmware settings, network, grow-data helper
-    cp -R --no-preserve=ownership "$HERE/files/." "$root/"
+    # Modes are set here, not taken from the checkout: a clone made under a
+    # umask of 027 would otherwise leave the helper unreadable to others.
+    local f rel
+    while IFS= read -r -d '' f; do
+        rel=${f#"$HERE/files/"}
+        if [ -x "$f" ]; then install -D -m 0755 "$f" "$root/$rel"
+        else install -D -m 0644 "$f" "$root/$rel"; fi
+    done < <(find "$HERE/files" -type f -print0)
 
     quiet systemd-sysusers --root="$root"
     # tmpfiles.d lays out the data partition (under var/lib/linetap, split off
