@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -130,6 +134,29 @@ def test_a_first_config_on_an_empty_data_partition_is_applied(box, fault):
     assert box.active.exists()
 
 
+def test_notepads_linetap_toml_txt_is_taken_for_linetap_toml(box, fault):
+    new = config_text(box.data_dir, extra="# saved by notepad\n")
+    (box.boot_dir / "linetap.toml.txt").write_text(new)
+    assert run(box, fault).action == "applied"
+    assert box.active.read_text() == new
+    assert not (box.boot_dir / "linetap.toml.txt").exists()
+
+
+def test_linetap_toml_wins_over_a_stray_linetap_toml_txt(box, fault):
+    good = config_text(box.data_dir, extra="# the real one\n")
+    box.candidate.write_text(good)
+    (box.boot_dir / "linetap.toml.txt").write_text("broken = [")
+    assert run(box, fault).action == "applied"
+    assert box.active.read_text() == good
+
+
+def test_a_broken_notepad_file_is_rejected_like_any_other(box, fault):
+    (box.boot_dir / "linetap.toml.txt").write_text("broken = [")
+    assert run(box, fault).action == "rejected"
+    assert box.rejected.read_text() == "broken = ["
+    assert not (box.boot_dir / "linetap.toml.txt").exists()
+
+
 def test_a_valid_file_clears_an_earlier_error_report(box, fault):
     box.candidate.write_text("this is not toml")
     run(box, fault)
@@ -252,11 +279,66 @@ def test_default_fault_signal_without_a_status_led_does_nothing():
     firstboot.blink_status_led(None, seconds=0.4, sleep=pytest.fail)
 
 
-def test_firstboot_leaves_gpiozero_to_the_gpio_adapter():
+def test_default_fault_signal_honours_an_active_low_led():
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    firstboot.blink_status_led(StatusLed(pin=5, active_high=False), seconds=0.45, pin_factory=factory)
+    states = [s.state for s in factory.pin(5).states][1:]  # [0] is the mock pin's own initial low
+    assert states.count(False) >= 2 and states[-1] is True  # low = lit, high = dark
+
+
+def test_firstboot_leaves_gpiozero_to_the_led_panel():
     tree = ast.parse(Path(firstboot.__file__).read_text())
-    imported = {ast.unparse(n) for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))}
-    assert not any("gpiozero" in i for i in imported)
-    assert "from linetap.gpio import Led" in imported
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any("gpiozero" in m for m in modules)
+    assert "linetap.leds" in modules
+
+
+@pytest.fixture
+def mock_pins():
+    """gpiozero's default pin factory swapped for MockFactory, as the box's lgpio would be used."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    saved = Device.pin_factory
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = saved
+
+
+def test_command_blinks_the_running_configs_status_led_for_a_broken_file(box, mock_pins):
+    box.active.write_text(config_text(box.data_dir, status_pin=22))
+    box.candidate.write_text("broken = [")
+    argv = ["--boot", str(box.boot_dir), "--data", str(box.data_dir), "--fault-blink-s", "0.45"]
+    assert firstboot.main(argv) == 1
+    states = [s.state for s in mock_pins.pin(22).states]
+    assert states.count(True) >= 2 and states[-1] is False
+    assert mock_pins.pin(5).states[-1].state is False  # the factory pin was never lit
+
+
+def test_command_leaves_the_leds_alone_for_a_good_file(box, mock_pins):
+    box.candidate.write_text(config_text(box.data_dir, extra="# edited\n"))
+    argv = ["--boot", str(box.boot_dir), "--data", str(box.data_dir), "--fault-blink-s", "5"]
+    assert firstboot.main(argv) == 0
+    assert all(s.state is False for s in mock_pins.pin(5).states)
+
+
+def test_a_status_led_in_use_elsewhere_is_one_logged_line_and_the_file_is_still_reported(box, mock_pins, caplog):
+    from gpiozero import LED
+
+    squatter = LED(5)
+    box.candidate.write_text("broken = [")
+    result = firstboot.import_boot_config(
+        box, now=NOW, group=None,
+        signal_fault=lambda led: firstboot.blink_status_led(led, seconds=0.1, sleep=pytest.fail))
+    squatter.close()
+    assert result.action == "rejected" and box.error_report.exists()
+    failures = [r for r in caplog.records if "status LED" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is None
+    assert "GPIO 5" in failures[0].getMessage() or "GPIO5" in failures[0].getMessage()
 
 
 # --- the machine id ------------------------------------------------------------------
@@ -303,3 +385,28 @@ def test_command_keeps_the_machine_id_when_asked(box, fault, tmp_path):
     argv = ["--boot", str(box.boot_dir), "--data", str(box.data_dir), "--machine-id", str(live)]
     assert firstboot.main(argv, signal_fault=fault) == 0
     assert box.saved_machine_id.read_text() == ID_A + "\n"
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess:
+    """``python -m linetap.firstboot`` as the unit runs it, on mock GPIO pins."""
+    return subprocess.run([sys.executable, "-m", "linetap.firstboot", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+
+
+def test_the_unit_command_reports_a_broken_file_in_the_journal_without_a_traceback(box):
+    box.candidate.write_text('[recorder]\nid = "Shop 1"\n')
+    proc = run_command("--boot", str(box.boot_dir), "--data", str(box.data_dir), "--fault-blink-s", "0.1")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "ERROR linetap.firstboot: rejected linetap.toml: linetap.toml: recorder.id: must match" in proc.stderr
+    assert box.rejected.exists() and box.error_report.exists()
+
+
+def test_a_data_partition_that_cannot_take_the_config_is_one_line_and_exit_1(box):
+    shutil.rmtree(box.config_dir)
+    box.config_dir.write_text("not a directory")  # e.g. a damaged data partition
+    box.candidate.write_text(config_text(box.data_dir, extra="# edited\n"))
+    proc = run_command("--boot", str(box.boot_dir), "--data", str(box.data_dir))
+    assert (proc.returncode, proc.stderr.count("\n")) == (1, 1)
+    assert proc.stderr.startswith("ERROR linetap.firstboot: could not apply linetap.toml: ")
+    assert box.candidate.exists()  # still there, to be tried again at the next boot

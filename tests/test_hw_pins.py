@@ -145,6 +145,31 @@ def test_config_txt_turns_the_hardware_watchdog_on():
     assert "dtparam=watchdog=on" in (REPO / "hw/config.txt").read_text().splitlines()
 
 
+def firmware_gpio_settings() -> dict[int, set[str]]:
+    """BCM pin -> options of config.txt's ``gpio=`` lines (``gpio=5,6=op,dl``, ``gpio=2-4=ip``)."""
+    settings: dict[int, set[str]] = {}
+    for line in (REPO / "hw/config.txt").read_text().splitlines():
+        found = re.fullmatch(r"gpio=([0-9,-]+)=([a-z,]+)", line.strip())
+        if not found:
+            continue
+        for part in found.group(1).split(","):
+            lo, _, hi = part.partition("-")
+            for bcm in range(int(lo), int(hi or lo) + 1):
+                settings.setdefault(bcm, set()).update(found.group(2).split(","))
+    return settings
+
+
+def test_config_txt_keeps_every_led_and_the_buzzer_off_from_power_on():
+    outputs = {g["bcm"] for g in GPIOS if g["direction"] == "output"}
+    settings = firmware_gpio_settings()
+    assert {bcm: settings.get(bcm) for bcm in outputs} == {bcm: {"op", "dl"} for bcm in outputs}
+
+
+def test_config_txt_never_drives_an_input():
+    inputs = {g["bcm"] for g in GPIOS if g["direction"] == "input"}
+    assert inputs & set(firmware_gpio_settings()) == set()
+
+
 def test_the_readme_pin_table_matches_the_pin_map():
     readme = (REPO / "hw/README.md").read_text()
     rows = re.findall(r"^\| [^|]+ \| (\d+) \| (\d+) \| (in|out) \|", readme, re.M)

@@ -100,6 +100,24 @@ def test_recorder_exposure_is_at_most_2(target_root):
     assert exposure(target_root / "usr/lib/systemd/system/linetap.service") <= MAX_EXPOSURE
 
 
+@needs_systemd
+def test_firstboot_runs_as_root_but_sandboxed(target_root):
+    """It must write the boot partition and /etc/machine-id, so root, but nothing else."""
+    assert exposure(target_root / "usr/lib/systemd/system/linetap-firstboot.service") <= 2.5
+    assert unit_settings("linetap-firstboot.service")["Service.CapabilityBoundingSet"] == \
+        ["CAP_CHOWN CAP_DAC_OVERRIDE"]
+
+
+@needs_systemd
+def test_exposure_would_catch_a_dropped_hardening_line(tmp_path):
+    """The bound above is not vacuous: the same unit without its sandbox scores far worse."""
+    kept = [line for line in (SYSTEMD / "linetap.service").read_text().splitlines()
+            if not line.startswith(("Protect", "Private", "SystemCall", "Restrict", "CapabilityBoundingSet"))]
+    unit = tmp_path / "linetap.service"
+    unit.write_text("\n".join(kept) + "\n")
+    assert exposure(unit) > MAX_EXPOSURE + 2
+
+
 # --- what the recorder's unit promises --------------------------------------------
 
 RECORDER = unit_settings("linetap.service")

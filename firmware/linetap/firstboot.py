@@ -13,8 +13,11 @@ recorder) this module
   leaving ``linetap-applied.txt`` as a receipt;
 - if it is broken, leaves the running config alone, renames the file to
   ``linetap.toml.rejected``, writes ``linetap-error.txt`` next to it (every
-  problem, and what to do), and blinks the status LED fast for a while, so a
-  typo never bricks the box.
+  problem, and what to do), and blinks the status LED fast for a while
+  (``linetap.leds``' fault pattern), so a typo never bricks the box.
+
+Windows hides file extensions, so Notepad's ``linetap.toml.txt`` is taken as
+well when there is no ``linetap.toml``.
 
 It also keeps ``/etc/machine-id`` stable across boots (the root is a RAM
 overlay, so a generated id would otherwise change at every boot, and with it
@@ -44,6 +47,8 @@ from linetap import config
 logger = logging.getLogger(__name__)
 
 BOOT_NAME = "linetap.toml"
+# What Notepad makes of "linetap.toml" when "Save as type" stays "Text documents".
+NOTEPAD_NAME = "linetap.toml.txt"
 REJECTED_NAME = "linetap.toml.rejected"
 ERROR_NAME = "linetap-error.txt"
 APPLIED_NAME = "linetap-applied.txt"
@@ -73,7 +78,10 @@ class Layout:
 
     @property
     def candidate(self) -> Path:
-        return self.boot_dir / BOOT_NAME
+        """The file to apply: ``linetap.toml``, else Notepad's ``linetap.toml.txt``."""
+        plain = self.boot_dir / BOOT_NAME
+        notepad = self.boot_dir / NOTEPAD_NAME
+        return notepad if not os.path.lexists(plain) and os.path.lexists(notepad) else plain
 
     @property
     def rejected(self) -> Path:
@@ -116,7 +124,9 @@ def check_candidate(raw: bytes, layout: Layout) -> list[str]:
     if problem:
         return [f"{BOOT_NAME}: {problem}"]
     try:
-        cfg = config.load_text(text, source=BOOT_NAME, base=layout.boot_dir)
+        # Relative paths (mqtt.password_file = "mqtt.pass") resolve against the
+        # directory the recorder will read the file from, not the boot partition.
+        cfg = config.load_text(text, source=BOOT_NAME, base=layout.config_dir)
     except config.ConfigError as e:
         return list(e.errors)
     return _box_rules(cfg, layout)
@@ -206,15 +216,16 @@ def _install(layout: Layout, text: str, now: datetime, group: str | None) -> Pat
 def _reject(layout: Layout, errors: list[str], now: datetime, signal_fault: FaultSignal) -> Result:
     for e in errors:
         logger.error("rejected %s: %s", BOOT_NAME, e)
-    if os.path.lexists(layout.candidate):
-        os.replace(layout.candidate, layout.rejected)
+    cand = layout.candidate
+    if os.path.lexists(cand):
+        os.replace(cand, layout.rejected)
     _write_atomic(layout.error_report, error_report(errors, now), dir_fsync=True)
     _remove(layout.receipt)
     try:
         signal_fault(current_status_led(layout))
-    except Exception:
+    except Exception as e:  # noqa: BLE001
         # The LED is a courtesy; the report on the card and the journal are the record.
-        logger.exception("could not signal the rejected config on the status LED")
+        logger.error("could not signal the rejected config on the status LED: %s", e)
     return Result("rejected", errors=tuple(errors))
 
 
@@ -277,7 +288,8 @@ def factory_config_text() -> str:
 
 def blink_status_led(led: StatusLed | None, *, seconds: float = FAULT_BLINK_S,
                      pin_factory: Any = None, sleep: Callable[[float], None] = time.sleep) -> None:
-    """The default fault signal: blink the status LED fast (5/s) for ``seconds``.
+    """The default fault signal: the status LED shows the recorder's fault
+    pattern (fast blink, ``linetap.leds``) for ``seconds``, then goes off.
 
     Blocking on purpose: the blinking stops when this process ends, and the
     recorder (which then owns the LED) starts only after it.
@@ -285,17 +297,19 @@ def blink_status_led(led: StatusLed | None, *, seconds: float = FAULT_BLINK_S,
     if led is None:
         logger.warning("no status LED configured; the rejected config is reported on the card only")
         return
-    # Lazily: the GPIO adapter (the one module that imports gpiozero) is needed
-    # only for a rejected file, never for applying a good one.
-    from linetap.gpio import Led
+    # Lazily: the LED panel (and behind it gpiozero) is needed only for a
+    # rejected file, never for applying a good one.
+    from linetap.leds import FAST_BLINK, STATUS, LedPanel
 
-    dev = Led(led.pin, active_high=led.active_high, pin_factory=pin_factory)
+    panel = LedPanel(config.LedsConfig(status=led.pin, active_high=led.active_high), (),
+                     pin_factory=pin_factory)
     try:
-        dev.blink(0.1, 0.1)
+        if STATUS not in panel.devices:
+            raise RuntimeError("; ".join(panel.errors) or f"GPIO {led.pin} unavailable")
+        panel.apply({STATUS: FAST_BLINK})
         sleep(seconds)
     finally:
-        dev.off()  # closing alone can leave the pin high
-        dev.close()
+        panel.close()  # every LED off and released
 
 
 def keep_machine_id(live: Path, saved: Path) -> Literal["restored", "saved", "kept", "none"]:
@@ -406,11 +420,21 @@ def main(argv: list[str] | None = None, *, signal_fault: FaultSignal | None = No
         except OSError as e:
             logger.error("could not keep the machine id stable: %s", e)
     fault = signal_fault or (lambda led: blink_status_led(led, seconds=args.fault_blink_s))
-    result = import_boot_config(layout, now=datetime.now(timezone.utc), signal_fault=fault)
+    try:
+        result = import_boot_config(layout, now=datetime.now(timezone.utc), signal_fault=fault)
+    except OSError as e:
+        # A read-only or full card, a missing mount: one line in the journal, the
+        # unit fails, and the recorder still starts with the config it has.
+        where = f" ({e.filename})" if e.filename else ""
+        logger.error("could not apply %s: %s%s", BOOT_NAME, e.strerror or e, where)
+        return 1
     # Rejected: the unit shows as failed (systemctl --failed, the journal); the
     # recorder still starts with the previous config (Wants=, not Requires=).
     return 1 if result.action == "rejected" else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package, so that logging says "linetap.firstboot", not "__main__".
+    from linetap.firstboot import main as _main
+
+    sys.exit(_main())
