@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -357,3 +358,30 @@ def test_erased_number_is_gone_from_the_index_files(index: Index, data_dir: Path
 def test_erase_is_audited(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
     erase_number(index, data_dir, NUMBER, who="dpo")
     assert [(r.who, r.action) for r in audit.rows(index)] == [("dpo", "erase")]
+
+
+_RACE = """
+import sys, time
+from pathlib import Path
+from linetap.index.db import Index
+from linetap.evidence.tables import ensure_tables
+index = Index(Path(sys.argv[1]))
+while time.time() < float(sys.argv[2]):  # all processes go at the same instant
+    pass
+ensure_tables(index)
+"""
+
+
+def test_tables_are_created_once_when_processes_start_together(tmp_path: Path) -> None:
+    # The recorder and a CLI command (linetap hold, verify...) opening a fresh index at the same
+    # moment: neither may fail with "table already exists" or "database is locked".
+    for attempt in range(3):
+        path = tmp_path / f"index{attempt}.db"
+        go = f"{time.time() + 2.0:.3f}"
+        procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(path), go], stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+        index = Index(path)
+        assert {"chain", "audit", "deletions", "holds", "deleting", "chain_salts"} <= set(index.db.table_names())

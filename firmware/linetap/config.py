@@ -63,6 +63,7 @@ class LineConfig:
     tone_set: str = "us"
     end_on_tone: bool = True
     callerid: tuple[str, ...] = CALLERID_STANDARDS
+    callerid_window_s: float = 30.0
     retention_days: int | None = None
     min_retention_days: int | None = None
 
@@ -283,7 +284,9 @@ def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> C
     r = _Reader(errors, "recorder", top.get("recorder", dict, {}))
     recorder = RecorderConfig(
         id=r.get("id", str, None, check=name) or default_recorder_id(),
-        data_dir=to_path(r.get("data_dir", str, "/var/lib/linetap")) or Path("/var/lib/linetap"),
+        data_dir=to_path(r.get("data_dir", str, "/var/lib/linetap",
+                               check=lambda v: None if v.strip() else "must name a directory, not \"\""))
+        or Path("/var/lib/linetap"),
         heartbeat_s=r.get("heartbeat_s", float, 1.0, check=between(0.1, 60)),
         queue_s=r.get("queue_s", float, 10.0, check=between(1, 120)),
     )
@@ -427,6 +430,7 @@ def _line(errors: list[str], prefix: str, raw: Any, storage: StorageConfig) -> L
         tone_set=r.get("tone_set", str, "us", check=one_of(TONE_SETS)),
         end_on_tone=r.get("end_on_tone", bool, True),
         callerid=tuple(callerid),
+        callerid_window_s=r.get("callerid_window_s", float, 30.0, check=between(0, 600)),
         retention_days=r.get("retention_days", int, None, check=between(0, 36500)),
         min_retention_days=r.get("min_retention_days", int, None, check=between(0, 36500)),
     )

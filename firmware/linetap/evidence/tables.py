@@ -30,7 +30,9 @@ def ensure_tables(index: Index) -> None:
     """Create the evidence/retention tables, indexes and triggers if missing (idempotent, cheap)."""
     if index in _ready:
         return
-    with index.lock:
+    # BEGIN IMMEDIATE: the recorder and a CLI command (or two CLI commands) may
+    # start on a fresh index together; "no table -> create it" must not race.
+    with transaction(index):
         names = set(index.db.table_names())
         if "chain" not in names:
             index.table("chain").create(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,6 +23,7 @@ CALL_COLUMNS = {
     "dtmf": str, "end_reason": str, "status": str,
 }
 CONTRACT_FIELDS = tuple(CALL_COLUMNS)
+SCHEMA_TABLES = ("calls", "alarms", "gaps", "meta")
 
 
 class Index:
@@ -35,10 +37,33 @@ class Index:
         self.db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
         with self.lock:
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
-            self._schema()
+            if not set(SCHEMA_TABLES) <= set(self.db.table_names()):
+                # Another process (the recorder, ``linetap calls``) may be creating the schema
+                # right now: take the write lock first, so "no table -> create it" cannot race.
+                # (Only then: a reader of a complete index never takes the write lock.)
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._schema()
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+                self.db.execute("COMMIT")
+
+    def _wal(self) -> None:
+        # Switching a new database to WAL does not wait on the busy timeout: a second process
+        # opening the index at that moment (``linetap calls`` while the recorder starts) gets
+        # "database is locked" at once. Retry for a while instead of failing the start.
+        for attempt in range(100):
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 99:
+                    raise
+                time.sleep(0.02)
 
     def _schema(self) -> None:
         db = self.db

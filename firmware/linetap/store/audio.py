@@ -76,21 +76,37 @@ class AudioWriter:
             raise AudioError(str(e)) from None
 
 
+_SALVAGE_STEP = 160  # frames: 20 ms at 8 kHz
+
+
 def read_blocks(path: Path, block_frames: int = 8000) -> Iterator[np.ndarray]:
     """Yield int16 blocks of whatever libsndfile can read, stopping quietly at a cut-off end."""
-    try:
-        f = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{path}: {e}") from None
-    with f:
-        while True:
-            try:
-                block = f.read(block_frames, dtype="int16", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError):
-                return  # a file cut by a crash ends in a partial frame/page
-            if not len(block):
-                return
-            yield block
+    step, pos = block_frames, 0
+    while True:
+        try:
+            f = sf.SoundFile(str(path))
+            if pos:
+                f.seek(pos)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            if not pos:
+                raise AudioError(f"{path}: {e}") from None
+            return
+        with f:
+            while True:
+                try:
+                    block = f.read(step, dtype="int16", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError):
+                    break
+                if not len(block):
+                    return
+                pos += len(block)
+                yield block
+        # A file cut by a crash ends in a partial frame/page, and libsndfile fails the whole
+        # read that reaches it (for FLAC, all of an 8000-frame block: 1 s of audio), leaving
+        # the handle unusable. Open it again and take the rest 20 ms at a time, up to the cut.
+        if step == _SALVAGE_STEP:
+            return
+        step = _SALVAGE_STEP
 
 
 def info(path: Path) -> tuple[int, int, int]:

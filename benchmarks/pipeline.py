@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""The whole recorder pipeline at 1, 4, 16 and 32 lines, beside the codec alone.
+
+    .venv/bin/python benchmarks/pipeline.py [--lines 1,4,16,32] [--codecs opus,flac] [--seconds 120]
+
+Each (codec, lines) case runs in a fresh process, so its peak RSS is its own. In it, the real
+``linetap.recorder.Recorder`` (capture reader threads, level and DSP analysis, segmentation,
+codec, disk with fsync, SQLite index) records N simulated lines. The lines enter at the capture
+seam: a ``source_factory`` of in-memory sources returning 20 ms blocks of realistic line audio
+(``linetap.sim.line.render``: a noise floor at -70 dBFS, calls of recorded speech, gaps) as fast
+as the pipeline takes them; a source stays at most ``AHEAD_S`` ahead of its line's progress, so
+nothing is dropped and the queue does not become the memory figure.
+
+Then, in the same process, the same audio goes through the codec alone: every segment the
+pipeline recorded (found from the index) is encoded again with libsndfile through
+``linetap.store.audio.AudioWriter`` in the same 20 ms writes, without the rest of the pipeline.
+The headline figure is the ratio of the two CPU times.
+
+CPU time is the whole process's (``resource.getrusage``: user + system, every thread). Targets
+(issue 2): pipeline <= 1.5x codec-only; 32 lines in real time under 35 % of one core with Opus,
+under 10 % with FLAC; peak RSS under 80 MB at 4 lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+RATE = 8000
+BLOCK = RATE // 50  # 20 ms, the capture period
+AHEAD_S = 5.0  # how far a source may run ahead of its line's processing
+T0 = 1_795_000_000.0
+DISTINCT = 4  # distinct renders, shared by the lines (read-only), so the source audio stays small
+
+
+def script(seconds: float) -> list[tuple]:
+    """About 60 % of the time in calls, the rest idle, in the proportions of a busy office line."""
+    k = seconds / 120.0
+    return [("idle", 20 * k), ("call", 30 * k), ("idle", 30 * k), ("call", 20 * k), ("idle", 20 * k)]
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def sys_s() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS since the last ``reset_peak_rss`` (VmHWM), else since the process began."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # ru_maxrss is in KiB on Linux
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reset_peak_rss() -> bool:
+    """Forget the peak so far (the rendering of the test audio), Linux >= 4.0."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+# --- one case, in its own process -------------------------------------------------
+
+def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profile_to: str | None = None) -> dict:
+    import numpy as np
+
+    from linetap.capture import Read
+    from linetap.clock import FakeClock, parse_iso
+    from linetap.config import load_text
+    from linetap.index import open_index
+    from linetap.recorder import Recorder
+    from linetap.sim.line import render
+    from linetap.store.audio import AudioWriter
+
+    work_dir = Path(tempfile.mkdtemp(prefix="linetap-bench-", dir=keep))
+    data_dir = work_dir / "data"
+    renders = [render(script(seconds), rate=RATE, seed=100 + i)[0].reshape(-1, 1) for i in range(DISTINCT)]
+    audio_of = {f"line{i}": renders[i % DISTINCT] for i in range(n_lines)}
+    total_frames = len(renders[0]) // BLOCK * BLOCK
+
+    text = (f'[recorder]\nid = "bench"\ndata_dir = "{data_dir}"\n[storage]\ncodec = "{codec}"\n'
+            f'keep_free_mb = 0\n[health]\ncheck_clock = false\n')
+    text += "".join(f'[[line]]\nname = "{name}"\npcm = "{name}"\n' for name in audio_of)
+    cfg = load_text(text)
+
+    rec_box: list = []
+    source_cpu = [0.0]
+    source_lock = threading.Lock()
+
+    class MemorySource:
+        """20 ms blocks of one line's audio, as fast as the pipeline takes them."""
+
+        def __init__(self, pcm: str, rate: int, channels: int, period_frames: int) -> None:
+            assert (rate, channels, period_frames) == (RATE, 1, BLOCK)
+            self.name, self.audio, self.pos = pcm, audio_of[pcm], 0
+
+        def read(self) -> Read:
+            ahead = self.pos - rec_box[0].lines[self.name].frames_seen
+            if self.pos >= total_frames or ahead > AHEAD_S * RATE:
+                time.sleep(0.02)  # fed out, or far enough ahead: like a blocked ALSA read
+                return Read(None)
+            t = time.thread_time()
+            block = self.audio[self.pos:self.pos + BLOCK]
+            self.pos += BLOCK
+            with source_lock:
+                source_cpu[0] += time.thread_time() - t
+            return Read(block)
+
+        def close(self) -> None:
+            pass
+
+    import gc
+    gc.collect()
+    _malloc_trim()  # give back what rendering the audio took (glibc keeps freed memory otherwise)
+    peak_reset = reset_peak_rss()
+    rss_before = peak_rss_mb()
+    source_mb = sum(x.nbytes for x in renders) / 2**20
+    rec = Recorder(cfg, clock=FakeClock(wall=T0), source_factory=MemorySource)
+    rec_box.append(rec)
+    profile = None
+    if profile_to is not None:
+        import cProfile
+        profile = cProfile.Profile()
+        work = rec._work
+
+        def profiled_work() -> None:  # the pipeline thread, under the profiler
+            profile.enable()
+            try:
+                work()
+            finally:
+                profile.disable()
+        rec._work = profiled_work
+    wall0, cpu0, sys0 = time.perf_counter(), cpu_s(), sys_s()
+    rec.start()
+    try:
+        while not all(rec.lines[n].frames_seen >= total_frames for n in audio_of):
+            time.sleep(0.05)
+    finally:
+        rec.stop()
+    pipeline_cpu, pipeline_wall, pipeline_sys = cpu_s() - cpu0, time.perf_counter() - wall0, sys_s() - sys0
+    rss_pipeline = peak_rss_mb()
+    dropped = sum(r.dropped_blocks for r in rec.readers.values())
+    if profile is not None:
+        import pstats
+        with open(profile_to, "w") as f:
+            pstats.Stats(profile, stream=f).sort_stats("tottime").print_stats(40)
+
+    # The same segments through the codec alone.
+    index = open_index(data_dir)
+    rows = [r for r in index.calls() if r["status"] == "complete"]
+    index.close()
+    segments = []
+    for r in rows:
+        first = round((parse_iso(r["started_at"]) - (T0 - BLOCK / RATE)) * RATE)
+        frames = round(r["duration_s"] * RATE)
+        segments.append((audio_of[r["line"]], max(0, first), frames))
+    codec_dir = work_dir / "codec-only"
+    codec_dir.mkdir()
+    cpu1 = cpu_s()
+    for i, (x, first, frames) in enumerate(segments):
+        w = AudioWriter(codec_dir / f"{i}.{codec}", codec, RATE, 1)
+        seg = x[first:first + frames]
+        for j in range(0, len(seg), BLOCK):
+            w.write(seg[j:j + BLOCK])
+        w.close()
+    codec_cpu = cpu_s() - cpu1
+    recorded_s = sum(f for _, _, f in segments) / RATE
+    if keep is None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return {"lines": n_lines, "codec": codec, "audio_s_per_line": total_frames / RATE,
+            "recordings": len(rows), "recorded_s": recorded_s, "pipeline_cpu_s": pipeline_cpu, "pipeline_sys_s": pipeline_sys,
+            "pipeline_wall_s": pipeline_wall, "codec_cpu_s": codec_cpu, "source_cpu_s": source_cpu[0],
+            "rss_before_mb": rss_before, "rss_peak_mb": rss_pipeline, "source_audio_mb": source_mb,
+            "peak_reset": peak_reset, "dropped_blocks": dropped,
+            "pipeline_errors": rec.pipeline_errors}
+
+
+# --- the table ---------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", default="1,4,16,32")
+    ap.add_argument("--codecs", default="opus,flac")
+    ap.add_argument("--seconds", type=float, default=120.0, help="audio per line (default 120)")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    ap.add_argument("--keep", type=Path, help="keep the recordings under this directory")
+    ap.add_argument("--profile", metavar="FILE", help="with --one: cProfile the pipeline thread into FILE")
+    ap.add_argument("--one", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        import logging
+        logging.basicConfig(level=logging.ERROR)
+        print(json.dumps(run_case(int(args.one[0]), args.one[1], args.seconds, args.keep, args.profile)))
+        return 0
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    results = []
+    for codec in args.codecs.split(","):
+        for n in (int(x) for x in args.lines.split(",")):
+            cmd = [sys.executable, __file__, "--one", str(n), codec, "--seconds", str(args.seconds)]
+            if args.keep:
+                cmd += ["--keep", str(args.keep)]
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if p.returncode != 0:
+                print(p.stderr, file=sys.stderr)
+                return 1
+            results.append(json.loads(p.stdout.strip().splitlines()[-1]))
+            print(f"  done: {codec} x {n} lines", file=sys.stderr)
+
+    print(f"\n{args.seconds:g} s of line audio per line (about 60 % in calls), 20 ms blocks, as fast as possible; "
+          f"{os.cpu_count()} CPUs: {_cpu_model()}\n")
+    head = (f"{'codec':<5} {'lines':>5} {'audio s/CPU s':>13} {'per line':>9} {'%core/line':>10} "
+            f"{'codec-only':>10} {'ratio':>6} {'32 lines RT':>11} {'RSS MB':>7} {'wall s':>7} {'drops':>5}")
+    print(head)
+    print("-" * len(head))
+    # (sys: the part of the pipeline's CPU spent in the kernel: fsync, file and SQLite writes)
+    for r in results:
+        line_audio = r["lines"] * r["audio_s_per_line"]
+        per_cpu = line_audio / r["pipeline_cpu_s"]
+        pct_line = 100 * r["pipeline_cpu_s"] / line_audio
+        codec_pct_line = 100 * r["codec_cpu_s"] / line_audio
+        print(f"{r['codec']:<5} {r['lines']:>5} {per_cpu:>13.0f} {per_cpu / r['lines']:>9.0f} {pct_line:>9.3f}% "
+              f"{codec_pct_line:>9.3f}% {r['pipeline_cpu_s'] / r['codec_cpu_s']:>5.2f}x {32 * pct_line:>10.1f}% "
+              f"{r['rss_peak_mb']:>7.1f} {r['pipeline_wall_s']:>7.1f} {r['dropped_blocks']:>5}")
+    print("\naudio s/CPU s: line-audio seconds processed per CPU second (all lines); per line: the same / lines;")
+    print("%core/line: one line in real time; codec-only: the recorded segments through libsndfile alone,")
+    print("as %core/line; ratio: pipeline CPU / codec-only CPU; 32 lines RT: 32 x %core/line.")
+    print("Targets: ratio <= 1.5x; 32 lines RT < 35 % (opus), < 10 % (flac); RSS < 80 MB at 4 lines.")
+    for r in results:
+        if r["dropped_blocks"] or r["pipeline_errors"]:
+            print(f"WARNING: {r['codec']} x {r['lines']}: {r['dropped_blocks']} blocks dropped, "
+                  f"{r['pipeline_errors']} pipeline errors")
+    base = [r["rss_before_mb"] for r in results]
+    print(f"RSS MB: peak of the process while recording, including before the recorder starts "
+          f"{min(base):.1f}-{max(base):.1f} MB (interpreter, every linetap module and library, and "
+          f"{results[0]['source_audio_mb']:.1f} MB of source audio){'' if all(r['peak_reset'] for r in results) else ' (peak not reset: includes rendering the audio)'}.")
+    print(f"In-memory source CPU (included above): "
+          f"{max(100 * r['source_cpu_s'] / r['pipeline_cpu_s'] for r in results):.1f} % at most.")
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Recordings on disk: layout, modes, the ``.part`` mark, hashes, and salvage after a crash.
+
+A crash is real here: a forked child writes through the real writer and kills itself
+with SIGKILL in the middle of a recording, leaving exactly what a dead recorder leaves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import stat
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linetap.clock import iso, parse_iso
+from linetap.index import open_index
+from linetap.sim.line import render
+from linetap.store import audio
+from linetap.store.recordings import PART, Recording, relative_path, salvage
+
+RATE = 8000
+T0 = datetime(2026, 11, 28, 15, 30, 0, 125000, tzinfo=timezone.utc).timestamp()
+CODECS = ["opus", "flac", "wav"]
+
+
+@pytest.fixture
+def lax_umask():
+    """Modes must not depend on a strict umask of the caller."""
+    old = os.umask(0o002)
+    yield
+    os.umask(old)
+
+
+def speech(seconds: float, seed: int = 5) -> np.ndarray:
+    pcm, _ = render([("call", seconds)], seed=seed)
+    return pcm.reshape(-1, 1)
+
+
+def new_recording(data_dir: Path, index, codec: str, started_at: float = T0) -> Recording:
+    return Recording(data_dir, index, line="line1", codec=codec, rate=RATE, channels=1, started_at=started_at,
+                     sync_interval_s=0.5)
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_the_path_names_line_utc_date_start_and_id():
+    assert relative_path("line1", T0, 42, "opus") == Path(
+        "recordings/line1/2026/11/28/line1_20261128T153000.125Z_42.opus")
+    assert relative_path("desk-2", T0, 7, "flac").name == "desk-2_20261128T153000.125Z_7.flac"
+    # Just before midnight UTC is still the 28th, whatever the local time zone.
+    late = datetime(2026, 11, 28, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp()
+    assert relative_path("l", late, 1, "wav") == Path("recordings/l/2026/11/28/l_20261128T235959.999Z_1.wav")
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_recording_is_a_part_file_until_finished_then_final_hashed_and_indexed(data_dir, lax_umask, codec):
+    index = open_index(data_dir)
+    rec = new_recording(data_dir, index, codec)
+    x = speech(3.0)
+    for i in range(0, len(x), 160):
+        rec.write(x[i:i + 160])
+    assert rec.part.name == rec.final.name + PART
+    assert rec.part.exists() and not rec.final.exists()
+    row = index.get_call(rec.id)
+    assert (row["status"], row["path"]) == ("recording", str(rec.rel))
+    assert row["started_at"] == "2026-11-28T15:30:00.125Z"
+
+    summary = rec.finish("vox_timeout")
+    assert rec.final.exists() and not rec.part.exists()
+    row = index.get_call(rec.id)
+    assert (row["status"], row["end_reason"]) == ("complete", "vox_timeout")
+    assert row["path"] == str(rec.rel) == str(rec.final.relative_to(data_dir))
+    assert row["sha256"] == hashlib.sha256(rec.final.read_bytes()).hexdigest()
+    assert row["bytes"] == rec.final.stat().st_size
+    assert row["duration_s"] == 3.0
+    assert row["ended_at"] == iso(T0 + 3.0)
+    assert summary["sha256"] == row["sha256"]
+    samples, rate = audio.read(rec.final)
+    assert rate == RATE and len(samples) == pytest.approx(len(x), abs=RATE * 0.03)
+    if codec != "opus":
+        assert np.array_equal(samples, x)
+    # Files 0640, every directory the recording created 0750.
+    assert mode(rec.final) == 0o640
+    d = rec.final.parent
+    while d != data_dir:
+        assert mode(d) == 0o750, d
+        d = d.parent
+    index.close()
+
+
+def test_a_recording_too_short_to_be_a_call_leaves_nothing(data_dir):
+    index = open_index(data_dir)
+    rec = new_recording(data_dir, index, "opus")
+    rec.write(speech(0.5))
+    rec.discard()
+    assert not rec.part.exists() and not rec.final.exists()
+    assert index.calls() == []
+
+
+def crash_while_recording(data_dir: Path, codec: str, audio_in: np.ndarray, *, started_at: float = T0) -> None:
+    """A child process records ``audio_in`` through the real writer, then dies by SIGKILL mid-call."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns to pytest
+        try:
+            index = open_index(data_dir)
+            rec = new_recording(data_dir, index, codec, started_at)
+            for i in range(0, len(audio_in), 160):
+                rec.write(audio_in[i:i + 160])
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_salvage_finishes_a_file_cut_by_a_crash_as_a_playable_recovered_recording(data_dir, lax_umask, codec):
+    x = speech(6.0, seed=21)
+    crash_while_recording(data_dir, codec, x)
+    (part,) = (data_dir / "recordings").rglob("*" + PART)
+    index = open_index(data_dir)
+    assert index.calls()[0]["status"] == "recording"
+
+    (recovered,) = salvage(data_dir, index)
+    row = index.get_call(recovered["id"])
+    final = data_dir / row["path"]
+    assert final == part.with_name(part.name[: -len(PART)])
+    assert not part.exists() and final.exists()
+    assert (row["status"], row["end_reason"]) == ("recovered", "recovered")
+    samples, rate = audio.read(final)
+    frames, info_rate, channels = audio.info(final)  # a finished file: its header tells its length
+    assert (info_rate, channels) == (RATE, 1) and abs(frames - len(samples)) <= RATE // 50
+    # Synced every 0.5 s of audio: at most that (plus an encoder frame) is lost at the end.
+    assert 6.0 - 1.0 <= len(samples) / RATE <= 6.0 + 0.05
+    assert row["duration_s"] == pytest.approx(len(samples) / RATE, abs=0.05)
+    assert parse_iso(row["ended_at"]) == pytest.approx(T0 + row["duration_s"], abs=0.002)
+    assert row["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest()
+    assert row["bytes"] == final.stat().st_size
+    assert mode(final) == 0o640
+    if codec != "opus":
+        assert np.array_equal(samples, x[: len(samples)])
+    # A second start finds nothing left to do.
+    assert salvage(data_dir, index) == []
+    assert index.get_call(row["id"]) == row
+
+
+def test_salvage_indexes_a_part_file_whose_row_was_lost_from_its_name(data_dir):
+    crash_while_recording(data_dir, "flac", speech(3.0))
+    index = open_index(data_dir)
+    (row,) = index.calls()
+    index.delete_call(row["id"])  # e.g. the index was restored from a backup
+    (recovered,) = salvage(data_dir, index)
+    restored = index.get_call(row["id"])
+    assert restored["line"] == "line1" and restored["codec"] == "flac"
+    assert restored["started_at"] == row["started_at"]
+    assert restored["status"] == "recovered" and restored["duration_s"] > 2.0
+    assert recovered["id"] == row["id"]
+
+
+def test_salvage_of_a_crash_between_rename_and_index_update_keeps_the_whole_file(data_dir):
+    index = open_index(data_dir)
+    rec = new_recording(data_dir, index, "wav")
+    rec.write(speech(2.0))
+    rec.writer.close()
+    os.replace(rec.part, rec.final)  # ...and the process died before updating the row
+    (recovered,) = salvage(data_dir, index)
+    row = index.get_call(rec.id)
+    assert (row["status"], row["end_reason"], row["duration_s"]) == ("recovered", "recovered", 2.0)
+    assert row["sha256"] == hashlib.sha256(rec.final.read_bytes()).hexdigest()
+
+
+def test_salvage_drops_a_row_whose_file_was_never_created(data_dir):
+    index = open_index(data_dir)
+    call_id = index.call_started(line="line1", started_at=iso(T0), codec="opus", rate=RATE, channels=1)
+    index.update_call(call_id, path=str(relative_path("line1", T0, call_id, "opus")))
+    assert salvage(data_dir, index) == []
+    assert index.calls() == []
+
+
+def test_salvage_keeps_an_unreadable_part_file_aside_and_says_so_in_the_index(data_dir):
+    index = open_index(data_dir)
+    rec = new_recording(data_dir, index, "flac")
+    rec.writer.close()
+    rec.part.write_bytes(b"\0" * 100)  # a power cut before any of the header reached the disk
+    salvage(data_dir, index)
+    row = index.get_call(rec.id)
+    assert (row["status"], row["end_reason"], row["duration_s"]) == ("recovered", "recovered", 0.0)
+    assert not rec.part.exists()
+    assert rec.final.with_name(rec.final.name + ".unreadable").exists()
