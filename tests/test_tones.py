@@ -163,3 +163,25 @@ def test_unknown_tone_set_is_refused():
 def test_tone_plans_cover_every_kind_for_every_tone_set():
     assert set(TONE_PLANS) == set(TONE_SETS)
     assert all(set(plan) == set(KINDS) for plan in TONE_PLANS.values())
+
+
+def test_a_busy_tone_in_progress_is_pending_from_its_start_until_confirmed():
+    # The recorder holds back audio from pending_start, so a call can end where the tone began.
+    from linetap.detect import signals as sig
+
+    rate = 8000
+    rng = np.random.default_rng(3)
+    speech = sig.speech_like(4.0, rate, rng=rng, level_dbfs=-20)
+    busy = sig.cadence_tone("busy", "us", 4.0, rate, -20)
+    x = sig.to_pcm16(sig.add_noise(np.concatenate((speech, busy)), 30, reference_dbfs=-20))
+    det = ToneDetector(rate, "us")
+    seen = []
+    for i in range(0, len(x), rate // 2):
+        events = det.feed(x[i : i + rate // 2], i)
+        seen.append((i + rate // 2, det.pending_start(("dial", "busy", "reorder")), [e.kind for e in events]))
+    onset = len(speech)
+    assert all(p is None for end, p, _ in seen if end <= onset)  # nothing pending during speech
+    pending = [p for end, p, ev in seen if onset < end <= onset + 2 * rate and not ev]
+    assert pending and all(abs(p - onset) <= 0.01 * rate for p in pending)
+    confirmed = [end for end, _, ev in seen if "busy" in ev]
+    assert confirmed and det.pending_start(("busy",)) is None and "busy" in det.active_kinds

@@ -389,6 +389,7 @@ class Recorder:
                                caller_number=summary.get("caller_number"),
                                end_reason=summary["end_reason"], ts=self.clock.wall())
         ev["caller_name"] = summary.get("caller_name")
+        ev["dtmf"] = summary.get("dtmf")  # "*" per digit when the line masks DTMF
         ev["path"] = summary.get("path")
         self.listeners.emit(ev)
         self._to_finalize.put(summary["id"])

@@ -1,8 +1,16 @@
-"""A line's call life cycle: level -> segmenter -> pre-roll ring -> recording.
+"""A line's call life cycle: level -> segmenter -> recording, with the line analyser alongside.
 
 ``LineCalls.on_block`` runs on the pipeline thread for every block of its line.
 It turns the segmenter's frame-exact decisions into file operations through an
 injected ``open_recording`` (so tests can count what would be written).
+
+Audio reaches a recording through the line's :class:`LineAnalyzer` (``detect/analyzer.py``),
+which keeps the pre-roll, masks DTMF when ``mask_dtmf`` is set and says how far audio may be
+written. Its events are applied here: a caller ID heard up to ``callerid_window_s`` before a
+call (or in its first 10 s) names the call; DTMF digits inside a call make its ``dtmf`` (``*``
+per digit when masked); a dial, busy or reorder tone after at least ``min_call_s`` of the call
+ends it where the tone began (``end_reason = "tone"``), and no new call starts until the tone
+has stopped (VOX) or the phone is hung up (off-hook).
 """
 
 from __future__ import annotations
@@ -15,10 +23,18 @@ import numpy as np
 
 from ..capture import Block
 from ..config import LineConfig
+from ..detect.analyzer import ENDING_TONES, Event, LineAnalyzer
+from ..detect.callerid import CallerId
+from ..detect.dtmf import DtmfDigit
 from ..detect.level import FLOOR_DBFS, dbfs
+from ..detect.tones import ToneEvent
 from .segmenter import ContinuousSegmenter, End, OffhookSegmenter, Start, VoxSegmenter
 
 logger = logging.getLogger(__name__)
+
+CID_IN_CALL_S = 10.0  # a caller ID decoded this long after a call's onset still names it
+TONE_QUIET_S = 1.0  # after a tone ended a call, VOX re-arms once the line was this long quiet
+DIAL_AFTER_DIGIT_S = 3.0  # a dial tone this soon after a key is a second dial tone (PBX), not an end
 
 
 class RecordingLike(Protocol):
@@ -29,6 +45,7 @@ class RecordingLike(Protocol):
     dtmf: str
 
     def write(self, frames: np.ndarray) -> None: ...
+    def set_caller(self, number: str | None, name: str | None) -> None: ...
     def finish(self, end_reason: str, status: str = "complete") -> dict[str, Any]: ...
     def discard(self) -> None: ...
 
@@ -63,11 +80,18 @@ class LineCalls:
         else:
             self.segmenter = ContinuousSegmenter(line)
         self.preroll_frames = int(line.preroll_s * line.rate)
-        self._ring: deque[Block] = deque()
-        self._ring_frames = 0
+        self.analyzer = LineAnalyzer(line)
         self.recording: RecordingLike | None = None
         self._rec_started_at = 0.0
+        self._rec_start = 0  # first frame of the recording (pre-roll included)
+        self._onset = 0  # where the call's sound began
         self._written_to = 0
+        self._digits: list[DtmfDigit] = []  # keys pressed in the current call
+        self._cids: deque[CallerId] = deque(maxlen=4)  # recent caller IDs not yet given to a call
+        self._tone_hold = False  # a tone ended the last call: no new one until it is over
+        self._quiet_frames = 0
+        self._prev_caller: tuple[str | None, str | None] = (None, None)
+        self._call_cid: CallerId | None = None  # the caller ID naming the current call
         self.stream = -1
         self.level_dbfs = FLOOR_DBFS
         self.last_block_t: float | None = None
@@ -85,56 +109,82 @@ class LineCalls:
         self.level_dbfs = level = dbfs(block.frames)
         self.last_block_t = block.t_wall
         s, n = block.start_frame, len(block.frames)
+        for ev in self.analyzer.push(block.frames, s):  # ~once a second: a batch was analysed
+            self._on_event(ev)
         seg = self.segmenter
         if self.line.trigger == "vox":
-            actions = seg.step(level, s, n)
+            actions = seg.step(self._vox_level(level, n), s, n)
         elif self.line.trigger == "offhook":
-            actions = seg.step(bool(self.hook()) if self.hook else False, s, n)
+            actions = seg.step(self._offhook(), s, n)
         else:
             actions = seg.step(block.t_wall, s, n)
         for a in actions:
             if isinstance(a, End):
-                self._write_until(block, a.frame)
-                self._end(a.reason, discard=a.discard)
+                self._end(a.reason, a.frame, discard=a.discard)
             elif isinstance(a, Start):
                 self._start(block, a.frame, a.continuation)
         if self.recording is not None:
-            self._write_until(block, s + n)
-        self._remember(block)
+            self._write_until(self.analyzer.released_to)
+        # An answered line carries no on-hook caller ID: rest the decoder once the call is on.
+        self.analyzer.callerid_paused = (self.recording is not None
+                                         and s + n - self._onset > CID_IN_CALL_S * self.line.rate)
         self.frames_seen += n
 
     def _start(self, block: Block, frame: int, continuation: bool) -> None:
+        # The pre-roll (frame < block start) and anything not yet released come from the
+        # analyser's ring as they are released: _write_until starts at ``frame``.
         s = block.start_frame
         started_at = block.t_wall + (frame - s) / block.rate
         self.recording = rec = self.open_recording(self.line, started_at)
         self._rec_started_at = started_at
-        self._written_to = frame
-        if frame < s and not continuation:
-            pre = self._ring_since(frame)
-            if len(pre):
-                rec.write(pre)
-            self._written_to = s
+        self._rec_start = self._written_to = frame
+        self._onset = frame if continuation else min(frame + self.preroll_frames, s + len(block.frames))
+        self._digits = []
+        self._call_cid = None
+        if continuation:
+            if any(self._prev_caller):
+                rec.set_caller(*self._prev_caller)
+        else:
+            fits = [c for c in self._cids if self._cid_fits(c)]
+            if fits:
+                self._name_call(fits[-1])
         self.listener.call_started(self.line.name, rec.id, started_at)
 
-    def _write_until(self, block: Block, frame: int) -> None:
+    def _write_until(self, frame: int, *, final: bool = False) -> None:
         rec = self.recording
         if rec is None:
             return
-        s = block.start_frame
-        a, b = max(self._written_to, s) - s, min(frame, s + len(block.frames)) - s
-        if b > a:
-            rec.write(block.frames[a:b])
-            self._written_to = s + b
+        limit = self.analyzer.ready_to if final else self.analyzer.released_to
+        b = min(frame, limit)
+        if b > self._written_to:
+            x = self.analyzer.audio(self._written_to, b)
+            if len(x):
+                rec.write(x)
+            self._written_to = b
 
-    def _end(self, reason: str, *, discard: bool = False) -> dict[str, Any] | None:
-        rec, self.recording = self.recording, None
+    def _end(self, reason: str, frame: int | None = None, *,
+             discard: bool = False) -> dict[str, Any] | None:
+        """End the call at ``frame`` (default: all audio seen): every frame of it is analysed,
+        masked if need be and written first."""
+        rec = self.recording
         if rec is None:
             return None
+        for ev in self.analyzer.drain():
+            self._on_event(ev, ending=True)
+        end = (self.analyzer.pushed_to or 0) if frame is None else frame
+        if not discard:
+            self._write_until(end, final=True)
+        self.recording = None
+        digits = [d for d in self._digits if d.start_frame < end]
+        # Masked (PCI): the count of keys is kept, their values are stored nowhere.
+        rec.dtmf = "".join("*" if self.line.mask_dtmf else d.digit for d in digits)
+        self._prev_caller = (rec.caller_number, rec.caller_name)  # for a max_length continuation
         if discard:
             logger.info("line %s: %.1f s of sound was too short for a call; not kept",
                         self.line.name, rec.frames / self.line.rate)
             rec.discard()
             return None
+        self._forget_cid()
         summary = rec.finish(reason)
         self.calls_recorded += 1
         logger.info("line %s: call %s ended (%s), %.1f s", self.line.name, rec.id, reason,
@@ -142,37 +192,98 @@ class LineCalls:
         self.listener.call_ended(self.line.name, summary)
         return summary
 
-    def _remember(self, block: Block) -> None:
-        if self.preroll_frames <= 0:
-            return
-        self._ring.append(block)
-        self._ring_frames += len(block.frames)
-        while self._ring and self._ring_frames - len(self._ring[0].frames) >= self.preroll_frames:
-            self._ring_frames -= len(self._ring.popleft().frames)
+    # --- what the line said (analyser events, in stream frames) ---
+    def _on_event(self, ev: Event, *, ending: bool = False) -> None:
+        rec = self.recording
+        if isinstance(ev, DtmfDigit):
+            if rec is not None and ev.start_frame >= self._rec_start:
+                self._digits.append(ev)
+        elif isinstance(ev, CallerId):
+            logger.info("line %s: caller ID %s %s (%s)", self.line.name, ev.number or ev.number_absent or "-",
+                        ev.name or ev.name_absent or "", ev.standard)
+            if ev.standard == "dtmf":  # its keys were signalling, not dialling
+                self._digits = [d for d in self._digits
+                                if not ev.start_frame <= d.start_frame < ev.end_frame]
+            self._cids.append(ev)
+            if rec is not None and rec.caller_number is None and rec.caller_name is None \
+                    and self._cid_fits(ev):
+                self._name_call(ev)
+        elif isinstance(ev, ToneEvent):
+            if rec is not None and not ending and self._tone_ends_call(ev):
+                end = max(ev.start_frame, self._written_to)
+                logger.info("line %s: %s tone %.1f s into call %s: call over", self.line.name, ev.kind,
+                            (ev.start_frame - self._onset) / self.line.rate, rec.id)
+                self._end("tone", end)
+                self.segmenter.reset()
+                self._tone_hold = True
+                self._quiet_frames = 0
 
-    def _ring_since(self, frame: int) -> np.ndarray:
-        parts = [b.frames[max(0, frame - b.start_frame):] for b in self._ring
-                 if b.start_frame + len(b.frames) > frame]
-        if not parts:
-            return np.zeros((0, self.line.channels), dtype=np.int16)
-        return np.concatenate(parts)
+    def _cid_fits(self, cid: CallerId) -> bool:
+        rate = self.line.rate
+        return (self._rec_start - self.line.callerid_window_s * rate <= cid.end_frame
+                <= self._onset + CID_IN_CALL_S * rate)
+
+    def _name_call(self, cid: CallerId) -> None:
+        assert self.recording is not None
+        if cid.number is None and cid.name is None:
+            return  # withheld/unavailable: nothing to store (the reason is logged)
+        self.recording.set_caller(cid.number, cid.name)
+        self._call_cid = cid
+
+    def _forget_cid(self) -> None:
+        """The call named by a caller ID was kept: that caller ID names no other call. (A sound too
+        short to be a call, e.g. the caller ID burst itself, does not use it up.)"""
+        if self._call_cid in self._cids:
+            self._cids.remove(self._call_cid)
+        self._call_cid = None
+
+    def _tone_ends_call(self, ev: ToneEvent) -> bool:
+        line = self.line
+        if ev.kind not in ENDING_TONES or not line.end_on_tone or line.trigger == "continuous":
+            return False
+        if ev.start_frame - self._onset < line.min_call_s * line.rate:
+            return False  # the call began with it (dial tone before dialling)
+        if ev.kind == "dial" and any(ev.start_frame - d.end_frame < DIAL_AFTER_DIGIT_S * line.rate
+                                     for d in self._digits):
+            return False  # a second dial tone after a PBX's outside-line digit
+        return True
+
+    def _vox_level(self, level: float, n: int) -> float:
+        """The level the VOX segmenter sees: nothing while a tone that ended a call goes on."""
+        if not self._tone_hold:
+            return level
+        self._quiet_frames = self._quiet_frames + n if level < self.line.vox_stop_dbfs else 0
+        if self._quiet_frames >= TONE_QUIET_S * self.line.rate and not self.analyzer.tone_active:
+            self._tone_hold = False
+        return FLOOR_DBFS
+
+    def _offhook(self) -> bool:
+        offhook = bool(self.hook()) if self.hook else False
+        if self._tone_hold:
+            if offhook:
+                return False  # still off-hook after the tone ended the call: wait for on-hook
+            self._tone_hold = False
+        return offhook
 
     def _new_stream(self, stream: int) -> None:
         # A reopened PCM starts counting frames from zero: nothing carries over.
         self.stream = stream
-        self._ring.clear()
-        self._ring_frames = 0
         if self.recording is not None:
             self._end("fault")
+        self._reset_analysis()
         self.segmenter.reset()
+
+    def _reset_analysis(self) -> None:
+        self.analyzer.reset()
+        self._cids.clear()
+        self._tone_hold = False
 
     # --- events from outside the audio ---
     def source_lost(self) -> None:
         """The PCM failed: end any open call (what was captured is kept)."""
         self._end("fault")
         self.segmenter.reset()
-        self._ring.clear()
-        self._ring_frames = 0
+        self._reset_analysis()
         self.level_dbfs = FLOOR_DBFS
 
     def shutdown(self) -> dict[str, Any] | None:

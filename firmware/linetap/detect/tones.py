@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -271,6 +272,58 @@ class ToneDetector:
             self._track(sig, col, None if pw is None else pw[:, j], pos0, nf, events)
             self._check_running(sig, pos0 + nf * hop, events)
         return events
+
+    @property
+    def active_kinds(self) -> set[str]:
+        """Kinds confirmed and still going on (as of the audio fed so far)."""
+        return {k for sig in self._sigs for k, on in sig.active.items() if on}
+
+    def pending_start(self, kinds: Collection[str]) -> int | None:
+        """Start of the earliest tone of ``kinds`` that is in progress but not yet confirmed.
+
+        A tone is in progress while the on/off segments since one of its "on"s fit a prefix of its
+        cadence (a continuous tone: while it is on). The recorder holds back the audio from here
+        on, so that when the tone is confirmed the recording can end where the tone began. None
+        when nothing that could become one of ``kinds`` is going on.
+        """
+        best: int | None = None
+        now = self._buf_start
+        if now is None:
+            return None
+        for sig in self._sigs:
+            wanted = [k for k in sig.kinds if k in kinds]
+            if not wanted or any(sig.active.values()):
+                continue
+            start = self._pending_in(sig, wanted, now)
+            if start is not None and (best is None or start < best):
+                best = start
+        return best
+
+    def _pending_in(self, sig: _Signature, kinds: list[str], now: int) -> int | None:
+        # A rise still waiting for its debounce may be the start of one.
+        earliest: int | None = sig.pending_pos if sig.pending and not sig.on else None
+        if sig.seg_start is None:
+            return earliest
+        run_s = (now - sig.seg_start) / self.rate
+        segs = sig.segments
+        for kind in kinds:
+            spec = self._plan[kind]
+            if not spec.cadence_s:
+                if sig.on:
+                    earliest = sig.seg_start if earliest is None else min(earliest, sig.seg_start)
+                continue
+            for pat in (spec.cadence_s, *spec.alt_cadences):
+                same = pat[0::2] if sig.on else pat[1::2]
+                if run_s > max(same) + _tol(max(same)):
+                    continue  # the running segment is already too long for this cadence
+                for i, (on, _d, st) in enumerate(segs):
+                    if on and _cadence_matches([d for _on, d, _st in segs[i:]], pat, True):
+                        earliest = st if earliest is None else min(earliest, st)
+                        break
+                else:
+                    if sig.on:  # the running "on" may be the first of the cadence
+                        earliest = sig.seg_start if earliest is None else min(earliest, sig.seg_start)
+        return earliest
 
     # -- internals ----------------------------------------------------------------------------
     def _restart(self, start_frame: int, is_int: bool) -> None:

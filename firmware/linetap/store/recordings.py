@@ -189,6 +189,11 @@ class Recording:
         if self.on_error is not None:
             self.on_error(None, self._audio_time())
 
+    def set_caller(self, number: str | None, name: str | None) -> None:
+        """The caller ID of this call, shown in its index row at once (not only when it ends)."""
+        self.caller_number, self.caller_name = number, name
+        self.index.update_call(self.id, caller_number=number, caller_name=name)
+
     def finish(self, end_reason: str, status: str = "complete") -> dict[str, Any]:
         """Close, rename to the final name, hash, and complete the index row.
 

@@ -1,0 +1,211 @@
+"""What the line says, for the recording pipeline: caller ID, DTMF, call-progress tones, masking.
+
+One :class:`LineAnalyzer` per line sits between the capture blocks and the recording. It is fed
+every block (``push``) and does two jobs:
+
+* **Analysis in batches.** The detectors cost little per second of audio but a lot per call
+  (numpy overhead): fed every 20 ms block they would cost about half as much CPU as the Opus
+  encoder, fed ~1 s batches under 5 % (``benchmarks/dsp.py``). So blocks are collected and
+  analysed ``batch_s`` at a time; events (:class:`~linetap.detect.callerid.CallerId`,
+  :class:`~linetap.detect.dtmf.DtmfDigit`, :class:`~linetap.detect.tones.ToneEvent`) carry
+  stream frame numbers, so their late arrival does not blur where they belong.
+* **The audio on its way to disk.** It keeps the line's recent audio in the form it is to be
+  stored (``audio(a, b)``, which also serves the pre-roll) and says how far it may be written:
+
+  - ``ready_to``: without masking, raw audio is final at once (no added delay: a power cut loses
+    no more than before). With ``mask_dtmf`` only audio that went through the
+    :class:`~linetap.detect.dtmf.DtmfMasker` is released, so nothing unmasked ever reaches the
+    disk; the recording then lags the line by up to ``batch_s`` + the masker's 80 ms.
+  - ``released_to``: ``ready_to``, but held back at the start of a call-progress tone that is in
+    progress and not yet confirmed (busy needs two cadence cycles, 2 s). When it is confirmed
+    the call can end where the tone began instead of seconds into it. The hold lasts at most
+    ``max_hold_s``; with no masking it can only stop what the batch before had not yet seen, so
+    a recording ended by a tone runs on at most ``batch_s`` past the tone's start.
+
+On-hook caller ID cannot arrive on an answered line, so the owner sets ``callerid_paused`` once a
+call is established (LineCalls: 10 s after its onset, until it ends); the FSK decoder then rests,
+which saves a fifth of the analysis while the codec runs too.
+
+``drain`` analyses what is pending and flushes the masker (at a call's end: every frame of the
+call is then released and every digit in it reported).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..config import LineConfig
+from .callerid import CallerId, CallerIdDecoder, DtmfCallerIdParser
+from .dtmf import DtmfDetector, DtmfDigit, DtmfMasker
+from .tones import ToneDetector, ToneEvent
+
+__all__ = ["BATCH_S", "ENDING_TONES", "Event", "LineAnalyzer"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_S = 1.0
+MAX_HOLD_S = 5.0  # longest confirmation (UK congestion, 3 s) + a batch + margin
+ENDING_TONES = frozenset({"dial", "busy", "reorder"})
+
+Event = CallerId | DtmfDigit | ToneEvent
+
+
+class LineAnalyzer:
+    """Batched detectors and the stored-form audio ring of one line (see the module docstring).
+
+    Not thread-safe: owned by the pipeline thread, like the line's ``LineCalls``.
+    """
+
+    def __init__(self, line: LineConfig, *, batch_s: float = BATCH_S, max_hold_s: float = MAX_HOLD_S,
+                 hold_for_tones: bool | None = None) -> None:
+        self.line = line
+        self.rate = rate = line.rate
+        self.channels = line.channels
+        self.mask = line.mask_dtmf
+        self.batch_frames = max(1, int(batch_s * rate))
+        self.max_hold_frames = int(max_hold_s * rate)
+        if hold_for_tones is None:
+            hold_for_tones = line.end_on_tone and line.trigger != "continuous"
+        self.hold_for_tones = hold_for_tones
+        # Enough for the pre-roll of a call that starts while audio is held or not yet masked.
+        self.keep_frames = int((line.preroll_s + max_hold_s + 2 * batch_s + 1.0) * rate)
+        self._fsk_standards = tuple(s for s in line.callerid if s != "dtmf")
+        self.callerid_paused = False
+        self._dtmf_cid = "dtmf" in line.callerid
+        self.reset()
+
+    # -- feeding ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """A new stream (the PCM was reopened and counts from zero): nothing carries over."""
+        rate = self.rate
+        self.masker = DtmfMasker(rate, channels=self.channels) if self.mask else None
+        self.dtmf = None if self.mask else DtmfDetector(rate)
+        self.fsk = CallerIdDecoder(rate, self._fsk_standards) if self._fsk_standards else None
+        self.cid_parser = DtmfCallerIdParser(rate) if self._dtmf_cid else None
+        self.tones = ToneDetector(rate, self.line.tone_set)
+        self._batch: list[np.ndarray] = []
+        self._batch_start = 0
+        self._batch_frames = 0
+        self._ring: deque[tuple[int, np.ndarray]] = deque()  # (first frame, (n, channels) int16)
+        self.pushed_to: int | None = None
+        self.ready_to = 0
+        self._hold_from: int | None = None
+
+    def push(self, frames: np.ndarray, start_frame: int) -> Sequence[Event]:
+        """One capture block, ``(n, channels)`` int16; returns the events of any batch analysed.
+
+        This runs 50 times a second per line: it only files the block (the work is in _analyze).
+        """
+        n = len(frames)
+        end = start_frame + n
+        events: Sequence[Event] = ()
+        if self._batch_frames:
+            if start_frame != self._batch_start + self._batch_frames:
+                events = self._analyze()  # blocks were dropped: a batch is contiguous audio
+                self._batch_start = start_frame
+        else:
+            self._batch_start = start_frame
+        if not self.mask:
+            self._ring.append((start_frame, frames))  # raw audio is final at once
+            self.ready_to = end
+        self._batch.append(frames)
+        self._batch_frames += n
+        self.pushed_to = end
+        if self._batch_frames >= self.batch_frames:
+            events = [*events, *self._analyze()]
+        return events
+
+    def drain(self) -> list[Event]:
+        """Analyse what is pending and flush the DTMF detection/masking: all pushed audio is then
+        ready and every digit in it reported. Detection goes on with the next block."""
+        events = self._analyze()
+        if self.masker is not None:
+            out, out_start, digits = self.masker.flush()
+            self._keep(out, out_start)
+        else:
+            assert self.dtmf is not None
+            digits = self.dtmf.flush()
+        events += self._digits(digits)
+        if self.pushed_to is not None:
+            self.ready_to = self.pushed_to
+        return events
+
+    # -- what may be written -------------------------------------------------------------------
+    @property
+    def released_to(self) -> int:
+        """Frames before this may be written now (see the module docstring)."""
+        ready = self.ready_to
+        hold = self._hold_from
+        if hold is not None and self.pushed_to is not None and self.pushed_to - hold <= self.max_hold_frames:
+            return min(ready, hold)
+        return ready
+
+    @property
+    def tone_active(self) -> bool:
+        """A dial, busy or reorder tone was confirmed and is still going on."""
+        return bool(self.tones.active_kinds & ENDING_TONES)
+
+    def audio(self, a: int, b: int) -> np.ndarray:
+        """The stored-form audio of frames ``[a, b)`` still kept (gaps in the stream are skipped)."""
+        parts: list[np.ndarray] = []
+        for start, x in reversed(self._ring):
+            end = start + len(x)
+            if end <= a:
+                break
+            if start < b:
+                parts.append(x[max(0, a - start): min(len(x), b - start)])
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.zeros((0, self.channels), dtype=np.int16)
+        return np.concatenate(parts[::-1])
+
+    # -- internals ----------------------------------------------------------------------------
+    def _keep(self, x: np.ndarray, start: int) -> None:
+        """Masked audio released by the masker."""
+        if len(x):
+            self._ring.append((start, x.reshape(len(x), self.channels)))
+            self.ready_to = start + len(x)
+
+    def _trim(self) -> None:
+        horizon = (self.pushed_to or 0) - self.keep_frames
+        ring = self._ring
+        while ring and ring[0][0] + len(ring[0][1]) < horizon:
+            ring.popleft()
+
+    def _analyze(self) -> list[Event]:
+        if not self._batch:
+            return []
+        x = self._batch[0] if len(self._batch) == 1 else np.concatenate(self._batch)
+        start = self._batch_start
+        self._batch = []
+        self._batch_frames = 0
+        self._trim()
+        if self.channels == 1:
+            mono = x[:, 0]
+        else:
+            # Caller ID and tones come from the line, whichever channel carries it: the mix.
+            mono = x.astype(np.int32).sum(axis=1) // self.channels
+        if self.masker is not None:
+            out, out_start, digits = self.masker.process(mono if self.channels == 1 else x, start)
+            self._keep(out, out_start)
+        else:
+            assert self.dtmf is not None
+            digits = self.dtmf.feed(mono, start)
+        events: list[Event] = []
+        events += self._digits(digits)
+        if self.fsk is not None and not self.callerid_paused:
+            events += self.fsk.feed(mono, start)
+        events += self.tones.feed(mono, start)
+        self._hold_from = self.tones.pending_start(ENDING_TONES) if self.hold_for_tones else None
+        return events
+
+    def _digits(self, digits: list[DtmfDigit]) -> list[Event]:
+        events: list[Event] = list(digits)
+        if self.cid_parser is not None and digits:
+            events += self.cid_parser.feed_digits(digits)
+        return events

@@ -1,0 +1,282 @@
+"""The line's signals through the real capture path: caller ID, DTMF, masking, call-progress tones.
+
+Audio is rendered from speech clips and the standards' test signals (detect/signals.py), fed
+through pyalsaaudio -> libasound -> file PCM -> FIFO faster than real time (see
+test_record_e2e.py), and the outcome is read back from the index and the stored files.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from linetap.clock import FakeClock, parse_iso
+from linetap.config import load
+from linetap.detect import signals as sig
+from linetap.detect.dtmf import DtmfDetector
+from linetap.index import open_index
+from linetap.recorder import Recorder
+from linetap.sim.line import noise, render
+from linetap.store import audio
+from helpers import write_config
+from test_record_e2e import FAST, PERIOD_S, T0, run_until_fed
+
+RATE = 8000
+DTMF_HZ = (697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0, 1633.0)
+KEYS = "4111#"
+KEY_MS = 80.0
+
+
+def pcm(x: np.ndarray, seed: int) -> np.ndarray:
+    """A test signal (full scale 1.0) in int16 units with the line's noise floor under it."""
+    return 32768.0 * np.asarray(x) + noise(len(x), RATE, np.random.default_rng(seed))
+
+
+def keys(digits: str = KEYS) -> np.ndarray:
+    """Keys pressed in a call: 80 ms tones, 80 ms apart, at -12 dBFS."""
+    parts = []
+    for d in digits:
+        parts += [sig.dtmf_tone(d, KEY_MS, RATE, -12.0), sig.silence(KEY_MS, RATE)]
+    return np.concatenate(parts[:-1])
+
+
+def key_spans(start_s: float, digits: str = KEYS) -> list[tuple[int, int]]:
+    """Frames [a, b) of each key in the fed audio, for a keys() segment starting at start_s."""
+    n = int(round(KEY_MS * RATE / 1000))
+    a0 = int(round(start_s * RATE))
+    return [(a0 + 2 * i * n, a0 + 2 * i * n + n) for i in range(len(digits))]
+
+
+def goertzel_db(x: np.ndarray) -> float:
+    """Total power at the eight DTMF frequencies, in dB relative to a full-scale sine."""
+    x = np.asarray(x, dtype=np.float64) / 32768.0
+    t = np.arange(len(x))
+    p = sum(abs(np.dot(x, np.exp(-2j * math.pi * f / RATE * t))) ** 2 for f in DTMF_HZ)
+    return 10 * math.log10(max(p * 4 / len(x) ** 2 / 2, 1e-20))
+
+
+def offset_in(fed: np.ndarray, recorded: np.ndarray) -> int:
+    """Where a lossless recording's first samples lie in the fed audio (exact match), or -1."""
+    needle, hay = recorded[:800].tobytes(), fed.tobytes()
+    i = hay.find(needle)
+    while i % 2:
+        i = hay.find(needle, i + 1)
+    return i // 2 if i >= 0 else -1
+
+
+def record(alsa, data_dir, tmp_path, script, line_cfg: dict, *, codec: str = "flac", events=None):
+    """Feed a script through ALSA into a recorder; the fed audio, its truth and the index rows.
+
+    ``events``, a list, receives the recorder's events (what MQTT publishes)."""
+    (line,) = alsa.lines(1)
+    fed, truth = render(script, rate=RATE, seed=5)
+    cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm, **line_cfg}],
+                            recorder=FAST, storage={"codec": codec}))
+    rec = Recorder(cfg, clock=FakeClock(wall=T0))
+    if events is not None:
+        rec.listeners.subscribe(events.append)
+    line.feed(fed)  # the FIFO has a writer before ALSA opens it
+    rec.start()
+    try:
+        run_until_fed(rec, ["line1"], len(fed) / RATE)
+    finally:
+        rec.stop()
+        line.feeder.stop()
+    index = open_index(data_dir)
+    rows = index.calls()
+    index.close()
+    return fed, truth, rows
+
+
+def audio_s(row: dict, key: str) -> float:
+    """A row's time as seconds into the fed audio."""
+    return parse_iso(row[key]) - (T0 - PERIOD_S)
+
+
+FSK_A = sig.fsk_callerid("5551234567", "ACME PIZZA", "11281530", "bell202", RATE, -15.0)
+FSK_B = sig.fsk_callerid("0201234567", "J SMITH", "11281545", "v23", RATE, -18.0)
+
+
+def cid_script() -> list[tuple]:
+    return [
+        ("idle", 5),
+        ("raw", 0, pcm(FSK_A, 1)),     # caller ID between the rings; answered 4 s later
+        ("idle", 4),
+        ("call", 5),
+        ("raw", 0, pcm(keys(), 2)),    # keys pressed in the call
+        ("call", 5),
+        ("idle", 12),
+        ("raw", 0, pcm(FSK_B, 3)),     # V.23 caller ID 14 s before the next call starts
+        ("idle", 14),
+        ("call", 6),
+        ("idle", 10),
+    ]
+
+
+def keys_start_s(truth) -> float:
+    return [t for t in truth if t.kind == "raw"][1].start_s
+
+
+def test_caller_id_before_a_call_and_keys_inside_it_land_in_the_index_row(alsa, data_dir, tmp_path):
+    fed, truth, rows = record(alsa, data_dir, tmp_path, cid_script(), {"callerid": ["bell202", "v23"]})
+    # The caller ID bursts alone are too short to be calls; the two conversations are two calls.
+    assert len(rows) == 2, rows
+    first, second = rows
+    assert (first["caller_number"], first["caller_name"]) == ("5551234567", "ACME PIZZA")
+    assert first["dtmf"] == KEYS
+    assert (second["caller_number"], second["caller_name"]) == ("0201234567", "J SMITH")
+    assert second["dtmf"] is None
+    assert [r["end_reason"] for r in rows] == ["vox_timeout", "vox_timeout"]
+    # Nothing is lost or delayed on the way: each file is exactly the fed audio from its start on,
+    # and its start is where the VOX put it (3 s of pre-roll before the first sound).
+    fsk_a, call_b = truth[1], truth[-2]
+    for row, onset in ((first, fsk_a.start_s + 0.1), (second, call_b.voice_start_s)):
+        samples, _ = audio.read(data_dir / row["path"])
+        off = offset_in(fed, samples[:, 0])
+        assert off >= 0 and np.array_equal(samples[:, 0], fed[off:off + len(samples)])
+        assert off / RATE == pytest.approx(onset - 3.0, abs=0.1)
+        assert audio_s(row, "started_at") == pytest.approx(off / RATE, abs=0.05)
+        assert row["duration_s"] == pytest.approx(len(samples) / RATE, abs=0.01)
+    # The unmasked file still holds the keys: the detector used below to prove masking finds them.
+    samples, _ = audio.read(data_dir / first["path"])
+    found = DtmfDetector(RATE).feed(samples[:, 0], 0)
+    assert "".join(d.digit for d in found) == KEYS
+
+
+def test_masked_keys_never_reach_the_disk_and_the_speech_around_them_is_kept(alsa, data_dir, tmp_path):
+    script = cid_script()[:7]
+    events: list[dict] = []
+    fed, truth, rows = record(alsa, data_dir, tmp_path, script, {"mask_dtmf": True}, events=events)
+    (row,) = rows
+    assert row["dtmf"] == "*" * len(KEYS)  # the count of keys, not their values
+    (ended,) = [e for e in events if e["type"] == "call_ended"]
+    assert (ended["call_id"], ended["dtmf"], ended["caller_number"]) == (row["id"], "*" * len(KEYS), "5551234567")
+    assert (row["caller_number"], row["caller_name"]) == ("5551234567", "ACME PIZZA")
+    samples, _ = audio.read(data_dir / row["path"])
+    stored = samples[:, 0]
+    off = offset_in(fed, stored)  # the pre-roll is unmasked noise: it locates the file exactly
+    assert off >= 0
+    assert off / RATE == pytest.approx(truth[1].start_s + 0.1 - 3.0, abs=0.1)
+    assert audio_s(row, "ended_at") == pytest.approx(truth[5].voice_end_s + 8.0, abs=0.5)
+    original = fed[off:off + len(stored)]
+    assert len(stored) == len(original) and row["duration_s"] == pytest.approx(len(stored) / RATE, abs=0.01)
+    # Our own detector hears no key in the stored file...
+    assert DtmfDetector(RATE).feed(stored, 0) == []
+    # ...and the spectrum agrees: at the eight DTMF frequencies, each key's span lost >= 40 dB.
+    spans = [(a - off, b - off) for a, b in key_spans(keys_start_s(truth))]
+    for a, b in spans:
+        before, after = goertzel_db(original[a:b]), goertzel_db(stored[a:b])
+        assert before > -20 and after < before - 40, (before, after)
+    # Speech is touched only within 50 ms of a tone: every changed sample lies inside a guard.
+    guard = int(0.050 * RATE)
+    changed = np.flatnonzero(stored != original)
+    assert len(changed) > 0
+    inside = np.zeros(len(stored), dtype=bool)
+    for a, b in spans:
+        inside[max(0, a - guard):b + guard] = True
+    assert inside[changed].all(), f"{np.count_nonzero(~inside[changed])} samples changed away from the keys"
+
+
+@pytest.mark.parametrize("tone_set, kind, mask", [("us", "busy", False), ("uk", "reorder", True)])
+def test_a_call_ended_by_a_busy_or_reorder_tone_ends_where_the_tone_began(
+        alsa, data_dir, tmp_path, tone_set, kind, mask):
+    tone = pcm(sig.cadence_tone(kind, tone_set, 12.0, RATE, -18.0), 4)
+    script = [("idle", 5), ("call", 10), ("raw", 0, tone), ("idle", 12)]
+    fed, truth, rows = record(alsa, data_dir, tmp_path, script, {"tone_set": tone_set, "mask_dtmf": mask})
+    # One call, ended by the tone (not 8 s after the last sound), and none made of the tone itself.
+    assert len(rows) == 1, rows
+    (row,) = rows
+    onset = truth[2].start_s
+    assert row["end_reason"] == "tone"
+    end = audio_s(row, "ended_at")
+    # The file stops at the tone's start, or (unmasked audio is written as it comes) at most one
+    # analysis batch (1 s) after it: the recording holds no more than a second of the tone.
+    assert onset - 0.05 <= end <= onset + 1.1, (onset, end)
+    if mask:  # masked audio waits for the analysis anyway: the cut is at the tone's start
+        assert end == pytest.approx(onset, abs=0.05)
+    samples, _ = audio.read(data_dir / row["path"])
+    assert row["duration_s"] == pytest.approx(len(samples) / RATE, abs=0.01)
+
+
+# --- the same rules at the LineCalls seam (no ALSA: a fake recording, blocks fed directly) ---------
+class FakeRecording:
+    def __init__(self, line, started_at: float, n: int) -> None:
+        self.id, self.rate, self.started_at = n, line.rate, started_at
+        self.frames = 0
+        self.caller_number = self.caller_name = None
+        self.dtmf = ""
+        self.end_reason: str | None = None
+        self.discarded = False
+
+    def write(self, frames: np.ndarray) -> None:
+        self.frames += len(frames)
+
+    def set_caller(self, number, name) -> None:
+        self.caller_number, self.caller_name = number, name
+
+    def finish(self, end_reason: str, status: str = "complete") -> dict:
+        self.end_reason = end_reason
+        return {"id": self.id, "duration_s": self.frames / self.rate}
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
+def run_line(fed: np.ndarray, hook=None, **line_kw) -> list[FakeRecording]:
+    from linetap.calls.line import LineCalls
+    from linetap.capture import Block
+    from linetap.config import LineConfig
+
+    line = LineConfig(name="l", pcm="null", rate=RATE, **line_kw)
+    made: list[FakeRecording] = []
+
+    def open_recording(cfg, started_at):
+        made.append(FakeRecording(cfg, started_at, len(made) + 1))
+        return made[-1]
+
+    calls = LineCalls(line, open_recording=open_recording, hook=(lambda: hook(calls.frames_seen)) if hook else None)
+    for i in range(0, len(fed), RATE // 50):
+        x = fed[i:i + RATE // 50].reshape(-1, 1)
+        calls.on_block(Block("l", x, i, T0 + i / RATE, RATE))
+    calls.shutdown()
+    return [r for r in made if not r.discarded]
+
+
+def test_dial_tone_at_the_start_of_a_call_does_not_end_it_but_busy_after_the_talk_does():
+    script = [("idle", 3), ("raw", 0, pcm(sig.cadence_tone("dial", "us", 3.0, RATE, -18.0), 6)),
+              ("raw", 0, pcm(keys("5551234"), 7)),
+              ("raw", 0, pcm(sig.cadence_tone("ringback", "us", 6.0, RATE, -18.0), 8)),
+              ("call", 8), ("raw", 0, pcm(sig.cadence_tone("busy", "us", 10.0, RATE, -18.0), 9)),
+              ("idle", 12)]
+    fed, truth = render(script, rate=RATE, seed=6)
+    (rec,) = run_line(fed)
+    assert rec.end_reason == "tone" and rec.dtmf == "5551234"
+    busy_at = truth[5].start_s
+    rec_start = truth[1].start_s - 3.0  # the dial tone started the call, with its pre-roll
+    assert rec_start + rec.frames / RATE == pytest.approx(busy_at, abs=1.1)
+
+
+def test_an_off_hook_call_ended_by_busy_tone_waits_for_on_hook_before_the_next_call():
+    script = [("idle", 2), ("call", 8), ("raw", 0, pcm(sig.cadence_tone("busy", "us", 10.0, RATE, -18.0), 10)),
+              ("idle", 5), ("call", 6), ("idle", 2)]
+    fed, truth = render(script, rate=RATE, seed=8)
+    # Off-hook from 1 s to 24 s (through the tone and the silence after it), again from 26 s.
+    offhook = lambda frame: RATE <= frame < 24 * RATE or frame >= 26 * RATE  # noqa: E731
+    first, second = run_line(fed, hook=offhook, trigger="offhook", offhook_gpio=17)
+    assert first.end_reason == "tone"
+    # The pre-roll reaches back to frame 0 (off-hook at 1 s): the file's length is where it ended.
+    busy_at = truth[2].start_s
+    assert busy_at - 0.05 <= first.frames / RATE <= busy_at + 1.1
+    # No call while the phone stayed off-hook after the tone; the next off-hook (at 26 s) is a new
+    # call with its pre-roll.
+    assert second.end_reason == "shutdown" and second.started_at == pytest.approx(T0 + 26.0 - 3.0, abs=0.05)
+
+
+def test_a_long_call_split_at_max_length_keeps_its_caller_on_every_part():
+    script = [("idle", 4), ("raw", 0, pcm(FSK_A, 1)), ("idle", 2), ("call", 24), ("idle", 10)]
+    fed, _ = render(script, rate=RATE, seed=9)
+    recs = run_line(fed, max_call_s=10.0, callerid=("bell202",))
+    assert len(recs) >= 3 and [r.end_reason for r in recs][:2] == ["max_length", "max_length"]
+    assert {(r.caller_number, r.caller_name) for r in recs} == {("5551234567", "ACME PIZZA")}
