@@ -32,26 +32,11 @@ class HookInput:
         self._dev.close()
 
 
-class Led:
-    """An LED that can be on, off, blink, or pulse (fade in and out).
+class _Output:
+    """What an LED and a buzzer share: gpiozero's output device behind on/off/blink."""
 
-    Pulsing needs PWM: a ``PWMLED`` is used when the pin factory offers PWM
-    (lgpio's software PWM on a Pi; ``MockFactory(pin_class=MockPWMPin)`` in
-    tests). Without PWM it falls back to a plain ``LED`` and ``pulse`` becomes
-    a blink with the same on/off times, which is still slow and still distinct.
-    Blinking and pulsing run on gpiozero's own background thread per LED.
-    """
-
-    def __init__(self, pin: int, *, active_high: bool = True, pin_factory: Any = None) -> None:
-        self.pin_number = pin
-        try:
-            self._dev: Any = PWMLED(pin, active_high=active_high, pin_factory=pin_factory)
-            self.pwm = True
-        except PinPWMUnsupported:
-            # PWMLED closes itself (and frees the pin) before raising.
-            self._dev = LED(pin, active_high=active_high, pin_factory=pin_factory)
-            self.pwm = False
-            logger.info("GPIO %d has no PWM: its slow pulse is a slow blink", pin)
+    _dev: Any
+    pwm = False
 
     def on(self) -> None:
         self._dev.on()
@@ -63,6 +48,7 @@ class Led:
         self._dev.blink(on_time=on_time, off_time=off_time)
 
     def pulse(self, fade_in_time: float, fade_out_time: float) -> None:
+        """Fade in and out with PWM; without it, a blink with the same on/off times."""
         if self.pwm:
             self._dev.pulse(fade_in_time=fade_in_time, fade_out_time=fade_out_time)
         else:
@@ -76,31 +62,34 @@ class Led:
         self._dev.close()
 
 
-class Buzzer:
-    """An active buzzer (sounds while its pin is driven)."""
+class Led(_Output):
+    """An LED that can be on, off, blink, or pulse (fade in and out).
+
+    Pulsing needs PWM: a ``PWMLED`` is used when the pin factory offers PWM
+    (lgpio's software PWM on a Pi; ``MockFactory(pin_class=MockPWMPin)`` in
+    tests). Without PWM it falls back to a plain ``LED`` and ``pulse`` becomes
+    a blink with the same on/off times, which is still slow and still distinct.
+    Blinking and pulsing run on gpiozero's own background thread per LED.
+    """
+
+    def __init__(self, pin: int, *, active_high: bool = True, pin_factory: Any = None) -> None:
+        self.pin_number = pin
+        try:
+            self._dev = PWMLED(pin, active_high=active_high, pin_factory=pin_factory)
+            self.pwm = True
+        except PinPWMUnsupported:
+            # PWMLED closes itself (and frees the pin) before raising.
+            self._dev = LED(pin, active_high=active_high, pin_factory=pin_factory)
+            self.pwm = False
+            logger.info("GPIO %d has no PWM: its slow pulse is a slow blink", pin)
+
+
+class Buzzer(_Output):
+    """An active buzzer (sounds while its pin is driven; "pulse" is a blink)."""
 
     def __init__(self, pin: int, *, active_high: bool = True, pin_factory: Any = None) -> None:
         self.pin_number = pin
         self._dev = _Buzzer(pin, active_high=active_high, pin_factory=pin_factory)
-
-    def on(self) -> None:
-        self._dev.on()
-
-    def off(self) -> None:
-        self._dev.off()
-
-    def blink(self, on_time: float, off_time: float) -> None:
-        self._dev.blink(on_time=on_time, off_time=off_time)
-
-    def pulse(self, fade_in_time: float, fade_out_time: float) -> None:
-        self._dev.blink(on_time=fade_in_time, off_time=fade_out_time)
-
-    @property
-    def value(self) -> float:
-        return float(self._dev.value)
-
-    def close(self) -> None:
-        self._dev.close()
 
 
 def mock_factory(*, pwm: bool = False) -> Any:
