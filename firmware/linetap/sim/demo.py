@@ -76,7 +76,8 @@ def _start_broker(directory: Path) -> tuple[subprocess.Popen[bytes] | None, int 
     port = _free_port()
     conf = directory / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # Ctrl-C stops the recorder first, then the broker
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
