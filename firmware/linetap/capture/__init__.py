@@ -7,6 +7,7 @@ source at the same seam.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,3 +68,53 @@ class SourceEvent:
     t_wall: float
     detail: str = ""
     stream: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive blocks of one line's stream with no sample lost between them, handled as one.
+
+    The pipeline takes what a line has queued (up to ``RUN_BLOCKS`` periods) as a run: work
+    that only needs the blocks' values (levels, minima and maxima) is done for all of them in
+    one numpy call, and the audio goes to the codec in one write. Each block keeps its own
+    ``start_frame`` and ``t_wall``, so every decision is still taken, and dated, per block.
+    Only the first block may carry ``overrun``.
+    """
+
+    blocks: tuple[Block, ...]
+    frames: np.ndarray  # the blocks' frames, concatenated: (sum of n, channels) int16
+
+    @property
+    def line(self) -> str:
+        return self.blocks[0].line
+
+    @property
+    def stream(self) -> int:
+        return self.blocks[0].stream
+
+    @property
+    def start_frame(self) -> int:
+        return self.blocks[0].start_frame
+
+    @property
+    def t_wall(self) -> float:
+        return self.blocks[0].t_wall
+
+    @property
+    def rate(self) -> int:
+        return self.blocks[0].rate
+
+    @property
+    def overrun(self) -> bool:
+        return self.blocks[0].overrun
+
+    @staticmethod
+    def of(blocks: Sequence[Block]) -> Run:
+        frames = blocks[0].frames if len(blocks) == 1 else np.concatenate([b.frames for b in blocks])
+        return Run(tuple(blocks), frames)
+
+
+def continues(prev: Block, block: Block) -> bool:
+    """``block`` follows ``prev`` on the same stream with no sample lost (a run may go on)."""
+    return (block.line == prev.line and block.stream == prev.stream and not block.overrun
+            and block.start_frame == prev.start_frame + len(prev.frames))

@@ -21,6 +21,23 @@ logger = logging.getLogger(__name__)
 PERIOD_MS = 20
 
 
+class BlockQueue(queue.Queue):
+    """The readers' queue to the pipeline, which takes everything queued in one go.
+
+    ``get`` per block costs the pipeline a lock round trip and a condition check 1,600 times
+    a second at 32 lines; ``take_all`` is one. The readers' side (``put_nowait``) is unchanged.
+    """
+
+    def take_all(self) -> list:
+        """Everything queued now, oldest first (never blocks)."""
+        with self.mutex:
+            items = list(self.queue)
+            self.queue.clear()
+            if items:
+                self.not_full.notify_all()
+        return items
+
+
 class LineReader(threading.Thread):
     def __init__(self, line: LineConfig, out: queue.Queue, *, source_factory: SourceFactory,
                  clock: Clock, max_queued: int, backoff_s: tuple[float, float] = (0.1, 5.0)) -> None:
