@@ -26,7 +26,7 @@ from . import __version__
 from .alarms.gaps import GapTracker
 from .alarms.manager import Alarm, AlarmManager
 from .calls.line import LineCalls
-from .capture import Block, Run, SourceEvent, SourceFactory, continues
+from .capture import Block, Run, SourceEvent, SourceFactory
 from .capture.reader import BlockQueue, LineReader
 from .clock import Clock, SystemClock, iso, parse_iso
 from .config import Config, LineConfig
@@ -76,15 +76,18 @@ def runs(items: list[Block | SourceEvent], max_blocks: int) -> list[Run | Source
     A line's items keep their order (a source event comes after the line's blocks before it and
     before those after it); lines are interleaved as their runs began."""
     out: list[list[Block] | SourceEvent] = []
-    open_runs: dict[str, list[Block]] = {}
+    open_runs: dict[str, list[Block]] = {}  # per line: its run still taking blocks
     for item in items:
-        if isinstance(item, Block):
+        if type(item) is Block:  # noqa: E721 - exact type: this runs for every block
             blocks = open_runs.get(item.line)
-            if blocks is not None and len(blocks) < max_blocks and continues(blocks[-1], item):
-                blocks.append(item)
-            else:
-                open_runs[item.line] = blocks = [item]
-                out.append(blocks)
+            if blocks is not None:
+                prev = blocks[-1]
+                if (len(blocks) < max_blocks and item.stream == prev.stream and not item.overrun
+                        and item.start_frame == prev.start_frame + len(prev.frames)):  # continues()
+                    blocks.append(item)
+                    continue
+            open_runs[item.line] = blocks = [item]
+            out.append(blocks)
         else:
             open_runs.pop(item.line, None)
             out.append(item)
@@ -372,7 +375,8 @@ class Recorder:
         last = run.blocks[-1]
         lh.prev_end_t = last.t_wall + len(last.frames) / last.rate
         changes = (lh.detector.feed(first.frames, first.t_wall) if len(run.blocks) == 1 else
-                   lh.detector.feed_blocks([(b.frames, b.t_wall) for b in run.blocks], run.frames))
+                   lh.detector.feed_blocks([(b.frames, b.t_wall) for b in run.blocks], run.frames,
+                                            run.period))
         for ch in changes:
             self._audio_change(first.line, lh, ch.code, ch.active, ch.at, ch.detail)
 

@@ -115,38 +115,69 @@ class LineCalls:
         blocks = block.blocks if isinstance(block, Run) else (block,)
         if block.stream != self.stream:
             self._new_stream(block.stream)
-        k = len(blocks)
-        if k == 1:
+        if len(blocks) == 1:
             levels = [dbfs(block.frames)]
-        elif all(len(b.frames) == len(blocks[0].frames) for b in blocks):
-            levels = block_dbfs(block.frames, k)
+        elif block.period:
+            levels = block_dbfs(block.frames, len(blocks))
         else:
             levels = [dbfs(b.frames) for b in blocks]
         analyzer, seg, trigger = self.analyzer, self.segmenter, self.line.trigger
+        frames = block.frames
         cid_after = CID_IN_CALL_S * self.line.rate
+        # Filing a block with the analyser does nothing but keep it, except for the block that
+        # completes a batch (the batch is analysed: events) and the run's first (it may not follow
+        # the last one filed). Between those the blocks are filed together, when something needs
+        # them filed: a block with events or segmenter actions, or the end of the run.
+        filed = 0  # offset in ``frames`` of the first frame not yet filed
+        room = 0  # frames until a batch is due (0: file the next block on its own)
+        off = 0  # offset of block b
         for b, level in zip(blocks, levels):
             s, n = b.start_frame, len(b.frames)
-            for ev in analyzer.push(b.frames, s):  # ~once a second: a batch was analysed
-                self._on_event(ev)
+            if n >= room:
+                self._file(frames, filed, off, s - (off - filed))
+                self._file(frames, off, off + n, s)  # ~once a second: a batch is analysed
+                filed = off + n
+                room = analyzer.frames_to_batch
+            else:
+                room -= n
             if trigger == "vox":
                 actions = seg.step(self._vox_level(level, n), s, n)
             elif trigger == "offhook":
                 actions = seg.step(self._offhook(), s, n)
             else:
                 actions = seg.step(b.t_wall, s, n)
-            for a in actions:
-                if isinstance(a, End):
-                    self._end(a.reason, a.frame, discard=a.discard)
-                elif isinstance(a, Start):
-                    self._start(b, a.frame, a.continuation)
-            if self.recording is not None:
-                self._release(analyzer.released_to)
+            if actions:
+                if filed < off + n:
+                    self._file(frames, filed, off + n, s - (off - filed))
+                    filed = off + n
+                for a in actions:
+                    if isinstance(a, End):
+                        self._end(a.reason, a.frame, discard=a.discard)
+                    elif isinstance(a, Start):
+                        self._start(b, a.frame, a.continuation)
+                if self.recording is not None:
+                    self._release(analyzer.released_to)
+                room = analyzer.frames_to_batch  # a call's end analyses what was pending
             # An answered line carries no on-hook caller ID: rest the decoder once the call is on.
             analyzer.callerid_paused = self.recording is not None and s + n - self._onset > cid_after
             self.frames_seen += n
+            off += n
+        self._file(frames, filed, off, blocks[-1].start_frame + len(blocks[-1].frames) - (off - filed))
         self.level_dbfs = levels[-1]
         self.last_block_t = blocks[-1].t_wall
         self._flush()
+
+    def _file(self, frames: np.ndarray, a: int, b: int, start_frame: int) -> None:
+        """Give frames ``[a, b)`` of a run (stream frames from ``start_frame``) to the analyser,
+        apply its events, and release what the recording may now be given.
+
+        Released audio only moves forward between two analysed batches, so releasing once for
+        several blocks gets as far as releasing after each of them."""
+        if b > a:
+            for ev in self.analyzer.push(frames[a:b], start_frame):
+                self._on_event(ev)
+        if self.recording is not None:
+            self._release(self.analyzer.released_to)
 
     def _start(self, block: Block, frame: int, continuation: bool) -> None:
         # The pre-roll (frame < block start) and anything not yet released come from the

@@ -83,6 +83,7 @@ class Run:
 
     blocks: tuple[Block, ...]
     frames: np.ndarray  # the blocks' frames, concatenated: (sum of n, channels) int16
+    period: int  # frames in each block when they all hold as many (the rule), else 0
 
     @property
     def line(self) -> str:
@@ -110,11 +111,10 @@ class Run:
 
     @staticmethod
     def of(blocks: Sequence[Block]) -> Run:
-        frames = blocks[0].frames if len(blocks) == 1 else np.concatenate([b.frames for b in blocks])
-        return Run(tuple(blocks), frames)
+        n = len(blocks[0].frames)
+        if len(blocks) == 1:
+            return Run(tuple(blocks), blocks[0].frames, n)
+        lengths = [len(b.frames) for b in blocks]
+        period = n if lengths.count(n) == len(lengths) else 0
+        return Run(tuple(blocks), np.concatenate([b.frames for b in blocks]), period)
 
-
-def continues(prev: Block, block: Block) -> bool:
-    """``block`` follows ``prev`` on the same stream with no sample lost (a run may go on)."""
-    return (block.line == prev.line and block.stream == prev.stream and not block.overrun
-            and block.start_frame == prev.start_frame + len(prev.frames))

@@ -134,6 +134,12 @@ class LineAnalyzer:
             self.ready_to = self.pushed_to
         return events
 
+    @property
+    def frames_to_batch(self) -> int:
+        """Frames still to push before the pending batch is analysed: the push that reaches this
+        many analyses it (a push of a longer piece would analyse a longer batch)."""
+        return self.batch_frames - self._batch_frames
+
     # -- what may be written -------------------------------------------------------------------
     @property
     def released_to(self) -> int:

@@ -154,28 +154,28 @@ class LineHealthDetector:
         self._prev, self._prev_t, self._prev_end = frames, t_wall, t_end
         return changes or []
 
-    def feed_blocks(self, blocks: Sequence[tuple[np.ndarray, float]], whole: np.ndarray) -> list[Change]:
-        """``feed`` of consecutive blocks ``(frames, t_wall)`` whose frames, concatenated, are
-        ``whole``; the same changes as feeding them one by one.
+    def feed_blocks(self, blocks: Sequence[tuple[np.ndarray, float]], whole: np.ndarray,
+                    period: int) -> list[Change]:
+        """``feed`` of consecutive blocks ``(frames, t_wall)`` of ``period`` frames each (0: not
+        all the same), whose frames, concatenated, are ``whole``; the same changes as feeding
+        them one by one.
 
         The pipeline hands over several 20 ms blocks of a line at once. On a live line nothing
         happens in them (no block is one value, none touches the rails, no clipping is being
-        tracked, the line is not dead): that is told from ``k`` blocks' minima and maxima in
-        two numpy calls, and only the previous block is kept (for dating a constant run that
-        starts next). Anything else goes block by block through ``feed``, so the onsets and
-        ends stay sample-exact."""
+        tracked, the line is not dead): that is told from all the blocks' minima and maxima in
+        two numpy calls, and only the last block is kept (to date a constant run that starts in
+        the next). Anything else goes block by block through ``feed``, so onsets and ends stay
+        sample-exact."""
         k = len(blocks)
-        n = len(blocks[0][0]) if k else 0
-        if k > 1 and not self.dead and not self._clips and n and len(whole) == k * n \
-                and all(len(x) == n for x, _ in blocks):
-            x = whole.reshape(k, n, self.channels)
+        if k > 1 and period and not self.dead and not self._clips:
+            x = whole.reshape(k, period) if self.channels == 1 else whole.reshape(k, period, self.channels)
             mins = x.min(axis=1)
             maxs = x.max(axis=1)
             if (mins < maxs).all() and int(maxs.max()) < FULL_SCALE and int(mins.min()) > -FULL_SCALE:
                 # Every channel varies in every block: any constant run ended in the first one.
                 self._run_value = [None] * self.channels
                 last, t_last = blocks[-1]
-                self._prev, self._prev_t, self._prev_end = last, t_last, t_last + n / self.rate
+                self._prev, self._prev_t, self._prev_end = last, t_last, t_last + period / self.rate
                 return []
         changes: list[Change] = []
         for frames, t_wall in blocks:
