@@ -166,7 +166,7 @@ def health_changes(detector: LineHealthDetector, items: list) -> list:
     out = []
     for item in items:
         if isinstance(item, Run):
-            out += detector.feed_blocks([(b.frames, b.t_wall) for b in item.blocks], item.frames, item.period)
+            out += detector.feed_blocks(item.blocks, item.frames, item.period)
         else:
             out += detector.feed(item.frames, item.t_wall)
     return out

@@ -42,7 +42,7 @@ from .store.recordings import DIR_MODE, Recording, salvage
 logger = logging.getLogger(__name__)
 
 HEALTH_TICK_S = 0.1
-RUN_BLOCKS = 10  # a line's queued blocks handled as one run: at most 200 ms of its audio
+RUN_BLOCKS = 5  # a line's queued blocks handled as one run: at most 100 ms of its audio (GATHER_S)
 GATHER_S = 0.1  # with little queued, the pipeline waits this long for more before a round
 SLOW_CHECK_S = 10.0  # disk, clock, retention sweep
 READY_TIMEOUT_S = 5.0  # READY=1 even if a line cannot be opened: it is alarmed, not fatal
@@ -375,8 +375,7 @@ class Recorder:
         last = run.blocks[-1]
         lh.prev_end_t = last.t_wall + len(last.frames) / last.rate
         changes = (lh.detector.feed(first.frames, first.t_wall) if len(run.blocks) == 1 else
-                   lh.detector.feed_blocks([(b.frames, b.t_wall) for b in run.blocks], run.frames,
-                                            run.period))
+                   lh.detector.feed_blocks(run.blocks, run.frames, run.period))
         for ch in changes:
             self._audio_change(first.line, lh, ch.code, ch.active, ch.at, ch.detail)
 

@@ -41,9 +41,11 @@ class SourceFactory(Protocol):
     def __call__(self, pcm: str, rate: int, channels: int, period_frames: int) -> Source: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Block:
-    """One period of audio from a line, stamped from its sample count.
+    """One period of audio from a line, stamped from its sample count (read-only by convention:
+    not ``frozen``, because a frozen dataclass is built through ``object.__setattr__`` and costs
+    four times as much, and a reader makes 50 of these a second per line).
 
     ``start_frame`` counts frames since the line's stream was (re)opened;
     ``t_wall`` is the UTC time of the first frame: the stream's anchor plus
@@ -111,10 +113,11 @@ class Run:
 
     @staticmethod
     def of(blocks: Sequence[Block]) -> Run:
-        n = len(blocks[0].frames)
-        if len(blocks) == 1:
-            return Run(tuple(blocks), blocks[0].frames, n)
-        lengths = [len(b.frames) for b in blocks]
-        period = n if lengths.count(n) == len(lengths) else 0
-        return Run(tuple(blocks), np.concatenate([b.frames for b in blocks]), period)
+        parts = [b.frames for b in blocks]
+        n = len(parts[0])
+        if len(parts) == 1:
+            return Run(tuple(blocks), parts[0], n)
+        whole = np.concatenate(parts)
+        uniform = len(whole) == n * len(parts) and all(len(x) == n for x in parts)
+        return Run(tuple(blocks), whole, n if uniform else 0)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -43,6 +44,13 @@ class Change:
     active: bool
     at: float
     detail: str = ""
+
+
+class TimedBlock(Protocol):
+    """What ``feed_blocks`` needs of a block (``linetap.capture.Block`` is one)."""
+
+    frames: np.ndarray
+    t_wall: float
 
 
 def _describe_constant(value: int, channel: int, channels: int) -> str:
@@ -154,10 +162,9 @@ class LineHealthDetector:
         self._prev, self._prev_t, self._prev_end = frames, t_wall, t_end
         return changes or []
 
-    def feed_blocks(self, blocks: Sequence[tuple[np.ndarray, float]], whole: np.ndarray,
-                    period: int) -> list[Change]:
-        """``feed`` of consecutive blocks ``(frames, t_wall)`` of ``period`` frames each (0: not
-        all the same), whose frames, concatenated, are ``whole``; the same changes as feeding
+    def feed_blocks(self, blocks: Sequence[TimedBlock], whole: np.ndarray, period: int) -> list[Change]:
+        """``feed`` of consecutive blocks (``.frames``, ``.t_wall``) of ``period`` frames each (0:
+        not all the same), whose frames, concatenated, are ``whole``; the same changes as feeding
         them one by one.
 
         The pipeline hands over several 20 ms blocks of a line at once. On a live line nothing
@@ -168,18 +175,22 @@ class LineHealthDetector:
         sample-exact."""
         k = len(blocks)
         if k > 1 and period and not self.dead and not self._clips:
-            x = whole.reshape(k, period) if self.channels == 1 else whole.reshape(k, period, self.channels)
-            mins = x.min(axis=1)
-            maxs = x.max(axis=1)
-            if (mins < maxs).all() and int(maxs.max()) < FULL_SCALE and int(mins.min()) > -FULL_SCALE:
+            if self.channels == 1:
+                x = whole.reshape(k, period)
+                mins, maxs = x.min(axis=1).tolist(), x.max(axis=1).tolist()  # plain ints: cheaper
+            else:
+                x = whole.reshape(k, period, self.channels)
+                mins, maxs = x.min(axis=1).ravel().tolist(), x.max(axis=1).ravel().tolist()
+            if max(maxs) < FULL_SCALE and min(mins) > -FULL_SCALE and all(map(int.__lt__, mins, maxs)):
                 # Every channel varies in every block: any constant run ended in the first one.
                 self._run_value = [None] * self.channels
-                last, t_last = blocks[-1]
-                self._prev, self._prev_t, self._prev_end = last, t_last, t_last + period / self.rate
+                last = blocks[-1]
+                self._prev, self._prev_t = last.frames, last.t_wall
+                self._prev_end = last.t_wall + period / self.rate
                 return []
         changes: list[Change] = []
-        for frames, t_wall in blocks:
-            changes += self.feed(frames, t_wall)
+        for b in blocks:
+            changes += self.feed(b.frames, b.t_wall)
         return changes
 
     def _onset(self, c: int, value: int, t_wall: float, contiguous: bool) -> float:
