@@ -9,7 +9,9 @@ codec, disk with fsync, SQLite index) records N simulated lines. The lines enter
 seam: a ``source_factory`` of in-memory sources returning 20 ms blocks of realistic line audio
 (``linetap.sim.line.render``: a noise floor at -70 dBFS, calls of recorded speech, gaps) as fast
 as the pipeline takes them; a source stays at most ``AHEAD_S`` ahead of its line's progress, so
-nothing is dropped and the queue does not become the memory figure.
+nothing is dropped and the queue does not become the memory figure. The pipeline takes each line's
+queued blocks as runs of at most ``linetap.recorder.RUN_BLOCKS`` (100 ms), the runs it also makes in
+real time (where it lets ``GATHER_S``, 100 ms, of blocks gather), so these figures stand for real time.
 
 Then, in the same process, the same audio goes through the codec alone: every segment the
 pipeline recorded (found from the index) is encoded again with libsndfile through

@@ -124,6 +124,18 @@ class LineCalls:
         analyzer, seg, trigger = self.analyzer, self.segmenter, self.line.trigger
         frames = block.frames
         cid_after = CID_IN_CALL_S * self.line.rate
+        s0, total = block.start_frame, len(frames)
+        if (len(blocks) > 1 and trigger == "vox" and not self._tone_hold and analyzer.follows(s0)
+                and total < analyzer.frames_to_batch and seg.skip(levels, s0, total)):
+            # Nothing happens in this run (no batch is analysed, the segmenter does nothing):
+            # the blocks are filed and stepped through at once.
+            self._file(frames, 0, total, s0)
+            analyzer.callerid_paused = self.recording is not None and s0 + total - self._onset > cid_after
+            self.frames_seen += total
+            self.level_dbfs = levels[-1]
+            self.last_block_t = blocks[-1].t_wall
+            self._flush()
+            return
         # Filing a block with the analyser does nothing but keep it, except for the block that
         # completes a batch (the batch is analysed: events) and the run's first (it may not follow
         # the last one filed). Between those the blocks are filed together, when something needs
