@@ -190,7 +190,7 @@ def test_queued_blocks_join_into_runs_per_line_in_order_and_a_source_event_ends_
     lost = SourceEvent("a", "lost", T0)
     items = [b("a", 0), b("b", 0), b("a", 1), b("b", 1), b("a", 2), lost, b("a", 3, stream=2),
              b("a", 4, stream=2), b("a", 6, stream=2), b("a", 7, stream=2, overrun=True), b("b", 2)]
-    out = runs(items, max_blocks=10)
+    out = list(runs(items, max_blocks=10))
     shape = [(x.line, [(blk.stream, blk.start_frame // N) for blk in x.blocks]) if isinstance(x, Run) else x.kind
              for x in out]
     assert shape == [("a", [(1, 0), (1, 1), (1, 2)]), ("b", [(1, 0), (1, 1), (1, 2)]), "lost",

@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import __version__
 from .alarms.gaps import GapTracker
@@ -69,16 +69,17 @@ class Listeners:
                 logger.exception("event listener failed on %s", event.get("type"))
 
 
-def runs(items: list[Block | SourceEvent], max_blocks: int) -> list[Run | SourceEvent]:
+def runs(items: list[Block | SourceEvent], max_blocks: int) -> Iterator[Run | SourceEvent]:
     """Queued items as the pipeline handles them: each line's consecutive blocks (same stream,
     no sample lost, at most ``max_blocks``) joined into runs, in the order they came.
 
     A line's items keep their order (a source event comes after the line's blocks before it and
-    before those after it); lines are interleaved as their runs began."""
+    before those after it); lines are interleaved as their runs began. A run's blocks are joined
+    as it is taken, so a backlog is not copied all at once."""
     out: list[list[Block] | SourceEvent] = []
     open_runs: dict[str, list[Block]] = {}  # per line: its run still taking blocks
     for item in items:
-        if type(item) is Block:  # noqa: E721 - exact type: this runs for every block
+        if isinstance(item, Block):
             blocks = open_runs.get(item.line)
             if blocks is not None:
                 prev = blocks[-1]
@@ -91,7 +92,8 @@ def runs(items: list[Block | SourceEvent], max_blocks: int) -> list[Run | Source
         else:
             open_runs.pop(item.line, None)
             out.append(item)
-    return [Run.of(x) if isinstance(x, list) else x for x in out]
+    for x in out:
+        yield Run.of(x) if isinstance(x, list) else x
 
 
 def _alsa_factory() -> SourceFactory:
