@@ -20,14 +20,14 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import __version__
 from .alarms.gaps import GapTracker
 from .alarms.manager import Alarm, AlarmManager
 from .calls.line import LineCalls
-from .capture import Block, SourceEvent, SourceFactory
-from .capture.reader import LineReader
+from .capture import Block, Run, SourceEvent, SourceFactory
+from .capture.reader import BlockQueue, LineReader
 from .clock import Clock, SystemClock, iso, parse_iso
 from .config import Config, LineConfig
 from .detect.dead import LineHealthDetector, StallWatch
@@ -42,6 +42,8 @@ from .store.recordings import DIR_MODE, Recording, salvage
 logger = logging.getLogger(__name__)
 
 HEALTH_TICK_S = 0.1
+RUN_BLOCKS = 5  # a line's queued blocks handled as one run: at most 100 ms of its audio (GATHER_S)
+GATHER_S = 0.1  # with little queued, the pipeline waits this long for more before a round
 SLOW_CHECK_S = 10.0  # disk, clock, retention sweep
 READY_TIMEOUT_S = 5.0  # READY=1 even if a line cannot be opened: it is alarmed, not fatal
 STATUS_FILE = "status.json"
@@ -65,6 +67,33 @@ class Listeners:
                 fn(event)
             except Exception:  # noqa: BLE001 - a listener bug must not stop the pipeline
                 logger.exception("event listener failed on %s", event.get("type"))
+
+
+def runs(items: list[Block | SourceEvent], max_blocks: int) -> Iterator[Run | SourceEvent]:
+    """Queued items as the pipeline handles them: each line's consecutive blocks (same stream,
+    no sample lost, at most ``max_blocks``) joined into runs, in the order they came.
+
+    A line's items keep their order (a source event comes after the line's blocks before it and
+    before those after it); lines are interleaved as their runs began. A run's blocks are joined
+    as it is taken, so a backlog is not copied all at once."""
+    out: list[list[Block] | SourceEvent] = []
+    open_runs: dict[str, list[Block]] = {}  # per line: its run still taking blocks
+    for item in items:
+        if isinstance(item, Block):
+            blocks = open_runs.get(item.line)
+            if blocks is not None:
+                prev = blocks[-1]
+                if (len(blocks) < max_blocks and item.stream == prev.stream and not item.overrun
+                        and item.start_frame == prev.start_frame + len(prev.frames)):  # continues()
+                    blocks.append(item)
+                    continue
+            open_runs[item.line] = blocks = [item]
+            out.append(blocks)
+        else:
+            open_runs.pop(item.line, None)
+            out.append(item)
+    for x in out:
+        yield Run.of(x) if isinstance(x, list) else x
 
 
 def _alsa_factory() -> SourceFactory:
@@ -105,7 +134,7 @@ class Recorder:
         self.use_mqtt = mqtt
         self.data_dir = Path(cfg.recorder.data_dir)
         self.listeners = Listeners()
-        self.queue: queue.Queue[Block | SourceEvent] = queue.Queue()
+        self.queue: BlockQueue = BlockQueue()
         self.lines: dict[str, LineCalls] = {}
         self.readers: dict[str, LineReader] = {}
         self.health: dict[str, _LineHealth] = {}
@@ -294,49 +323,63 @@ class Recorder:
         q = self.queue
         while not self._stop_worker.is_set():
             try:
-                item = q.get(timeout=0.1)
+                first = q.get(timeout=0.1)
             except queue.Empty:
                 self.watchdog.progress("pipeline")
                 continue
-            try:
-                if isinstance(item, Block):
-                    self._check_block(item)
-                    self.lines[item.line].on_block(item)
-                    self.blocks_processed += 1
-                else:
-                    self._on_source_event(item)
-            except Exception:  # noqa: BLE001 - one bad block must not stop every line
-                self.pipeline_errors += 1
-                if self.pipeline_errors <= 5 or self.pipeline_errors % 1000 == 0:
-                    logger.exception("pipeline error on line %s (%d so far)", item.line, self.pipeline_errors)
-            self.watchdog.progress("pipeline")
+            if q.qsize() < RUN_BLOCKS * len(self.lines):
+                # In real time a line's next block comes 20 ms later: let a few gather, so that
+                # each line's are handled as a run (one numpy call, one write), not one by one.
+                # (Fault onsets are dated from the samples; only the alarm comes this much later.)
+                self._stop_worker.wait(GATHER_S)
+            for item in runs([first, *q.take_all()], RUN_BLOCKS):
+                self._handle(item)
+                self.watchdog.progress("pipeline")
 
-    def _check_block(self, block: Block) -> None:
-        """Line health from the audio itself: dead/stuck/clipping, and lost samples."""
-        lh = self.health[block.line]
+    def _handle(self, item: Run | SourceEvent) -> None:
+        try:
+            if isinstance(item, Run):
+                self._check_run(item)
+                self.lines[item.line].on_block(item)
+                self.blocks_processed += len(item.blocks)
+            else:
+                self._on_source_event(item)
+        except Exception:  # noqa: BLE001 - one bad run must not stop every line
+            self.pipeline_errors += 1
+            if self.pipeline_errors <= 5 or self.pipeline_errors % 1000 == 0:
+                logger.exception("pipeline error on line %s (%d so far)", item.line, self.pipeline_errors)
+
+    def _check_run(self, run: Run) -> None:
+        """Line health from the audio itself: dead/stuck/clipping, and lost samples.
+
+        Samples can only be lost before a run's first block (a run is contiguous)."""
+        first = run.blocks[0]
+        lh = self.health[first.line]
         assert self.alarms is not None and self.gaps is not None
-        end_t = block.t_wall + len(block.frames) / block.rate
-        if block.stream != lh.prev_stream:
-            for ch in lh.detector.reset(block.t_wall):
-                self._audio_change(block.line, lh, ch.code, ch.active, ch.at, ch.detail)
-            lh.prev_stream = block.stream
+        if first.stream != lh.prev_stream:
+            for ch in lh.detector.reset(first.t_wall):
+                self._audio_change(first.line, lh, ch.code, ch.active, ch.at, ch.detail)
+            lh.prev_stream = first.stream
             lh.prev_end_t = None
         else:
             # Samples lost between the previous block and this one: ALSA reported an overrun
             # (the reader re-anchored the clock), or the pipeline fell behind and dropped blocks.
-            lost_s = block.t_wall - lh.prev_end_t if lh.prev_end_t is not None else 0.0
-            if block.overrun or lost_s > 1.5 / 50:
-                at = lh.prev_end_t if lh.prev_end_t is not None else block.t_wall
+            lost_s = first.t_wall - lh.prev_end_t if lh.prev_end_t is not None else 0.0
+            if first.overrun or lost_s > 1.5 / 50:
+                at = lh.prev_end_t if lh.prev_end_t is not None else first.t_wall
                 if lost_s > 1.5 / 50:
-                    self.gaps.open(block.line, "overrun", at)
-                    self.gaps.close(block.line, block.t_wall)
-                    detail = f"{round(lost_s * block.rate)} samples lost ({lost_s:.2f} s)"
+                    self.gaps.open(first.line, "overrun", at)
+                    self.gaps.close(first.line, first.t_wall)
+                    detail = f"{round(lost_s * first.rate)} samples lost ({lost_s:.2f} s)"
                 else:
                     detail = "ALSA reported an overrun: samples were lost"
-                self.alarms.momentary("LINE_OVERRUN", block.line, detail, at=at)
-        lh.prev_end_t = end_t
-        for ch in lh.detector.feed(block.frames, block.t_wall):
-            self._audio_change(block.line, lh, ch.code, ch.active, ch.at, ch.detail)
+                self.alarms.momentary("LINE_OVERRUN", first.line, detail, at=at)
+        last = run.blocks[-1]
+        lh.prev_end_t = last.t_wall + len(last.frames) / last.rate
+        changes = (lh.detector.feed(first.frames, first.t_wall) if len(run.blocks) == 1 else
+                   lh.detector.feed_blocks(run.blocks, run.frames, run.period))
+        for ch in changes:
+            self._audio_change(first.line, lh, ch.code, ch.active, ch.at, ch.detail)
 
     def _audio_change(self, line: str, lh: _LineHealth, code: str, active: bool, at: float,
                       detail: str) -> None:

@@ -21,12 +21,12 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..capture import Block
+from ..capture import Block, Run
 from ..config import LineConfig
 from ..detect.analyzer import ENDING_TONES, Event, LineAnalyzer
 from ..detect.callerid import CallerId
 from ..detect.dtmf import DtmfDigit
-from ..detect.level import FLOOR_DBFS, dbfs
+from ..detect.level import FLOOR_DBFS, block_dbfs, dbfs
 from ..detect.tones import ToneEvent
 from .segmenter import ContinuousSegmenter, End, OffhookSegmenter, Start, VoxSegmenter
 
@@ -85,7 +85,8 @@ class LineCalls:
         self._rec_started_at = 0.0
         self._rec_start = 0  # first frame of the recording (pre-roll included)
         self._onset = 0  # where the call's sound began
-        self._written_to = 0
+        self._written_to = 0  # the recording's audio is released up to here
+        self._flushed_to = 0  # and written up to here
         self._digits: list[DtmfDigit] = []  # keys pressed in the current call
         self._cids: deque[CallerId] = deque(maxlen=4)  # recent caller IDs not yet given to a call
         self._tone_hold = False  # a tone ended the last call: no new one until it is over
@@ -102,42 +103,102 @@ class LineCalls:
     def state(self) -> str:
         return "recording" if self.recording is not None else "idle"
 
-    # --- the hot path: 50 times a second per line ---
-    def on_block(self, block: Block) -> None:
+    # --- the hot path: 50 blocks a second per line ---
+    def on_block(self, block: Block | Run) -> None:
+        """One block, or a run of consecutive blocks (what the pipeline found queued for the line).
+
+        Everything is still decided block by block, in the same order (analyser events, then the
+        segmenter, on each block's own level, frames and time), so a run ends up exactly where
+        its blocks one at a time would. What a run saves: the levels come from one numpy call,
+        and the audio released meanwhile goes to the codec in one write, at the end of the run
+        (or before a call ends)."""
+        blocks = block.blocks if isinstance(block, Run) else (block,)
         if block.stream != self.stream:
             self._new_stream(block.stream)
-        self.level_dbfs = level = dbfs(block.frames)
-        self.last_block_t = block.t_wall
-        s, n = block.start_frame, len(block.frames)
-        for ev in self.analyzer.push(block.frames, s):  # ~once a second: a batch was analysed
-            self._on_event(ev)
-        seg = self.segmenter
-        if self.line.trigger == "vox":
-            actions = seg.step(self._vox_level(level, n), s, n)
-        elif self.line.trigger == "offhook":
-            actions = seg.step(self._offhook(), s, n)
+        if len(blocks) == 1:
+            levels = [dbfs(block.frames)]
+        elif block.period:
+            levels = block_dbfs(block.frames, len(blocks))
         else:
-            actions = seg.step(block.t_wall, s, n)
-        for a in actions:
-            if isinstance(a, End):
-                self._end(a.reason, a.frame, discard=a.discard)
-            elif isinstance(a, Start):
-                self._start(block, a.frame, a.continuation)
+            levels = [dbfs(b.frames) for b in blocks]
+        analyzer, seg, trigger = self.analyzer, self.segmenter, self.line.trigger
+        frames = block.frames
+        cid_after = CID_IN_CALL_S * self.line.rate
+        s0, total = block.start_frame, len(frames)
+        if (len(blocks) > 1 and trigger == "vox" and not self._tone_hold and analyzer.follows(s0)
+                and total < analyzer.frames_to_batch and seg.skip(levels, s0, total)):
+            # Nothing happens in this run (no batch is analysed, the segmenter does nothing):
+            # the blocks are filed and stepped through at once.
+            self._file(frames, 0, total, s0)
+            analyzer.callerid_paused = self.recording is not None and s0 + total - self._onset > cid_after
+            self.frames_seen += total
+            self.level_dbfs = levels[-1]
+            self.last_block_t = blocks[-1].t_wall
+            self._flush()
+            return
+        # Filing a block with the analyser does nothing but keep it, except for the block that
+        # completes a batch (the batch is analysed: events) and the run's first (it may not follow
+        # the last one filed). Between those the blocks are filed together, when something needs
+        # them filed: a block with events or segmenter actions, or the end of the run.
+        filed = 0  # offset in ``frames`` of the first frame not yet filed
+        room = 0  # frames until a batch is due (0: file the next block on its own)
+        off = 0  # offset of block b
+        for b, level in zip(blocks, levels):
+            s, n = b.start_frame, len(b.frames)
+            if n >= room:
+                self._file(frames, filed, off, s - (off - filed))
+                self._file(frames, off, off + n, s)  # ~once a second: a batch is analysed
+                filed = off + n
+                room = analyzer.frames_to_batch
+            else:
+                room -= n
+            if trigger == "vox":
+                actions = seg.step(self._vox_level(level, n), s, n)
+            elif trigger == "offhook":
+                actions = seg.step(self._offhook(), s, n)
+            else:
+                actions = seg.step(b.t_wall, s, n)
+            if actions:
+                if filed < off + n:
+                    self._file(frames, filed, off + n, s - (off - filed))
+                    filed = off + n
+                for a in actions:
+                    if isinstance(a, End):
+                        self._end(a.reason, a.frame, discard=a.discard)
+                    elif isinstance(a, Start):
+                        self._start(b, a.frame, a.continuation)
+                if self.recording is not None:
+                    self._release(analyzer.released_to)
+                room = analyzer.frames_to_batch  # a call's end analyses what was pending
+            # An answered line carries no on-hook caller ID: rest the decoder once the call is on.
+            analyzer.callerid_paused = self.recording is not None and s + n - self._onset > cid_after
+            self.frames_seen += n
+            off += n
+        self._file(frames, filed, off, blocks[-1].start_frame + len(blocks[-1].frames) - (off - filed))
+        self.level_dbfs = levels[-1]
+        self.last_block_t = blocks[-1].t_wall
+        self._flush()
+
+    def _file(self, frames: np.ndarray, a: int, b: int, start_frame: int) -> None:
+        """Give frames ``[a, b)`` of a run (stream frames from ``start_frame``) to the analyser,
+        apply its events, and release what the recording may now be given.
+
+        Released audio only moves forward between two analysed batches, so releasing once for
+        several blocks gets as far as releasing after each of them."""
+        if b > a:
+            for ev in self.analyzer.push(frames[a:b], start_frame):
+                self._on_event(ev)
         if self.recording is not None:
-            self._write_until(self.analyzer.released_to)
-        # An answered line carries no on-hook caller ID: rest the decoder once the call is on.
-        self.analyzer.callerid_paused = (self.recording is not None
-                                         and s + n - self._onset > CID_IN_CALL_S * self.line.rate)
-        self.frames_seen += n
+            self._release(self.analyzer.released_to)
 
     def _start(self, block: Block, frame: int, continuation: bool) -> None:
         # The pre-roll (frame < block start) and anything not yet released come from the
-        # analyser's ring as they are released: _write_until starts at ``frame``.
+        # analyser's ring as they are released: _release starts at ``frame``.
         s = block.start_frame
         started_at = block.t_wall + (frame - s) / block.rate
         self.recording = rec = self.open_recording(self.line, started_at)
         self._rec_started_at = started_at
-        self._rec_start = self._written_to = frame
+        self._rec_start = self._written_to = self._flushed_to = frame
         self._onset = frame if continuation else min(frame + self.preroll_frames, s + len(block.frames))
         self._digits = []
         self._call_cid = None
@@ -150,17 +211,24 @@ class LineCalls:
                 self._name_call(fits[-1])
         self.listener.call_started(self.line.name, rec.id, started_at)
 
-    def _write_until(self, frame: int, *, final: bool = False) -> None:
-        rec = self.recording
-        if rec is None:
+    def _release(self, frame: int, *, final: bool = False) -> None:
+        """Audio of the recording up to ``frame`` (as far as the analyser allows) is to be
+        written: it is, at the next ``_flush`` (the end of the run, or the end of the call)."""
+        if self.recording is None:
             return
         limit = self.analyzer.ready_to if final else self.analyzer.released_to
         b = min(frame, limit)
         if b > self._written_to:
-            x = self.analyzer.audio(self._written_to, b)
+            self._written_to = b
+
+    def _flush(self) -> None:
+        """Write what was released and not yet written, in one piece (the ring keeps it)."""
+        rec = self.recording
+        if rec is not None and self._written_to > self._flushed_to:
+            x = self.analyzer.audio(self._flushed_to, self._written_to)
             if len(x):
                 rec.write(x)
-            self._written_to = b
+        self._flushed_to = self._written_to
 
     def _end(self, reason: str, frame: int | None = None, *,
              discard: bool = False) -> dict[str, Any] | None:
@@ -169,11 +237,13 @@ class LineCalls:
         rec = self.recording
         if rec is None:
             return None
+        self._flush()  # what the blocks before released: the call's audio stays in order
         for ev in self.analyzer.drain():
             self._on_event(ev, ending=True)
         end = (self.analyzer.pushed_to or 0) if frame is None else frame
         if not discard:
-            self._write_until(end, final=True)
+            self._release(end, final=True)
+            self._flush()
         self.recording = None
         digits = [d for d in self._digits if d.start_frame < end]
         # Masked (PCI): the count of keys is kept, their values are stored nowhere.

@@ -7,6 +7,7 @@ source at the same seam.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,9 +41,11 @@ class SourceFactory(Protocol):
     def __call__(self, pcm: str, rate: int, channels: int, period_frames: int) -> Source: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Block:
-    """One period of audio from a line, stamped from its sample count.
+    """One period of audio from a line, stamped from its sample count (read-only by convention:
+    not ``frozen``, because a frozen dataclass is built through ``object.__setattr__`` and costs
+    four times as much, and a reader makes 50 of these a second per line).
 
     ``start_frame`` counts frames since the line's stream was (re)opened;
     ``t_wall`` is the UTC time of the first frame: the stream's anchor plus
@@ -67,3 +70,54 @@ class SourceEvent:
     t_wall: float
     detail: str = ""
     stream: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive blocks of one line's stream with no sample lost between them, handled as one.
+
+    The pipeline takes what a line has queued (up to ``RUN_BLOCKS`` periods) as a run: work
+    that only needs the blocks' values (levels, minima and maxima) is done for all of them in
+    one numpy call, and the audio goes to the codec in one write. Each block keeps its own
+    ``start_frame`` and ``t_wall``, so every decision is still taken, and dated, per block.
+    Only the first block may carry ``overrun``.
+    """
+
+    blocks: tuple[Block, ...]
+    frames: np.ndarray  # the blocks' frames, concatenated: (sum of n, channels) int16
+    period: int  # frames in each block when they all hold as many (the rule), else 0
+
+    @property
+    def line(self) -> str:
+        return self.blocks[0].line
+
+    @property
+    def stream(self) -> int:
+        return self.blocks[0].stream
+
+    @property
+    def start_frame(self) -> int:
+        return self.blocks[0].start_frame
+
+    @property
+    def t_wall(self) -> float:
+        return self.blocks[0].t_wall
+
+    @property
+    def rate(self) -> int:
+        return self.blocks[0].rate
+
+    @property
+    def overrun(self) -> bool:
+        return self.blocks[0].overrun
+
+    @staticmethod
+    def of(blocks: Sequence[Block]) -> Run:
+        parts = [b.frames for b in blocks]
+        n = len(parts[0])
+        if len(parts) == 1:
+            return Run(tuple(blocks), parts[0], n)
+        whole = np.concatenate(parts)
+        uniform = len(whole) == n * len(parts) and all(len(x) == n for x in parts)
+        return Run(tuple(blocks), whole, n if uniform else 0)
+

@@ -21,8 +21,38 @@ logger = logging.getLogger(__name__)
 PERIOD_MS = 20
 
 
+class BlockQueue(queue.Queue):
+    """The readers' queue to the pipeline, which takes everything queued in one go.
+
+    ``get`` per block costs the pipeline a lock round trip and a condition check 1,600 times
+    a second at 32 lines; ``take_all`` is one. The readers' side (``put_nowait``) is unchanged.
+    """
+
+    def offer(self, item: object, limit: int) -> bool:
+        """``put_nowait`` unless ``limit`` items are queued already (then False: not queued).
+
+        One lock round trip per block where ``qsize()`` and ``put_nowait()`` took two; it
+        never waits (the lock is only ever held for a list operation)."""
+        with self.mutex:
+            if self._qsize() >= limit:
+                return False
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+            return True
+
+    def take_all(self) -> list:
+        """Everything queued now, oldest first (never blocks)."""
+        with self.mutex:
+            items = list(self.queue)
+            self.queue.clear()
+            if items:
+                self.not_full.notify_all()
+        return items
+
+
 class LineReader(threading.Thread):
-    def __init__(self, line: LineConfig, out: queue.Queue, *, source_factory: SourceFactory,
+    def __init__(self, line: LineConfig, out: BlockQueue, *, source_factory: SourceFactory,
                  clock: Clock, max_queued: int, backoff_s: tuple[float, float] = (0.1, 5.0)) -> None:
         super().__init__(name=f"capture-{line.name}", daemon=True)
         self.line = line
@@ -126,9 +156,8 @@ class LineReader(threading.Thread):
             t = anchor_wall + (frames - anchor_frame) / rate
             self.last_frames_mono = self.clock.mono()
             self.frames_read += n
-            if out.qsize() >= self.max_queued:
-                self.dropped_blocks += 1
-            else:
-                out.put_nowait(Block(name, r.frames, frames, t, rate, overrun, stream))
+            if out.offer(Block(name, r.frames, frames, t, rate, overrun, stream), self.max_queued):
                 overrun = False
+            else:
+                self.dropped_blocks += 1
             frames += n

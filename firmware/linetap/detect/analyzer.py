@@ -134,6 +134,17 @@ class LineAnalyzer:
             self.ready_to = self.pushed_to
         return events
 
+    def follows(self, start_frame: int) -> bool:
+        """A push at ``start_frame`` continues the pending batch (or there is none): it analyses
+        nothing unless it completes the batch."""
+        return not self._batch_frames or start_frame == self._batch_start + self._batch_frames
+
+    @property
+    def frames_to_batch(self) -> int:
+        """Frames still to push before the pending batch is analysed: the push that reaches this
+        many analyses it (a push of a longer piece would analyse a longer batch)."""
+        return self.batch_frames - self._batch_frames
+
     # -- what may be written -------------------------------------------------------------------
     @property
     def released_to(self) -> int:

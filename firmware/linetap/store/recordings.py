@@ -132,16 +132,22 @@ class Recording:
             if self._retry_in <= 0:
                 self._retry()
             return
-        try:
-            assert self.writer is not None
-            self.writer.write(frames)
-            self._written += len(frames)
-            self._since_sync += len(frames)
-            if self._since_sync >= self.sync_every:
-                self.writer.sync()
-                self._since_sync = 0
-        except (OSError, audio.AudioError) as e:
-            self._failed(e, frames)
+        # The pipeline writes a run of blocks at once: a write that crosses a sync point is cut
+        # there, so the file is synced at the same audio positions however it was written.
+        while len(frames):
+            part = frames[:self.sync_every - self._since_sync]
+            try:
+                assert self.writer is not None
+                self.writer.write(part)
+                self._written += len(part)
+                self._since_sync += len(part)
+                if self._since_sync >= self.sync_every:
+                    self.writer.sync()
+                    self._since_sync = 0
+            except (OSError, audio.AudioError) as e:
+                self._failed(e, frames)
+                return
+            frames = frames[len(part):]
 
     # --- a failing disk ---
     def _audio_time(self) -> float:

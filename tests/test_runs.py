@@ -1,0 +1,227 @@
+"""The pipeline handles a line's queued blocks as runs: exactly as if they came one by one.
+
+Runs only change how often numpy and the codec are called, never a decision: the same
+recordings (start time, every sample, end reason, DTMF, caller ID), the same health changes
+at the same times, the same levels, the same sync positions on disk. Each test feeds the
+same audio block by block and in runs of irregular lengths, and compares everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from linetap.calls.line import LineCalls
+from linetap.capture import Block, Run, SourceEvent
+from linetap.config import LineConfig
+from linetap.detect import signals as sig
+from linetap.detect.dead import LineHealthDetector
+from linetap.detect.level import block_dbfs, dbfs
+from linetap.recorder import runs
+from linetap.sim.line import noise, render
+
+RATE = 8000
+N = RATE // 50
+T0 = 1_795_000_000.0
+
+
+def pcm(x: np.ndarray, seed: int) -> np.ndarray:
+    return 32768.0 * np.asarray(x) + noise(len(x), RATE, np.random.default_rng(seed))
+
+
+def keys(digits: str) -> np.ndarray:
+    parts = []
+    for d in digits:
+        parts += [sig.dtmf_tone(d, 80.0, RATE, -12.0), sig.silence(80.0, RATE)]
+    return np.concatenate(parts[:-1])
+
+
+def blocks_of(fed: np.ndarray, stream: int = 1, drop: set[int] = frozenset()) -> list[Block]:
+    """20 ms blocks, timed from the sample count; ``drop``: indices of blocks lost on the way."""
+    x = fed.reshape(-1, 1)
+    return [Block("l", x[i:i + N], i, T0 + i / RATE, RATE, False, stream)
+            for k, i in enumerate(range(0, len(x) - N + 1, N)) if k not in drop]
+
+
+def in_runs(blocks: list[Block], seed: int, longest: int = 12) -> list[Run]:
+    """Irregular runs (1 to ``longest`` blocks), split where blocks are not contiguous."""
+    rng = np.random.default_rng(seed)
+    out, i = [], 0
+    while i < len(blocks):
+        k = int(rng.integers(1, longest + 1))
+        part = [blocks[i]]
+        for b in blocks[i + 1:i + k]:
+            if b.start_frame != part[-1].start_frame + len(part[-1].frames):
+                break
+            part.append(b)
+        out.append(Run.of(part))
+        i += len(part)
+    return out
+
+
+class Recorded:
+    """A fake recording that keeps every sample written to it."""
+
+    def __init__(self, started_at: float, n: int) -> None:
+        self.id, self.started_at = n, started_at
+        self.parts: list[np.ndarray] = []
+        self.caller_number = self.caller_name = None
+        self.dtmf = ""
+        self.end_reason: str | None = None
+        self.discarded = False
+
+    @property
+    def frames(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def write(self, frames: np.ndarray) -> None:
+        self.parts.append(np.array(frames, copy=True))
+
+    def set_caller(self, number, name) -> None:
+        self.caller_number, self.caller_name = number, name
+
+    def finish(self, end_reason: str, status: str = "complete") -> dict:
+        self.end_reason = end_reason
+        return {"id": self.id, "duration_s": self.frames / RATE}
+
+    def discard(self) -> None:
+        self.discarded = True
+
+    def summary(self) -> tuple:
+        audio = np.concatenate(self.parts) if self.parts else np.zeros((0, 1), np.int16)
+        return (self.started_at, self.frames, hashlib.sha256(audio.tobytes()).hexdigest(), self.end_reason,
+                self.dtmf, self.caller_number, self.caller_name, self.discarded)
+
+
+def record(items: list, hook=None, **line_kw) -> tuple[list[tuple], list[tuple]]:
+    """Feed a LineCalls; returns its recordings and its (level, frames seen) after each item."""
+    line = LineConfig(name="l", pcm="null", rate=RATE, **line_kw)
+    made: list[Recorded] = []
+
+    def open_recording(_cfg, started_at):
+        made.append(Recorded(started_at, len(made) + 1))
+        return made[-1]
+
+    calls = LineCalls(line, open_recording=open_recording,
+                      hook=(lambda: hook(calls.frames_seen)) if hook else None)
+    seen = []
+    for item in items:
+        calls.on_block(item)
+        seen.append((calls.level_dbfs, calls.frames_seen, calls.last_block_t))
+    calls.shutdown()
+    return [r.summary() for r in made], seen
+
+
+BUSY = [("idle", 3), ("raw", 0, pcm(sig.cadence_tone("dial", "us", 3.0, RATE, -18.0), 6)),
+        ("raw", 0, pcm(keys("5551234"), 7)), ("call", 8),
+        ("raw", 0, pcm(sig.cadence_tone("busy", "us", 10.0, RATE, -18.0), 9)), ("idle", 12)]
+FSK = [("idle", 4), ("raw", 0, pcm(sig.fsk_callerid("5551234567", "ACME PIZZA", "11281530", "bell202",
+                                                   RATE, -15.0), 1)),
+       ("idle", 2), ("call", 24), ("idle", 4), ("call", 0.4), ("idle", 10)]
+CASES = {
+    "vox, keys, busy tone ends the call": (BUSY, {}),
+    "vox, keys masked": (BUSY, {"mask_dtmf": True}),
+    "vox, caller ID, max length splits, a blip too short to keep": (FSK, {"max_call_s": 10.0, "callerid": ("bell202",)}),
+    "continuous": ([("idle", 3), ("call", 20), ("idle", 5)], {"trigger": "continuous", "segment_s": 7.0}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_line_fed_in_runs_records_exactly_what_it_records_block_by_block(case, seed):
+    script, line_kw = CASES[case]
+    fed, _ = render(script, rate=RATE, seed=seed)
+    blocks = blocks_of(fed, drop={700, 701, 1402})  # and blocks lost on the way
+    one_by_one, seen_one = record(blocks, **line_kw)
+    assert one_by_one and any(r[1] for r in one_by_one)
+    ran, seen_runs = record(in_runs(blocks, seed), **line_kw)
+    assert ran == one_by_one
+    # After each run the line shows what it showed after that run's last block.
+    ends = np.cumsum([len(r.blocks) for r in in_runs(blocks, seed)]) - 1
+    assert seen_runs == [seen_one[i] for i in ends]
+
+
+def test_an_off_hook_line_fed_in_runs_records_what_it_records_block_by_block():
+    script = [("idle", 2), ("call", 8), ("raw", 0, pcm(sig.cadence_tone("busy", "us", 10.0, RATE, -18.0), 10)),
+              ("idle", 5), ("call", 6), ("idle", 2)]
+    fed, _ = render(script, rate=RATE, seed=8)
+    offhook = lambda frame: RATE <= frame < 24 * RATE or frame >= 26 * RATE  # noqa: E731
+    blocks = blocks_of(fed)
+    one_by_one, _ = record(blocks, hook=offhook, trigger="offhook", offhook_gpio=17)
+    assert len(one_by_one) == 2
+    assert record(in_runs(blocks, 3), hook=offhook, trigger="offhook", offhook_gpio=17)[0] == one_by_one
+
+
+def test_levels_of_many_blocks_at_once_are_the_levels_of_each():
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((16 * N, 2)) * np.geomspace(1, 30000, 16 * N)[:, None]).astype(np.int16)
+    x[:N] = 0
+    x[5 * N:6 * N] = 32767
+    assert block_dbfs(x, 16) == [dbfs(x[i * N:(i + 1) * N]) for i in range(16)]
+
+
+def health_changes(detector: LineHealthDetector, items: list) -> list:
+    out = []
+    for item in items:
+        if isinstance(item, Run):
+            out += detector.feed_blocks(item.blocks, item.frames, item.period)
+        else:
+            out += detector.feed(item.frames, item.t_wall)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_line_health_fed_in_runs_changes_exactly_when_it_changes_block_by_block(seed):
+    script = [("idle", 2), ("zeros", 0.7), ("call", 3), ("stuck", 0.45), ("idle", 1), ("stuck", 2.0),
+              ("call", 2), ("zeros", 0.49), ("idle", 1), ("clip", 3), ("call", 1), ("clip", 0.5), ("idle", 2)]
+    fed, _ = render(script, rate=RATE, seed=seed)
+    blocks = blocks_of(fed)
+    one_by_one = health_changes(LineHealthDetector(RATE, 1, clipping_after_s=1.0), blocks)
+    assert {c.code for c in one_by_one} == {"LINE_DEAD", "LINE_CLIPPING"}
+    assert health_changes(LineHealthDetector(RATE, 1, clipping_after_s=1.0), in_runs(blocks, seed)) == one_by_one
+
+
+def test_queued_blocks_join_into_runs_per_line_in_order_and_a_source_event_ends_a_run():
+    def b(line: str, k: int, stream: int = 1, overrun: bool = False) -> Block:
+        return Block(line, np.zeros((N, 1), np.int16), k * N, T0 + k * N / RATE, RATE, overrun, stream)
+
+    lost = SourceEvent("a", "lost", T0)
+    items = [b("a", 0), b("b", 0), b("a", 1), b("b", 1), b("a", 2), lost, b("a", 3, stream=2),
+             b("a", 4, stream=2), b("a", 6, stream=2), b("a", 7, stream=2, overrun=True), b("b", 2)]
+    out = list(runs(items, max_blocks=10))
+    shape = [(x.line, [(blk.stream, blk.start_frame // N) for blk in x.blocks]) if isinstance(x, Run) else x.kind
+             for x in out]
+    assert shape == [("a", [(1, 0), (1, 1), (1, 2)]), ("b", [(1, 0), (1, 1), (1, 2)]), "lost",
+                     ("a", [(2, 3), (2, 4)]), ("a", [(2, 6)]), ("a", [(2, 7)])]
+    assert [len(x.blocks) for x in runs([b("a", k) for k in range(25)], max_blocks=10)] == [10, 10, 5]
+    assert all(isinstance(x, Run) and len(x.frames) == N * len(x.blocks) for x in out if not isinstance(x, SourceEvent))
+
+
+@pytest.mark.parametrize("codec", ["flac", "opus"])
+def test_a_recording_written_in_runs_is_synced_at_the_same_audio_positions(tmp_path, monkeypatch, codec):
+    from linetap.index import open_index
+    from linetap.store import audio
+    from linetap.store.recordings import Recording
+
+    synced: list[int] = []
+    sync = audio.AudioWriter.sync
+    monkeypatch.setattr(audio.AudioWriter, "sync", lambda self: (synced.append(self.frames), sync(self)))
+    fed = render([("call", 3.3)], rate=RATE, seed=5)[0].reshape(-1, 1)
+    positions = []
+    for k, chunks in enumerate([[N] * (len(fed) // N), [N * 7, N * 13, N * 3, N * 40, 1, N * 200]]):
+        synced.clear()
+        (tmp_path / str(k)).mkdir()
+        index = open_index(tmp_path / str(k))
+        rec = Recording(tmp_path / str(k), index, line="l", codec=codec, rate=RATE, channels=1, started_at=T0 + k,
+                        sync_interval_s=0.5)
+        at = 0
+        for n in chunks:
+            rec.write(fed[at:at + n])
+            at += n
+        rec.finish("shutdown")
+        index.close()
+        positions.append(list(synced))
+    assert positions[0] == [4000 * i for i in range(1, 7)]
+    assert positions[1] == positions[0]
