@@ -56,7 +56,7 @@ def noise(n: int, rate: int, rng: np.random.Generator, dbfs: float = NOISE_DBFS)
 
 def conversation(seconds: float, rate: int, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
     """Speech clips with 0.3-1.2 s pauses filling ``seconds``; returns (audio, first voice s, last voice s)."""
-    n = int(seconds * rate)
+    n = int(round(seconds * rate))  # as render() counts a segment
     out = np.zeros(n, dtype=np.float32)
     clips = speech_clips(rate)
     pos = 0
