@@ -96,7 +96,6 @@ def reset_peak_rss() -> bool:
 # --- one case, in its own process -------------------------------------------------
 
 def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profile_to: str | None = None) -> dict:
-    import numpy as np
 
     from linetap.capture import Read
     from linetap.clock import FakeClock, parse_iso

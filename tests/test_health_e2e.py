@@ -11,7 +11,6 @@ import errno
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from linetap.capture import DeviceGone

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from linetap.clock import FakeClock, SystemClock
+from linetap.clock import SystemClock
 from linetap.config import load
 from linetap.recorder import Recorder
 from linetap.sim.line import render

@@ -6,9 +6,6 @@ FakeClock that never moves makes every timestamp exact: anchor + frames / rate.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 
 from linetap.capture import DeviceGone, Read

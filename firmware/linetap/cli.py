@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import __version__
-from .clock import iso, parse_iso
+from .cli_health import when_arg
+from .clock import iso
 from .config import Config, ConfigError, load
 
 logger = logging.getLogger("linetap")
@@ -37,13 +36,8 @@ def _load_config(args: argparse.Namespace) -> Config:
     return load(args.config)
 
 
-def _iso_arg(name: str) -> Callable[[str], str]:
-    def conv(text: str) -> str:
-        try:
-            return iso(parse_iso(text))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: not an ISO 8601 date/time: {text!r}") from None
-    return conv
+def _iso_arg(text: str) -> str:
+    return iso(when_arg(text))
 
 
 # --- commands -----------------------------------------------------------------
@@ -133,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--json", action="store_true", help="one JSON array of call objects")
     sp.add_argument("--line", metavar="NAME")
-    sp.add_argument("--since", type=_iso_arg("--since"), metavar="ISO")
-    sp.add_argument("--until", type=_iso_arg("--until"), metavar="ISO")
+    sp.add_argument("--since", type=_iso_arg, metavar="ISO")
+    sp.add_argument("--until", type=_iso_arg, metavar="ISO")
     sp.add_argument("--number", metavar="DIGITS")
     sp.set_defaults(func=cmd_calls)
 

@@ -19,13 +19,12 @@ DAY_S = 86400.0
 STALE_HEARTBEAT_S = 5.0  # the recorder writes one every second
 
 
-def _when(name: str) -> Callable[[str], float]:
-    def conv(text: str) -> float:
-        try:
-            return parse_iso(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: not an ISO 8601 date/time: {text!r}") from None
-    return conv
+def when_arg(text: str) -> float:
+    """An ISO 8601 command-line time as epoch seconds (argparse names the option in its error)."""
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
@@ -75,8 +74,8 @@ def _not_running(lines: list[str], first: str | None, heartbeat: str | None,
 def add_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     sp = sub.add_parser("coverage", help="per line: the covered fraction and every gap with its reason")
     common(sp)
-    sp.add_argument("--since", type=_when("--since"), metavar="ISO", help="default: 7 days before --until")
-    sp.add_argument("--until", type=_when("--until"), metavar="ISO", help="default: now")
+    sp.add_argument("--since", type=when_arg, metavar="ISO", help="default: 7 days before --until")
+    sp.add_argument("--until", type=when_arg, metavar="ISO", help="default: now")
     sp.add_argument("--line", metavar="NAME")
     sp.add_argument("--json", action="store_true", help="the report as JSON")
     sp.set_defaults(func=cmd_coverage)
