@@ -68,6 +68,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the demo process dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the broker may outlive a killed demo
+
+
 def _start_broker(directory: Path) -> tuple[subprocess.Popen[bytes] | None, int | None]:
     exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if exe is None:
@@ -75,9 +84,15 @@ def _start_broker(directory: Path) -> tuple[subprocess.Popen[bytes] | None, int 
         return None, None
     port = _free_port()
     conf = directory / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    # "user": run as whoever runs the demo. (Run as root, mosquitto would otherwise switch to its
+    # own user, and a change of credentials clears the parent-death signal set below.)
+    import pwd
+    user = pwd.getpwuid(os.getuid()).pw_name
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser {user}\n")
+    # Its own session: Ctrl-C stops the recorder first, then the demo stops the broker. And it
+    # dies with the demo even when the demo is killed outright (Linux parent-death signal).
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # Ctrl-C stops the recorder first, then the broker
+                            start_new_session=True, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
@@ -151,6 +166,7 @@ def run_demo(directory: Path, *, seconds: float = 0, codec: str = "opus") -> int
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: stop.set())  # the terminal closed
 
     feeder = _DemoFeeder(fifo)  # opens the FIFO first, so the PCM opens at once
     feeder.start()
