@@ -80,7 +80,7 @@ class Run:
     that only needs the blocks' values (levels, minima and maxima) is done for all of them in
     one numpy call, and the audio goes to the codec in one write. Each block keeps its own
     ``start_frame`` and ``t_wall``, so every decision is still taken, and dated, per block.
-    Only the first block may carry ``overrun``.
+    Only the first block may carry ``overrun`` (see ``runs`` in the recorder).
     """
 
     blocks: tuple[Block, ...]
@@ -98,18 +98,6 @@ class Run:
     @property
     def start_frame(self) -> int:
         return self.blocks[0].start_frame
-
-    @property
-    def t_wall(self) -> float:
-        return self.blocks[0].t_wall
-
-    @property
-    def rate(self) -> int:
-        return self.blocks[0].rate
-
-    @property
-    def overrun(self) -> bool:
-        return self.blocks[0].overrun
 
     @staticmethod
     def of(blocks: Sequence[Block]) -> Run:

@@ -25,7 +25,7 @@ class BlockQueue(queue.Queue):
     """The readers' queue to the pipeline, which takes everything queued in one go.
 
     ``get`` per block costs the pipeline a lock round trip and a condition check 1,600 times
-    a second at 32 lines; ``take_all`` is one. The readers' side (``put_nowait``) is unchanged.
+    a second at 32 lines; ``take_all`` is one. The readers queue with ``offer``.
     """
 
     def offer(self, item: object, limit: int) -> bool:

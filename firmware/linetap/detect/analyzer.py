@@ -96,9 +96,11 @@ class LineAnalyzer:
         self._hold_from: int | None = None
 
     def push(self, frames: np.ndarray, start_frame: int) -> Sequence[Event]:
-        """One capture block, ``(n, channels)`` int16; returns the events of any batch analysed.
+        """One capture block or several consecutive ones, ``(n, channels)`` int16; returns the
+        events of any batch analysed.
 
-        This runs 50 times a second per line: it only files the block (the work is in _analyze).
+        This runs up to 50 times a second per line: it only files the audio (the work is in
+        _analyze).
         """
         n = len(frames)
         end = start_frame + n

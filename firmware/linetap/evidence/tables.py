@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from contextlib import contextmanager
-from typing import Iterator
+from typing import ContextManager
 
 from ..index.db import Index
 
@@ -71,20 +70,6 @@ def ensure_tables(index: Index) -> None:
     _ready.add(index)
 
 
-@contextmanager
-def transaction(index: Index) -> Iterator[None]:
-    """One write transaction on the shared connection.
-
-    Holds ``index.lock`` throughout: the connection is shared by threads, and
-    another thread's statement must not land inside this transaction.
-    BEGIN IMMEDIATE takes SQLite's write lock at once, so two processes (the
-    recorder and a CLI command) appending to the chain are serialised.
-    """
-    with index.lock:
-        index.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            index.execute("ROLLBACK")
-            raise
-        index.execute("COMMIT")
+def transaction(index: Index) -> ContextManager[None]:
+    """One write transaction (BEGIN IMMEDIATE, under the index's lock): ``Index.write_transaction``."""
+    return index.write_transaction()

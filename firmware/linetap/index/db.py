@@ -12,8 +12,9 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
@@ -44,13 +45,25 @@ class Index:
                 # Another process (the recorder, ``linetap calls``) may be creating the schema
                 # right now: take the write lock first, so "no table -> create it" cannot race.
                 # (Only then: a reader of a complete index never takes the write lock.)
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
+                with self.write_transaction():
                     self._schema()
-                except BaseException:
-                    self.db.execute("ROLLBACK")
-                    raise
-                self.db.execute("COMMIT")
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        """One write transaction on the shared connection.
+
+        Holds ``lock`` throughout: the connection is shared by threads, and another thread's
+        statement must not land inside this transaction. BEGIN IMMEDIATE takes SQLite's write
+        lock at once, so two processes (the recorder and a CLI command) writing are serialised.
+        """
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def _wal(self) -> None:
         # Switching a new database to WAL does not wait on the busy timeout: a second process

@@ -13,9 +13,11 @@ delivering audio altogether (a stalled PCM), so every part shows itself.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -23,7 +25,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -68,13 +70,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the demo process dies (prctl PR_SET_PDEATHSIG)."""
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGTERMed when the demo process dies
+    (Linux ``prctl(PR_SET_PDEATHSIG)``); None where there is no such call. Resolved
+    here, in the parent: the child, between fork and exec, should not import."""
     try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: the broker may outlive a killed demo
+        return None  # not Linux: the broker may outlive a killed demo
+    return lambda: prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
 def _start_broker(directory: Path) -> tuple[subprocess.Popen[bytes] | None, int | None]:
@@ -86,13 +90,12 @@ def _start_broker(directory: Path) -> tuple[subprocess.Popen[bytes] | None, int 
     conf = directory / "mosquitto.conf"
     # "user": run as whoever runs the demo. (Run as root, mosquitto would otherwise switch to its
     # own user, and a change of credentials clears the parent-death signal set below.)
-    import pwd
     user = pwd.getpwuid(os.getuid()).pw_name
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser {user}\n")
     # Its own session: Ctrl-C stops the recorder first, then the demo stops the broker. And it
     # dies with the demo even when the demo is killed outright (Linux parent-death signal).
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=_die_with_parent)
+                            start_new_session=True, preexec_fn=_die_with_parent())
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
