@@ -195,8 +195,10 @@ class Recorder:
         self._spawn("pipeline", self._work)
         for line in self.cfg.lines:
             if line.enabled:
+                # A reader sleeping between drains must not look stalled: it wakes 4x per stall time.
                 r = LineReader(line, self.queue, source_factory=self.source_factory, clock=self.clock,
-                               max_queued=max_queued)
+                               max_queued=max_queued,
+                               max_sleep_s=min(0.1, self.cfg.health.stall_after_ms / 4000))
                 self.readers[line.name] = r
                 r.start()
         self._spawn("health", self._health_loop)

@@ -31,7 +31,19 @@ class Read:
 
 
 class Source(Protocol):
-    """A capture stream for one line. ``read`` blocks until a period is available."""
+    """A capture stream for one line: ``read`` returns one period, or ``Read(None)`` when none is
+    ready yet.
+
+    A *blocking* source's ``read`` waits for the period itself. A *non-blocking* one (a sound
+    card opened non-blocking, see ``alsa.py``) returns at once; it also has these, which the
+    reader looks for (sources without them are taken as blocking):
+
+    - ``drain_s``: how long the reader may sleep after a read found nothing: the card's buffer
+      keeps the periods meanwhile, and the reader then reads all that gathered (a few periods
+      per wake-up instead of one);
+    - ``pending()``: frames captured but not yet read, just after a read: the reader dates the
+      stream from it (the period it just read is older than "now" by that much).
+    """
 
     def read(self) -> Read: ...
     def close(self) -> None: ...

@@ -3,6 +3,13 @@
 Opens a capture PCM in S16_LE with a 20 ms period and turns libasound's
 answers into the capture API: samples, an overrun flag (-EPIPE), or a
 ``SourceError``/``DeviceGone``.
+
+PCMs are opened non-blocking with a buffer of ``BUFFER_PERIODS`` periods (500 ms asked; the
+card may give less). On a sound card (``card_no`` >= 0) the reader then sleeps between drains
+(``drain_s``, a quarter of the buffer it got, at most 100 ms) and dates a stream from the frames
+still buffered (``pending``: ``snd_pcm_avail``). A PCM with no card behind it (the ``file``
+plugin of the tests and the demo, reading a FIFO) paces itself: its reads wait on the FIFO even
+when non-blocking, and its ``avail`` says nothing about the FIFO, so it is read as it comes.
 """
 
 from __future__ import annotations
@@ -15,6 +22,19 @@ import numpy as np
 from . import DeviceGone, Read, SourceError
 
 _GONE_WORDS = ("No such device", "No such file or directory", "Unknown PCM", "No such card")
+BUFFER_PERIODS = 25  # 500 ms of 20 ms periods: room for a drain every 100 ms, and a late one
+DRAIN_MAX_S = 0.1
+
+
+def drain_interval(card_no: int, period_s: float, buffer_s: float) -> float:
+    """How long a reader may sleep when a read found no period ready.
+
+    On a card: a quarter of the buffer it gave (so a late wake-up still finds room), between one
+    period and ``DRAIN_MAX_S``. With no card (a plugin that paces itself): one period, which
+    only matters if such a PCM ever has nothing to give."""
+    if card_no < 0:
+        return period_s
+    return max(period_s, min(DRAIN_MAX_S, buffer_s / 4))
 
 
 def _error(e: Exception, pcm: str) -> SourceError:
@@ -25,15 +45,16 @@ def _error(e: Exception, pcm: str) -> SourceError:
 
 
 class AlsaSource:
-    """A blocking capture stream on one ALSA PCM."""
+    """A non-blocking capture stream on one ALSA PCM (see the module's docstring)."""
 
     def __init__(self, pcm: str, rate: int, channels: int, period_frames: int) -> None:
         self.pcm_name = pcm
         self.channels = channels
         try:
-            self._pcm = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, alsaaudio.PCM_NORMAL, device=pcm,
+            self._pcm = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, alsaaudio.PCM_NONBLOCK, device=pcm,
                                       rate=rate, channels=channels,
-                                      format=alsaaudio.PCM_FORMAT_S16_LE, periodsize=period_frames)
+                                      format=alsaaudio.PCM_FORMAT_S16_LE, periodsize=period_frames,
+                                      periods=BUFFER_PERIODS)
         except alsaaudio.ALSAAudioError as e:
             raise _error(e, pcm) from None
         got = self._pcm.info()
@@ -41,6 +62,20 @@ class AlsaSource:
             self._pcm.close()
             raise SourceError(f"{pcm}: device gives {got.get('rate')} Hz x {got.get('channels')} ch, "
                               f"not the configured {rate} Hz x {channels} ch")
+        self.card_no = int(got.get("card_no", -1))
+        period_s = got.get("period_size", period_frames) / rate
+        self.buffer_s = got.get("buffer_size", period_frames * BUFFER_PERIODS) / rate
+        self.drain_s = drain_interval(self.card_no, period_s, self.buffer_s)
+        self._on_card = self.card_no >= 0
+
+    def pending(self) -> int:
+        """Frames the card has captured that no read has taken yet (0 with no card behind)."""
+        if not self._on_card:
+            return 0
+        try:
+            return max(0, int(self._pcm.avail()))
+        except alsaaudio.ALSAAudioError:
+            return 0
 
     def read(self) -> Read:
         try:

@@ -1,5 +1,11 @@
 """One reader thread per line: it waits on ALSA and on nothing else.
 
+A sound card is read non-blocking (``alsa.py``): the reader takes every period its buffer holds,
+then sleeps until a few more have gathered (``source.drain_s``, at most ``max_sleep_s``: 100 ms),
+so it wakes 10 times a second instead of once per 20 ms period. Each period is still its own
+block, dated from the sample count. A blocking source (the ALSA ``file`` PCM of the tests and
+the demo, whose reads wait on their FIFO) is read one period per wake-up, as it comes.
+
 Blocks go to the shared queue with ``put_nowait``; when the pipeline falls too
 far behind, blocks are dropped and counted (never waited for). A PCM that
 fails is closed and reopened with exponential back-off; the reopened stream
@@ -53,7 +59,8 @@ class BlockQueue(queue.Queue):
 
 class LineReader(threading.Thread):
     def __init__(self, line: LineConfig, out: BlockQueue, *, source_factory: SourceFactory,
-                 clock: Clock, max_queued: int, backoff_s: tuple[float, float] = (0.1, 5.0)) -> None:
+                 clock: Clock, max_queued: int, backoff_s: tuple[float, float] = (0.1, 5.0),
+                 max_sleep_s: float = 0.1) -> None:
         super().__init__(name=f"capture-{line.name}", daemon=True)
         self.line = line
         self.out = out
@@ -61,6 +68,7 @@ class LineReader(threading.Thread):
         self.clock = clock
         self.max_queued = max_queued
         self.backoff_s = backoff_s
+        self.max_sleep_s = max_sleep_s  # between drains of a non-blocking source
         self.period_frames = line.rate * PERIOD_MS // 1000
         self.stopping = threading.Event()
         # Read by the health monitor from other threads (plain attribute stores are atomic).
@@ -137,6 +145,8 @@ class LineReader(threading.Thread):
         anchor_wall: float | None = None
         overrun = False
         out, name, stream = self.out, self.line.name, self.stream
+        sleep_s = min(float(getattr(source, "drain_s", 0.0)), self.max_sleep_s)
+        pending = getattr(source, "pending", None)
         while not self.stopping.is_set():
             r = source.read()
             if r.overrun:
@@ -147,11 +157,16 @@ class LineReader(threading.Thread):
                 anchor_wall = None
                 continue
             if r.frames is None or not len(r.frames):
+                if sleep_s:
+                    # Non-blocking: the buffer is drained. It keeps what comes meanwhile.
+                    self.stopping.wait(sleep_s)
                 continue
             n = len(r.frames)
             if anchor_wall is None:
-                # The block just returned ends now: its first frame was n/rate ago.
-                anchor_wall = self.clock.wall() - n / rate
+                # The block just returned ends now, less what the source captured since: its
+                # first frame was (n + pending)/rate ago.
+                behind = pending() if pending is not None else 0
+                anchor_wall = self.clock.wall() - (n + behind) / rate
                 anchor_frame = frames
             t = anchor_wall + (frames - anchor_frame) / rate
             self.last_frames_mono = self.clock.mono()

@@ -1,0 +1,196 @@
+"""The capture reader: a sound card read non-blocking in drains, a self-paced PCM as it comes.
+
+No sound card here, so the card is a fake at the capture seam (``FakeCard``: a ring buffer
+filled by the wall clock, as a card's DMA fills it, with ``avail``, EAGAIN and overrun as ALSA
+has them); the self-paced PCM is the real ALSA ``file`` PCM reading a FIFO.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from linetap.capture import Block, Read
+from linetap.capture.alsa import BUFFER_PERIODS, AlsaSource, drain_interval
+from linetap.capture.reader import BlockQueue, LineReader
+from linetap.clock import SystemClock
+from linetap.config import load_text
+
+RATE = 8000
+PERIOD = 160
+
+
+@pytest.mark.parametrize("card_no, period_s, buffer_s, expected", [
+    (0, 0.02, 0.5, 0.1),     # the 500 ms asked for: drain every 100 ms
+    (1, 0.02, 0.32, 0.08),   # a card that gave 320 ms: a quarter of it
+    (0, 0.02, 0.08, 0.02),   # ALSA's usual 4 periods: no less than a period
+    (2, 0.02, 2.0, 0.1),     # a generous card: never more than 100 ms
+    (-1, 0.02, 0.5, 0.02),   # no card behind it (file plugin): a period
+])
+def test_drain_interval(card_no, period_s, buffer_s, expected):
+    assert drain_interval(card_no, period_s, buffer_s) == pytest.approx(expected)
+
+
+class FakeCard:
+    """A capture card's ring buffer, filled at ``RATE`` by the monotonic clock, read non-blocking.
+
+    ``prebuffered_s``: the card had been capturing this long when the stream was handed over
+    (frames the reader finds waiting on its first read, as after a late first wake-up)."""
+
+    drain_s = 0.1
+
+    def __init__(self, prebuffered_s: float = 0.0, buffer_periods: int = BUFFER_PERIODS,
+                 stall_reader_at: tuple[int, ...] = ()) -> None:
+        self.t0 = time.monotonic() - prebuffered_s
+        self.wall0 = time.time() - prebuffered_s  # wall time of frame 0
+        self.read_to = 0
+        self.buffer = buffer_periods * PERIOD
+        self.reads = self.empty_reads = self.overruns = 0
+        self.served: list[int] = []  # the card's frame number of each period read
+        self.stall_reader_at = stall_reader_at  # these reads keep the reader away for 0.7 s
+
+    def true_wall(self, k: int) -> float:
+        return self.wall0 + k / RATE
+
+    def _captured(self) -> int:
+        return int((time.monotonic() - self.t0) * RATE)
+
+    def pending(self) -> int:
+        return self._captured() - self.read_to
+
+    def read(self) -> Read:
+        self.reads += 1
+        if self.reads in self.stall_reader_at:
+            time.sleep(0.7)  # the reader descheduled for longer than the buffer holds
+        avail = self.pending()
+        if avail > self.buffer:  # not drained in time: ALSA says -EPIPE, the stream restarts
+            self.overruns += 1
+            self.read_to = self._captured()
+            return Read(None, overrun=True)
+        if avail < PERIOD:
+            self.empty_reads += 1  # -EAGAIN
+            return Read(None)
+        k = self.read_to
+        self.read_to += PERIOD
+        self.served.append(k)
+        frames = (np.arange(k, k + PERIOD) % 30000).astype(np.int16).reshape(-1, 1)
+        return Read(frames)
+
+    def close(self) -> None:
+        pass
+
+
+def _reader(source, *, max_sleep_s: float = 0.1) -> tuple[LineReader, BlockQueue]:
+    (line,) = load_text("[recorder]\nid = 't'\ndata_dir = '/nonexistent'\n"
+                        "[[line]]\nname = 'l1'\npcm = 'card'\n").lines
+    q = BlockQueue()
+    r = LineReader(line, q, source_factory=lambda *a: source, clock=SystemClock(), max_queued=10_000,
+                   max_sleep_s=max_sleep_s)
+    return r, q
+
+
+def _run(reader: LineReader, seconds: float) -> float:
+    reader.start()
+    time.sleep(seconds)
+    reader.stop()
+    reader.join(timeout=2)
+    assert not reader.is_alive()
+    return seconds
+
+
+def test_a_card_is_drained_every_100_ms_and_every_period_keeps_its_own_block_and_time():
+    card = FakeCard(prebuffered_s=0.3)
+    reader, q = _reader(card)
+    seconds = _run(reader, 1.5)
+    blocks = [x for x in q.take_all() if isinstance(x, Block)]
+    # Every period, in order, none lost, none doubled, each a block of one period.
+    assert [b.start_frame for b in blocks] == [PERIOD * i for i in range(len(blocks))]
+    assert all(len(b.frames) == PERIOD for b in blocks)
+    assert np.array_equal(np.concatenate([b.frames for b in blocks])[:, 0],
+                          (np.arange(PERIOD * len(blocks)) % 30000).astype(np.int16))
+    assert len(blocks) * PERIOD >= (seconds + 0.3 - 0.15) * RATE
+    assert card.overruns == 0 and not any(b.overrun for b in blocks)
+    # Dated from the sample count, anchored on what the card still held when the stream was
+    # first read: the first block's audio is 300 ms older than that read.
+    assert card.served == [b.start_frame for b in blocks]
+    for b in blocks:
+        assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)
+    # Wake-ups: ~10 a second (an empty read ends each drain), not one per 20 ms period.
+    assert card.empty_reads <= 13 * seconds
+    assert card.reads == len(blocks) + card.empty_reads + card.overruns
+
+
+def test_the_reader_sleeps_no_longer_than_it_is_allowed():
+    """A short ``stall_after_ms`` caps the sleep: a drained reader must never look stalled."""
+    card = FakeCard()
+    reader, q = _reader(card, max_sleep_s=0.025)
+    seconds = _run(reader, 1.0)
+    assert card.empty_reads >= 25 * seconds  # woke every ~25 ms, not every 100 ms
+    assert card.overruns == 0
+
+
+def test_a_card_not_drained_in_time_reports_an_overrun_and_the_stream_goes_on():
+    card = FakeCard(stall_reader_at=(10, 30))  # late twice: 700 ms of audio in a 500 ms buffer
+    reader, q = _reader(card)
+    _run(reader, 2.5)
+    blocks = [x for x in q.take_all() if isinstance(x, Block)]
+    assert card.overruns == 2 and reader.overruns == 2
+    assert len(card.served) == len(blocks)
+    marked = [(b, k) for b, k in zip(blocks, card.served) if b.overrun]
+    assert len(marked) == card.overruns, "the block after lost samples carries the overrun"
+    # After each overrun the stream is re-dated from the samples that follow, and the time
+    # lost shows as a jump in the blocks' times (which the pipeline turns into a gap).
+    for b, k in zip(blocks, card.served):
+        assert b.t_wall == pytest.approx(card.true_wall(k), abs=0.02)
+
+
+def test_the_file_pcm_is_read_as_it_comes_through_real_alsa(alsa):
+    """The tests' and the demo's PCM has no card behind it: its reads wait on the FIFO, and
+    ``avail`` says nothing about what the FIFO holds, so the reader neither sleeps nor trusts it."""
+    (line,) = alsa.lines(1)
+    audio = (np.arange(RATE) % 1000).astype(np.int16)
+    feeder = line.feed(audio, speed=1.0, keep_open=True)
+    src = AlsaSource(line.pcm, RATE, 1, PERIOD)
+    try:
+        assert src.card_no == -1
+        assert src.drain_s == pytest.approx(0.02)
+        assert src.buffer_s == pytest.approx(BUFFER_PERIODS * PERIOD / RATE)
+        got = []
+        t0 = time.monotonic()
+        while len(got) < 25:
+            r = src.read()
+            if r.frames is not None:
+                got.append(r.frames[:, 0].copy())
+        took = time.monotonic() - t0
+        assert src.pending() == 0
+    finally:
+        src.close()
+        feeder.stop()
+    # Paced by the FIFO's writer (real time): 25 periods take about 0.5 s, not an instant.
+    assert 0.35 < took < 1.5
+    assert np.array_equal(np.concatenate(got), audio[:25 * PERIOD])
+
+
+def test_a_blocking_source_is_never_slept_on():
+    """A source with no ``drain_s`` (a fake, or a self-paced PCM) is read again at once."""
+    class Blocking:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def read(self) -> Read:
+            self.calls += 1
+            if self.calls % 2:
+                return Read(None)
+            time.sleep(0.02)
+            return Read(np.zeros((PERIOD, 1), dtype=np.int16))
+
+        def close(self) -> None:
+            pass
+
+    src = Blocking()
+    reader, q = _reader(src)
+    _run(reader, 0.5)
+    blocks = [x for x in q.take_all() if isinstance(x, Block)]
+    assert len(blocks) >= 15  # ~25 in 0.5 s; with a 100 ms sleep per empty read it would be ~4
