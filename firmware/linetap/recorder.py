@@ -42,8 +42,8 @@ from .store.recordings import DIR_MODE, Recording, salvage
 logger = logging.getLogger(__name__)
 
 HEALTH_TICK_S = 0.1
-RUN_BLOCKS = 5  # a line's queued blocks handled as one run: at most 100 ms of its audio (GATHER_S)
-GATHER_S = 0.1  # with little queued, the pipeline waits this long for more before a round
+RUN_BLOCKS = 10  # a line's queued blocks handled as one run: at most 200 ms of its audio (GATHER_S)
+GATHER_S = 0.2  # with little queued, the pipeline waits this long for more before a round
 SLOW_CHECK_S = 10.0  # disk, clock, retention sweep
 READY_TIMEOUT_S = 5.0  # READY=1 even if a line cannot be opened: it is alarmed, not fatal
 STATUS_FILE = "status.json"
