@@ -11,8 +11,8 @@ seam: a ``source_factory`` of in-memory sources returning 20 ms blocks of realis
 (``linetap.sim.line.render``: a noise floor at -70 dBFS, calls of recorded speech, gaps) as fast
 as the pipeline takes them; a source stays at most ``AHEAD_S`` ahead of its line's progress, so
 nothing is dropped and the queue does not become the memory figure. The pipeline takes each line's
-queued blocks as runs of at most ``linetap.recorder.RUN_BLOCKS`` (100 ms), the runs it also makes in
-real time (where it lets ``GATHER_S``, 100 ms, of blocks gather), so these figures stand for real time.
+queued blocks as runs of at most ``linetap.recorder.RUN_BLOCKS`` (200 ms), the runs it also makes in
+real time (where it lets ``GATHER_S``, 200 ms, of blocks gather), so these figures stand for real time.
 
 Then, in the same process, the same audio goes through the codec alone: every segment the
 pipeline recorded (found from the index) is encoded again with libsndfile through
@@ -26,7 +26,7 @@ drains (100 ms). ``--reader blocking`` models the other kind of source instead, 
 each period (one wake-up per 20 ms per line; this is how the ``file`` PCM of the tests behaves). The
 audio is the same 120 s script as above (about 60 % in calls); use SECONDS >= 120 to measure all of it.
 The "32 lines RT" column of the main table is 32 x the per-line cost at full speed, which leaves
-out what only real time costs (the readers' wake-ups, a pipeline round every 100 ms).
+out what only real time costs (the readers' wake-ups, a pipeline round every 200 ms).
 
 CPU time is the whole process's (``resource.getrusage``: user + system, every thread). Targets
 (issue 2): pipeline <= 1.5x codec-only; 32 lines in real time under 35 % of one core with Opus,
@@ -427,7 +427,7 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     wakes = "10 times a second" if args.reader == "drain" else "50 times a second"
     print("\n% core: the whole process (every thread) while recording in real time. Unlike the")
     print(f"as-fast-as-possible table, it includes what only real time costs: every reader thread wakes {wakes},")
-    print("and the pipeline runs in rounds of 100 ms. Targets (issue 2): 32 lines < 35 % (opus), < 10 % (flac).")
+    print("and the pipeline runs in rounds of 200 ms. Targets (issue 2): 32 lines < 35 % (opus), < 10 % (flac).")
     print(f"wakeups (the baseline, same run): N bare threads waking {wakes} to queue the blocks due, one")
     print("consumer every 100 ms, no recorder: the floor under any thread-per-line capture.")
     return 0

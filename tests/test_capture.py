@@ -194,3 +194,28 @@ def test_a_blocking_source_is_never_slept_on():
     _run(reader, 0.5)
     blocks = [x for x in q.take_all() if isinstance(x, Block)]
     assert len(blocks) >= 15  # ~25 in 0.5 s; with a 100 ms sleep per empty read it would be ~4
+
+
+def test_the_recorder_lets_its_readers_sleep_a_quarter_of_the_stall_time_at_most(tmp_path):
+    """With ``stall_after_ms = 200`` a card is drained every 50 ms: its frames arrive often enough
+    that the sleeping reader never looks stalled."""
+    from helpers import wait_for, write_config
+    from linetap.config import load
+    from linetap.recorder import Recorder
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "card1", "pcm": "hw:9"}],
+                            health={"stall_after_ms": 200, "check_clock": False}))
+    card = FakeCard()
+    rec = Recorder(cfg, source_factory=lambda *a: card)
+    rec.start()
+    try:
+        reader = rec.readers["card1"]
+        assert reader.max_sleep_s == pytest.approx(0.05)
+        wait_for(lambda: reader.frames_read >= RATE // 2, timeout=5)
+        time.sleep(0.5)
+        assert not rec.alarms.is_active("LINE_DEAD", "card1")  # frames flow: no stall
+        assert 15 <= card.empty_reads / (time.monotonic() - card.t0) <= 25  # ~20 drains a second
+    finally:
+        rec.stop()
