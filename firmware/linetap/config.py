@@ -76,7 +76,7 @@ class StorageConfig:
     retention_days: int = 0
     min_retention_days: int = 0
     on_min_retention_conflict: str = "alarm"  # alarm | evict
-    sync_interval_s: float = 0.5
+    sync_interval_s: float = 0.4
     encrypt_to: Path | None = None
     opus_bitrate_mode: str = "vbr"
 
@@ -301,7 +301,7 @@ def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> C
         min_retention_days=s.get("min_retention_days", int, 0, check=between(0, 36500)),
         on_min_retention_conflict=s.get("on_min_retention_conflict", str, "alarm",
                                         check=one_of(("alarm", "evict"))),
-        sync_interval_s=s.get("sync_interval_s", float, 0.5, check=between(0.05, 1.0)),
+        sync_interval_s=s.get("sync_interval_s", float, 0.4, check=between(0.05, 1.0)),
         encrypt_to=to_path(s.get("encrypt_to", str, None)),
         opus_bitrate_mode=s.get("opus_bitrate_mode", str, "vbr", check=one_of(("vbr", "cbr"))),
     )
