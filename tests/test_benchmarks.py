@@ -1,0 +1,35 @@
+"""The pipeline benchmark still runs, in both its modes (tiny sizes: its figures are not checked here;
+speed targets are met in the benchmark itself, never in a timed test)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "pipeline.py"
+
+
+def _run(*args: str) -> str:
+    p = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout
+
+
+def test_the_pipeline_benchmark_prints_its_table_beside_the_codec_alone():
+    out = _run("--lines", "1", "--codecs", "flac", "--seconds", "10")
+    row = re.search(r"^flac\s+1\s+\d+\s+\d+\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)x\s+[\d.]+%\s+[\d.]+\s+[\d.]+\s+(\d+)$",
+                    out, re.M)
+    assert row, out
+    pipeline_pct, codec_pct, ratio, drops = (float(row[1]), float(row[2]), float(row[3]), int(row[4]))
+    assert pipeline_pct > codec_pct > 0 and ratio > 1  # the codec is part of the pipeline
+    assert drops == 0 and "WARNING" not in out
+
+
+def test_the_real_time_benchmark_runs_with_either_reader():
+    for reader in ("drain", "blocking"):
+        out = _run("--realtime", "4", "--lines", "2", "--codecs", "flac", "--reader", reader)
+        rows = re.findall(r"^(wakeups|flac)\s+2\s+([\d.]+)%\s+[\d.]+%\s+(\d+)\s+(\d+)$", out, re.M)
+        assert [r[0] for r in rows] == ["wakeups", "flac"], out
+        assert all(r[2] == "0" and r[3] == "0" for r in rows), out  # no drops, no overruns
