@@ -106,6 +106,17 @@ def setup_line(alsa, tmp_path: Path, data_dir: Path, codec: str, call_s: float, 
     return line, cfg, pcm_audio
 
 
+def signal_mid_call(rec, feeder, data_dir: Path, at_s: float, sig: int) -> tuple[int, float]:
+    """Start the recorder, let a call open and run until ``at_s`` of audio was fed, send ``sig``:
+    (frames fed when it was sent, monotonic time it was sent)."""
+    rec.started()
+    rec.until(lambda: row_of(data_dir, "recording"))
+    rec.until(lambda: feeder.sent_frames >= at_s * RATE)
+    t = time.monotonic()
+    rec.proc.send_signal(sig)
+    return feeder.sent_frames, t
+
+
 @pytest.mark.parametrize("codec", ["opus", "flac", "wav"])
 def test_a_recording_cut_by_sigkill_is_recovered_playable_with_all_but_the_last_second(
         alsa, tmp_path, data_dir, codec):
@@ -114,13 +125,9 @@ def test_a_recording_cut_by_sigkill_is_recovered_playable_with_all_but_the_last_
     feeder = line.feed(pcm_audio, speed=1.0)
     rec = Recorder(cfg, alsa.env(), tmp_path / "run1.log")
     try:
-        rec.started()
-        rec.until(lambda: row_of(data_dir, "recording"))
-        kill_at_s = IDLE_S + 4.5  # 4.5 s into the call, ~7.5 s into the recording (pre-roll included)
-        rec.until(lambda: feeder.sent_frames >= kill_at_s * RATE)
-        rec.proc.send_signal(signal.SIGKILL)
-        # What had been fed when the recorder died: an upper bound of what it could have captured.
-        fed_at_kill = feeder.sent_frames
+        # 4.5 s into the call, ~7.5 s into the recording (pre-roll included). What had been fed
+        # when the recorder died: an upper bound of what it could have captured.
+        fed_at_kill, _ = signal_mid_call(rec, feeder, data_dir, IDLE_S + 4.5, signal.SIGKILL)
     finally:
         feeder.stop()
         rec.kill()
@@ -170,12 +177,7 @@ def test_sigterm_in_the_middle_of_a_call_finishes_it_cleanly(alsa, tmp_path, dat
     feeder = line.feed(pcm_audio, speed=1.0)
     rec = Recorder(cfg, alsa.env(), tmp_path / "run.log")
     try:
-        rec.started()
-        rec.until(lambda: row_of(data_dir, "recording"))
-        rec.until(lambda: feeder.sent_frames >= (IDLE_S + 3.5) * RATE)
-        t_term = time.monotonic()
-        rec.proc.send_signal(signal.SIGTERM)
-        fed_at_term = feeder.sent_frames
+        fed_at_term, t_term = signal_mid_call(rec, feeder, data_dir, IDLE_S + 3.5, signal.SIGTERM)
         code = rec.wait()
         assert code == 0, rec.text()
         assert time.monotonic() - t_term < 5, "shutdown took too long"

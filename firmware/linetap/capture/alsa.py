@@ -66,11 +66,10 @@ class AlsaSource:
         period_s = got.get("period_size", period_frames) / rate
         self.buffer_s = got.get("buffer_size", period_frames * BUFFER_PERIODS) / rate
         self.drain_s = drain_interval(self.card_no, period_s, self.buffer_s)
-        self._on_card = self.card_no >= 0
 
     def pending(self) -> int:
         """Frames the card has captured that no read has taken yet (0 with no card behind)."""
-        if not self._on_card:
+        if self.card_no < 0:
             return 0
         try:
             return max(0, int(self._pcm.avail()))
