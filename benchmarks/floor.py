@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""The least any recorder must spend beside the codec: a floor under issue 2's ratio target.
+
+    .venv/bin/python benchmarks/floor.py [--codecs opus,flac] [--seconds 120] [--trials 5]
+
+Issue 2 asks the whole pipeline to cost at most 1.5x the codec alone (libsndfile encoding the
+same audio). Whatever else a recorder does, the same issue obliges it to do three things the codec
+alone does not: read the line through ALSA in 20 ms periods, encode those periods as they come,
+and push the file to the disk at least every second (flush + fsync; linetap does it every 0.4 s of
+audio so a power cut costs under a second with every codec). This script measures those three and
+nothing else, against the codec alone, in the same process and run, trial by trial:
+
+  codec-only   the audio from memory through ``linetap.store.audio.AudioWriter`` in 20 ms writes
+               (exactly the "codec-only" column of ``pipeline.py``)
+  read         pyalsaaudio reading the audio in 20 ms periods through libasound (an ALSA ``file``
+               PCM whose ``infile`` is a regular file, so reads never wait: as fast as possible);
+               each period made a numpy array, as any analysis needs it
+  read+codec   the two together, period by period
+  +fsync 1.0s  and a flush + fsync every second of audio (the issue's slowest allowed)
+  +fsync 0.4s  and every 0.4 s (linetap's default ``storage.sync_interval_s``)
+
+The calls are pyalsaaudio and libsndfile directly, with no linetap code between them, so the
+figures are a floor for any implementation, not for linetap's. No analysis at all is included (no
+level, no segmentation, no index): a real recorder costs more. CPU is the process's user + system
+time (fsync is mostly system time). Each row is the median of the trials, with the range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from linetap.sim.feeder import asoundrc
+from linetap.sim.line import render
+from linetap.store.audio import AudioWriter
+
+RATE = 8000
+PERIOD = RATE // 50  # 20 ms
+PCM = "floor"
+
+
+def cpu() -> float:
+    return time.process_time()
+
+
+class Case:
+    def __init__(self, work: Path, codec: str, audio: np.ndarray) -> None:
+        self.work, self.codec, self.audio = work, codec, audio
+        self.n = 0
+
+    def _writer(self) -> AudioWriter:
+        self.n += 1
+        return AudioWriter(self.work / f"{self.n}.{self.codec}", self.codec, RATE, 1)
+
+    def codec_only(self) -> float:
+        w, x = self._writer(), self.audio.reshape(-1, 1)
+        t = cpu()
+        for i in range(0, len(x), PERIOD):
+            w.write(x[i:i + PERIOD])
+        w.close()
+        return cpu() - t
+
+    def captured(self, *, encode: bool, sync_every_s: float | None = None) -> float:
+        import alsaaudio  # the one library under test; imported after $HOME points at our asoundrc
+        pcm = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device=PCM, rate=RATE, channels=1,
+                            format=alsaaudio.PCM_FORMAT_S16_LE, periodsize=PERIOD)
+        w = self._writer() if encode else None
+        sync_every = round(sync_every_s * RATE) if sync_every_s else 0
+        frames = since_sync = 0
+        t = cpu()
+        while frames < len(self.audio):
+            n, data = pcm.read()
+            if n <= 0:
+                raise SystemExit(f"ALSA read returned {n} after {frames} frames")
+            block = np.frombuffer(data, dtype=np.int16).reshape(-1, 1)
+            frames += n
+            if w is not None:
+                w.write(block)
+                since_sync += n
+                if sync_every and since_sync >= sync_every:
+                    w.sync()
+                    since_sync = 0
+        if w is not None:
+            w.close()
+        used = cpu() - t
+        pcm.close()
+        return used
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--codecs", default="opus,flac")
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--trials", type=int, default=5)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="linetap-floor-") as tmp:
+        work = Path(tmp)
+        audio = render([("call", args.seconds)], rate=RATE, seed=7)[0].astype(np.int16)
+        audio = audio[:len(audio) // PERIOD * PERIOD]
+        raw = work / "line.raw"
+        audio.tofile(raw)
+        # libasound reads $HOME/.asoundrc when it first opens a PCM
+        os.environ["HOME"] = str(work)
+        os.environ.pop("XDG_CONFIG_HOME", None)
+        (work / ".asoundrc").write_text(asoundrc({PCM: raw}))
+
+        print(f"{len(audio) / RATE:.0f} s of call audio, 20 ms periods, {args.trials} trials; "
+              f"CPU s (user + system) per run, median [min-max]; ratio = median / codec-only median\n")
+        print(f"{'codec':5} {'what':12} {'CPU s':>8} {'range':>17} {'ratio':>6}")
+        print("-" * 52)
+        for codec in args.codecs.split(","):
+            case = Case(work, codec, audio)
+            kinds = {
+                "codec-only": case.codec_only,
+                "read": lambda: case.captured(encode=False),
+                "read+codec": lambda: case.captured(encode=True),
+                "+fsync 1.0s": lambda: case.captured(encode=True, sync_every_s=1.0),
+                "+fsync 0.4s": lambda: case.captured(encode=True, sync_every_s=0.4),
+            }
+            got: dict[str, list[float]] = {k: [] for k in kinds}
+            for _ in range(args.trials):  # interleaved, so drift on a noisy VM hits every row alike
+                for k, fn in kinds.items():
+                    got[k].append(fn())
+            base = statistics.median(got["codec-only"])
+            for k, xs in got.items():
+                m = statistics.median(xs)
+                print(f"{codec:5} {k:12} {m:8.4f} {min(xs):8.4f}-{max(xs):<8.4f} {m / base:5.2f}x")
+            print()
+        print("Issue 2's target: the whole pipeline <= 1.5x codec-only. The rows above are what any\n"
+              "recorder meeting the issue's other requirements must spend, before any analysis.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
