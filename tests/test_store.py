@@ -212,3 +212,23 @@ def test_after_a_sync_the_file_on_disk_holds_all_but_a_codec_frame(tmp_path, cod
         got = sum(len(b) for b in audio.read_blocks(cut, 160))
         assert written - held_back <= got <= written, (codec, written, got)
     w.close()
+
+
+@pytest.mark.parametrize("codec", ["flac", "opus", "wav"])
+def test_closing_a_file_fsyncs_all_of_it_before_it_can_be_renamed(tmp_path, monkeypatch, codec):
+    """What libsndfile writes on closing (the last frames, the header it rewrites) reaches the disk
+    before ``close`` returns, so the rename that follows never publishes a file the disk lacks."""
+    fsynced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(audio.os, "fsync", lambda fd: (fsynced.append((os.fstat(fd).st_ino, os.fstat(fd).st_size)),
+                                                       real_fsync(fd))[1])
+    path = tmp_path / f"a.{codec}"
+    w = audio.AudioWriter(path, codec, RATE, 1)
+    w.write(speech(1.05).reshape(-1, 1))
+    size_before_close = path.stat().st_size
+    w.close()
+    final = path.stat()
+    assert fsynced[-1] == (final.st_ino, final.st_size)  # the whole finished file, after libsndfile closed it
+    assert final.st_size > size_before_close or codec == "wav"  # closing wrote something the syncs had not
+    w.close()  # a second close is harmless
+    assert len(fsynced) == 1

@@ -4,7 +4,8 @@ Writers are set up so that a kill or a power cut loses at most about a second:
 Ogg Opus pages are emitted at least every 200 ms (SFC_SET_OGG_PAGE_LATENCY_MS),
 WAV headers are rewritten on every write (SFC_SET_UPDATE_HEADER_AUTO), and
 ``sync()`` (sf_write_sync: fsync of the file) is called by the recording on
-the audio clock. FLAC frames reach the file as libFLAC emits them: at compression level 2
+the audio clock, and ``close()`` fsyncs the finished file (its last frames and the header the
+codec rewrites at the end) before the caller renames it. FLAC frames reach the file as libFLAC emits them: at compression level 2
 (``FLAC_COMPRESSION``) a frame is 1152 samples (144 ms at 8 kHz); libsndfile's default, level 5,
 makes 4096 (512 ms held back at any moment, which alone would take a power cut's loss past a
 second). Level 2 files of line audio are about 2 % larger than level 5's.
@@ -48,10 +49,11 @@ class AudioWriter:
         extra = {"compression_level": FLAC_COMPRESSION} if codec == "flac" else {}
         try:
             self._f = sf.SoundFile(fd, "w", samplerate=rate, channels=channels, format=major,
-                                   subtype=subtype, closefd=True, **extra)
+                                   subtype=subtype, closefd=False, **extra)
         except (sf.LibsndfileError, RuntimeError, TypeError) as e:
             os.close(fd)
             raise AudioError(f"{path}: {e}") from None
+        self._fd = fd  # ours: libsndfile leaves it open, so the finished file can be fsynced
         snd, ffi = sf._snd, sf._ffi  # libsndfile commands soundfile does not wrap
         if codec == "wav":
             snd.sf_command(self._f._file, _SFC_SET_UPDATE_HEADER_AUTO, ffi.NULL, 1)
@@ -80,10 +82,20 @@ class AudioWriter:
             raise AudioError(str(e)) from None
 
     def close(self) -> None:
+        """Finish the file and push all of it to the disk: what libsndfile writes on closing
+        (the codec's last frames, FLAC's STREAMINFO, the Ogg end of stream) is not covered
+        by the last ``sync()``, and a file renamed before it is on disk can come back empty
+        after a power cut."""
+        if self._fd < 0:
+            return
         try:
             self._f.close()
+            os.fsync(self._fd)
         except (sf.LibsndfileError, RuntimeError) as e:
             raise AudioError(str(e)) from None
+        finally:
+            os.close(self._fd)
+            self._fd = -1
 
 
 _SALVAGE_STEP = 160  # frames: 20 ms at 8 kHz
@@ -155,7 +167,6 @@ def rewrite(src: Path, dst: Path, codec: str) -> int:
     try:
         for block in read_blocks(src):
             w.write(block)
-        w.sync()
     finally:
-        w.close()
+        w.close()  # fsyncs it: the caller deletes the only other copy next
     return w.frames
