@@ -145,3 +145,34 @@ def test_two_lines_record_at_once_and_one_failing_pcm_does_not_disturb_the_other
     assert len(audio.read(data_dir / bad_rows[0]["path"])[0]) > 0
     # ...and after the reopen the line records again by itself (the rest of its call).
     assert len(bad_rows) >= 2 and bad_rows[1]["status"] in ("complete",)
+
+
+def test_the_pipeline_syncs_every_due_recording_in_one_filesystem_sync_per_round(alsa, data_dir, tmp_path,
+                                                                                monkeypatch):
+    """Two lines in a call at once: no file syncs on its own; each pipeline round with a sync due
+    syncs the filesystem once: fewer syncs than sync points, and never none. (A round holding more
+    than a sync interval of a line's audio syncs everything due when that line is due again.)"""
+    lines = alsa.lines(2)
+    own_syncs: list[int] = []
+    monkeypatch.setattr(audio.AudioWriter, "sync", lambda w: own_syncs.append(1))
+    script = [("idle", 4), ("call", 12), ("idle", 10)]
+    cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": ln.pcm, "pcm": ln.pcm} for ln in lines],
+                            recorder=FAST, storage={"codec": "flac", "sync_interval_s": 0.4}))
+    rec = Recorder(cfg, clock=FakeClock(wall=T0))
+    fs_syncs: list[object] = []
+    real = rec.syncs._sync_fs
+    rec.syncs._sync_fs = lambda path: (fs_syncs.append(path), real(path))
+    # 4x real time: rounds of about 0.8 s of audio, two sync points of each line
+    feeders = [ln.feed(render(script, seed=20 + i)[0], speed=4.0) for i, ln in enumerate(lines)]
+    rec.start()
+    try:
+        run_until_fed(rec, [ln.pcm for ln in lines], sum(s[1] for s in script))
+    finally:
+        rec.stop()
+        for f in feeders:
+            f.stop()
+    rows = open_index(data_dir).calls()
+    assert len(rows) == 2 and all(r["status"] == "complete" for r in rows)
+    sync_points = sum(int(r["duration_s"] / 0.4) for r in rows)
+    assert own_syncs == []
+    assert set(fs_syncs) == {data_dir} and 0 < len(fs_syncs) <= 0.75 * sync_points, (len(fs_syncs), sync_points)

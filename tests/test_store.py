@@ -232,3 +232,104 @@ def test_closing_a_file_fsyncs_all_of_it_before_it_can_be_renamed(tmp_path, monk
     assert final.st_size > size_before_close or codec == "wav"  # closing wrote something the syncs had not
     w.close()  # a second close is harmless
     assert len(fsynced) == 1
+
+
+# --- the recorder's periodic syncs, batched per pipeline round ---
+
+class SyncSpy:
+    """Counts each file's own syncs (``AudioWriter.sync``) and the batch's filesystem syncs."""
+
+    def __init__(self, monkeypatch, fs_error: OSError | None = None, failing_file: Path | None = None):
+        self.files: list[str] = []
+        self.fs: list[Path] = []
+        self.fs_error = fs_error
+        real = audio.AudioWriter.sync
+
+        def file_sync(w):
+            name = Path(os.readlink(f"/proc/self/fd/{w._fd}")).name
+            self.files.append(name)
+            if failing_file is not None and name == failing_file.name:
+                raise audio.AudioError(f"{name}: Input/output error")
+            real(w)
+        monkeypatch.setattr(audio.AudioWriter, "sync", file_sync)
+
+    def sync_fs(self, path: Path) -> None:
+        self.fs.append(path)
+        if self.fs_error is not None:
+            raise self.fs_error
+
+
+def batched(data_dir: Path, index, batch, n: int) -> list[Recording]:
+    return [Recording(data_dir, index, line=f"line{i}", codec="flac", rate=RATE, channels=1, started_at=T0,
+                      sync_interval_s=0.4, syncs=batch) for i in range(n)]
+
+
+def test_due_recordings_are_synced_together_by_one_filesystem_sync_per_round(data_dir, monkeypatch):
+    from linetap.store.recordings import SyncBatch
+    spy = SyncSpy(monkeypatch)
+    index = open_index(data_dir)
+    batch = SyncBatch(data_dir, sync_fs=spy.sync_fs)
+    recs = batched(data_dir, index, batch, 3)  # a sync point every 0.4 s of audio
+    x = speech(2.0)
+    at = [0, 0, 0]
+
+    def write(i: int, seconds: float) -> None:
+        n = int(seconds * RATE)
+        recs[i].write(x[at[i]:at[i] + n])
+        at[i] += n
+
+    for i in range(3):
+        write(i, 0.3)  # not yet at a sync point
+    assert batch.flush() == 0 and spy.fs == []
+    write(0, 0.2)
+    write(1, 0.2)  # both past 0.4 s: due
+    assert spy.files == [] and spy.fs == []  # nothing synced inside the round
+    assert batch.flush() == 2 and spy.fs == [data_dir]  # one filesystem sync for both
+    assert batch.flush() == 0 and spy.fs == [data_dir]  # synced: no longer due
+    # A round holding a backlog: a file due again before the round ended syncs everything due then.
+    write(0, 0.4)
+    write(1, 0.4)  # both past 0.8 s: due
+    assert spy.fs == [data_dir]
+    write(0, 0.4)  # past 1.2 s while still due from 0.8 s
+    assert spy.fs == [data_dir] * 2 and batch.flush() == 1  # only its newest sync point was left
+    write(2, 0.2)  # past 0.4 s: due
+    rows = [r.finish("shutdown") for r in recs]  # finishing fsyncs the file itself: no longer due
+    assert batch.flush() == 0 and spy.fs == [data_dir] * 3 and spy.files == []
+    assert [row["duration_s"] for row in rows] == [1.3, 0.9, 0.5]
+
+
+def test_if_the_filesystem_sync_fails_each_file_syncs_alone_and_a_failing_one_keeps_its_audio(data_dir, monkeypatch):
+    import errno
+
+    from linetap.store.recordings import SyncBatch
+    index = open_index(data_dir)
+    batch = SyncBatch(data_dir)  # placeholder, replaced below once the failing file is known
+    errors: list[tuple[str, str | None]] = []
+    recs = batched(data_dir, index, batch, 2)
+    recs[1].on_error = lambda detail, at: errors.append((recs[1].line, detail))
+    spy = SyncSpy(monkeypatch, fs_error=OSError(errno.EIO, "Input/output error"), failing_file=recs[1].part)
+    batch._sync_fs = spy.sync_fs
+    x = speech(2.0)
+    for r in recs:
+        r.write(x[:int(0.5 * RATE)])
+    assert batch.flush() == 2
+    assert spy.fs == [data_dir] and sorted(spy.files) == sorted([recs[0].part.name, recs[1].part.name])
+    assert recs[0].error is None
+    assert recs[1].error is not None and errors == [("line1", recs[1].error)]  # alarmed: DISK_WRITE_FAILED
+    # The failed one keeps what comes next in RAM and writes it once the disk works again.
+    recs[1].write(x[int(0.5 * RATE):int(1.0 * RATE)])
+    assert recs[1].frames == int(1.0 * RATE) and recs[1].duration_s == 0.5
+    spy.fs_error = None
+    monkeypatch.setattr(audio.AudioWriter, "sync", lambda w: None)
+    recs[1].write(x[int(1.0 * RATE):int(1.6 * RATE)])  # a second of audio later: the retry
+    assert recs[1].error is None and errors[-1] == ("line1", None)
+    row = recs[1].finish("shutdown")
+    assert row["duration_s"] == 1.6
+    assert sum(len(b) for b in audio.read_blocks(data_dir / row["path"])) == int(1.6 * RATE)
+
+
+def test_syncfs_syncs_the_filesystem_of_a_directory_and_names_what_it_could_not(tmp_path):
+    from linetap.store.recordings import syncfs
+    syncfs(tmp_path)
+    with pytest.raises(OSError, match="missing"):
+        syncfs(tmp_path / "missing")

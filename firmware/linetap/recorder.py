@@ -37,7 +37,7 @@ from .health.snapshot import DiskStatus, LineStatus, build_snapshot, significant
 from .index import Index, open_index
 from .leds.patterns import led_patterns
 from .mqtt import topics as events
-from .store.recordings import DIR_MODE, Recording, salvage
+from .store.recordings import DIR_MODE, Recording, SyncBatch, salvage
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class Recorder:
         self.notifier = notifier or Notifier()
         self.use_mqtt = mqtt
         self.data_dir = Path(cfg.recorder.data_dir)
+        self.syncs = SyncBatch(self.data_dir)  # the recordings' periodic syncs, one per round
         self.listeners = Listeners()
         self.queue: BlockQueue = BlockQueue()
         self.lines: dict[str, LineCalls] = {}
@@ -337,6 +338,15 @@ class Recorder:
             for item in runs([first, *q.take_all()], RUN_BLOCKS):
                 self._handle(item)
                 self.watchdog.progress("pipeline")
+            self._sync()
+
+    def _sync(self) -> None:
+        """The round's due syncs, together (``SyncBatch``)."""
+        try:
+            self.syncs.flush()
+        except Exception:  # noqa: BLE001 - a sync failure is the recording's, never the pipeline's end
+            self.pipeline_errors += 1
+            logger.exception("syncing the recordings failed")
 
     def _handle(self, item: Run | SourceEvent) -> None:
         try:
@@ -420,7 +430,8 @@ class Recorder:
 
         return Recording(self.data_dir, self.index, line=name, codec=self.cfg.storage.codec,
                          rate=line.rate, channels=line.channels, started_at=started_at,
-                         sync_interval_s=self.cfg.storage.sync_interval_s, on_error=on_error)
+                         sync_interval_s=self.cfg.storage.sync_interval_s, on_error=on_error,
+                         syncs=self.syncs)
 
     # --- call events (LineCalls' listener) ---
     def call_started(self, line: str, call_id: int, started_at: float) -> None:

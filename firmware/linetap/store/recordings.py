@@ -1,14 +1,17 @@
 """Recordings on disk: naming, the crash-safe life cycle of a file, and salvage.
 
 A call's file is created as ``<name>.<ext>.part`` (the mark of a file being
-written), synced to the disk every ``sync_interval_s`` of audio, and renamed to
-its final name only once closed and complete. On start-up, every ``.part``
+written), synced to the disk every ``sync_interval_s`` of audio (in the recorder,
+every due file at once, at the end of the pipeline round: ``SyncBatch``), and renamed
+to its final name only once closed, fsynced and complete. On start-up, every ``.part``
 left by a crash or power cut is decoded as far as it goes, written afresh as a
 finished file, and indexed with ``status = "recovered"``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import logging
 import os
@@ -44,6 +47,70 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(path: Path) -> None:
+    """syncfs(2): write out every dirty file of the filesystem holding ``path``, in one journal
+    commit. Python's ``os`` has no syncfs; Linux reports a write-back error on any of them."""
+    fn = getattr(_libc, "syncfs", None)
+    if fn is None:
+        raise OSError(errno.ENOSYS, "syncfs is not available")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if fn(fd) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"syncfs {path}: {os.strerror(e)}")
+    finally:
+        os.close(fd)
+
+
+class SyncBatch:
+    """The recordings due for their periodic sync, synced together once per pipeline round.
+
+    One ``syncfs`` of the data filesystem pushes every due file's new audio to the disk in a
+    single journal commit, where an fsync per file costs a commit each (measured here, 32 files:
+    0.2-0.3 ms of CPU and about 1 ms of waiting, against 2.2-2.6 ms and 6 ms; on an SD card each
+    commit takes milliseconds). Everything written before the round ended is on the disk when
+    it returns, which is at least what each file's own sync at its sync point would have pushed.
+    If it fails (or the system has no syncfs), each due recording syncs its own file, so a
+    failure is pinned to its recording, which then keeps its audio in RAM as for a failed write.
+    Not thread-safe: owned by the pipeline thread, like the recordings."""
+
+    def __init__(self, data_dir: Path, sync_fs: Callable[[Path], None] = syncfs) -> None:
+        self.data_dir = data_dir
+        self._sync_fs = sync_fs
+        self._due: dict[int, Recording] = {}
+        self.fallbacks = 0
+
+    def due(self, rec: Recording) -> None:
+        """``rec`` passed a sync point. If it passed one before that is still not synced (a round
+        holding a backlog of audio), everything due is synced now: no file ever goes more than
+        one sync interval of its audio past a sync point unsynced."""
+        if id(rec) in self._due:
+            self.flush()
+        self._due[id(rec)] = rec
+
+    def forget(self, rec: Recording) -> None:
+        self._due.pop(id(rec), None)
+
+    def flush(self) -> int:
+        """Sync every due recording; returns how many were due."""
+        if not self._due:
+            return 0
+        due = list(self._due.values())
+        self._due.clear()
+        try:
+            self._sync_fs(self.data_dir)
+        except OSError as e:
+            self.fallbacks += 1
+            if self.fallbacks == 1 or self.fallbacks % 1000 == 0:
+                logger.warning("syncing the recordings' filesystem failed (%s): syncing each file alone", e)
+            for rec in due:
+                rec.sync_now()
+        return len(due)
+
+
 def make_dirs(root: Path, rel: Path) -> Path:
     """Create root/rel with every new directory 0750 (whatever the umask)."""
     path = root
@@ -72,7 +139,7 @@ class Recording:
     def __init__(self, data_dir: Path, index: Index, *, line: str, codec: str, rate: int, channels: int,
                  started_at: float, sync_interval_s: float,
                  on_error: Callable[[str | None, float], None] | None = None, ram_limit_s: float = 600.0,
-                 retry_s: float = 1.0) -> None:
+                 retry_s: float = 1.0, syncs: SyncBatch | None = None) -> None:
         self.data_dir = data_dir
         self.index = index
         self.line = line
@@ -81,6 +148,7 @@ class Recording:
         self.started_at = started_at
         self.sync_every = max(1, int(sync_interval_s * rate))
         self._since_sync = 0
+        self.syncs = syncs  # None: each sync point syncs this file at once
         self.caller_number: str | None = None
         self.caller_name: str | None = None
         self.dtmf = ""
@@ -142,12 +210,24 @@ class Recording:
                 self._written += len(part)
                 self._since_sync += len(part)
                 if self._since_sync >= self.sync_every:
-                    self.writer.sync()
+                    if self.syncs is not None:
+                        self.syncs.due(self)
+                    else:
+                        self.writer.sync()
                     self._since_sync = 0
             except (OSError, audio.AudioError) as e:
                 self._failed(e, frames)
                 return
             frames = frames[len(part):]
+
+    def sync_now(self) -> None:
+        """This file's own sync (``SyncBatch``'s fallback); a failure is handled as a failed write."""
+        if self.writer is None or self.error is not None:
+            return
+        try:
+            self.writer.sync()
+        except (OSError, audio.AudioError) as e:
+            self._failed(e)
 
     # --- a failing disk ---
     def _audio_time(self) -> float:
@@ -205,6 +285,8 @@ class Recording:
 
         Raises OSError/AudioError if the disk still fails (the ``.part`` file is then
         salvaged at the next start)."""
+        if self.syncs is not None:
+            self.syncs.forget(self)  # closing fsyncs the whole file
         if self.error is not None:
             self._retry()
             if self.error is not None:
@@ -230,6 +312,8 @@ class Recording:
 
     def discard(self) -> None:
         """Too short to be a call: remove the file and its row."""
+        if self.syncs is not None:
+            self.syncs.forget(self)
         try:
             if self.writer is not None:
                 self.writer.close()
