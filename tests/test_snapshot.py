@@ -10,8 +10,8 @@ import pytest
 
 from linetap.alarms import Alarm
 from linetap.clock import iso, parse_iso
-from linetap.health.snapshot import (DiskStatus, LineStatus, build_snapshot, line_state, read_snapshot,
-                                     render_status, significant, write_snapshot)
+from linetap.health.snapshot import (DiskStatus, LineStatus, build_snapshot, line_state, line_states, read_snapshot,
+                                     render_status, significant, significant_of, write_snapshot)
 
 NOW = parse_iso("2026-11-28T15:30:00.125Z")
 MB = 1024 * 1024
@@ -92,6 +92,24 @@ def test_a_change_of_state_or_alarms_is_significant_but_a_level_is_not():
     assert significant(snapshot(alarms=[alarm("CLOCK_UNSYNCED", severity="warning")])) != base
     assert significant(snapshot(lines=[LineStatus("line1"), LineStatus("line2"),
                                        LineStatus("line3", enabled=False)])) != base
+
+
+@pytest.mark.parametrize("lines, alarms", [
+    ([LineStatus("line1", recording=True), LineStatus("line2"), LineStatus("line3", enabled=False)],
+     [alarm("LINE_DEAD", "line2"), alarm("CLOCK_UNSYNCED", severity="warning")]),
+    ([LineStatus("b", recording=True), LineStatus("a")], []),
+    ([LineStatus("b"), LineStatus("a", recording=True)],
+     [Alarm("LINE_OVERRUN", "warning", "a", NOW - 5, None, ""), Alarm("LINE_NO_DEVICE", "critical", "b", NOW - 9, None, ""),
+      Alarm("LINE_CLIPPING", "warning", "a", NOW - 9, None, ""), Alarm("DISK_LOW", "warning", None, NOW - 1, None, "")]),
+])
+def test_what_the_health_thread_compares_each_tick_is_the_documents_significant_part(lines, alarms):
+    """The health thread decides "publish now?" and the LEDs from ``line_states`` and ``significant_of``
+    ten times a second, without building the document: they must say exactly what the document would."""
+    doc = snapshot(lines=lines, alarms=alarms)
+    states = line_states(lines, alarms)
+    assert significant_of(states, alarms) == significant(doc)
+    assert {n: st for n, (st, _) in states.items()} == {n: ln["state"] for n, ln in doc["lines"].items()}
+    assert {n: list(codes) for n, (_, codes) in states.items()} == {n: ln["alarms"] for n, ln in doc["lines"].items()}
 
 
 # --- the file ---

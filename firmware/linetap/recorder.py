@@ -33,7 +33,7 @@ from .config import Config, LineConfig
 from .detect.dead import LineHealthDetector, StallWatch
 from .health import system
 from .health.sdnotify import Notifier, ProgressWatchdog
-from .health.snapshot import DiskStatus, LineStatus, build_snapshot, significant, write_snapshot
+from .health.snapshot import DiskStatus, LineStatus, build_snapshot, line_states, significant_of, write_snapshot
 from .index import Index, open_index
 from .leds.patterns import led_patterns
 from .mqtt import topics as events
@@ -480,9 +480,11 @@ class Recorder:
                 self._check_readers()
                 assert self.alarms is not None
                 self.alarms.tick()
-                doc = self.snapshot()
+                # What the LEDs and "publish now?" need, without a whole document every tick.
+                active = self.alarms.active()
+                states = line_states(self._line_statuses(), active)
                 if self.leds is not None:
-                    self.leds.apply(self._led_patterns(doc))
+                    self.leds.apply(self._led_patterns(states, active))
                 self.watchdog.progress("health")
                 self._maybe_ready()
                 if interval and now_mono >= next_ping:
@@ -496,11 +498,11 @@ class Recorder:
                     if now_mono >= next_link:
                         next_link = now_mono + 0.5
                         self.link.tick()
-                    sig = significant(doc)
+                    sig = significant_of(states, active)
                     if sig != self._last_published or now_mono >= next_publish:
                         self._last_published = sig
                         next_publish = now_mono + publish_every
-                        self.link.publish_health(doc)
+                        self.link.publish_health(self.snapshot())
             except Exception:  # noqa: BLE001 - the health thread must survive anything
                 logger.exception("health check failed")
 
@@ -541,10 +543,9 @@ class Recorder:
                     lh.stalled, lh.stall_detail = ch.active, ch.detail
                     self._dead_state(name, lh, ch.at)
 
-    def _led_patterns(self, doc: dict[str, Any]) -> dict[str, str]:
-        assert self.alarms is not None
-        states = {name: ln["state"] for name, ln in doc["lines"].items()}
-        return led_patterns(states, self.alarms.active(), lines_with_led=self.leds.lines_with_led,
+    def _led_patterns(self, states: dict[str, tuple[str, tuple[str, ...]]], active: list[Alarm]) -> dict[str, str]:
+        return led_patterns({name: st for name, (st, _) in states.items()}, active,
+                            lines_with_led=self.leds.lines_with_led,
                             process_fault=bool(self.watchdog.stale()) and self._ready)
 
     def _maybe_ready(self) -> None:
@@ -635,7 +636,7 @@ class Recorder:
             logger.error("cannot write %s: %s", STATUS_FILE, e)
 
     # ------------------------------------------------------------------ state for health / status
-    def snapshot(self) -> dict[str, Any]:
+    def _line_statuses(self) -> list[LineStatus]:
         lines = []
         for line in self.cfg.lines:
             calls = self.lines.get(line.name)
@@ -644,12 +645,15 @@ class Recorder:
                 continue
             lines.append(LineStatus(line.name, recording=calls.recording is not None,
                                     level_dbfs=calls.level_dbfs, last_audio_at=calls.last_block_t or None))
+        return lines
+
+    def snapshot(self) -> dict[str, Any]:
         disk = None
         if self.disk is not None:
             d = self.disk
             disk = DiskStatus(free_bytes=int(d["free_mb"] * 1024 * 1024), used_bytes=int(d["used_mb"] * 1024 * 1024),
                               recordings=d["recordings"], hours_left=d["hours_left"])
         return build_snapshot(recorder_id=self.cfg.recorder.id, version=__version__, now=self.clock.wall(),
-                              started_at=self.started_wall, lines=lines,
+                              started_at=self.started_wall, lines=self._line_statuses(),
                               alarms=self.alarms.active() if self.alarms else [], disk=disk,
                               clock_synced=self.clock_synced)

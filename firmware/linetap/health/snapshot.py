@@ -68,23 +68,39 @@ def _mb(n: int | None) -> float | None:
     return None if n is None else round(n / MiB, 1)
 
 
+def _alarm_order(a: Alarm) -> tuple[float, str, str]:
+    return (a.raised_at, a.code, a.line or "")
+
+
+def line_states(lines: Iterable[LineStatus], alarms: Iterable[Alarm]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each line's state and its active alarm codes (sorted), in the lines' order: the part of the
+    document that the LEDs and ``significant`` look at, without formatting the rest."""
+    by_line: dict[str, set[str]] = {}
+    for a in alarms:
+        if a.line is not None:
+            by_line.setdefault(a.line, set()).add(a.code)
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for ln in lines:
+        codes = tuple(sorted(by_line.get(ln.name, ())))
+        out[ln.name] = (line_state(ln.enabled, ln.recording, codes), codes)
+    return out
+
+
 def build_snapshot(*, recorder_id: str, version: str, now: float, started_at: float,
                    lines: Iterable[LineStatus], alarms: Iterable[Alarm], disk: DiskStatus | None,
                    clock_synced: bool | None) -> dict[str, Any]:
     """The health document from plain values; ``now`` and ``started_at`` are wall times."""
-    active = sorted(alarms, key=lambda a: (a.raised_at, a.code, a.line or ""))
-    by_line: dict[str, set[str]] = {}
-    for a in active:
-        if a.line is not None:
-            by_line.setdefault(a.line, set()).add(a.code)
+    lines = list(lines)
+    active = sorted(alarms, key=_alarm_order)
+    states = line_states(lines, active)
     lines_doc: dict[str, Any] = {}
     for ln in lines:
-        codes = sorted(by_line.get(ln.name, ()))
+        state, codes = states[ln.name]
         lines_doc[ln.name] = {
-            "state": line_state(ln.enabled, ln.recording, codes),
+            "state": state,
             "level_dbfs": None if ln.level_dbfs is None else round(ln.level_dbfs, 1),
             "last_audio_at": None if ln.last_audio_at is None else iso(ln.last_audio_at),
-            "alarms": codes,
+            "alarms": list(codes),
         }
     return {
         "ts": iso(now),
@@ -110,6 +126,16 @@ def significant(doc: dict[str, Any]) -> tuple[Any, ...]:
     return (tuple((n, ln["state"], tuple(ln["alarms"])) for n, ln in sorted(doc["lines"].items())),
             tuple((a["code"], a["line"]) for a in doc.get("alarm_details", ())),
             tuple(doc["alarms"]))
+
+
+def significant_of(states: dict[str, tuple[str, tuple[str, ...]]], alarms: Iterable[Alarm]) -> tuple[Any, ...]:
+    """``significant`` of the document ``build_snapshot`` would make from the same lines and
+    alarms (``states`` from ``line_states``), without making it: the health thread asks ten
+    times a second, and formatting every line's times and levels is most of a snapshot's cost."""
+    active = sorted(alarms, key=_alarm_order)
+    return (tuple((n, state, codes) for n, (state, codes) in sorted(states.items())),
+            tuple((a.code, a.line) for a in active),
+            tuple(sorted({a.code for a in active})))
 
 
 def write_snapshot(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
