@@ -37,8 +37,9 @@ def test_the_real_time_benchmark_runs_with_either_reader():
 
 def test_the_floor_benchmark_measures_each_mandated_step_beside_the_codec_alone():
     p = subprocess.run([sys.executable, str(BENCH.with_name("floor.py")), "--codecs", "flac", "--seconds", "4",
-                        "--trials", "1"], capture_output=True, text=True, timeout=120)
+                        "--trials", "1", "--lines", "2"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
-    rows = dict(re.findall(r"^flac\s+(\S+(?: \S+)?)\s+[\d.]+\s+[\d.]+-[\d.]+\s+([\d.]+)x$", p.stdout, re.M))
-    assert list(rows) == ["codec-only", "read", "read+codec", "+fsync 1.0s", "+fsync 0.4s"], p.stdout
+    rows = dict(re.findall(r"^flac  (.+?)\s+[\d.]+\s+[\d.]+-[\d.]+\s+([\d.]+)x$", p.stdout, re.M))
+    assert list(rows) == ["codec-only", "read", "read+codec", "+fsync 1.0s", "+fsync 0.4s",
+                          "2 lines, syncfs 0.4s", "... + level"], p.stdout
     assert float(rows["codec-only"]) == 1.0 and float(rows["read"]) > 0  # ALSA delivered the audio
