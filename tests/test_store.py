@@ -328,6 +328,21 @@ def test_if_the_filesystem_sync_fails_each_file_syncs_alone_and_a_failing_one_ke
     assert sum(len(b) for b in audio.read_blocks(data_dir / row["path"])) == int(1.6 * RATE)
 
 
+def test_a_file_found_failing_by_a_sync_within_its_own_write_keeps_the_rest_in_ram(data_dir, monkeypatch):
+    import errno
+
+    from linetap.store.recordings import SyncBatch
+    index = open_index(data_dir)
+    batch = SyncBatch(data_dir)
+    (rec,) = batched(data_dir, index, batch, 1)
+    spy = SyncSpy(monkeypatch, fs_error=OSError(errno.EIO, "Input/output error"), failing_file=rec.part)
+    batch._sync_fs = spy.sync_fs
+    rec.write(speech(1.0)[:int(0.9 * RATE)])  # due at 0.4 s, due again at 0.8 s: synced then, and failing
+    assert spy.fs == [data_dir] and spy.files == [rec.part.name]
+    assert rec.error is not None
+    assert rec.duration_s == 0.8 and rec.frames == int(0.9 * RATE)  # the last 0.1 s waits in RAM
+
+
 def test_syncfs_syncs_the_filesystem_of_a_directory_and_names_what_it_could_not(tmp_path):
     from linetap.store.recordings import syncfs
     syncfs(tmp_path)

@@ -210,11 +210,14 @@ class Recording:
                 self._written += len(part)
                 self._since_sync += len(part)
                 if self._since_sync >= self.sync_every:
-                    if self.syncs is not None:
-                        self.syncs.due(self)
-                    else:
-                        self.writer.sync()
                     self._since_sync = 0
+                    if self.syncs is None:
+                        self.writer.sync()
+                    else:
+                        self.syncs.due(self)  # may sync at once, and find this file failing:
+                        if self.error is not None:
+                            self._keep(frames[len(part):])  # the rest waits in RAM, as after any failure
+                            return
             except (OSError, audio.AudioError) as e:
                 self._failed(e, frames)
                 return
