@@ -2,7 +2,7 @@
 """The whole recorder pipeline at 1, 4, 16 and 32 lines, beside the codec alone.
 
     .venv/bin/python benchmarks/pipeline.py [--lines 1,4,16,32] [--codecs opus,flac] [--seconds 120]
-    .venv/bin/python benchmarks/pipeline.py --realtime 30 [--lines 4,32] [--codecs opus,flac]
+    .venv/bin/python benchmarks/pipeline.py --realtime 120 [--lines 4,32] [--codecs opus,flac] [--reader drain|blocking]
 
 Each (codec, lines) case runs in a fresh process, so its peak RSS is its own. In it, the real
 ``linetap.recorder.Recorder`` (capture reader threads, level and DSP analysis, segmentation,

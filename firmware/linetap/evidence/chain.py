@@ -37,7 +37,7 @@ from typing import Any, Iterable, Iterator
 from ..clock import Clock, SystemClock, iso
 from ..index.db import Index
 from .export_verify import GENESIS, digest, duration_ms, link, private_commitment
-from .tables import ensure_tables, transaction
+from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def append_recordings(index: Index, rows: Iterable[dict[str, Any]], *,
     changes = list(updates) if updates is not None else [{}] * len(rows)
     out: list[Entry] = []
     last: Entry | None = None
-    with transaction(index):
+    with index.write_transaction():
         for row, plain, change in zip(rows, plains, changes):
             existing = live_entry(index, row["id"])
             if existing is not None:

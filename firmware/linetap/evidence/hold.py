@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..clock import Clock, SystemClock, iso
 from ..index.db import Index
 from . import UnknownCall, audit
-from .tables import ensure_tables, transaction
+from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def hold(index: Index, call_id: int, *, reason: str | None = None, who: str | No
     ensure_tables(index)
     who = who or audit.current_user()
     clock = clock or SystemClock()
-    with transaction(index):
+    with index.write_transaction():
         if not index.query("select 1 from calls where id = ?", [call_id]):
             raise UnknownCall(f"no recording with id {call_id}")
         if index.query("select 1 from holds where call_id = ?", [call_id]):
@@ -47,7 +47,7 @@ def release(index: Index, call_id: int, *, who: str | None = None, clock: Clock 
     """Lift a hold; False if the call was not held."""
     ensure_tables(index)
     who = who or audit.current_user()
-    with transaction(index):
+    with index.write_transaction():
         if not index.query("select 1 from holds where call_id = ?", [call_id]):
             if not index.query("select 1 from calls where id = ?", [call_id]):
                 raise UnknownCall(f"no recording with id {call_id}")

@@ -1,4 +1,4 @@
-"""The evidence and retention tables in the index, and a write transaction helper.
+"""The evidence and retention tables in the index (writes go through ``Index.write_transaction``).
 
 ``chain``, ``audit`` and ``deletions`` are append-only: SQLite triggers refuse
 UPDATE and DELETE on them, so no code path of linetap can rewrite history by
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import ContextManager
 
 from ..index.db import Index
 
@@ -31,7 +30,7 @@ def ensure_tables(index: Index) -> None:
         return
     # BEGIN IMMEDIATE: the recorder and a CLI command (or two CLI commands) may
     # start on a fresh index together; "no table -> create it" must not race.
-    with transaction(index):
+    with index.write_transaction():
         names = set(index.db.table_names())
         if "chain" not in names:
             index.table("chain").create(
@@ -68,8 +67,3 @@ def ensure_tables(index: Index) -> None:
                     f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
                     f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
     _ready.add(index)
-
-
-def transaction(index: Index) -> ContextManager[None]:
-    """One write transaction (BEGIN IMMEDIATE, under the index's lock): ``Index.write_transaction``."""
-    return index.write_transaction()

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from ..clock import Clock, SystemClock, iso
 from ..evidence import chain
-from ..evidence.tables import ensure_tables, transaction
+from ..evidence.tables import ensure_tables
 from ..index.db import Index
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def delete_recordings(index: Index, data_dir: Path, items: Iterable[tuple[int, s
             raise ValueError(f"unknown deletion reason {why!r}")
     refused: list[Refused] = []
     queued = iso(clock.wall())
-    with transaction(index):
+    with index.write_transaction():
         for call_id, why in items:
             rows = index.query("select c.path, c.status, h.call_id as held from calls c "
                                "left join holds h on h.call_id = c.id where c.id = ?", [call_id])
@@ -129,7 +129,7 @@ def _finish(index: Index, data_dir: Path, pending: list[dict[str, Any]], clock: 
                              p["path"], p["call_id"])
     at = clock.wall()
     done: list[Deleted] = []
-    with transaction(index):
+    with index.write_transaction():
         for p in pending:
             call_id = p["call_id"]
             rows = index.query("select * from calls where id = ?", [call_id])

@@ -5,10 +5,10 @@ Ogg Opus pages are emitted at least every 200 ms (SFC_SET_OGG_PAGE_LATENCY_MS),
 WAV headers are rewritten on every write (SFC_SET_UPDATE_HEADER_AUTO), and
 ``sync()`` (sf_write_sync: fsync of the file) is called by the recording on
 the audio clock, and ``close()`` fsyncs the finished file (its last frames and the header the
-codec rewrites at the end) before the caller renames it. FLAC frames reach the file as libFLAC emits them: at compression level 2
-(``FLAC_COMPRESSION``) a frame is 1152 samples (144 ms at 8 kHz); libsndfile's default, level 5,
-makes 4096 (512 ms held back at any moment, which alone would take a power cut's loss past a
-second). Level 2 files of line audio are about 2 % larger than level 5's.
+codec rewrites at the end) before the caller renames it. FLAC frames reach the file as libFLAC
+emits them: at compression level 2 (``FLAC_COMPRESSION``) a frame is 1152 samples (144 ms at
+8 kHz); libsndfile's default, level 5, makes 4096 (512 ms held back at any moment, which alone
+would take a power cut's loss past a second). Level 2 files of line audio are about 2 % larger.
 """
 
 from __future__ import annotations

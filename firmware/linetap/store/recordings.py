@@ -47,18 +47,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_SYNCFS = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)  # libc's; Python's os has none
 
 
 def syncfs(path: Path) -> None:
     """syncfs(2): write out every dirty file of the filesystem holding ``path``, in one journal
-    commit. Python's ``os`` has no syncfs; Linux reports a write-back error on any of them."""
-    fn = getattr(_libc, "syncfs", None)
-    if fn is None:
+    commit. Linux reports a write-back error on any of them."""
+    if _SYNCFS is None:
         raise OSError(errno.ENOSYS, "syncfs is not available")
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if fn(fd) != 0:
+        if _SYNCFS(fd) != 0:
             e = ctypes.get_errno()
             raise OSError(e, f"syncfs {path}: {os.strerror(e)}")
     finally:
@@ -80,25 +79,25 @@ class SyncBatch:
     def __init__(self, data_dir: Path, sync_fs: Callable[[Path], None] = syncfs) -> None:
         self.data_dir = data_dir
         self._sync_fs = sync_fs
-        self._due: dict[int, Recording] = {}
+        self._due: dict[Recording, None] = {}  # insertion-ordered set
         self.fallbacks = 0
 
     def due(self, rec: Recording) -> None:
         """``rec`` passed a sync point. If it passed one before that is still not synced (a round
         holding a backlog of audio), everything due is synced now: no file ever goes more than
         one sync interval of its audio past a sync point unsynced."""
-        if id(rec) in self._due:
+        if rec in self._due:
             self.flush()
-        self._due[id(rec)] = rec
+        self._due[rec] = None
 
     def forget(self, rec: Recording) -> None:
-        self._due.pop(id(rec), None)
+        self._due.pop(rec, None)
 
     def flush(self) -> int:
         """Sync every due recording; returns how many were due."""
         if not self._due:
             return 0
-        due = list(self._due.values())
+        due = list(self._due)
         self._due.clear()
         try:
             self._sync_fs(self.data_dir)
