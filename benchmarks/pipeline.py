@@ -69,6 +69,20 @@ def sys_s() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's live threads (each thread's own CPU clock), summed by role:
+    the name up to its first "-" (``capture-line3`` -> ``capture``; the recorder names its threads)."""
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            used = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+        except (OSError, TypeError):  # the thread just ended
+            continue
+        role = t.name.split("-")[0]
+        out[role] = out.get(role, 0.0) + used
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak RSS since the last ``reset_peak_rss`` (VmHWM), else since the process began."""
     try:
@@ -271,13 +285,14 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     rec.start()
     try:
         time.sleep(2.5)
-        cpu0, wall0 = cpu_s(), time.monotonic()
+        cpu0, wall0, threads0 = cpu_s(), time.monotonic(), thread_cpu_s()
         time.sleep(max(1.0, seconds - 4.5))
         cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
+        threads = {k: 100 * (v - threads0.get(k, 0.0)) / wall for k, v in thread_cpu_s().items()}
     finally:
         rec.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
-    return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall,
+    return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall, "threads_pct": threads,
             "dropped_blocks": sum(r.dropped_blocks for r in rec.readers.values()),
             "overruns": sum(r.overruns for r in rec.readers.values())}
 
@@ -413,6 +428,7 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     head = f"{'codec':<7} {'lines':>5} {'% core':>7} {'%core/line':>10} {'drops':>5} {'overruns':>8}"
     print(head)
     print("-" * len(head))
+    by_thread: list[str] = []
     for codec in ["wakeups"] + args.codecs.split(","):
         for n in (int(x) for x in args.lines.split(",")):
             cmd = [sys.executable, __file__, "--one-rt", str(n), codec, "--realtime", str(args.realtime),
@@ -424,12 +440,20 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
             r = json.loads(p.stdout.strip().splitlines()[-1])
             print(f"{codec:<7} {n:>5} {r['core_pct']:>6.1f}% {r['core_pct'] / n:>9.3f}% {r['dropped_blocks']:>5} "
                   f"{r.get('overruns', 0):>8}")
+            if r.get("threads_pct"):
+                by_thread.append(f"{codec} x {n}: " + ", ".join(
+                    f"{k} {v:.2f} %" for k, v in sorted(r["threads_pct"].items(), key=lambda kv: -kv[1])
+                    if k in ("capture", "pipeline", "health", "housekeeping")))
     wakes = "10 times a second" if args.reader == "drain" else "50 times a second"
     print("\n% core: the whole process (every thread) while recording in real time. Unlike the")
     print(f"as-fast-as-possible table, it includes what only real time costs: every reader thread wakes {wakes},")
     print("and the pipeline runs in rounds of 200 ms. Targets (issue 2): 32 lines < 35 % (opus), < 10 % (flac).")
     print(f"wakeups (the baseline, same run): N bare threads waking {wakes} to queue the blocks due, one")
     print("consumer every 100 ms, no recorder: the floor under any thread-per-line capture.")
+    if by_thread:
+        print("\nBy thread (% of one core, same window; capture: every line's reader, with its simulated card):")
+        for line in by_thread:
+            print("  " + line)
     return 0
 
 
