@@ -41,5 +41,6 @@ def test_the_floor_benchmark_measures_each_mandated_step_beside_the_codec_alone(
     assert p.returncode == 0, p.stderr[-2000:]
     rows = dict(re.findall(r"^flac  (.+?)\s+[\d.]+\s+[\d.]+-[\d.]+\s+([\d.]+)x$", p.stdout, re.M))
     assert list(rows) == ["codec-only", "read", "read+codec", "+fsync 1.0s", "+fsync 0.4s",
-                          "2 lines, syncfs 0.4s", "... + level"], p.stdout
+                          "2 lines, fsync each 0.4s", "2 lines, syncfs 0.4s",
+                          "... + level"], p.stdout
     assert float(rows["codec-only"]) == 1.0 and float(rows["read"]) > 0  # ALSA delivered the audio
