@@ -68,9 +68,10 @@ class SyncBatch:
     """The recordings due for their periodic sync, synced together once per pipeline round.
 
     One ``syncfs`` of the data filesystem pushes every due file's new audio to the disk in a
-    single journal commit, where an fsync per file costs a commit each (measured here, 32 files:
-    0.2-0.3 ms of CPU and about 1 ms of waiting, against 2.2-2.6 ms and 6 ms; on an SD card each
-    commit takes milliseconds). Everything written before the round ended is on the disk when
+    single journal commit, where an fsync per file costs a commit each (on an SD card each takes
+    milliseconds). ``benchmarks/floor.py``, 32 FLAC lines synced every 0.4 s: reading, encoding
+    and syncing cost 2.75-3.13x the codec per line with an fsync per file, 1.36-1.90x with one
+    syncfs. Everything written before the round ended is on the disk when
     it returns, which is at least what each file's own sync at its sync point would have pushed.
     If it fails (or the system has no syncfs), each due recording syncs its own file, so a
     failure is pinned to its recording, which then keeps its audio in RAM as for a failed write.
