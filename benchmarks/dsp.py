@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from linetap.config import LineConfig  # noqa: E402
-from linetap.detect import signals as sig  # noqa: E402
+from linetap.sim import signals as sig  # noqa: E402
 from linetap.detect.analyzer import BATCH_S, LineAnalyzer  # noqa: E402
 from linetap.detect.callerid import CallerIdDecoder, DtmfCallerIdParser  # noqa: E402
 from linetap.detect.dtmf import DtmfDetector, DtmfMasker  # noqa: E402

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from linetap.detect import signals as sig
+from linetap.sim import signals as sig
 from linetap.detect.callerid import CallerId, CallerIdDecoder, DtmfCallerIdParser, parse_message
 from linetap.detect.dtmf import DtmfDigit
 

@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from linetap.detect import signals as sig
+from linetap.sim import signals as sig
 from linetap.detect.dtmf import DtmfDetector, DtmfDigit, DtmfMasker, mask_dtmf
 
 KEYS = "0123456789*#ABCD"

@@ -1,6 +1,6 @@
 """The line's signals through the real capture path: caller ID, DTMF, masking, call-progress tones.
 
-Audio is rendered from speech clips and the standards' test signals (detect/signals.py), fed
+Audio is rendered from speech clips and the standards' test signals (sim/signals.py), fed
 through pyalsaaudio -> libasound -> file PCM -> FIFO faster than real time (see
 test_record_e2e.py), and the outcome is read back from the index and the stored files.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from linetap.clock import FakeClock, parse_iso
 from linetap.config import load
-from linetap.detect import signals as sig
+from linetap.sim import signals as sig
 from linetap.detect.dtmf import DtmfDetector
 from linetap.index import open_index
 from linetap.recorder import Recorder

@@ -16,7 +16,7 @@ import pytest
 from linetap.calls.line import LineCalls
 from linetap.capture import Block, Run, SourceEvent
 from linetap.config import LineConfig
-from linetap.detect import signals as sig
+from linetap.sim import signals as sig
 from linetap.detect.dead import LineHealthDetector
 from linetap.detect.level import block_dbfs, dbfs
 from linetap.recorder import runs

@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from linetap.detect import signals as sig
+from linetap.sim import signals as sig
 from linetap.detect.tones import KINDS, TONE_PLANS, TONE_SETS, ToneDetector, ToneEvent
 
 ALL = [(ts, kind) for ts in TONE_SETS for kind in KINDS]
@@ -167,7 +167,7 @@ def test_tone_plans_cover_every_kind_for_every_tone_set():
 
 def test_a_busy_tone_in_progress_is_pending_from_its_start_until_confirmed():
     # The recorder holds back audio from pending_start, so a call can end where the tone began.
-    from linetap.detect import signals as sig
+    from linetap.sim import signals as sig
 
     rate = 8000
     rng = np.random.default_rng(3)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .tones import TONE_PLANS
+from ..detect.tones import TONE_PLANS
 
 __all__ = [
     "DTMF_FREQS",
