@@ -365,8 +365,8 @@ def test_deletions_table_is_append_only(data_dir: Path, index: Index, clock: Fak
 def test_the_sweeper_reads_every_recording_once_oldest_first_across_pages(data_dir: Path, index: Index,
                                                                           clock: FakeClock) -> None:
     stamps = ["2026-01-01T00:00:00.000Z"] * 7 + ["2026-01-02T00:00:00.000Z"] * 2 + ["2025-12-31T00:00:00.000Z"] * 3
-    index.table("calls").insert_all([{"id": i, "line": "l", "started_at": s, "bytes": 1, "status": "complete"}
-                                     for i, s in enumerate(stamps, start=1)])
+    for i, s in enumerate(stamps, start=1):
+        index.call_recovered(id=i, line="l", started_at=s, bytes=1, status="complete")
     sweeper = Sweeper(index, data_dir, Policy(), clock=clock, page_rows=3)
     expected = [r["id"] for r in index.query("select id from calls order by started_at, id")]
     assert [r.id for r in sweeper._recordings()] == expected
