@@ -47,13 +47,20 @@ class Index:
             os.chmod(self.path, 0o640)
         self._db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
+        try:
+            self._open()
+        except BaseException:
+            conn.close()  # refused (SchemaTooNew) or failed: leave no connection behind
+            raise
+
+    def _open(self) -> None:
         with self.lock:
             self._wal()
-            # NORMAL in WAL mode: a commit may be lost to a power cut until the next checkpoint,
+            # NORMAL in WAL mode: a commit may be lost to a power cut until the next WAL sync,
             # but the file never corrupts. Writes that must survive use durable_transaction().
             self._db.execute(f"PRAGMA synchronous={SYNC_NORMAL:d}")
             self._db.execute("PRAGMA busy_timeout=10000")
-            found = schema.version(conn)
+            found = schema.version(self._db.conn)
             schema.check_known(found)
             if found < schema.LATEST:
                 # Another process (the recorder, ``linetap calls``) may be creating or migrating the
@@ -61,7 +68,7 @@ class Index:
                 # it), so "old version -> migrate" cannot race. A reader of an index already at
                 # LATEST never takes the write lock.
                 with self.write_transaction():
-                    schema.migrate(conn)
+                    schema.migrate(self._db.conn)
 
     @contextmanager
     def write_transaction(self) -> Iterator[None]:
