@@ -157,7 +157,9 @@ def test_an_index_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> N
     with pytest.raises(SchemaTooNew, match=rf"schema version {schema.LATEST + 1}, newer than this linetap "
                                            rf"knows \({schema.LATEST}\)"):
         Index(path)
-    assert [n for _, n, _ in master(path)] == ["calls"]
+    con = sqlite3.connect(path)
+    assert (con.execute("PRAGMA journal_mode").fetchone()[0], [n for _, n, _ in master(path)]) == ("delete", ["calls"])
+    con.close()
 
 
 def test_later_migrations_are_applied_in_order_after_the_ones_an_index_has(tmp_path: Path,

@@ -30,7 +30,6 @@ CALL_COLUMNS = {
     "dtmf": str, "end_reason": str, "status": str,
 }
 CONTRACT_FIELDS = tuple(CALL_COLUMNS)
-SCHEMA_TABLES = ("calls", "alarms", "gaps", "meta")
 
 # PRAGMA synchronous levels (sqlite.org/pragma.html#pragma_synchronous).
 SYNC_NORMAL = 1
@@ -55,14 +54,13 @@ class Index:
 
     def _open(self) -> None:
         with self.lock:
+            schema.check_known(schema.version(self._db.conn))  # before any write, even the WAL switch
             self._wal()
             # NORMAL in WAL mode: a commit may be lost to a power cut until the next WAL sync,
             # but the file never corrupts. Writes that must survive use durable_transaction().
             self._db.execute(f"PRAGMA synchronous={SYNC_NORMAL:d}")
             self._db.execute("PRAGMA busy_timeout=10000")
-            found = schema.version(self._db.conn)
-            schema.check_known(found)
-            if found < schema.LATEST:
+            if schema.version(self._db.conn) < schema.LATEST:
                 # Another process (the recorder, ``linetap calls``) may be creating or migrating the
                 # schema right now: take the write lock first (migrate() re-reads the version under
                 # it), so "old version -> migrate" cannot race. A reader of an index already at
