@@ -321,3 +321,16 @@ def test_a_listener_may_ask_the_manager_and_even_report_from_its_callback(index,
     manager = AlarmManager(index, clock, clear_after_s=2.0, listener=Curious())
     manager.set("DISK_WRITE_FAILED", None, True)
     assert seen == [["DISK_WRITE_FAILED"], ["DISK_LOW", "DISK_WRITE_FAILED"]]
+
+
+def test_alarms_a_crashed_run_left_raised_end_at_its_last_heartbeat_never_before_raised(index: Index) -> None:
+    index.alarm_raised("LINE_DEAD", "critical", "line1", "2026-11-28T15:00:00.000Z", "silence")
+    index.alarm_raised("DISK_LOW", "warning", None, "2026-11-28T15:20:00.000Z", "low")
+    done = index.alarm_raised("LINE_OVERRUN", "warning", "line1", "2026-11-28T14:00:00.000Z", "x")
+    index.alarm_cleared(done, "2026-11-28T14:05:00.000Z")
+    assert index.alarms_clear_left_open("2026-11-28T15:10:00.000Z") == 2
+    assert [(r["code"], r["cleared_at"]) for r in rows(index)] == [
+        ("LINE_DEAD", "2026-11-28T15:10:00.000Z"),
+        ("DISK_LOW", "2026-11-28T15:20:00.000Z"),
+        ("LINE_OVERRUN", "2026-11-28T14:05:00.000Z"),
+    ]

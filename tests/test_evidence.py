@@ -21,6 +21,7 @@ from linetap.evidence.export import export_call, verify_export
 from linetap.evidence.export_verify import GENESIS, digest, link
 from linetap.evidence.finalize import finalize_pending, finalize_recording
 from linetap.evidence.verify import verify
+from linetap.index import schema
 from linetap.index.db import Index, open_index
 from linetap.retention import deletions
 from linetap.store.recordings import Recording
@@ -174,7 +175,7 @@ def test_a_deleted_index_row_is_named(index: Index, data_dir: Path, store: list[
 
 
 def test_an_inserted_index_row_is_named(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:
-    index.table("calls").insert({**index.get_call(1), "id": 42})
+    index.call_recovered(**{**index.get_call(1), "id": 42})
     assert problems(index, data_dir) == [("inserted", 42)]
 
 
@@ -364,11 +365,9 @@ _RACE = """
 import sys, time
 from pathlib import Path
 from linetap.index.db import Index
-from linetap.evidence.tables import ensure_tables
-index = Index(Path(sys.argv[1]))
 while time.time() < float(sys.argv[2]):  # all processes go at the same instant
     pass
-ensure_tables(index)
+Index(Path(sys.argv[1])).close()  # opening applies the schema
 """
 
 
@@ -384,4 +383,5 @@ def test_tables_are_created_once_when_processes_start_together(tmp_path: Path) -
             _, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
         index = Index(path)
-        assert {"chain", "audit", "deletions", "holds", "deleting", "chain_salts"} <= set(index.db.table_names())
+        assert {"chain", "audit", "deletions", "holds", "deleting", "chain_salts"} <= set(index.table_names())
+        assert index.schema_version() == schema.LATEST

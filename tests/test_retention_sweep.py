@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,7 +20,8 @@ from linetap.config import StorageConfig, load
 from linetap.evidence import hold
 from linetap.evidence.finalize import finalize_recording
 from linetap.evidence.verify import verify
-from linetap.index.db import Index, open_index
+from linetap.index import retention as retention_queries
+from linetap.index.db import SYNC_FULL, SYNC_NORMAL, Index, open_index
 from linetap.retention import deletions
 from linetap.retention.plan import DAY_S, LinePolicy, Policy
 from linetap.retention.sweeper import DirectoryQuota, DiskSpace, SweepResult, Sweeper
@@ -337,12 +340,68 @@ def test_sweep_with_nothing_to_do_deletes_nothing(data_dir: Path, index: Index, 
 
 # --- crash-safe deletion ----------------------------------------------------------------------
 
+def test_a_durable_transaction_runs_at_synchronous_full_and_then_back_at_normal(index: Index) -> None:
+    levels = [index.synchronous()]
+    with index.durable_transaction():
+        levels.append(index.synchronous())
+    levels.append(index.synchronous())
+    assert levels == [SYNC_NORMAL, SYNC_FULL, SYNC_NORMAL]
+
+
+def test_a_failed_durable_transaction_rolls_back_and_restores_normal(index: Index) -> None:
+    with pytest.raises(RuntimeError), index.durable_transaction():
+        index.set_meta("k", "v")
+        raise RuntimeError("boom")
+    assert (index.get_meta("k"), index.synchronous()) == (None, SYNC_NORMAL)
+
+
+class EventIndex(Index):
+    """The index, noting each durable transaction: its synchronous level and the intents it wrote."""
+
+    def __init__(self, path: Path, events: list[tuple[Any, ...]]) -> None:
+        super().__init__(path)
+        self.events = events
+
+    @contextmanager
+    def durable_transaction(self) -> Iterator[None]:
+        with super().durable_transaction():
+            yield
+            self.events.append(("durable", self.synchronous(),
+                                [r["call_id"] for r in self.query("select call_id from deleting")]))
+
+
+def test_a_deletion_intent_is_on_the_disk_at_synchronous_full_before_the_file_is_unlinked(
+        data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a power cut, an intent lost while its unlink reached the disk would read as a file
+    # removed outside linetap. So: the intent commits at FULL, then (and only then) the unlink.
+    events: list[tuple[Any, ...]] = []
+    index = EventIndex(data_dir / "index.db", events)
+    old_calls(index, data_dir, clock, [3, 2])
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.suffix == ".wav":
+            con = sqlite3.connect(data_dir / "index.db")  # what another process (or a reboot) sees
+            committed = [r[0] for r in con.execute("select call_id from deleting")]
+            con.close()
+            events.append(("unlink", path.name, committed))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    name = Path(index.get_call(1)["path"]).name
+    deletions.delete_recordings(index, data_dir, [(1, "space")], by="test")
+    assert events == [("durable", SYNC_FULL, [1]), ("unlink", name, [1])]
+    assert (index.synchronous(), ids(index), verify(index, data_dir).problems) == (SYNC_NORMAL, [2], ())
+    index.close()
+
+
 def test_a_deletion_interrupted_after_unlinking_is_finished_by_the_next_sweep(data_dir: Path, index: Index,
                                                                               clock: FakeClock) -> None:
     old_calls(index, data_dir, clock, [3, 2])
     row = index.get_call(1)
-    index.execute("insert into deleting (call_id, path, why, by, detail, queued_at, file_missing) "
-                  "values (?, ?, 'space', 'linetap', null, ?, 0)", [1, row["path"], iso(clock.wall())])
+    with index.durable_transaction():
+        retention_queries.intent_add(index, 1, path=row["path"], why="space", by="linetap", detail=None,
+                                     queued_at=iso(clock.wall()))
     os.unlink(data_dir / row["path"])  # ...and then the power went
     Sweeper(index, data_dir, Policy(), clock=clock).sweep()
     assert (ids(index), verify(index, data_dir).problems) == ([2], ())
@@ -365,8 +424,8 @@ def test_deletions_table_is_append_only(data_dir: Path, index: Index, clock: Fak
 def test_the_sweeper_reads_every_recording_once_oldest_first_across_pages(data_dir: Path, index: Index,
                                                                           clock: FakeClock) -> None:
     stamps = ["2026-01-01T00:00:00.000Z"] * 7 + ["2026-01-02T00:00:00.000Z"] * 2 + ["2025-12-31T00:00:00.000Z"] * 3
-    index.table("calls").insert_all([{"id": i, "line": "l", "started_at": s, "bytes": 1, "status": "complete"}
-                                     for i, s in enumerate(stamps, start=1)])
+    for i, s in enumerate(stamps, start=1):
+        index.call_recovered(id=i, line="l", started_at=s, bytes=1, status="complete")
     sweeper = Sweeper(index, data_dir, Policy(), clock=clock, page_rows=3)
     expected = [r["id"] for r in index.query("select id from calls order by started_at, id")]
     assert [r.id for r in sweeper._recordings()] == expected

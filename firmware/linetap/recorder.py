@@ -168,9 +168,7 @@ class Recorder:
     def start(self) -> None:
         os.umask(0o027)
         self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        self.index = index = open_index(self.data_dir)
-        from .evidence.tables import ensure_tables
-        ensure_tables(index)
+        self.index = index = open_index(self.data_dir)  # applies the schema (index/schema.py)
         self.alarms = AlarmManager(index, self.clock, clear_after_s=self.cfg.health.alarm_clear_s,
                                    listener=self)
         self.gaps = GapTracker(index, self.clock)
@@ -302,8 +300,7 @@ class Recorder:
         self.gaps.close_stale(since)
         # Alarms a crashed run left raised end at its last heartbeat too (the rest of the
         # outage is the RECORDER_RESTARTED interval below; a fault still there is raised anew).
-        self.index.execute("update alarms set cleared_at = max(raised_at, ?) where cleared_at is null",
-                           [iso(since)])
+        self.index.alarms_clear_left_open(iso(since))
         # Every moment the recorder was not running is uncaptured time, a deliberate restart
         # included; only the last heartbeat's granularity (1 s) is uncertain after a crash.
         if now - since > 0.5:

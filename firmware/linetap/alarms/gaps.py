@@ -9,7 +9,7 @@ Reasons (the ``reason`` column): ``no_device``, ``dead``, ``stalled``,
 ``overrun``, ``recorder_down``, ``disk_write_failed``, ``queue_overflow``.
 
 ``coverage`` and the renderers are pure: they take rows as dicts (what
-``Index.query`` returns) so ``linetap coverage`` and the tests need nothing else.
+``Index.gaps_overlapping`` returns) so ``linetap coverage`` and the tests need nothing else.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ REASONS = ("no_device", "dead", "stalled", "overrun", "recorder_down", "disk_wri
 
 
 class GapIndex(Protocol):
-    def gap(self, line: str, started_at: str, ended_at: str, reason: str) -> int: ...
-    def update_table(self, table: str, pk: Any, **fields: Any) -> None: ...
-    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]: ...
-    def execute(self, sql: str, params: Any = ()) -> None: ...
+    def gap(self, line: str, started_at: str, ended_at: str | None, reason: str) -> int: ...
+    def gap_closed(self, gap_id: int, ended_at: str) -> None: ...
+    def gaps_close_left_open(self, at: str) -> int: ...
+    def gaps_overlapping(self, since: str, until: str, line: str | None = None) -> list[dict[str, Any]]: ...
 
 
 @dataclass(slots=True)
@@ -107,13 +107,10 @@ class GapTracker:
         heartbeat; never before the gap's own start). Returns how many."""
         if self.index is None:
             return 0
-        rows = self.index.query("select id from gaps where ended_at is null")
-        if rows:
-            # ISO strings of one format compare in time order, so max() is the later time.
-            self.index.execute("update gaps set ended_at = max(started_at, ?) where ended_at is null",
-                               [iso(at)])
-            logger.warning("closed %d gap(s) left open by the previous run at %s", len(rows), iso(at))
-        return len(rows)
+        n = self.index.gaps_close_left_open(iso(at))
+        if n:
+            logger.warning("closed %d gap(s) left open by the previous run at %s", n, iso(at))
+        return n
 
     # --- with self._lock held ---
     def _insert(self, line: str, t: float, reason: str) -> int | None:
@@ -121,7 +118,7 @@ class GapTracker:
             return None
         try:
             # ended_at stays null while the gap lasts (see the module docstring).
-            return self.index.gap(line, iso(t), None, reason)  # type: ignore[arg-type]
+            return self.index.gap(line, iso(t), None, reason)
         except Exception as e:  # noqa: BLE001
             logger.error("cannot write a gap of line %s to the index: %s (will retry when it closes)",
                          line, e)
@@ -138,7 +135,7 @@ class GapTracker:
             if cur.row_id is None:
                 self.index.gap(line, iso(cur.started_at), iso(end), cur.reason)
             else:
-                self.index.update_table("gaps", cur.row_id, ended_at=iso(end))
+                self.index.gap_closed(cur.row_id, iso(end))
         except Exception as e:  # noqa: BLE001
             logger.error("cannot complete the gap of line %s in the index: %s", line, e)
 
@@ -205,13 +202,7 @@ def coverage(gaps: list[dict[str, Any]], since: float, until: float, line: str) 
 
 def load_gaps(index: GapIndex, since: float, until: float, line: str | None = None) -> list[dict[str, Any]]:
     """Rows of the ``gaps`` table that overlap [since, until)."""
-    sql = ("select line, started_at, ended_at, reason from gaps "
-           "where started_at < ? and coalesce(ended_at, '9999') > ?")
-    params: list[Any] = [iso(until), iso(since)]
-    if line:
-        sql += " and line = ?"
-        params.append(line)
-    return index.query(sql + " order by line, started_at", params)
+    return index.gaps_overlapping(iso(since), iso(until), line)
 
 
 def coverage_report(gaps: list[dict[str, Any]], lines: Iterable[str], since: float,

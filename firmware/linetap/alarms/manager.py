@@ -65,7 +65,7 @@ class IndexLike(Protocol):
     def alarm_raised(self, code: str, severity: str, line: str | None, raised_at: str,
                      detail: str) -> int: ...
     def alarm_cleared(self, alarm_id: int, cleared_at: str) -> None: ...
-    def update_table(self, table: str, pk: Any, **fields: Any) -> None: ...
+    def alarm_detail(self, alarm_id: int, detail: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -211,7 +211,7 @@ class AlarmManager:
         st.alarm = replace(st.alarm, detail=detail)
         if self.index is not None and st.row_id is not None:
             try:
-                self.index.update_table("alarms", st.row_id, detail=detail)
+                self.index.alarm_detail(st.row_id, detail)
             except Exception as e:  # noqa: BLE001 - the index may be on a failing disk
                 logger.warning("cannot update alarm %s in the index: %s", st.alarm.code, e)
 

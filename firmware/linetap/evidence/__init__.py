@@ -1,7 +1,7 @@
 """Evidence: a tamper-evident hash chain over every recording, verification, export
 for third parties, legal hold, privacy erasure and the access audit.
 
-Tables (created by :func:`linetap.evidence.tables.ensure_tables`) live in the index:
+Tables (in the index, see :mod:`linetap.index.schema`; queries in :mod:`linetap.index.evidence`):
 ``chain``, ``chain_salts``, ``holds``, ``audit``, ``deletions``, ``deleting``.
 """
 

@@ -11,11 +11,10 @@ import logging
 import os
 import pwd
 from dataclasses import dataclass
-from typing import Any
 
 from ..clock import Clock, SystemClock, iso
+from ..index import evidence as db
 from ..index.db import Index
-from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +47,12 @@ def record(index: Index, action: str, call_id: int | None, *, who: str | None = 
     """Append one audit row. ``who`` defaults to the unix user; pass the web user's name for web reads."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    ensure_tables(index)
     row = AuditRow(iso((clock or SystemClock()).wall()), who or current_user(), action, call_id, detail)
-    index.execute("insert into audit (at, who, action, call_id, detail) values (?, ?, ?, ?, ?)",
-                  [row.at, row.who, row.action, row.call_id, row.detail])
+    db.audit_append(index, at=row.at, who=row.who, action=row.action, call_id=row.call_id, detail=row.detail)
     logger.debug("audit: %s %s call %s", row.who, row.action, row.call_id)
     return row
 
 
 def rows(index: Index, call_id: int | None = None) -> list[AuditRow]:
-    ensure_tables(index)
-    where, params = ("where call_id = ?", [call_id]) if call_id is not None else ("", [])
-    found: list[dict[str, Any]] = index.query(f"select * from audit {where} order by id", params)
-    return [AuditRow(r["at"], r["who"], r["action"], r["call_id"], r["detail"]) for r in found]
+    return [AuditRow(r["at"], r["who"], r["action"], r["call_id"], r["detail"])
+            for r in db.audit_rows(index, call_id)]

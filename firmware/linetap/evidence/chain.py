@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from ..clock import Clock, SystemClock, iso
+from ..index import evidence as db
 from ..index.db import Index
 from .export_verify import GENESIS, digest, duration_ms, link, private_commitment
-from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,8 @@ def head(index: Index) -> tuple[int, str]:
     Publishing the head off the box (MQTT, a printed receipt) is what makes
     truncating the newest entries detectable too.
     """
-    ensure_tables(index)
-    rows = index.query("select seq, hash from chain order by seq desc limit 1")
-    return (rows[0]["seq"], rows[0]["hash"]) if rows else (0, GENESIS)
+    row = db.chain_head(index)
+    return (row["seq"], row["hash"]) if row else (0, GENESIS)
 
 
 def _append(index: Index, kind: str, call_id: int | None, body: dict[str, Any], at: float,
@@ -75,9 +74,8 @@ def _append(index: Index, kind: str, call_id: int | None, body: dict[str, Any], 
     payload = {"v": VERSION, "seq": seq + 1, "kind": kind, "at": iso(at), "call_id": call_id, **body}
     d = digest(payload)
     h = link(prev, d)
-    index.execute("insert into chain (seq, kind, call_id, at, payload, digest, prev_hash, hash) "
-                  "values (?, ?, ?, ?, ?, ?, ?, ?)",
-                  [seq + 1, kind, call_id, payload["at"], json.dumps(payload, sort_keys=True), d, prev, h])
+    db.chain_append(index, seq=seq + 1, kind=kind, call_id=call_id, at=payload["at"],
+                    payload=json.dumps(payload, sort_keys=True), digest=d, prev_hash=prev, hash=h)
     return Entry(seq + 1, kind, call_id, payload, d, prev, h)
 
 
@@ -95,15 +93,14 @@ def recording_payload(row: dict[str, Any], salt: str, plain_sha256: str | None) 
 
 def recording_entry(index: Index, call_id: int) -> Entry | None:
     """The newest ``recording`` entry for ``call_id`` (ids can be reused once a call is deleted)."""
-    rows = index.query("select * from chain where call_id = ? and kind = 'recording' "
-                       "order by seq desc limit 1", [call_id])
-    return _entry(rows[0]) if rows else None
+    row = db.chain_newest_recording(index, call_id)
+    return _entry(row) if row else None
 
 
 def live_entry(index: Index, call_id: int) -> Entry | None:
     """The recording entry of ``call_id`` if the chain has it and no removal came after it."""
-    rows = index.query("select * from chain where call_id = ? order by seq desc limit 1", [call_id])
-    return _entry(rows[0]) if rows and rows[0]["kind"] == "recording" else None
+    row = db.chain_newest_for_call(index, call_id)
+    return _entry(row) if row and row["kind"] == "recording" else None
 
 
 def append_recording(index: Index, row: dict[str, Any], *, plain_sha256: str | None = None,
@@ -122,7 +119,6 @@ def append_recordings(index: Index, rows: Iterable[dict[str, Any]], *,
                       updates: Iterable[dict[str, Any]] | None = None,
                       clock: Clock | None = None) -> list[Entry]:
     """Commit several finished recordings in one transaction (bulk import, backfill)."""
-    ensure_tables(index)
     at = (clock or SystemClock()).wall()
     rows = list(rows)
     plains = list(plain_sha256s) if plain_sha256s is not None else [None] * len(rows)
@@ -136,13 +132,9 @@ def append_recordings(index: Index, rows: Iterable[dict[str, Any]], *,
                 out.append(existing)
                 continue
             if change:
-                cols = sorted(change)
-                if not all(c.isidentifier() for c in cols):
-                    raise ValueError(f"bad column names {cols!r}")
-                index.execute(f"update calls set {', '.join(c + ' = ?' for c in cols)} where id = ?",
-                              [change[c] for c in cols] + [row["id"]])
+                index.update_call(row["id"], **change)
             salt = secrets.token_hex(16)
-            index.execute("insert or replace into chain_salts (call_id, salt) values (?, ?)", [row["id"], salt])
+            db.salt_set(index, row["id"], salt)
             last = _append(index, "recording", row["id"], recording_payload(row, salt, plain), at, after=last)
             out.append(last)
     return out
@@ -160,10 +152,9 @@ def append_removal(index: Index, kind: str, call_id: int, *, why: str, by: str, 
 
 def entries(index: Index, from_seq: int = 1, page_rows: int = 5000) -> Iterator[Entry]:
     """All entries from ``from_seq`` on, in order, read a page at a time."""
-    ensure_tables(index)
     seq = from_seq - 1
     while True:
-        rows = index.query("select * from chain where seq > ? order by seq limit ?", [seq, page_rows])
+        rows = db.chain_entries(index, seq, page_rows)
         if not rows:
             return
         for r in rows:
@@ -173,13 +164,11 @@ def entries(index: Index, from_seq: int = 1, page_rows: int = 5000) -> Iterator[
 
 def links_after(index: Index, seq: int) -> list[tuple[int, str, str]]:
     """(seq, digest, hash) of every entry after ``seq``: the proof from an entry to the head."""
-    rows = index.query("select seq, digest, hash from chain where seq > ? order by seq", [seq])
-    return [(r["seq"], r["digest"], r["hash"]) for r in rows]
+    return [(r["seq"], r["digest"], r["hash"]) for r in db.chain_links_after(index, seq)]
 
 
 def salt_of(index: Index, call_id: int) -> str | None:
-    rows = index.query("select salt from chain_salts where call_id = ?", [call_id])
-    return rows[0]["salt"] if rows else None
+    return db.salt_of(index, call_id)
 
 
 def _entry(r: dict[str, Any]) -> Entry:

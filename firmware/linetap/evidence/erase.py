@@ -21,7 +21,6 @@ from ..clock import Clock
 from ..index.db import Index
 from ..retention import deletions
 from . import audit
-from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +35,13 @@ class EraseResult:
 
 def erase_number(index: Index, data_dir: Path, number: str, *, who: str | None = None,
                  clock: Clock | None = None) -> EraseResult:
-    ensure_tables(index)
     who = who or audit.current_user()
-    ids = [r["id"] for r in index.query("select id from calls where caller_number = ? order by id", [number])]
-    index.execute("PRAGMA secure_delete = ON")
+    ids = index.call_ids_by_number(number)
+    index.secure_delete()
     res = deletions.delete_recordings(index, Path(data_dir), [(i, "request") for i in ids], by=who,
                                       detail="privacy request (erase by caller number)", clock=clock)
     try:
-        index.query("PRAGMA wal_checkpoint(TRUNCATE)")
+        index.checkpoint_wal()
     except Exception as e:  # noqa: BLE001 - best effort: a reader may hold the WAL open
         logger.warning("could not checkpoint the index after an erasure: %s", e)
     result = EraseResult(

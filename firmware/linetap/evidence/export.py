@@ -29,7 +29,6 @@ from ..store.recordings import sha256_file
 from . import EvidenceError, UnknownCall, audit, chain, export_verify
 from .export_verify import EXPORT_FORMAT, PRIVATE_FIELDS, PROOF_FORMAT
 from .export_verify import verify_export as verify_export  # re-exported: the standalone checker
-from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +60,6 @@ def _write_json(path: Path, doc: object) -> None:
 
 def export_call(index: Index, data_dir: Path, call_id: int, to_dir: Path, *, key_path: Path | None = None,
                 who: str | None = None, recorder_id: str | None = None, clock: Clock | None = None) -> ExportResult:
-    ensure_tables(index)
     clock = clock or SystemClock()
     who = who or audit.current_user()
     row = index.get_call(call_id)

@@ -20,10 +20,10 @@ from typing import Any
 
 from .. import crypto
 from ..clock import Clock
+from ..index import evidence as db
 from ..index.db import Index
 from ..store.recordings import fsync_dir, sha256_file
 from . import chain
-from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ def finalize_recording(index: Index, data_dir: Path, row: dict[str, Any], storag
     ``row`` needs only ``id`` (the dict ``Recording.finish`` returns will do): the calls row
     is re-read, so the chain commits to exactly what the index holds.
     """
-    ensure_tables(index)
     data_dir = Path(data_dir)
     current = index.get_call(int(row["id"]))
     if current is None:
@@ -71,17 +70,13 @@ def finalize_recording(index: Index, data_dir: Path, row: dict[str, Any], storag
 
 def finalize_pending(index: Index, data_dir: Path, storage: Any, *, clock: Clock | None = None) -> list[int]:
     """Finalize every finished recording not yet in the chain (start-up, after salvage)."""
-    ensure_tables(index)
-    rows = index.query(
-        "select id from calls c where c.status != 'recording' and coalesce((select kind from chain "
-        "where chain.call_id = c.id order by seq desc limit 1), '') != 'recording' order by id")
     done: list[int] = []
-    for r in rows:
-        logger.warning("call %d was finished but not yet chained (restart); sealing/chaining it now", r["id"])
+    for call_id in db.calls_unchained(index):
+        logger.warning("call %d was finished but not yet chained (restart); sealing/chaining it now", call_id)
         try:
-            finalize_recording(index, data_dir, r, storage, clock=clock)
+            finalize_recording(index, data_dir, {"id": call_id}, storage, clock=clock)
         except (OSError, crypto.CryptoError, LookupError) as e:
-            logger.error("call %d could not be finalized: %s", r["id"], e)
+            logger.error("call %d could not be finalized: %s", call_id, e)
             continue
-        done.append(r["id"])
+        done.append(call_id)
     return done

@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 
 from ..clock import Clock, SystemClock, iso
+from ..index import evidence as db
 from ..index.db import Index
 from . import UnknownCall, audit
-from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +28,14 @@ class Hold:
 def hold(index: Index, call_id: int, *, reason: str | None = None, who: str | None = None,
          clock: Clock | None = None) -> bool:
     """Place a hold; False if it was already held (the first reason is kept)."""
-    ensure_tables(index)
     who = who or audit.current_user()
     clock = clock or SystemClock()
     with index.write_transaction():
-        if not index.query("select 1 from calls where id = ?", [call_id]):
+        if not db.call_exists(index, call_id):
             raise UnknownCall(f"no recording with id {call_id}")
-        if index.query("select 1 from holds where call_id = ?", [call_id]):
+        if db.is_held(index, call_id):
             return False
-        index.execute("insert into holds (call_id, held_at, held_by, reason) values (?, ?, ?, ?)",
-                      [call_id, iso(clock.wall()), who, reason])
+        db.hold_add(index, call_id, held_at=iso(clock.wall()), held_by=who, reason=reason)
         audit.record(index, "hold", call_id, who=who, detail=reason, clock=clock)
     logger.info("call %d placed on legal hold by %s", call_id, who)
     return True
@@ -45,25 +43,22 @@ def hold(index: Index, call_id: int, *, reason: str | None = None, who: str | No
 
 def release(index: Index, call_id: int, *, who: str | None = None, clock: Clock | None = None) -> bool:
     """Lift a hold; False if the call was not held."""
-    ensure_tables(index)
     who = who or audit.current_user()
     with index.write_transaction():
-        if not index.query("select 1 from holds where call_id = ?", [call_id]):
-            if not index.query("select 1 from calls where id = ?", [call_id]):
+        if not db.is_held(index, call_id):
+            if not db.call_exists(index, call_id):
                 raise UnknownCall(f"no recording with id {call_id}")
             return False
-        index.execute("delete from holds where call_id = ?", [call_id])
+        db.hold_remove(index, call_id)
         audit.record(index, "release", call_id, who=who, clock=clock)
     logger.info("legal hold on call %d released by %s", call_id, who)
     return True
 
 
 def holds(index: Index) -> list[Hold]:
-    ensure_tables(index)
     return [Hold(r["call_id"], r["held_at"], r["held_by"], r["reason"])
-            for r in index.query("select * from holds order by call_id")]
+            for r in db.holds(index)]
 
 
 def is_held(index: Index, call_id: int) -> bool:
-    ensure_tables(index)
-    return bool(index.query("select 1 from holds where call_id = ?", [call_id]))
+    return db.is_held(index, call_id)

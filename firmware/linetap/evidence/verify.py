@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import Clock
+from ..index import evidence as db
 from ..index.db import Index
 from ..store.recordings import sha256_file
 from . import audit, chain
 from .export_verify import COMMITTED_FIELDS, GENESIS, digest, duration_ms, link, private_commitment
-from .tables import ensure_tables
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ class Report:
 
 def verify(index: Index, data_dir: Path, *, rehash: bool = True, who: str | None = None,
            clock: Clock | None = None, record_audit: bool = True) -> Report:
-    ensure_tables(index)
     data_dir = Path(data_dir)
     problems: list[Problem] = []
 
@@ -106,10 +105,10 @@ def verify(index: Index, data_dir: Path, *, rehash: bool = True, who: str | None
                                         f"entry {e.seq}): removed outside linetap"))
 
     # 2. the calls rows against the chain
-    salts = {r["call_id"]: r["salt"] for r in index.query("select call_id, salt from chain_salts")}
+    salts = db.salts(index)
     seen: set[int] = set()
     open_paths: set[str] = set()
-    for row in index.query("select * from calls order by id"):
+    for row in index.calls_by_id():
         cid = row["id"]
         if row["status"] == "recording":
             if row["path"]:

@@ -1,9 +1,13 @@
-"""The SQLite adapter: the only module that imports ``sqlite_utils``.
+"""The SQLite adapter: the only module that imports ``sqlite_utils``, and with the rest of
+:mod:`linetap.index` the only place that holds SQL (``tests/test_architecture.py`` enforces both).
 
 One ``Index`` per process, shared by threads under a lock (writes are rare:
 a call's start and end, alarms, a heartbeat a second). WAL mode lets the CLI
-read while the recorder writes. Other modules that need a table of their own
-use ``Index.table(name)`` / ``Index.query`` instead of importing sqlite_utils.
+read while the recorder writes. The schema (every table, with numbered migrations)
+is :mod:`linetap.index.schema`, applied here when the index opens. Callers use the
+named operations below and in :mod:`linetap.index.evidence` / :mod:`linetap.index.retention`
+(what a query means, not how it is written); :meth:`Index.query` and :meth:`Index.execute`
+remain for those modules and for tests that inspect the file.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
+from . import schema
+
 CALL_COLUMNS = {
     "id": int, "line": str, "started_at": str, "ended_at": str, "duration_s": float, "path": str,
     "codec": str, "bytes": int, "sha256": str, "caller_number": str, "caller_name": str,
     "dtmf": str, "end_reason": str, "status": str,
 }
 CONTRACT_FIELDS = tuple(CALL_COLUMNS)
-SCHEMA_TABLES = ("calls", "alarms", "gaps", "meta")
+
+# PRAGMA synchronous levels (sqlite.org/pragma.html#pragma_synchronous).
+SYNC_NORMAL = 1
+SYNC_FULL = 2
 
 
 class Index:
@@ -35,18 +44,29 @@ class Index:
                                isolation_level=None)
         if new:
             os.chmod(self.path, 0o640)
-        self.db = sqlite_utils.Database(conn)
+        self._db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
+        try:
+            self._open()
+        except BaseException:
+            conn.close()  # refused (SchemaTooNew) or failed: leave no connection behind
+            raise
+
+    def _open(self) -> None:
         with self.lock:
+            schema.check_known(schema.version(self._db.conn))  # before any write, even the WAL switch
             self._wal()
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=10000")
-            if not set(SCHEMA_TABLES) <= set(self.db.table_names()):
-                # Another process (the recorder, ``linetap calls``) may be creating the schema
-                # right now: take the write lock first, so "no table -> create it" cannot race.
-                # (Only then: a reader of a complete index never takes the write lock.)
+            # NORMAL in WAL mode: a commit may be lost to a power cut until the next WAL sync,
+            # but the file never corrupts. Writes that must survive use durable_transaction().
+            self._db.execute(f"PRAGMA synchronous={SYNC_NORMAL:d}")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            if schema.version(self._db.conn) < schema.LATEST:
+                # Another process (the recorder, ``linetap calls``) may be creating or migrating the
+                # schema right now: take the write lock first (migrate() re-reads the version under
+                # it), so "old version -> migrate" cannot race. A reader of an index already at
+                # LATEST never takes the write lock.
                 with self.write_transaction():
-                    self._schema()
+                    schema.migrate(self._db.conn)
 
     @contextmanager
     def write_transaction(self) -> Iterator[None]:
@@ -57,13 +77,40 @@ class Index:
         lock at once, so two processes (the recorder and a CLI command) writing are serialised.
         """
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
             except BaseException:
-                self.db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK")
                 raise
-            self.db.execute("COMMIT")
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def durable_transaction(self) -> Iterator[None]:
+        """A write transaction that is on the disk when it returns (``synchronous=FULL``).
+
+        The index runs ``synchronous=NORMAL``: in WAL mode a commit then reaches the disk only at
+        the next WAL sync, so a power cut can lose the last commits. That is harmless for most
+        writes, not for one whose effect outside the database follows at once: a deletion intent
+        lost while the file's unlink reached the disk would make the next sweep log a false
+        "removed outside linetap" chain entry. FULL syncs the WAL at this commit (and with it
+        every earlier commit); the setting is per connection and cannot change inside a
+        transaction, so it is set before BEGIN and put back after COMMIT, under the lock.
+        """
+        with self.lock:
+            self._db.execute(f"PRAGMA synchronous={SYNC_FULL:d}")
+            try:
+                with self.write_transaction():
+                    yield
+            finally:
+                self._db.execute(f"PRAGMA synchronous={SYNC_NORMAL:d}")
+
+    def synchronous(self) -> int:
+        """The connection's current ``PRAGMA synchronous`` level (1 NORMAL, 2 FULL)."""
+        return int(self.query("PRAGMA synchronous")[0]["synchronous"])
+
+    def schema_version(self) -> int:
+        return int(self.query("PRAGMA user_version")[0]["user_version"])
 
     def _wal(self) -> None:
         # Switching a new database to WAL does not wait on the busy timeout: a second process
@@ -71,61 +118,60 @@ class Index:
         # "database is locked" at once. Retry for a while instead of failing the start.
         for attempt in range(100):
             try:
-                self.db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA journal_mode=WAL")
                 return
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) or attempt == 99:
                     raise
                 time.sleep(0.02)
 
-    def _schema(self) -> None:
-        db = self.db
-        if "calls" not in db.table_names():
-            db["calls"].create({**CALL_COLUMNS, "rate": int, "channels": int}, pk="id",
-                               not_null={"line", "started_at", "status"})
-            db["calls"].create_index(["started_at"])
-            db["calls"].create_index(["line", "started_at"])
-            db["calls"].create_index(["caller_number"])
-            db["calls"].create_index(["status"])
-        if "alarms" not in db.table_names():
-            db["alarms"].create({"id": int, "code": str, "severity": str, "line": str,
-                                 "raised_at": str, "cleared_at": str, "detail": str}, pk="id")
-            db["alarms"].create_index(["raised_at"])
-        if "gaps" not in db.table_names():
-            db["gaps"].create({"id": int, "line": str, "started_at": str, "ended_at": str,
-                               "reason": str}, pk="id")
-            db["gaps"].create_index(["line", "started_at"])
-        if "meta" not in db.table_names():
-            db["meta"].create({"key": str, "value": str}, pk="key")
-
-    # --- generic access for other modules (no sqlite_utils import elsewhere) ---
-    def table(self, name: str) -> Any:
-        return self.db[name]
-
+    # --- raw SQL: for linetap.index's own modules and for tests that inspect the file ---
     def query(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         with self.lock:
-            return list(self.db.query(sql, params))
+            return list(self._db.query(sql, params))
 
     def execute(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> None:
         with self.lock:
-            self.db.execute(sql, params)
+            self._db.execute(sql, params)
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        with self.lock:
+            return int(self._db[table].insert(row).last_pk)
+
+    def _update(self, table: str, pk: Any, fields: dict[str, Any]) -> None:
+        with self.lock:
+            self._db[table].update(pk, fields)
+
+    def table_names(self) -> list[str]:
+        with self.lock:
+            return list(self._db.table_names())
 
     # --- calls ---
     def call_started(self, **row: Any) -> int:
-        with self.lock:
-            return int(self.db["calls"].insert({**row, "status": "recording"}).last_pk)
+        return self._insert("calls", {**row, "status": "recording"})
+
+    def call_recovered(self, **row: Any) -> None:
+        """Insert a calls row the salvage rebuilt from a file (with its id and final fields)."""
+        self._insert("calls", row)
 
     def update_call(self, call_id: int, **fields: Any) -> None:
-        with self.lock:
-            self.db["calls"].update(call_id, fields)
+        self._update("calls", call_id, fields)
 
     def delete_call(self, call_id: int) -> None:
         with self.lock:
-            self.db["calls"].delete(call_id)
+            self._db["calls"].delete(call_id)
 
     def get_call(self, call_id: int) -> dict[str, Any] | None:
         rows = self.query("select * from calls where id = ?", [call_id])
         return rows[0] if rows else None
+
+    def calls_by_id(self) -> list[dict[str, Any]]:
+        """Every calls row, by id (``linetap verify`` walks them against the chain)."""
+        return self.query("select * from calls order by id")
+
+    def call_ids_by_number(self, number: str) -> list[int]:
+        """Ids of every call from ``number``, oldest first (a privacy erasure)."""
+        return [r["id"] for r in self.query("select id from calls where caller_number = ? order by id", [number])]
 
     def calls(self, *, line: str | None = None, since: str | None = None, until: str | None = None,
               number: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
@@ -146,27 +192,65 @@ class Index:
 
     # --- alarms and gaps ---
     def alarm_raised(self, code: str, severity: str, line: str | None, raised_at: str, detail: str) -> int:
-        with self.lock:
-            return int(self.db["alarms"].insert({"code": code, "severity": severity, "line": line,
-                                                 "raised_at": raised_at, "cleared_at": None,
-                                                 "detail": detail}).last_pk)
+        return self._insert("alarms", {"code": code, "severity": severity, "line": line,
+                                       "raised_at": raised_at, "cleared_at": None, "detail": detail})
 
     def alarm_cleared(self, alarm_id: int, cleared_at: str) -> None:
-        self.update_table("alarms", alarm_id, cleared_at=cleared_at)
+        self._update("alarms", alarm_id, {"cleared_at": cleared_at})
 
-    def gap(self, line: str, started_at: str, ended_at: str, reason: str) -> int:
-        with self.lock:
-            return int(self.db["gaps"].insert({"line": line, "started_at": started_at,
-                                               "ended_at": ended_at, "reason": reason}).last_pk)
+    def alarm_detail(self, alarm_id: int, detail: str) -> None:
+        """The latest detail of a raised alarm (e.g. the growing count of lost samples)."""
+        self._update("alarms", alarm_id, {"detail": detail})
 
-    def update_table(self, table: str, pk: Any, **fields: Any) -> None:
-        with self.lock:
-            self.db[table].update(pk, fields)
+    def alarms_clear_left_open(self, at: str) -> int:
+        """At start-up: end every alarm a crashed run left raised at ``at`` (its last heartbeat;
+        never before the alarm's own raising). Returns how many."""
+        with self.write_transaction():
+            n = self.query("select count(*) as n from alarms where cleared_at is null")[0]["n"]
+            # ISO strings of one format compare in time order, so max() is the later time.
+            self.execute("update alarms set cleared_at = max(raised_at, ?) where cleared_at is null", [at])
+        return int(n)
+
+    def gap(self, line: str, started_at: str, ended_at: str | None, reason: str) -> int:
+        """Insert a gap (``ended_at`` None while it lasts)."""
+        return self._insert("gaps", {"line": line, "started_at": started_at, "ended_at": ended_at,
+                                     "reason": reason})
+
+    def gap_closed(self, gap_id: int, ended_at: str) -> None:
+        self._update("gaps", gap_id, {"ended_at": ended_at})
+
+    def gaps_close_left_open(self, at: str) -> int:
+        """At start-up: complete every gap a crashed run left open at ``at`` (never before the
+        gap's own start). Returns how many."""
+        with self.write_transaction():
+            n = self.query("select count(*) as n from gaps where ended_at is null")[0]["n"]
+            self.execute("update gaps set ended_at = max(started_at, ?) where ended_at is null", [at])
+        return int(n)
+
+    def gaps_overlapping(self, since: str, until: str, line: str | None = None) -> list[dict[str, Any]]:
+        """Gaps (line, started_at, ended_at, reason) overlapping [since, until), by line and start;
+        an open gap (``ended_at`` null) lasts until now."""
+        sql = ("select line, started_at, ended_at, reason from gaps "
+               "where started_at < ? and coalesce(ended_at, '9999') > ?")
+        params: list[Any] = [until, since]
+        if line:
+            sql += " and line = ?"
+            params.append(line)
+        return self.query(sql + " order by line, started_at", params)
+
+    # --- maintenance ---
+    def secure_delete(self) -> None:
+        """From now on, overwrite deleted content with zeros (a privacy erasure)."""
+        self.execute("PRAGMA secure_delete = ON")
+
+    def checkpoint_wal(self) -> None:
+        """Copy the WAL into the database and truncate it (so erased rows leave no copy in the WAL)."""
+        self.query("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # --- meta (heartbeat etc.) ---
     def set_meta(self, key: str, value: str) -> None:
         with self.lock:
-            self.db["meta"].upsert({"key": key, "value": value}, pk="key")
+            self._db["meta"].upsert({"key": key, "value": value}, pk="key")
 
     def get_meta(self, key: str) -> str | None:
         rows = self.query("select value from meta where key = ?", [key])
@@ -174,7 +258,7 @@ class Index:
 
     def close(self) -> None:
         with self.lock:
-            self.db.conn.close()
+            self._db.conn.close()
 
 
 def open_index(data_dir: Path) -> Index:

@@ -4,7 +4,12 @@ Three steps, so that a power cut at any point leaves nothing that looks like tam
 
 1. intent: the calls to delete go into ``deleting`` (one transaction; held calls and calls still
    being written are refused here, under the write lock, so a hold placed a moment after the
-   plan was made still wins);
+   plan was made still wins). It is a *durable* transaction (``synchronous=FULL``, see
+   :meth:`linetap.index.db.Index.durable_transaction`): the index otherwise runs
+   ``synchronous=NORMAL``, and an intent lost to a power cut after its file's unlink reached
+   the disk would make the next sweep find the file gone with no intent, and log a false
+   "removed outside linetap" in the chain. Step 3 needs no FULL: if it is lost, the intent
+   is still there and :func:`finish_pending` completes it as a recovery;
 2. the files are unlinked (no lock held);
 3. one transaction per batch: a ``deletions`` row (what, when, why, by) and a chain entry
    (``deletion``, or ``erasure`` for a privacy request) per call, the calls row and its
@@ -25,7 +30,7 @@ from typing import Any, Iterable
 
 from ..clock import Clock, SystemClock, iso
 from ..evidence import chain
-from ..evidence.tables import ensure_tables
+from ..index import retention as db
 from ..index.db import Index
 
 logger = logging.getLogger(__name__)
@@ -61,7 +66,6 @@ class DeleteResult:
 def delete_recordings(index: Index, data_dir: Path, items: Iterable[tuple[int, str]], *, by: str,
                       detail: str | None = None, clock: Clock | None = None) -> DeleteResult:
     """Delete recordings ``(call_id, why)``; never a held one or one still being written."""
-    ensure_tables(index)
     clock = clock or SystemClock()
     items = list(items)
     for _, why in items:
@@ -69,44 +73,32 @@ def delete_recordings(index: Index, data_dir: Path, items: Iterable[tuple[int, s
             raise ValueError(f"unknown deletion reason {why!r}")
     refused: list[Refused] = []
     queued = iso(clock.wall())
-    with index.write_transaction():
+    with index.durable_transaction():  # on the disk before any unlink (module docstring)
         for call_id, why in items:
-            rows = index.query("select c.path, c.status, h.call_id as held from calls c "
-                               "left join holds h on h.call_id = c.id where c.id = ?", [call_id])
-            if not rows:
+            row = db.deletion_candidate(index, call_id)
+            if row is None:
                 refused.append(Refused(call_id, "unknown"))
-            elif rows[0]["held"] is not None:
+            elif row["held"] is not None:
                 refused.append(Refused(call_id, "held"))
-            elif rows[0]["status"] == "recording":
+            elif row["status"] == "recording":
                 refused.append(Refused(call_id, "recording"))
             else:
-                index.execute("insert or replace into deleting (call_id, path, why, by, detail, queued_at, "
-                              "file_missing) values (?, ?, ?, ?, ?, ?, 0)",
-                              [call_id, rows[0]["path"], why, by, detail, queued])
+                db.intent_add(index, call_id, path=row["path"], why=why, by=by, detail=detail, queued_at=queued)
     for r in refused:
         if r.reason == "held":
             logger.info("call %d is on legal hold: not deleted", r.call_id)
-    pending = _pending(index, [c for c, _ in items])
+    pending = db.intents(index, [c for c, _ in items])
     done = _finish(index, data_dir, pending, clock, recovering=False)
     return DeleteResult(tuple(done), tuple(refused))
 
 
 def finish_pending(index: Index, data_dir: Path, clock: Clock | None = None) -> list[Deleted]:
     """Complete deletions a crash interrupted (their files may or may not be gone already)."""
-    ensure_tables(index)
-    pending = index.query("select * from deleting order by call_id")
+    pending = db.intents(index)
     if not pending:
         return []
     logger.warning("finishing %d deletion(s) interrupted by a restart", len(pending))
     return _finish(index, data_dir, pending, clock or SystemClock(), recovering=True)
-
-
-def _pending(index: Index, ids: list[int]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        out += index.query(f"select * from deleting where call_id in ({','.join('?' * len(chunk))})", chunk)
-    return out
 
 
 def _finish(index: Index, data_dir: Path, pending: list[dict[str, Any]], clock: Clock, *,
@@ -132,20 +124,15 @@ def _finish(index: Index, data_dir: Path, pending: list[dict[str, Any]], clock: 
     with index.write_transaction():
         for p in pending:
             call_id = p["call_id"]
-            rows = index.query("select * from calls where id = ?", [call_id])
-            row = rows[0] if rows else {}
+            row = index.get_call(call_id) or {}
             kind = "erasure" if p["why"] == "request" else "deletion"
-            index.execute(
-                "insert into deletions (at, call_id, line, started_at, ended_at, path, bytes, sha256, why, by, "
-                "detail) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [iso(at), call_id, row.get("line"), row.get("started_at"), row.get("ended_at"), p["path"],
-                 row.get("bytes"), row.get("sha256"), p["why"], p["by"],
-                 _detail(p["detail"], missing[call_id])])
+            db.deletion_logged(index, at=iso(at), call_id=call_id, line=row.get("line"),
+                               started_at=row.get("started_at"), ended_at=row.get("ended_at"), path=p["path"],
+                               bytes=row.get("bytes"), sha256=row.get("sha256"), why=p["why"], by=p["by"],
+                               detail=_detail(p["detail"], missing[call_id]))
             chain.append_removal(index, kind, call_id, why=p["why"], by=p["by"], sha256=row.get("sha256"),
                                  file_missing=missing[call_id], at=at)
-            index.execute("delete from calls where id = ?", [call_id])
-            index.execute("delete from chain_salts where call_id = ?", [call_id])
-            index.execute("delete from deleting where call_id = ?", [call_id])
+            db.call_forgotten(index, call_id)
             done.append(Deleted(call_id, p["path"], int(row.get("bytes") or 0), p["why"], missing[call_id]))
     for d in dirs:
         _prune_empty_dirs(d, data_dir / "recordings", at)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from ..clock import Clock, SystemClock, iso, parse_iso
-from ..evidence.tables import ensure_tables
+from ..index import retention as db
 from ..index.db import Index
 from . import deletions
 from .plan import DAY_S, Plan, Policy, RecordingInfo, Space, hours_left, plan, space_needed
@@ -131,7 +131,6 @@ class Sweeper:
         self._lock = threading.Lock()
         self._disk_low = False
         self._rate: float | None = None
-        ensure_tables(index)
 
     @classmethod
     def from_config(cls, index: Index, cfg: Any, **kwargs: Any) -> Sweeper:
@@ -141,8 +140,8 @@ class Sweeper:
     # --- measuring ---------------------------------------------------------------
     def _open_bytes(self) -> int:
         total = 0
-        for r in self.index.query("select path from calls where status = 'recording' and path is not null"):
-            for p in (self.data_dir / (r["path"] + PART), self.data_dir / r["path"]):
+        for path in db.paths_being_recorded(self.index):
+            for p in (self.data_dir / (path + PART), self.data_dir / path):
                 try:
                     total += p.stat().st_size
                     break
@@ -152,9 +151,7 @@ class Sweeper:
 
     def _finished(self) -> tuple[int, int]:
         """(number, bytes) of finished recordings: the one full pass over calls a sweep makes."""
-        r = self.index.query("select count(*) as n, coalesce(sum(bytes), 0) as b from calls "
-                             "where status != 'recording'")[0]
-        return int(r["n"]), int(r["b"])
+        return db.finished_totals(self.index)
 
     def used_bytes(self) -> int:
         """Bytes held by recordings: finished files plus the files being written."""
@@ -164,18 +161,14 @@ class Sweeper:
         """Bytes recorded per second over the last ``rate_window_s`` (None before a minute of data)."""
         now = self.clock.wall() if now is None else now
         since = iso(now - self.rate_window_s)
-        q = self.index.query
-        done = q("select coalesce(sum(bytes), 0) as b from calls where started_at >= ? and status != 'recording'",
-                 [since])[0]["b"]
-        gone = q("select coalesce(sum(bytes), 0) as b from deletions where started_at >= ?", [since])[0]["b"]
-        firsts = [r["t"] for r in (q("select min(started_at) as t from calls")[0],
-                                   q("select min(started_at) as t from deletions")[0]) if r["t"]]
-        if not firsts:
+        recorded = db.bytes_recorded_since(self.index, since)
+        first = db.first_recording_start(self.index)
+        if first is None:
             return None
-        span = min(self.rate_window_s, now - parse_iso(min(firsts)))
+        span = min(self.rate_window_s, now - parse_iso(first))
         if span < 60.0:
             return None
-        written = int(done) + int(gone) + (self._open_bytes() if open_bytes is None else open_bytes)
+        written = recorded + (self._open_bytes() if open_bytes is None else open_bytes)
         return written / span
 
     def tight(self) -> bool:
@@ -189,16 +182,12 @@ class Sweeper:
     def _recordings(self) -> Iterator[RecordingInfo]:
         """Every recording, oldest first, a page at a time (the planner stops early).
 
-        Each page seeks the started_at index (``>=``, not a row-value OR, which SQLite would
-        answer by scanning from the start every page); rows of the previous page's last
-        instant are skipped here.
+        Each page seeks the started_at index (``>=``, see :func:`linetap.index.retention.recordings_from`);
+        rows of the previous page's last instant are skipped here.
         """
         started, last_id = "", -1
         while True:
-            rows = self.index.query(
-                "select c.id, c.line, c.started_at, c.bytes, c.status, h.call_id as held from calls c "
-                "left join holds h on h.call_id = c.id where c.started_at >= ? "
-                "order by c.started_at, c.id limit ?", [started, self.page_rows])
+            rows = db.recordings_from(self.index, started, self.page_rows)
             fresh = [r for r in rows if r["started_at"] != started or r["id"] > last_id]
             for r in fresh:
                 yield RecordingInfo(r["id"], r["line"], _epoch(r["started_at"]), int(r["bytes"] or 0),
@@ -206,10 +195,7 @@ class Sweeper:
             if len(rows) < self.page_rows:
                 return
             if not fresh:  # a whole page at one instant: step past it by id
-                rows = self.index.query(
-                    "select c.id, c.line, c.started_at, c.bytes, c.status, h.call_id as held from calls c "
-                    "left join holds h on h.call_id = c.id where c.started_at = ? and c.id > ? order by c.id",
-                    [started, last_id])
+                rows = db.recordings_at(self.index, started, last_id)
                 for r in rows:
                     yield RecordingInfo(r["id"], r["line"], _epoch(r["started_at"]), int(r["bytes"] or 0),
                                         r["held"] is not None, r["status"])
@@ -219,25 +205,18 @@ class Sweeper:
 
     def evictable_bytes(self, now: float, finished_bytes: int) -> int:
         """Of ``finished_bytes``, what space eviction may still delete (not held, not protected)."""
-        q = self.index.query
-        held = q("select coalesce(sum(c.bytes), 0) as b from holds h join calls c on c.id = h.call_id "
-                 "where c.status != 'recording'")[0]["b"]
+        held = db.held_finished_bytes(self.index)
         protected = 0
         if self.policy.on_min_retention_conflict != "evict":
-            unheld = "c.status != 'recording' and c.id not in (select call_id from holds)"
             named = [name for name, _ in self.policy.lines]
-            for name, _lp in self.policy.lines:
+            for name in named:
                 days = self.policy.for_line(name).min_retention_days
                 if days:
-                    protected += q(f"select coalesce(sum(bytes), 0) as b from calls c where c.line = ? "
-                                   f"and c.started_at > ? and {unheld}", [name, iso(now - days * DAY_S)])[0]["b"]
+                    protected += db.unheld_bytes_since(self.index, iso(now - days * DAY_S), line=name)
             days = self.policy.default.effective().min_retention_days
             if days:
-                marks = ",".join("?" * len(named))
-                others = f"c.line not in ({marks}) and " if named else ""
-                protected += q(f"select coalesce(sum(bytes), 0) as b from calls c where {others}"
-                               f"c.started_at > ? and {unheld}", [*named, iso(now - days * DAY_S)])[0]["b"]
-        return max(0, finished_bytes - int(held) - int(protected))
+                protected += db.unheld_bytes_since(self.index, iso(now - days * DAY_S), other_than=named)
+        return max(0, finished_bytes - held - protected)
 
     # --- sweeping ----------------------------------------------------------------
     def sweep(self) -> SweepResult:
@@ -268,8 +247,7 @@ class Sweeper:
             finished_bytes -= res.freed_bytes
             used = finished_bytes + open_bytes
         evictable = self.evictable_bytes(now, finished_bytes)
-        recordings = finished + int(self.index.query(
-            "select count(*) as n from calls where status = 'recording'")[0]["n"])
+        recordings = finished + db.count_being_recorded(self.index)
         low = p.disk_low or (bool(refused) and space_needed(Space(free, used), self.policy, reserve) > 0)
         detail = self._detail(p, free, reserve) if low else ""
         self._log_state(low, detail)

@@ -365,8 +365,7 @@ def salvage(data_dir: Path, index: Index) -> list[dict[str, Any]]:
             index.update_call(call_id, **fields)
         elif call_id is not None and index.get_call(call_id) is None:
             line = final.relative_to(root).parts[0]
-            index.table("calls").insert({"id": call_id, "line": line, "started_at": iso(started),
-                                         "codec": codec, "rate": rate, **fields})
+            index.call_recovered(id=call_id, line=line, started_at=iso(started), codec=codec, rate=rate, **fields)
         logger.warning("recovered unfinished recording %s: %.1f s of audio", rel, frames / rate)
         recovered.append({"id": call_id, **fields})
     for rel, row in by_path.items():

@@ -1,0 +1,117 @@
+"""The evidence tables' queries: the hash chain, its salts, legal holds and the access audit.
+
+Named by what they mean; :mod:`linetap.evidence` decides, these read and write. The tables
+and their append-only triggers are in :mod:`linetap.index.schema`. Writes that belong
+together run inside the caller's :meth:`Index.write_transaction`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .db import Index
+
+# --- chain ---
+
+
+def chain_head(index: Index) -> dict[str, Any] | None:
+    """{seq, hash} of the newest chain entry, None for an empty chain."""
+    rows = index.query("select seq, hash from chain order by seq desc limit 1")
+    return rows[0] if rows else None
+
+
+def chain_append(index: Index, *, seq: int, kind: str, call_id: int | None, at: str, payload: str,
+                 digest: str, prev_hash: str, hash: str) -> None:
+    """Insert one chain entry (``payload`` already canonical JSON)."""
+    index.execute("insert into chain (seq, kind, call_id, at, payload, digest, prev_hash, hash) "
+                  "values (?, ?, ?, ?, ?, ?, ?, ?)", [seq, kind, call_id, at, payload, digest, prev_hash, hash])
+
+
+def chain_newest_recording(index: Index, call_id: int) -> dict[str, Any] | None:
+    """The newest ``recording`` entry of ``call_id`` (ids can be reused once a call is deleted)."""
+    rows = index.query("select * from chain where call_id = ? and kind = 'recording' "
+                       "order by seq desc limit 1", [call_id])
+    return rows[0] if rows else None
+
+
+def chain_newest_for_call(index: Index, call_id: int) -> dict[str, Any] | None:
+    """The newest entry of any kind for ``call_id``."""
+    rows = index.query("select * from chain where call_id = ? order by seq desc limit 1", [call_id])
+    return rows[0] if rows else None
+
+
+def chain_entries(index: Index, after_seq: int, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` entries after ``after_seq``, in order (one page of a full read)."""
+    return index.query("select * from chain where seq > ? order by seq limit ?", [after_seq, limit])
+
+
+def chain_links_after(index: Index, seq: int) -> list[dict[str, Any]]:
+    """{seq, digest, hash} of every entry after ``seq``."""
+    return index.query("select seq, digest, hash from chain where seq > ? order by seq", [seq])
+
+
+def calls_unchained(index: Index) -> list[int]:
+    """Ids of finished calls whose newest chain entry is not a ``recording`` one (never chained,
+    or chained before a deletion freed the id), oldest first."""
+    rows = index.query(
+        "select id from calls c where c.status != 'recording' and coalesce((select kind from chain "
+        "where chain.call_id = c.id order by seq desc limit 1), '') != 'recording' order by id")
+    return [r["id"] for r in rows]
+
+
+# --- salts of the commitments to callers' numbers ---
+
+
+def salt_set(index: Index, call_id: int, salt: str) -> None:
+    index.execute("insert or replace into chain_salts (call_id, salt) values (?, ?)", [call_id, salt])
+
+
+def salt_of(index: Index, call_id: int) -> str | None:
+    rows = index.query("select salt from chain_salts where call_id = ?", [call_id])
+    return rows[0]["salt"] if rows else None
+
+
+def salts(index: Index) -> dict[int, str]:
+    """Every salt, by call id."""
+    return {r["call_id"]: r["salt"] for r in index.query("select call_id, salt from chain_salts")}
+
+
+# --- legal holds ---
+
+
+def call_exists(index: Index, call_id: int) -> bool:
+    return bool(index.query("select 1 from calls where id = ?", [call_id]))
+
+
+def is_held(index: Index, call_id: int) -> bool:
+    return bool(index.query("select 1 from holds where call_id = ?", [call_id]))
+
+
+def hold_add(index: Index, call_id: int, *, held_at: str, held_by: str, reason: str | None) -> None:
+    index.execute("insert into holds (call_id, held_at, held_by, reason) values (?, ?, ?, ?)",
+                  [call_id, held_at, held_by, reason])
+
+
+def hold_remove(index: Index, call_id: int) -> None:
+    index.execute("delete from holds where call_id = ?", [call_id])
+
+
+def holds(index: Index) -> list[dict[str, Any]]:
+    """Every hold {call_id, held_at, held_by, reason}, by call id."""
+    return index.query("select * from holds order by call_id")
+
+
+# --- access audit ---
+
+
+def audit_append(index: Index, *, at: str, who: str, action: str, call_id: int | None,
+                 detail: str | None) -> None:
+    index.execute("insert into audit (at, who, action, call_id, detail) values (?, ?, ?, ?, ?)",
+                  [at, who, action, call_id, detail])
+
+
+def audit_rows(index: Index, call_id: int | None = None) -> list[dict[str, Any]]:
+    """Audit rows in the order written; only those of ``call_id`` if given."""
+    if call_id is None:
+        return index.query("select * from audit order by id")
+    return index.query("select * from audit where call_id = ? order by id", [call_id])

@@ -1,0 +1,207 @@
+"""The schema of ``index.db``: every table, index and trigger, as numbered migrations.
+
+``PRAGMA user_version`` holds the number of the last migration applied. Opening the index
+(:class:`linetap.index.db.Index`) applies the missing ones in one ``BEGIN IMMEDIATE``
+transaction, so the recorder and a CLI command opening a fresh index at once cannot both
+create it, and a box updated from any earlier release is brought forward without losing rows.
+An index whose version is newer than :data:`LATEST` (written by a newer release, then the
+box downgraded) is refused with :class:`SchemaTooNew` rather than written to blindly.
+
+Migration 1 is the schema the releases before numbered migrations created (with
+``user_version`` 0), statement for statement, each with ``IF NOT EXISTS``: such an index
+holds some or all of these objects (the evidence tables appeared later than the contract's),
+so applying migration 1 to it adds what is missing and changes nothing else. The exact text
+is what sqlite-utils generated then; ``tests/test_index_schema.py`` compares a fresh index's
+``sqlite_master`` with ``tests/data/index_schema_v0.sql``, captured from that release.
+
+Adding a migration: append a tuple of statements to :data:`MIGRATIONS`; never edit one a
+release has shipped (boxes in the field have already applied it).
+
+The tables:
+
+``calls``, ``alarms``, ``gaps``
+    the contract's tables (README, "Index").
+``meta``
+    key/value: the recorder's heartbeat and clean-stop marks.
+``chain``, ``chain_salts``
+    the tamper-evidence hash chain and the salts of its commitments to callers' numbers
+    (deleting a salt makes the commitment unlinkable: erasure without breaking the chain).
+``holds``
+    legal holds, one row per held call (a call can be held while it is still recorded).
+``audit``
+    who read or protected which recording, when.
+``deletions``, ``deleting``
+    the log of every deleted recording, and the intents of deletions in progress
+    (see :mod:`linetap.retention.deletions`).
+
+``chain``, ``audit`` and ``deletions`` are append-only: triggers refuse UPDATE and DELETE,
+so no code path of linetap can rewrite history by mistake. (Someone with write access to
+``index.db`` can drop a trigger; the hash chain is what makes that visible, see
+:mod:`linetap.evidence.verify`.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+APPEND_ONLY = ("chain", "audit", "deletions")
+
+
+class SchemaTooNew(RuntimeError):
+    """The index was written by a newer linetap than this one (its user_version is unknown here)."""
+
+
+def _append_only_triggers(table: str) -> tuple[str, ...]:
+    return tuple(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                 f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+                 for op in ("UPDATE", "DELETE"))
+
+
+_V1: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS "calls" (
+   "id" INTEGER PRIMARY KEY,
+   "line" TEXT NOT NULL,
+   "started_at" TEXT NOT NULL,
+   "ended_at" TEXT,
+   "duration_s" REAL,
+   "path" TEXT,
+   "codec" TEXT,
+   "bytes" INTEGER,
+   "sha256" TEXT,
+   "caller_number" TEXT,
+   "caller_name" TEXT,
+   "dtmf" TEXT,
+   "end_reason" TEXT,
+   "status" TEXT NOT NULL,
+   "rate" INTEGER,
+   "channels" INTEGER
+)""",
+    """CREATE INDEX IF NOT EXISTS "idx_calls_started_at"
+    ON "calls" ("started_at")""",
+    """CREATE INDEX IF NOT EXISTS "idx_calls_line_started_at"
+    ON "calls" ("line", "started_at")""",
+    """CREATE INDEX IF NOT EXISTS "idx_calls_caller_number"
+    ON "calls" ("caller_number")""",
+    """CREATE INDEX IF NOT EXISTS "idx_calls_status"
+    ON "calls" ("status")""",
+    """CREATE TABLE IF NOT EXISTS "alarms" (
+   "id" INTEGER PRIMARY KEY,
+   "code" TEXT,
+   "severity" TEXT,
+   "line" TEXT,
+   "raised_at" TEXT,
+   "cleared_at" TEXT,
+   "detail" TEXT
+)""",
+    """CREATE INDEX IF NOT EXISTS "idx_alarms_raised_at"
+    ON "alarms" ("raised_at")""",
+    """CREATE TABLE IF NOT EXISTS "gaps" (
+   "id" INTEGER PRIMARY KEY,
+   "line" TEXT,
+   "started_at" TEXT,
+   "ended_at" TEXT,
+   "reason" TEXT
+)""",
+    """CREATE INDEX IF NOT EXISTS "idx_gaps_line_started_at"
+    ON "gaps" ("line", "started_at")""",
+    """CREATE TABLE IF NOT EXISTS "meta" (
+   "key" TEXT PRIMARY KEY,
+   "value" TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS "chain" (
+   "seq" INTEGER PRIMARY KEY,
+   "kind" TEXT NOT NULL,
+   "call_id" INTEGER,
+   "at" TEXT,
+   "payload" TEXT NOT NULL,
+   "digest" TEXT NOT NULL,
+   "prev_hash" TEXT NOT NULL,
+   "hash" TEXT NOT NULL
+)""",
+    """CREATE INDEX IF NOT EXISTS "idx_chain_call_id_kind"
+    ON "chain" ("call_id", "kind")""",
+    """CREATE TABLE IF NOT EXISTS "chain_salts" (
+   "call_id" INTEGER PRIMARY KEY,
+   "salt" TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS "holds" (
+   "call_id" INTEGER PRIMARY KEY,
+   "held_at" TEXT,
+   "held_by" TEXT,
+   "reason" TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS "audit" (
+   "id" INTEGER PRIMARY KEY,
+   "at" TEXT NOT NULL,
+   "who" TEXT NOT NULL,
+   "action" TEXT NOT NULL,
+   "call_id" INTEGER,
+   "detail" TEXT
+)""",
+    """CREATE INDEX IF NOT EXISTS "idx_audit_call_id"
+    ON "audit" ("call_id")""",
+    """CREATE INDEX IF NOT EXISTS "idx_audit_at"
+    ON "audit" ("at")""",
+    """CREATE TABLE IF NOT EXISTS "deletions" (
+   "id" INTEGER PRIMARY KEY,
+   "at" TEXT NOT NULL,
+   "call_id" INTEGER NOT NULL,
+   "line" TEXT,
+   "started_at" TEXT,
+   "ended_at" TEXT,
+   "path" TEXT,
+   "bytes" INTEGER,
+   "sha256" TEXT,
+   "why" TEXT NOT NULL,
+   "by" TEXT,
+   "detail" TEXT
+)""",
+    """CREATE INDEX IF NOT EXISTS "idx_deletions_started_at"
+    ON "deletions" ("started_at")""",
+    """CREATE INDEX IF NOT EXISTS "idx_deletions_call_id"
+    ON "deletions" ("call_id")""",
+    """CREATE TABLE IF NOT EXISTS "deleting" (
+   "call_id" INTEGER PRIMARY KEY,
+   "path" TEXT,
+   "why" TEXT,
+   "by" TEXT,
+   "detail" TEXT,
+   "queued_at" TEXT,
+   "file_missing" INTEGER
+)""",
+) + tuple(t for table in APPEND_ONLY for t in _append_only_triggers(table))
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1,  # 1: the schema of the releases before numbered migrations
+)
+LATEST = len(MIGRATIONS)
+
+
+def version(conn: sqlite3.Connection) -> int:
+    """The index's schema version (0: new, or made by a release before numbered migrations)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_known(found: int) -> None:
+    """Refuse an index this release does not know how to read or write."""
+    if found > LATEST:
+        raise SchemaTooNew(f"index.db has schema version {found}, newer than this linetap knows ({LATEST}): "
+                           "it was written by a newer release; update linetap (or restore a backup of the index)")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every missing migration; call inside a write transaction (BEGIN IMMEDIATE).
+
+    Re-reads the version under the write lock: another process may have migrated the index
+    between the caller's check and the lock. ``PRAGMA user_version`` is part of the
+    transaction, so a crash half-way leaves the old version and the old schema together.
+    Returns the version the index had.
+    """
+    found = version(conn)
+    check_known(found)
+    for number in range(found + 1, LATEST + 1):
+        for statement in MIGRATIONS[number - 1]:
+            conn.execute(statement)
+    if found != LATEST:
+        conn.execute(f"PRAGMA user_version = {LATEST:d}")
+    return found

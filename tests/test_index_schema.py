@@ -1,0 +1,217 @@
+"""The index's schema: numbered migrations tracked by PRAGMA user_version.
+
+An index made by the release before migrations (tests/data/index_schema_v0.sql, captured from
+sqlite_master of that release's index) must open with every row intact and come out at the
+latest version; an index from a newer release must be refused, untouched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from linetap.index import SchemaTooNew, schema
+from linetap.index.db import Index
+
+PREVIOUS_RELEASE_DDL = (Path(__file__).parent / "data" / "index_schema_v0.sql").read_text()
+CONTRACT_TABLES = ("calls", "alarms", "gaps", "meta")
+TRIGGERS = sorted(f"{t}_no_{op}" for t in ("chain", "audit", "deletions") for op in ("update", "delete"))
+
+
+def master(path: Path) -> list[tuple[str, str, str]]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("select type, name, sql from sqlite_master where sql is not null "
+                           "order by type, name").fetchall()
+    finally:
+        con.close()
+
+
+def statements(ddl: str) -> list[str]:
+    """The statements of a schema dump (a trigger's body holds a ';' of its own)."""
+    out, cur = [], []
+    for line in ddl.splitlines():
+        if line.startswith("--"):
+            continue
+        cur.append(line)
+        if line.endswith(";") and (not cur[0].startswith("CREATE TRIGGER") or line.endswith("END;")):
+            out.append("\n".join(cur)[:-1])
+            cur = []
+    return out
+
+
+def previous_release_index(path: Path, *, tables: tuple[str, ...] | None = None) -> None:
+    """An index as the previous release left it: its exact DDL, user_version 0, rows in every table.
+
+    ``tables``: only the statements on these tables (a box that never ran the evidence code).
+    """
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    for s in statements(PREVIOUS_RELEASE_DDL):
+        if tables is None or any(f'"{t}"' in s or f" ON {t} " in s for t in tables):
+            con.execute(s)
+    con.execute("insert into calls (id, line, started_at, ended_at, duration_s, path, codec, bytes, sha256, "
+                "caller_number, end_reason, status, rate, channels) values (7, 'line1', "
+                "'2026-11-28T15:30:00.125Z', '2026-11-28T15:31:00.125Z', 60.0, 'recordings/a.wav', 'wav', 960044, "
+                "'ab', '5551234', 'onhook', 'complete', 8000, 1)")
+    con.execute("insert into alarms (code, severity, line, raised_at, cleared_at, detail) values "
+                "('LINE_DEAD', 'critical', 'line1', '2026-11-28T15:00:00.000Z', null, 'silence')")
+    con.execute("insert into gaps (line, started_at, ended_at, reason) values "
+                "('line1', '2026-11-28T15:00:00.000Z', null, 'dead')")
+    con.execute("insert into meta (key, value) values ('heartbeat', '2026-11-28T15:31:00.000Z')")
+    if tables is None:
+        con.execute("insert into chain (seq, kind, call_id, at, payload, digest, prev_hash, hash) values "
+                    "(1, 'recording', 7, '2026-11-28T15:31:00.200Z', '{}', 'd1', 'h0', 'h1')")
+        con.execute("insert into chain_salts (call_id, salt) values (7, 'salt7')")
+        con.execute("insert into holds (call_id, held_at, held_by, reason) values "
+                    "(7, '2026-11-28T16:00:00.000Z', 'alice', 'court order')")
+        con.execute("insert into audit (at, who, action, call_id, detail) values "
+                    "('2026-11-28T16:00:00.000Z', 'alice', 'hold', 7, 'court order')")
+        con.execute("insert into deletions (at, call_id, line, started_at, why, by) values "
+                    "('2026-11-28T17:00:00.000Z', 3, 'line1', '2026-11-01T00:00:00.000Z', 'space', 'linetap')")
+        con.execute("insert into deleting (call_id, path, why, by, queued_at, file_missing) values "
+                    "(4, 'recordings/b.wav', 'space', 'linetap', '2026-11-28T17:00:00.000Z', 0)")
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 0
+    con.close()
+
+
+def dump(path: Path) -> dict[str, list[tuple]]:
+    con = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
+        return {n: con.execute(f'select * from "{n}" order by rowid').fetchall() for n in names}
+    finally:
+        con.close()
+
+
+def test_migration_1_creates_exactly_the_schema_of_the_previous_release(tmp_path: Path) -> None:
+    Index(tmp_path / "new.db").close()
+    previous_release_index(tmp_path / "old.db")
+    assert master(tmp_path / "new.db") == master(tmp_path / "old.db")
+
+
+def test_a_fresh_index_is_at_the_latest_version(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.db")
+    assert (index.schema_version(), schema.LATEST) == (len(schema.MIGRATIONS), len(schema.MIGRATIONS))
+
+
+def test_an_index_of_the_previous_release_migrates_with_every_row_intact(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    previous_release_index(path)
+    before = dump(path)
+    index = Index(path)
+    assert index.schema_version() == schema.LATEST
+    index.close()
+    assert dump(path) == before
+    assert sorted(n for t, n, _ in master(path) if t == "trigger") == TRIGGERS
+
+
+def test_the_append_only_triggers_still_guard_a_migrated_index(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    previous_release_index(path)
+    index = Index(path)
+    with pytest.raises(sqlite3.IntegrityError, match="chain is append-only"):
+        index.execute("update chain set hash = 'x' where seq = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="deletions is append-only"):
+        index.execute("delete from deletions")
+
+
+def test_an_index_from_before_the_evidence_tables_gains_them_and_keeps_its_calls(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    previous_release_index(path, tables=CONTRACT_TABLES)
+    assert {n for t, n, _ in master(path) if t == "table"} == set(CONTRACT_TABLES)
+    before = dump(path)
+    Index(path).close()
+    after = dump(path)
+    assert {n: after[n] for n in CONTRACT_TABLES} == before
+    assert master(path) == master(_fresh(tmp_path))
+
+
+def _fresh(tmp_path: Path) -> Path:
+    p = tmp_path / "fresh.db"
+    Index(p).close()
+    return p
+
+
+def test_opening_a_migrated_index_again_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    previous_release_index(path)
+    Index(path).close()
+    schema_then, rows_then = master(path), dump(path)
+    Index(path).close()
+    assert (master(path), dump(path)) == (schema_then, rows_then)
+
+
+def test_an_index_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
+    con.execute("create table calls (id integer primary key, future text)")
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaTooNew, match=rf"schema version {schema.LATEST + 1}, newer than this linetap "
+                                           rf"knows \({schema.LATEST}\)"):
+        Index(path)
+    con = sqlite3.connect(path)
+    assert (con.execute("PRAGMA journal_mode").fetchone()[0], [n for _, n, _ in master(path)]) == ("delete", ["calls"])
+    con.close()
+
+
+def test_later_migrations_are_applied_in_order_after_the_ones_an_index_has(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "index.db"
+    Index(path).close()  # at version 1
+    extra = (("CREATE TABLE later (x INTEGER)", "INSERT INTO later VALUES (2)"),
+             ("INSERT INTO later SELECT x + 1 FROM later",))
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + extra)
+    monkeypatch.setattr(schema, "LATEST", len(schema.MIGRATIONS))
+    index = Index(path)
+    assert index.schema_version() == 3
+    assert [r["x"] for r in index.query("select x from later order by x")] == [2, 3]
+
+
+def test_a_failed_migration_leaves_the_index_at_its_old_version(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "index.db"
+    Index(path).close()
+    broken = (("CREATE TABLE half (x INTEGER)", "INSERT INTO no_such_table VALUES (1)"),)
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + broken)
+    monkeypatch.setattr(schema, "LATEST", 2)
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+        Index(path)
+    monkeypatch.undo()
+    index = Index(path)
+    assert (index.schema_version(), "half" in index.table_names()) == (1, False)
+
+
+_RACE = """
+import sys, time
+from pathlib import Path
+from linetap.index.db import Index
+while time.time() < float(sys.argv[2]):  # all processes go at the same instant
+    pass
+Index(Path(sys.argv[1])).close()
+"""
+
+
+def test_processes_opening_an_old_index_together_migrate_it_once(tmp_path: Path) -> None:
+    # The recorder and a CLI command started together right after an update.
+    for attempt in range(2):
+        path = tmp_path / f"index{attempt}.db"
+        previous_release_index(path)
+        before = dump(path)
+        go = f"{time.time() + 2.0:.3f}"
+        procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(path), go], stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+        index = Index(path)
+        assert index.schema_version() == schema.LATEST
+        index.close()
+        assert dump(path) == before
