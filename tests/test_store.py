@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
+import traceback
 import signal
 import stat
 from datetime import datetime, timezone
@@ -20,7 +22,7 @@ from linetap.clock import iso, parse_iso
 from linetap.index import open_index
 from linetap.sim.line import render
 from linetap.store import audio
-from linetap.store.recordings import PART, Recording, relative_path, salvage
+from linetap.store.recordings import PART, Recording, relative_path, salvage, unsalvaged
 
 RATE = 8000
 T0 = datetime(2026, 11, 28, 15, 30, 0, 125000, tzinfo=timezone.utc).timestamp()
@@ -192,6 +194,53 @@ def test_salvage_keeps_an_unreadable_part_file_aside_and_says_so_in_the_index(da
     assert (row["status"], row["end_reason"], row["duration_s"]) == ("recovered", "recovered", 0.0)
     assert not rec.part.exists()
     assert rec.final.with_name(rec.final.name + ".unreadable").exists()
+
+
+def salvage_with_file_size_limit(data_dir: Path, limit_bytes: int) -> int:
+    """Salvage in a child process whose writes fail past ``limit_bytes`` (RLIMIT_FSIZE: the kernel
+    refuses the write with EFBIG, as a full disk refuses it with ENOSPC). Returns how many it recovered."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing us
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+            code = len(salvage(data_dir, open_index(data_dir)))
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status)
+    return os.WEXITSTATUS(status)
+
+
+@pytest.mark.parametrize("codec", ["flac", "wav"])
+def test_a_disk_that_refuses_the_salvage_leaves_the_part_as_it_is_and_a_retry_recovers_it(data_dir, codec):
+    crash_while_recording(data_dir, codec, speech(20.0, seed=3))
+    (part,) = (data_dir / "recordings").rglob("*" + PART)
+    before = part.read_bytes()
+    limit = 128 * 1024  # the index and its WAL stay under it; the salvaged copy of the audio does not
+    assert part.stat().st_size > limit and (data_dir / "index.db").stat().st_size < limit // 2
+    assert salvage_with_file_size_limit(data_dir, limit) == 0
+    index = open_index(data_dir)
+    assert part.read_bytes() == before  # not renamed .unreadable, not cut
+    assert not list((data_dir / "recordings").rglob("*.unreadable"))
+    assert index.calls()[0]["status"] == "recording"
+    assert unsalvaged(data_dir) == [part]
+    # Space again (the ring buffer freed some): the retry of just that file recovers all of it.
+    (recovered,) = salvage(data_dir, index, parts=unsalvaged(data_dir))
+    row = index.get_call(recovered["id"])
+    assert row["status"] == "recovered" and row["duration_s"] > 19.0
+    assert unsalvaged(data_dir) == []
+
+
+def test_a_retry_leaves_the_rows_of_running_calls_alone(data_dir):
+    index = open_index(data_dir)
+    live = new_recording(data_dir, index, "wav")
+    live.write(speech(1.0))
+    assert salvage(data_dir, index, parts=[]) == []
+    assert index.get_call(live.id)["status"] == "recording" and live.part.exists()
 
 
 @pytest.mark.parametrize("codec, held_back", [("flac", 1152), ("opus", 1600 + 160)])

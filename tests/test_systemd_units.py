@@ -133,6 +133,8 @@ RECORDER = unit_settings("linetap.service")
     ("Service.CapabilityBoundingSet", ""),
     ("Service.DevicePolicy", "closed"),
     ("Unit.StartLimitAction", "reboot"),
+    ("Service.MemoryHigh", "192M"),
+    ("Service.MemoryMax", "256M"),
 ])
 def test_recorder_unit_sets(key, value):
     assert RECORDER[key][-1] == value

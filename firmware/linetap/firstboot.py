@@ -42,7 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from linetap import config
+from linetap import bootfiles, config
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ NOTEPAD_NAME = "linetap.toml.txt"
 REJECTED_NAME = "linetap.toml.rejected"
 ERROR_NAME = "linetap-error.txt"
 APPLIED_NAME = "linetap-applied.txt"
+# A copy of the running config, secrets masked, so the next installer can read what the box runs.
+# ".txt": Windows hides extensions and opens it in Notepad on a double click.
+RUNNING_NAME = "linetap-running.toml.txt"
 # A config is a few kB; anything this big is the wrong file, not a config.
 MAX_BYTES = 256 * 1024
 FAULT_BLINK_S = 20.0
@@ -96,6 +99,10 @@ class Layout:
         return self.boot_dir / APPLIED_NAME
 
     @property
+    def running_copy(self) -> Path:
+        return self.boot_dir / RUNNING_NAME
+
+    @property
     def config_dir(self) -> Path:
         return self.data_dir / "config"
 
@@ -118,18 +125,35 @@ class Result:
 
 # --- the decision ------------------------------------------------------------
 
-def check_candidate(raw: bytes, layout: Layout) -> list[str]:
+def check_candidate(raw: bytes, layout: Layout, *, service: bootfiles.ServiceUser | None = None) -> list[str]:
     """Every problem with a candidate config file's content; empty if it can be applied."""
+    return _examine(raw, layout, service)[1]
+
+
+def _examine(raw: bytes, layout: Layout,
+             service: bootfiles.ServiceUser | None) -> tuple[bootfiles.Prepared | None, list[str]]:
+    """The candidate made ready (files to import, inline password moved) and every problem with it."""
     text, problem = _decode(raw)
     if problem:
-        return [f"{BOOT_NAME}: {problem}"]
+        return None, [f"{BOOT_NAME}: {problem}"]
+    prep = bootfiles.prepare(text, layout.boot_dir, layout.config_dir)
+    errors = list(prep.errors)
     try:
         # Relative paths (mqtt.password_file = "mqtt.pass") resolve against the
         # directory the recorder will read the file from, not the boot partition.
-        cfg = config.load_text(text, source=BOOT_NAME, base=layout.config_dir)
+        cfg = config.load_text(prep.text, source=BOOT_NAME, base=layout.config_dir)
     except config.ConfigError as e:
-        return list(e.errors)
-    return _box_rules(cfg, layout)
+        # A refused inline password is reported once, by prepare(), with advice.
+        skip = f"{BOOT_NAME}: mqtt.password:"
+        return prep, errors + [x for x in e.errors if not (prep.had_inline_password and x.startswith(skip))]
+    errors += _box_rules(cfg, layout)
+    # Files still on the card were checked by their content in prepare() (and what it found wrong
+    # is reported once); the rest must be on the box.
+    incoming = {f.key for f in prep.files} | prep.failed_keys
+    if prep.password is not None:
+        incoming.add("mqtt.password_file")
+    errors += [f"{BOOT_NAME}: {e}" for e in bootfiles.box_checks(cfg, service=service, skip=incoming)]
+    return prep, errors
 
 
 def _decode(raw: bytes) -> tuple[str, str | None]:
@@ -160,7 +184,8 @@ def _box_rules(cfg: config.Config, layout: Layout) -> list[str]:
 # --- the actions -------------------------------------------------------------
 
 def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSignal,
-                       group: str | None = "linetap") -> Result:
+                       group: str | None = "linetap",
+                       service: bootfiles.ServiceUser | None = None) -> Result:
     """Apply or reject ``<boot>/linetap.toml``; a no-op when there is none."""
     cand = layout.candidate
     if not os.path.lexists(cand):
@@ -173,12 +198,14 @@ def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSign
     except OSError as e:
         return _reject(layout, [f"{BOOT_NAME}: cannot be read: {e.strerror}"], now, signal_fault)
 
-    errors = check_candidate(raw, layout)
-    if errors:
-        return _reject(layout, errors, now, signal_fault)
+    prep, errors = _examine(raw, layout, service)
+    if errors or prep is None:
+        return _reject(layout, errors, now, signal_fault, prep)
 
-    text, _ = _decode(raw)
     layout.config_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # The files it brings first: once the config is in place, the recorder may start and read them.
+    _import_files(layout, prep, group)
+    text = prep.text
     try:
         unchanged = layout.active.read_bytes() == text.encode("utf-8")
     except OSError:
@@ -186,15 +213,46 @@ def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSign
     backup = None
     if not unchanged:
         backup = _install(layout, text, now, group)
-    # Only now, with the new config safely on the data partition: a power cut
-    # before this line means the same file is applied again at the next boot.
+    # Only now, with the new config and its files safely on the data partition: a power cut
+    # before these lines means the same file is applied again at the next boot (its files are
+    # then found on the box if they are no longer on the card).
+    for f in prep.files:
+        _remove(f.source)
+    _remove(layout.config_dir / bootfiles.PENDING_DIR / bootfiles.INLINE_PASSWORD_FILE)
     cand.unlink()
     _fsync_dir(layout.boot_dir)
     _remove(layout.error_report)
-    _write_atomic(layout.receipt, _receipt(now, backup), dir_fsync=True)
+    _write_atomic(layout.receipt, _receipt(now, backup, prep), dir_fsync=False)
+    _write_atomic(layout.running_copy, _running_copy(text, now), dir_fsync=True)
     logger.info("applied %s from the boot partition%s", BOOT_NAME,
                 f" (previous config kept as {backup})" if backup else " (same as the running config)")
     return Result("unchanged" if unchanged else "applied", backup=backup)
+
+
+def _import_files(layout: Layout, prep: bootfiles.Prepared, group: str | None) -> None:
+    """Copy the files the config names into the config directory (0640, group linetap)."""
+    for f in prep.files:
+        dst = layout.config_dir.joinpath(*f.relpath.parts)
+        dst.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        _write_secret(dst, f.source.read_bytes(), group)
+        logger.info("imported %s (%s) from %s", dst, f.key, f.source.parent)
+    if prep.password is not None:
+        _write_secret(layout.config_dir / bootfiles.INLINE_PASSWORD_FILE, (prep.password + "\n").encode(), group)
+        logger.info("mqtt.password moved into %s", layout.config_dir / bootfiles.INLINE_PASSWORD_FILE)
+
+
+def _write_secret(path: Path, data: bytes, group: str | None, mode: int = 0o640) -> None:
+    """Atomically, and never readable by others, not even for the moment before the chmod."""
+    tmp = path.with_name(f".{path.name}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, mode)
+    _chown_group(tmp, group)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _install(layout: Layout, text: str, now: datetime, group: str | None) -> Path | None:
@@ -213,13 +271,23 @@ def _install(layout: Layout, text: str, now: datetime, group: str | None) -> Pat
     return backup
 
 
-def _reject(layout: Layout, errors: list[str], now: datetime, signal_fault: FaultSignal) -> Result:
+def _reject(layout: Layout, errors: list[str], now: datetime, signal_fault: FaultSignal,
+            prep: bootfiles.Prepared | None = None) -> Result:
     for e in errors:
         logger.error("rejected %s: %s", BOOT_NAME, e)
     cand = layout.candidate
+    kept: list[str] = []
+    if prep is not None:
+        kept = _keep_secrets_off_the_card(layout, prep)
     if os.path.lexists(cand):
-        os.replace(cand, layout.rejected)
-    _write_atomic(layout.error_report, error_report(errors, now), dir_fsync=True)
+        if prep is not None and prep.had_inline_password:
+            # The installer's file comes back with the password masked: "********" in it means
+            # "the password you gave" next time (kept in pending/), and the card holds none.
+            _write_atomic(layout.rejected, bootfiles.mask(_decode(cand.read_bytes())[0]), dir_fsync=False)
+            cand.unlink()
+        else:
+            os.replace(cand, layout.rejected)
+    _write_atomic(layout.error_report, error_report(errors, now, kept), dir_fsync=True)
     _remove(layout.receipt)
     try:
         signal_fault(current_status_led(layout))
@@ -229,7 +297,31 @@ def _reject(layout: Layout, errors: list[str], now: datetime, signal_fault: Faul
     return Result("rejected", errors=tuple(errors))
 
 
-def error_report(errors: list[str], now: datetime) -> str:
+def _keep_secrets_off_the_card(layout: Layout, prep: bootfiles.Prepared) -> list[str]:
+    """A rejected config's secrets (password, private key) leave the card for ``<config>/pending``.
+
+    Root's only (0700/0600): nothing reads them but the next first boot, which finds a file the
+    config names there as well as on the card. Returns what was moved, for the error report."""
+    pending = layout.config_dir / bootfiles.PENDING_DIR
+    moved: list[str] = []
+    secrets = [f for f in prep.files if f.secret and layout.boot_dir in f.source.parents]
+    if not secrets and prep.password is None:
+        return moved
+    pending.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for f in secrets:
+        dst = pending.joinpath(*f.relpath.parts)
+        dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_secret(dst, f.source.read_bytes(), None, mode=0o600)
+        _remove(f.source)
+        moved.append(f"{f.relpath} ({f.key})")
+    if prep.password is not None:
+        _write_secret(pending / bootfiles.INLINE_PASSWORD_FILE, (prep.password + "\n").encode(), None, mode=0o600)
+        moved.append("the MQTT password (mqtt.password)")
+    _fsync_dir(layout.boot_dir)
+    return moved
+
+
+def error_report(errors: list[str], now: datetime, kept: list[str] | None = None) -> str:
     """The human-readable ``linetap-error.txt``: what is wrong and what to do."""
     lines = [
         f"linetap could not use the {BOOT_NAME} you put on this card",
@@ -249,19 +341,41 @@ def error_report(errors: list[str], now: datetime) -> str:
         "     again; the status LED blinks fast for a while if it is still rejected.",
         "",
     ]
+    if kept:
+        lines += [
+            "For safety these secrets were taken off the card and kept on the box for your next try:",
+            *(f"  - {k}" for k in kept),
+            f"Name the same file again (or leave password = \"{bootfiles.MASK}\") and the box uses them;",
+            "you need not copy them onto the card again.",
+            "",
+        ]
     # CRLF: the reader may well be Notepad on Windows.
     return "\r\n".join(lines)
 
 
-def _receipt(now: datetime, backup: Path | None) -> str:
+def _receipt(now: datetime, backup: Path | None, prep: bootfiles.Prepared | None = None) -> str:
     lines = [
         f"{BOOT_NAME} was checked and applied on {now:%Y-%m-%d %H:%M} UTC.",
         "The box now keeps it on its data partition, so it was removed from this card.",
-        f"To change settings again, put a new {BOOT_NAME} here.",
+        f"To change settings again, put a new {BOOT_NAME} here ({RUNNING_NAME} shows what the box",
+        f"runs now, secrets masked: copy it, edit it, save it as {BOOT_NAME}).",
     ]
+    if prep is not None and (prep.files or prep.password is not None):
+        lines.append("These files were moved from this card onto the box:")
+        lines += [f"  - {f.relpath} ({f.key})" for f in prep.files]
+        if prep.password is not None:
+            lines.append(f"  - the MQTT password (now in {bootfiles.INLINE_PASSWORD_FILE} on the box)")
     if backup is not None:
         lines.append(f"The previous config was kept on the box as {backup}.")
     return "\r\n".join(lines + [""])
+
+
+def _running_copy(text: str, now: datetime) -> str:
+    head = [f"# What this box runs, as applied on {now:%Y-%m-%d %H:%M} UTC; secrets masked.",
+            f"# To change it: copy this file to {BOOT_NAME}, edit, and restart the box.",
+            f'# password = "{bootfiles.MASK}" keeps the password the box already has.']
+    body = bootfiles.mask(text).replace("\r\n", "\n").split("\n")
+    return "\r\n".join(head + body)
 
 
 def current_status_led(layout: Layout) -> StatusLed | None:
@@ -421,7 +535,8 @@ def main(argv: list[str] | None = None, *, signal_fault: FaultSignal | None = No
             logger.error("could not keep the machine id stable: %s", e)
     fault = signal_fault or (lambda led: blink_status_led(led, seconds=args.fault_blink_s))
     try:
-        result = import_boot_config(layout, now=datetime.now(timezone.utc), signal_fault=fault)
+        result = import_boot_config(layout, now=datetime.now(timezone.utc), signal_fault=fault,
+                                    service=bootfiles.ServiceUser.lookup())
     except OSError as e:
         # A read-only or full card, a missing mount: one line in the journal, the
         # unit fails, and the recorder still starts with the config it has.

@@ -73,6 +73,11 @@ def run_checks(cfg: Config) -> int:
         print(f"{'ok  ' if passed else 'FAIL'} {what}{': ' + detail if detail else ''}")
 
     report(True, "config", cfg.source)
+    # The same checks first boot makes before it applies a config (files it names, PCM names,
+    # the data dir for the service user): what passes there passes here.
+    from .bootfiles import ServiceUser, box_checks
+    problems = box_checks(cfg, service=ServiceUser.lookup())
+    report(not problems, "files", "; ".join(problems) or "every file the config names is there and usable")
     data = Path(cfg.recorder.data_dir)
     try:
         data.mkdir(parents=True, exist_ok=True, mode=0o750)

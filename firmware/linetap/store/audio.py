@@ -36,6 +36,10 @@ class AudioError(OSError):
     """An audio file could not be written or read."""
 
 
+class Undecodable(AudioError):
+    """The file's bytes were read, and libsndfile finds no audio in them (not a disk error)."""
+
+
 def extension(codec: str) -> str:
     return FORMATS[codec][2]
 
@@ -111,7 +115,7 @@ def read_blocks(path: Path, block_frames: int = 8000) -> Iterator[np.ndarray]:
                 f.seek(pos)
         except (sf.LibsndfileError, RuntimeError) as e:
             if not pos:
-                raise AudioError(f"{path}: {e}") from None
+                raise Undecodable(f"{path}: {e}") from None
             return
         with f:
             while True:
@@ -162,7 +166,7 @@ def rewrite(src: Path, dst: Path, codec: str) -> int:
         i = sf.info(str(src))
         rate, channels = i.samplerate, i.channels
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{src}: {e}") from None
+        raise Undecodable(f"{src}: {e}") from None
     w = AudioWriter(dst, codec, rate, channels)
     try:
         for block in read_blocks(src):

@@ -17,7 +17,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -329,13 +329,24 @@ class Recording:
         self.index.delete_call(self.id)
 
 
-def salvage(data_dir: Path, index: Index) -> list[dict[str, Any]]:
-    """Finalise every unfinished recording left by a crash; returns the recovered rows."""
+def salvage(data_dir: Path, index: Index, *, parts: Iterable[Path] | None = None) -> list[dict[str, Any]]:
+    """Finalise every unfinished recording left by a crash; returns the recovered rows.
+
+    A ``.part`` whose audio cannot be decoded is kept aside as ``.unreadable``. One that cannot
+    be recovered *now* — the disk is full, or reading or writing it fails (ENOSPC, EIO: most
+    likely the reason for the crash) — is left exactly as it is, row and all, and
+    :func:`unsalvaged` lists it for a retry (``parts``): a good recording is never declared
+    unreadable because of the disk. ``parts`` given: only those, and no sweep for rows whose
+    file never came (the recorder is running by then)."""
     recovered: list[dict[str, Any]] = []
     root = data_dir / "recordings"
-    parts = sorted(root.rglob("*" + PART)) if root.is_dir() else []
+    retry = parts is not None
+    if parts is None:
+        parts = sorted(root.rglob("*" + PART)) if root.is_dir() else []
     by_path = {r["path"]: r for r in index.calls(status="recording")}
     for part in parts:
+        if not part.exists():
+            continue
         final = part.with_name(part.name[: -len(PART)])
         rel = str(final.relative_to(data_dir))
         row = by_path.pop(rel, None)
@@ -344,9 +355,10 @@ def salvage(data_dir: Path, index: Index) -> list[dict[str, Any]]:
         started = parse_iso(row["started_at"]) if row else _start_from_name(final.name)
         final.unlink(missing_ok=True)  # a salvage interrupted before: the .part is the truth
         try:
+            _read_through(part)  # a read error here is the disk's, not the audio's
             frames = audio.rewrite(part, final, codec)
             rate = audio.info(final)[1]
-        except (audio.AudioError, OSError) as e:
+        except audio.Undecodable as e:
             logger.error("recovered file %s holds no readable audio (%s); kept as %s.unreadable",
                          part, e, final.name)
             final.unlink(missing_ok=True)
@@ -354,6 +366,14 @@ def salvage(data_dir: Path, index: Index) -> list[dict[str, Any]]:
             if row:
                 index.update_call(call_id, status="recovered", end_reason="recovered", duration_s=0.0,
                                   ended_at=row["started_at"], bytes=0)
+            continue
+        except OSError as e:
+            logger.error("cannot recover %s now (%s); it stays as it is and is tried again",
+                         part, e.strerror or e)
+            try:
+                final.unlink(missing_ok=True)
+            except OSError:
+                pass
             continue
         os.chmod(final, audio.FILE_MODE)
         part.unlink()
@@ -368,6 +388,8 @@ def salvage(data_dir: Path, index: Index) -> list[dict[str, Any]]:
             index.call_recovered(id=call_id, line=line, started_at=iso(started), codec=codec, rate=rate, **fields)
         logger.warning("recovered unfinished recording %s: %.1f s of audio", rel, frames / rate)
         recovered.append({"id": call_id, **fields})
+    if retry:
+        return recovered
     for rel, row in by_path.items():
         final = data_dir / rel if rel else None
         if final is not None and final.is_file():
@@ -382,6 +404,20 @@ def salvage(data_dir: Path, index: Index) -> list[dict[str, Any]]:
             # Crashed before the file existed: nothing was captured into it.
             index.delete_call(row["id"])
     return recovered
+
+
+def unsalvaged(data_dir: Path) -> list[Path]:
+    """The ``.part`` files on disk: right after :func:`salvage` at start-up (before any line
+    opens), the ones it could not recover yet."""
+    root = data_dir / "recordings"
+    return sorted(root.rglob("*" + PART)) if root.is_dir() else []
+
+
+def _read_through(path: Path, chunk_bytes: int = 1 << 20) -> None:
+    """Read every byte of ``path`` (raises OSError, e.g. EIO, where the disk cannot)."""
+    with open(path, "rb", buffering=0) as f:
+        while f.read(chunk_bytes):
+            pass
 
 
 def _id_from_name(name: str) -> int | None:
