@@ -28,6 +28,8 @@ def _duration(seconds: float) -> str:
     if h:
         return f"{h}h {m:02d}m"
     return f"{m}m {s:02d}s"
+
+
 def render_status(doc: dict[str, Any], *, now: float | None = None,
                   stale_after_s: float | None = None) -> str:
     """Human text for ``linetap status``. With ``now`` it says how old the snapshot
