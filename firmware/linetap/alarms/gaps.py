@@ -222,4 +222,3 @@ def coverage_report(gaps: list[dict[str, Any]], lines: Iterable[str], since: flo
         fraction, line_gaps = coverage(gaps, since, until, name)
         report.append(LineCoverage(name, since, until, fraction, tuple(line_gaps)))
     return report
-

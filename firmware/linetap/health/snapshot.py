@@ -166,4 +166,3 @@ def read_snapshot(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return doc if isinstance(doc, dict) else None
-
