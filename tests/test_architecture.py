@@ -140,3 +140,151 @@ def test_the_sql_rule_sees_planted_sql_and_index_internals(tmp_path: Path) -> No
         "7: SQL 'PRAGMA secure_delete = ON'",
         "7: self.index.db",
     ]
+
+
+# --- no import cycles inside linetap -------------------------------------------------
+#
+# The graph counts every import of a linetap module, at the top of a module or inside a
+# function: a lazy import keeps a cycle from failing at import time but not from being a
+# cycle (two modules that each need the other are one module in two files), and the
+# CLI's old cli <-> cli_health cycle was exactly such a lazy import. An edge goes to the
+# module imported (``from .x import y``: to ``x``; ``from . import x``: to ``x`` if it is a
+# module, else to the package's ``__init__``), not to the packages around it, which
+# Python initialises first anyway.
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_dynamic_import(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Name) and node.func.id == "__import__")
+        or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"))
+
+
+def linetap_imports(path: Path, known: set[str], package: Path = PACKAGE) -> set[str]:
+    """The modules of ``known`` that ``path`` imports (every import statement, wherever it is)."""
+    name = module_name(path, package)
+    parent = (name if path.name == "__init__.py" else name.rpartition(".")[0]).split(".")
+    edges: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            edges |= {a.name for a in node.names if a.name in known}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(parent[:len(parent) - (node.level - 1)] + ([node.module] if node.module else []))
+            for a in node.names:
+                if f"{base}.{a.name}" in known:
+                    edges.add(f"{base}.{a.name}")
+                elif base in known:
+                    edges.add(base)
+    return edges - {name}
+
+
+def graph_of(package: Path) -> dict[str, frozenset[str]]:
+    paths = sorted(package.rglob("*.py"))
+    known = {module_name(p, package) for p in paths}
+    return {module_name(p, package): frozenset(linetap_imports(p, known, package)) for p in paths}
+
+
+@functools.cache
+def import_graph() -> dict[str, frozenset[str]]:
+    return graph_of(PACKAGE)
+
+
+def cycles(graph: dict[str, frozenset[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def dynamic_import_problems(package: Path) -> list[str]:
+    """``importlib.import_module``/``__import__`` calls whose module this test cannot read
+    (not a constant) or that name a module of the package that does not exist."""
+    known = set(graph_of(package))
+    problems: list[tuple[str, int, str]] = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not _is_dynamic_import(node):
+                continue
+            arg = node.args[0] if node.args else None
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                problems.append((module_name(path, package), node.lineno, "not a constant"))
+            elif arg.value.split(".")[0] == package.name and arg.value not in known:
+                problems.append((module_name(path, package), node.lineno, f"no module {arg.value}"))
+    return [f"{module}:{line}: {what}" for module, line, what in sorted(problems)]
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in {"linetap/__init__.py": "", **files}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root / "linetap"
+
+
+def test_the_graph_sees_the_cli_and_its_edges():
+    graph = import_graph()
+    assert {"linetap.cli", "linetap.cli.parser", "linetap.cli.errors", "linetap.cli.render"} <= set(graph)
+    assert "linetap.cli.parser" in graph["linetap.cli"]
+    assert "linetap.config" in graph["linetap.cli.base"]  # from ..config import ...
+    assert "linetap.firstboot" in graph["linetap.cli.boot"]  # from .. import firstboot, inside a function
+
+
+def test_a_cycle_through_a_lazy_import_is_found(tmp_path):
+    pkg = _package(tmp_path, {"linetap/cli/__init__.py": "from .health import when\n",
+                              "linetap/cli/health.py": "def when():\n    from . import UsageError\n",
+                              "linetap/clock.py": "import linetap.cli.health\n"})
+    assert cycles(graph_of(pkg)) == [["linetap.cli", "linetap.cli.health"]]
+
+
+def test_the_cli_modules_import_no_cycle():
+    assert [c for c in cycles(import_graph()) if any(m.startswith("linetap.cli") for m in c)] == []
+
+
+def test_no_module_of_linetap_is_in_an_import_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_a_dynamic_import_of_a_missing_or_unreadable_module_is_found(tmp_path):
+    pkg = _package(tmp_path, {"linetap/cli.py": "for name in ('linetap.cli', 'linetap.cli_fleet'):\n"
+                                                "    __import__(name)\n"
+                                                "importlib.import_module('linetap.cli_fleet')\n"
+                                                "importlib.import_module('linetap.cli')\n"})
+    assert dynamic_import_problems(pkg) == ["linetap.cli:2: not a constant",
+                                            "linetap.cli:3: no module linetap.cli_fleet"]
+
+
+def test_every_dynamic_import_names_a_module_that_exists():
+    assert dynamic_import_problems(PACKAGE) == []

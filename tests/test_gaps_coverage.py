@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from linetap.alarms import (GapTracker, coverage, coverage_report, load_gaps, render_coverage,
-                            render_coverage_json)
+from linetap.alarms import GapTracker, coverage, coverage_report, load_gaps
+from linetap.cli.render import render_coverage, render_coverage_json
 from linetap.clock import FakeClock, iso, parse_iso
 from linetap.index import Index
 

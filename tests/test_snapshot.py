@@ -9,9 +9,10 @@ import stat
 import pytest
 
 from linetap.alarms import Alarm
+from linetap.cli.render import render_status
 from linetap.clock import iso, parse_iso
 from linetap.health.snapshot import (DiskStatus, LineStatus, build_snapshot, line_state, line_states, read_snapshot,
-                                     render_status, significant, significant_of, write_snapshot)
+                                     significant, significant_of, write_snapshot)
 
 NOW = parse_iso("2026-11-28T15:30:00.125Z")
 MB = 1024 * 1024

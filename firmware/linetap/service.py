@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +53,6 @@ def read_status(cfg: Config) -> dict[str, Any] | None:
         return read_snapshot(status_path(cfg))
     except (OSError, ValueError):
         return None
-
-
-def render_status(doc: dict[str, Any]) -> str:
-    from .health.snapshot import render_status as render
-    return render(doc, now=time.time(), stale_after_s=10.0).rstrip("\n")
 
 
 def run_checks(cfg: Config) -> int:
@@ -106,4 +100,4 @@ def run_checks(cfg: Config) -> int:
     return 0 if ok else 1
 
 
-__all__ = ["run_service", "run_checks", "read_status", "render_status"]
+__all__ = ["run_service", "run_checks", "read_status"]

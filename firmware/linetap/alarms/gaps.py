@@ -8,15 +8,14 @@ closes, so a crash in the middle of a gap still leaves its start on record;
 Reasons (the ``reason`` column): ``no_device``, ``dead``, ``stalled``,
 ``overrun``, ``recorder_down``, ``disk_write_failed``, ``queue_overflow``.
 
-``coverage`` and the renderers are pure: they take rows as dicts (what
+``coverage`` and ``coverage_report`` are pure: they take rows as dicts (what
 ``Index.gaps_overlapping`` returns) so ``linetap coverage`` and the tests need nothing else.
+The report's text and JSON are ``linetap.cli.render``'s.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
@@ -214,52 +213,3 @@ def coverage_report(gaps: list[dict[str, Any]], lines: Iterable[str], since: flo
         fraction, line_gaps = coverage(gaps, since, until, name)
         report.append(LineCoverage(name, since, until, fraction, tuple(line_gaps)))
     return report
-
-
-def _hms(seconds: float) -> str:
-    ms = int(round(seconds * 1000))
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
-def _percent(fraction: float) -> str:
-    # Rounded *down*: a line with any gap at all must never print as 100.000 %.
-    # (The epsilon only absorbs float noise such as 0.29 * 1e5 = 28999.999999999996.)
-    return f"{math.floor(fraction * 100_000 + 1e-6) / 1000:.3f} %"
-
-
-def render_coverage(report: list[LineCoverage]) -> str:
-    """A plain table for ``linetap coverage``: per line the covered fraction, then
-    every gap (start, end, duration, reason), all times UTC."""
-    if not report:
-        return "no lines\n"
-    since, until = report[0].since, report[0].until
-    out = [f"coverage from {iso(since)} to {iso(until)} ({_hms(until - since)}), times UTC", ""]
-    width = max(len(r.line) for r in report)
-    for r in report:
-        n = len(r.gaps)
-        summary = "no gaps" if not n else f"{_hms(r.missing_s)} missing in {n} gap{'s' if n > 1 else ''}"
-        out.append(f"{r.line:<{width}}  {_percent(r.covered_fraction):>9} covered  ({summary})")
-        for g in r.gaps:
-            out.append(f"{'':<{width}}    {iso(g.start)}  {iso(g.end)}  {_hms(g.duration_s):>13}  {g.reason}")
-    return "\n".join(out) + "\n"
-
-
-def render_coverage_json(report: list[LineCoverage]) -> str:
-    """The same as JSON: ``{"since", "until", "lines": [{"line", "covered_fraction",
-    "missing_s", "gaps": [{"started_at", "ended_at", "duration_s", "reason"}]}]}``."""
-    since = report[0].since if report else 0.0
-    until = report[0].until if report else 0.0
-    doc = {
-        "since": iso(since), "until": iso(until),
-        "lines": [{
-            "line": r.line,
-            "covered_fraction": r.covered_fraction,
-            "missing_s": round(r.missing_s, 3),
-            "gaps": [{"started_at": iso(g.start), "ended_at": iso(g.end),
-                      "duration_s": round(g.duration_s, 3), "reason": g.reason} for g in r.gaps],
-        } for r in report],
-    }
-    return json.dumps(doc, indent=2)

@@ -3,7 +3,8 @@
 ``build_snapshot`` is pure (plain values in, the contract's document out). The
 recorder writes it to a file with ``write_snapshot`` (atomically, so a reader
 never sees half a document) and ``linetap status`` reads it back, which works
-without a broker and without touching the running recorder.
+without a broker and without touching the running recorder (the text it
+prints is ``linetap.cli.render``'s).
 
 Document (the contract's fields, plus ``clock_synced`` and ``alarm_details``)::
 
@@ -33,7 +34,7 @@ from typing import Any, Iterable
 
 from ..alarms.catalogue import CRITICAL, LINE, spec
 from ..alarms.manager import Alarm
-from ..clock import iso, parse_iso
+from ..clock import iso
 
 MiB = 1024 * 1024
 LINE_STATES = ("idle", "recording", "fault", "disabled")
@@ -165,61 +166,3 @@ def read_snapshot(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d}d {h}h {m:02d}m"
-    if h:
-        return f"{h}h {m:02d}m"
-    return f"{m}m {s:02d}s"
-
-
-def render_status(doc: dict[str, Any], *, now: float | None = None,
-                  stale_after_s: float | None = None) -> str:
-    """Human text for ``linetap status``. With ``now`` it says how old the snapshot
-    is, and with ``stale_after_s`` it warns that the recorder is not updating it."""
-    out = []
-    head = f"linetap {doc.get('id', '?')}  version {doc.get('version', '?')}  " \
-           f"up {_duration(float(doc.get('uptime_s') or 0))}  snapshot {doc.get('ts', '?')}"
-    age = None
-    if now is not None and doc.get("ts"):
-        age = now - parse_iso(doc["ts"])
-        head += f" ({max(0, int(age))} s ago)"
-    out.append(head)
-    if age is not None and stale_after_s is not None and age > stale_after_s:
-        out.append(f"WARNING: the snapshot is {int(age)} s old: the recorder is not running or is stuck")
-    synced = doc.get("clock_synced")
-    out.append("clock:  " + {True: "synchronised", False: "NOT synchronised (timestamps may be wrong)",
-                             None: "synchronisation unknown"}[synced])
-    disk = doc.get("disk") or {}
-    if disk.get("free_mb") is not None:
-        hl = disk.get("hours_left")
-        left = f", about {hl:g} h of recording left" if hl is not None else ""
-        out.append(f"disk:   {disk['free_mb']:g} MB free, {disk.get('used_mb') or 0:g} MB in "
-                   f"{disk.get('recordings') or 0} recordings{left}")
-    out.append("lines:")
-    lines = doc.get("lines") or {}
-    width = max((len(n) for n in lines), default=4)
-    for name, ln in lines.items():
-        level = ln.get("level_dbfs")
-        level_s = f"{level:6.1f} dBFS" if level is not None else f"{'-':>6} dBFS"
-        last = ln.get("last_audio_at") or "never"
-        alarms = "  " + " ".join(ln["alarms"]) if ln.get("alarms") else ""
-        out.append(f"  {name:<{width}}  {ln.get('state', '?'):<9}  {level_s}  last audio {last}{alarms}")
-    details = doc.get("alarm_details")
-    if details:
-        out.append("alarms:")
-        for a in details:
-            where = f" {a['line']}" if a.get("line") else ""
-            detail = f": {a['detail']}" if a.get("detail") else ""
-            out.append(f"  {a['severity'].upper():<8} {a['code']}{where} since {a['raised_at']}{detail}")
-    elif doc.get("alarms"):
-        out.append("alarms: " + " ".join(doc["alarms"]))
-    else:
-        out.append("alarms: none")
-    return "\n".join(out) + "\n"

@@ -9,29 +9,22 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Callable
+from typing import Any
 
-from .alarms.gaps import coverage_report, load_gaps, render_coverage, render_coverage_json
-from .clock import iso, parse_iso
-from .config import load
+from ..alarms.gaps import coverage_report, load_gaps
+from ..clock import iso, parse_iso
+from .base import Command, load_config, when_arg
+from .errors import EXIT_OK, UsageError
+from .render import render_coverage, render_coverage_json
 
 DAY_S = 86400.0
 STALE_HEARTBEAT_S = 5.0  # the recorder writes one every second
 
 
-def when_arg(text: str) -> float:
-    """An ISO 8601 command-line time as epoch seconds (argparse names the option in its error)."""
-    try:
-        return parse_iso(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
-
-
 def cmd_coverage(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-    from .index import open_index
+    from ..index import open_index
 
-    cfg = load(args.config)
+    cfg = load_config(args)
     until = args.until if args.until is not None else time.time()
     since = args.since if args.since is not None else until - 7 * DAY_S
     if until <= since:
@@ -48,14 +41,14 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         first, heartbeat = index.get_meta("first_started_at"), index.get_meta("heartbeat")
     finally:
         index.close()
-    gaps += _not_running(names, first, heartbeat, until)
+    gaps += not_running(names, first, heartbeat, until)
     report = coverage_report(gaps, names, since, until)
     print(render_coverage_json(report) if args.json else render_coverage(report), end="")
-    return 0
+    return EXIT_OK
 
 
-def _not_running(lines: list[str], first: str | None, heartbeat: str | None,
-                 until: float) -> list[dict[str, Any]]:
+def not_running(lines: list[str], first: str | None, heartbeat: str | None,
+                until: float) -> list[dict[str, Any]]:
     """Time the recorder was not running at all is not covered either: before its first
     start, and from its last heartbeat on if it is not running now (no heartbeat for 5 s)."""
     extra: list[dict[str, Any]] = []
@@ -71,11 +64,12 @@ def _not_running(lines: list[str], first: str | None, heartbeat: str | None,
     return extra
 
 
-def add_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    sp = sub.add_parser("coverage", help="per line: the covered fraction and every gap with its reason")
-    common(sp)
+def _arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--since", type=when_arg, metavar="ISO", help="default: 7 days before --until")
     sp.add_argument("--until", type=when_arg, metavar="ISO", help="default: now")
     sp.add_argument("--line", metavar="NAME")
     sp.add_argument("--json", action="store_true", help="the report as JSON")
-    sp.set_defaults(func=cmd_coverage)
+
+
+COMMANDS = (Command("coverage", "per line: the covered fraction and every gap with its reason", cmd_coverage,
+                    _arguments),)
