@@ -41,6 +41,21 @@ def test_a_corrupt_index_is_one_line_and_exit_1():
         Outcome(1, ("index error: file is not a database",))
 
 
+def test_an_index_from_a_newer_linetap_is_one_line_and_exit_1(tmp_path):
+    from linetap.index import SchemaTooNew, open_index
+    data = tmp_path / "data"
+    data.mkdir()
+    open_index(data).close()
+    con = sqlite3.connect(data / "index.db")
+    con.execute("PRAGMA user_version = 999")
+    con.close()
+    with pytest.raises(SchemaTooNew) as e:
+        open_index(data)
+    assert outcome(e.value) == Outcome(1, (f"index error: {e.value}",))
+    cfg = write_config(tmp_path / "c.toml", data, [{"name": "line1", "pcm": "hw:0"}])
+    assert main(["calls", "-c", str(cfg)]) == 1
+
+
 def test_a_missing_file_names_the_file():
     e = FileNotFoundError(errno.ENOENT, "No such file or directory", "/data/rec/a.opus")
     assert outcome(e) == Outcome(1, ("/data/rec/a.opus: No such file or directory",))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..config import ConfigError
 from ..evidence import EvidenceError
+from ..index.schema import SchemaTooNew
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -64,6 +65,8 @@ def outcome(exc: Exception | KeyboardInterrupt) -> Outcome:
         return Outcome(EXIT_OK)
     if isinstance(exc, EvidenceError) or _is_crypto_error(exc):
         return Outcome(EXIT_FAIL, (str(exc),))
+    if isinstance(exc, SchemaTooNew):
+        return Outcome(EXIT_FAIL, (f"index error: {exc}",))
     if isinstance(exc, sqlite3.Error):
         # A corrupt or locked index: the recorder rebuilds it, the CLI only reports it.
         return Outcome(EXIT_FAIL, (f"index error: {exc}",))
