@@ -44,7 +44,7 @@ class ConfigError(ValueError):
         self.errors = errors
 
 
-# --- checks: a test for the loader and a description for the docs and the schema ---------------
+# --- checks: plain data, so the docs and the JSON Schema can state them too (config_docs.py) -----
 
 def _describe(v: Any) -> str:
     return repr(v) if isinstance(v, str) else str(v)
@@ -65,12 +65,6 @@ class OneOf:
             return None
         return f"must be one of {', '.join(str(o) for o in self.options)}, not {_describe(v)}"
 
-    def schema(self) -> dict[str, Any]:
-        return {"enum": list(self.options)}
-
-    def allowed(self) -> str:
-        return " \\| ".join(f"`{o}`" for o in self.options)
-
 
 @dataclass(frozen=True, slots=True)
 class Between:
@@ -87,16 +81,11 @@ class Between:
             return f"must be {self.what} {_num(self.lo)}..{_num(self.hi)}, not {_num(v)}"
         return f"must be between {_num(self.lo)} and {_num(self.hi)}, not {_num(v)}"
 
-    def schema(self) -> dict[str, Any]:
-        return {"minimum": self.lo, "maximum": self.hi}
-
-    def allowed(self) -> str:
-        return f"{_num(self.lo)}–{_num(self.hi)}"
-
 
 @dataclass(frozen=True, slots=True)
 class Matches:
-    """A string matching ``pattern`` (a regex Python and JSON Schema read alike)."""
+    """A string matching ``pattern`` (a regex Python and JSON Schema read alike); ``shown``
+    says it in words for the README."""
 
     pattern: str
     message: str
@@ -104,12 +93,6 @@ class Matches:
 
     def __call__(self, v: Any) -> str | None:
         return None if re.search(self.pattern, v) else self.message.format(v=v)
-
-    def schema(self) -> dict[str, Any]:
-        return {"pattern": self.pattern}
-
-    def allowed(self) -> str:
-        return self.shown
 
 
 Check = OneOf | Between | Matches
@@ -159,8 +142,8 @@ class RecorderConfig:
     data_dir: Path = key(doc="recordings, `index.db`, `outbox.db`, `status.json`",
                          check=Matches(r"\S", 'must name a directory, not ""', "a directory"),
                          fallback=Path("/var/lib/linetap"), shown_default="`/var/lib/linetap`")
-    heartbeat_s: float = key(1.0, doc="how often the service tells systemd's watchdog it is alive",
-                             check=between(0.1, 60))
+    heartbeat_s: float = key(1.0, doc="housekeeping tick: watchdog heartbeat, `status.json` "
+                             "(ticks at least every 1 s)", check=between(0.1, 60))
     queue_s: float = key(10.0, doc="audio the pipeline may fall behind before blocks are dropped "
                          "(and alarmed as an overrun)", check=between(1, 120))
 
@@ -199,8 +182,8 @@ class LineConfig:
     end_on_tone: bool = key(True, doc="a dial/busy/reorder tone ends the call")
     callerid: tuple[str, ...] = key(CALLERID_STANDARDS, doc="caller ID formats to decode",
                                     check=one_of(CALLERID_STANDARDS))
-    callerid_window_s: float = key(30.0, doc="how long after a call starts caller ID is looked for",
-                                   check=between(0, 600))
+    callerid_window_s: float = key(30.0, doc="caller ID heard up to this long before a recording starts "
+                                   "is attached to it", check=between(0, 600))
     retention_days: int | None = key(None, doc="per-line override of `storage.retention_days`",
                                      check=between(0, 36500), shown_default="storage's")
     min_retention_days: int | None = key(None, doc="per-line override of `storage.min_retention_days`",
@@ -231,9 +214,11 @@ class HealthConfig:
     dead_after_ms: int = key(500, doc="LINE_DEAD after this much constant audio", check=between(100, 60000))
     stall_after_ms: int = key(500, doc="LINE_DEAD (stalled) after this long without frames",
                               check=between(100, 60000))
-    clipping_fraction: float = key(0.01, doc="LINE_CLIPPING when at least this fraction of samples clip ...",
+    clipping_fraction: float = key(0.01, doc="LINE_CLIPPING when at least this fraction of samples "
+                                   "clip for `clipping_after_s`",
                                    check=between(0.0001, 1))
-    clipping_after_s: float = key(2.0, doc="... for this long", check=between(0.1, 600))
+    clipping_after_s: float = key(2.0, doc="how long clipping must last to raise LINE_CLIPPING",
+                                  check=between(0.1, 600))
     disk_low_hours: float = key(24.0, doc="DISK_LOW when fewer hours of recording are left at the measured "
                                 "rate", check=between(0, 10000))
     check_clock: bool = key(True, doc="CLOCK_UNSYNCED when the kernel says the clock is not "
