@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from linetap import config
+from linetap.fsutil import atomic_file, fsync_dir, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSign
     # Only now, with the new config safely on the data partition: a power cut
     # before this line means the same file is applied again at the next boot.
     cand.unlink()
-    _fsync_dir(layout.boot_dir)
+    fsync_dir(layout.boot_dir)
     _remove(layout.error_report)
     _write_atomic(layout.receipt, _receipt(now, backup), dir_fsync=True)
     logger.info("applied %s from the boot partition%s", BOOT_NAME,
@@ -199,17 +200,15 @@ def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSign
 
 def _install(layout: Layout, text: str, now: datetime, group: str | None) -> Path | None:
     tmp = layout.config_dir / f".{BOOT_NAME}.new"
-    _write_atomic_prepare(tmp, text)
-    os.chmod(tmp, 0o640)
-    _chown_group(tmp, group)
     backup = None
-    if layout.active.exists():
-        backup = _free_name(layout.config_dir / f"{BOOT_NAME}.{now:%Y%m%dT%H%M%SZ}")
-        # A hard link: the backup is the exact old file, and it exists before
-        # the old name is replaced.
-        os.link(layout.active, backup)
-    os.replace(tmp, layout.active)
-    _fsync_dir(layout.config_dir)
+    with atomic_file(layout.active, mode=0o640, dir_fsync=True, tmp=tmp) as f:
+        f.write(text.encode("utf-8"))
+        _chown_group(tmp, group)
+        if layout.active.exists():
+            backup = _free_name(layout.config_dir / f"{BOOT_NAME}.{now:%Y%m%dT%H%M%SZ}")
+            # A hard link: the backup is the exact old file, and it exists before
+            # the old name is replaced (when the block ends).
+            os.link(layout.active, backup)
     return backup
 
 
@@ -344,32 +343,9 @@ def _read_machine_id(path: Path) -> str | None:
 
 # --- small file helpers ------------------------------------------------------
 
-def _write_atomic_prepare(tmp: Path, text: str) -> None:
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _write_atomic(path: Path, text: str, *, dir_fsync: bool) -> None:
-    tmp = path.with_name(f".{path.name}.new")
-    _write_atomic_prepare(tmp, text)
-    os.replace(tmp, path)
-    if dir_fsync:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a directory; the rename is still done
-    finally:
-        os.close(fd)
+    # 0644 as open() made them; the fixed hidden name is overwritten by the next try after a crash.
+    write_atomic(path, text, mode=0o644, dir_fsync=dir_fsync, tmp=path.with_name(f".{path.name}.new"))
 
 
 def _remove(path: Path) -> None:
