@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 from ..alarms.catalogue import CRITICAL, LINE, spec
