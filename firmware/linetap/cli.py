@@ -1,4 +1,4 @@
-"""The ``linetap`` command line (see CONTRACT.md for the commands and exit codes).
+"""The ``linetap`` command line (see docs/CONTRACT.md for the commands and exit codes).
 
 Errors in the config or the arguments: one clear message each, exit 2, never a
 traceback. Anything unexpected: one line, exit 1 (``--debug`` shows the trace).
