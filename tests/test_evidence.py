@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ from linetap.evidence.export import export_call, verify_export
 from linetap.evidence.export_verify import GENESIS, digest, link
 from linetap.evidence.finalize import finalize_pending, finalize_recording
 from linetap.evidence.verify import verify
-from linetap.index.db import Index, open_index
+from linetap.index.db import Index
 from linetap.retention import deletions
 from linetap.store.recordings import Recording
 
@@ -42,18 +42,6 @@ def make_call(index: Index, data_dir: Path, clock: FakeClock, *, number: str | N
         finalize_recording(index, data_dir, row, PLAIN, clock=clock)
     clock.advance(60)
     return row
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def index(data_dir: Path) -> Iterator[Index]:
-    idx = open_index(data_dir)
-    yield idx
-    idx.close()
 
 
 @pytest.fixture
