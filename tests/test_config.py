@@ -322,23 +322,35 @@ def schema_errors(value: Any, schema: dict[str, Any], where: str = "") -> list[s
     return errors
 
 
-def readme_example() -> str:
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("A minimal config:"):]
-    return section.split("```toml\n", 1)[1].split("```", 1)[0]
+def doc_examples() -> dict[str, str]:
+    """Every TOML example in the docs (README.md, docs/, the package's .md files), by file and number."""
+    found = {}
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+                 *sorted((REPO / "firmware" / "linetap").rglob("*.md"))]:
+        blocks = re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)
+        for i, block in enumerate(blocks):
+            if tomllib.loads(block):  # not just a comment (the #:schema line)
+                found[f"{path.relative_to(REPO)} #{i}"] = block
+    return found
 
 
 EXAMPLES = {
-    "README minimal config": readme_example,
-    "box.toml": lambda: (REPO / "firmware" / "linetap" / "data" / "box.toml").read_text(),
-    "the test table's good config": lambda: GOOD + LINE2 + MQTT + 'port = 8883\nprotocol = "auto"\n',
+    **doc_examples(),
+    "firmware/linetap/data/box.toml": (REPO / "firmware" / "linetap" / "data" / "box.toml").read_text(),
+    "the test table's good config": GOOD + LINE2 + MQTT + 'port = 8883\nprotocol = "auto"\n',
 }
+
+
+def test_the_docs_have_toml_examples_to_check():
+    assert {"README.md #1", "docs/INSTALL.md #0", "firmware/linetap/mqtt/TOPICS.md #0"} <= set(EXAMPLES)
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
 def test_the_schema_accepts_the_example_configs(example):
-    text = EXAMPLES[example]()
-    load_text(text.replace("{data}", "/tmp/x"))  # the loader accepts it too
+    text = EXAMPLES[example].replace("{data}", "/tmp/x")
+    if "[[line]]" not in text:  # a fragment (e.g. just [mqtt]): the loader needs a line to say yes
+        text += '\n[[line]]\nname = "line1"\npcm = "null"\n'
+    load_text(text)  # the loader accepts it too
     schema = json.loads(SCHEMA.read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema_errors(tomllib.loads(text), schema) == []
