@@ -122,7 +122,7 @@ class Key:
     doc: str
     check: Check | None = None
     required: bool = False
-    fallback: Any = None  # the loader's value for a key without a dataclass default
+    fallback: Any = None  # the loader's value for a key without a dataclass default (a callable: called)
     shown_default: str | None = None  # the docs' default when the value alone would mislead
 
 
