@@ -229,7 +229,7 @@ class HealthConfig:
 
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
-    host: str = key("127.0.0.1", doc="the broker", required=True)
+    host: str = key("127.0.0.1", doc="the broker's host name or address", required=True)
     port: int = key(1883, doc="the broker's port", check=between(1, 65535))
     topic_prefix: str = key("linetap", doc="first topic level (`<prefix>/<id>/...`)",
                             check=Matches(r"^[^#+]*[^#+/]$",

@@ -52,10 +52,10 @@ def _md_value(v: Any) -> str:
 
 
 def _md_default(f: Field) -> str:
+    if f.decl.required:
+        return "required"
     if f.decl.shown_default is not None:
         return f.decl.shown_default
-    if f.default is MISSING:
-        return "required"
     if f.default is None:
         return "–"
     return _md_value(f.default)
@@ -80,9 +80,7 @@ def markdown_table() -> str:
         table = f"[[{section.name}]]" if section.many else f"[{section.name}]"
         out.append(f"| **`{table}`** | | | {section.doc} |")
         for f in fields(section.cls):
-            required = " (required)" if f.decl.required and f.default is not MISSING else ""
-            out.append(f"| `{section.name}.{f.name}` | {_md_default(f)} | {_md_allowed(f)} | "
-                       f"{f.decl.doc}{required} |")
+            out.append(f"| `{section.name}.{f.name}` | {_md_default(f)} | {_md_allowed(f)} | {f.decl.doc} |")
     return "\n".join(out) + "\n"
 
 
@@ -120,7 +118,7 @@ def _property(f: Field) -> dict[str, Any]:
     else:
         prop.update(constraint)
     default = f.default if f.default is not MISSING else f.decl.fallback
-    if default is not None and not callable(default):
+    if not f.decl.required and default is not None and not callable(default):
         prop["default"] = _json_default(default)
     return prop
 
