@@ -245,7 +245,7 @@ class MqttConfig:
     allow_plaintext_password: bool = key(False, doc="send the password without TLS (trusted network only)")
     keepalive_s: int = key(30, doc="MQTT keepalive", check=between(5, 3600))
     health_interval_s: float = key(30.0, doc="how often health is published", check=between(1, 60))
-    unreachable_after_s: float = key(60.0, doc="MQTT_UNREACHABLE after this long disconnected",
+    unreachable_after_s: float = key(60.0, doc="BROKER_UNREACHABLE after this long disconnected",
                                      check=between(0, 86400))
     discovery: bool = key(True, doc="publish Home Assistant discovery")
     discovery_prefix: str = key("homeassistant", doc="Home Assistant's discovery prefix")
