@@ -249,7 +249,8 @@ class MqttConfig:
                                      check=between(0, 86400))
     discovery: bool = key(True, doc="publish Home Assistant discovery")
     discovery_prefix: str = key("homeassistant", doc="Home Assistant's discovery prefix")
-    outbox_max: int = key(10000, doc="events kept on disk while the broker is unreachable (when full, the oldest go)",
+    outbox_max: int = key(10000, doc="events kept on disk while the broker is unreachable "
+                          "(when full, the oldest go)",
                           check=between(10, 10**7))
     protocol: str = key("5", doc="MQTT protocol version", check=one_of(("5", "3.1.1", "auto")))
 
