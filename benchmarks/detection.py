@@ -21,7 +21,7 @@ reader drains it every 100 ms, ``linetap.capture.alsa``): a thread pulls the ALS
 they come, as a card's DMA fills its buffer, and a read takes one if there is one. Without it the
 reader reads the ``file`` PCM period by period, as it does for the demo and the tests.
 
-Targets (issue 3): <= 1 s to the alarm and <= 1.25 s to the LED, every type.
+The detection targets: <= 1 s to the alarm and <= 1.25 s to the LED, every type.
 """
 
 from __future__ import annotations

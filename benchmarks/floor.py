@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""The least any recorder must spend beside the codec: a floor under issue 2's ratio target.
+"""The least any recorder must spend beside the codec: a floor under the recorder-core ratio target.
 
     .venv/bin/python benchmarks/floor.py [--codecs opus,flac] [--seconds 120] [--trials 5] [--lines 32]
 
-Issue 2 asks the whole pipeline to cost at most 1.5x the codec alone (libsndfile encoding the
-same audio). Whatever else a recorder does, the same issue obliges it to do three things the codec
+The recorder-core targets ask the whole pipeline to cost at most 1.5x the codec alone (libsndfile encoding the
+same audio). Whatever else a recorder does, the requirements oblige it to do three things the codec
 alone does not: read the line through ALSA in 20 ms periods, encode those periods as they come,
 and push the file to the disk at least every second (flush + fsync; linetap does it every 0.4 s of
 audio so a power cut costs under a second with every codec). This script measures those three and
@@ -16,7 +16,7 @@ nothing else, against the codec alone, in the same process and run, trial by tri
                PCM whose ``infile`` is a regular file, so reads never wait: as fast as possible);
                each period made a numpy array, as any analysis needs it
   read+codec   the two together, period by period
-  +fsync 1.0s  and a flush + fsync every second of audio (the issue's slowest allowed)
+  +fsync 1.0s  and a flush + fsync every second of audio (the slowest allowed)
   +fsync 0.4s  and every 0.4 s (linetap's default ``storage.sync_interval_s``)
   N lines      per line: N lines read, encoded and pushed to the disk every 0.4 s, by an fsync of
                each file or together by one syncfs (the cheapest sync there is for many lines;
@@ -201,8 +201,8 @@ def main() -> int:
                 m = statistics.median(xs)
                 print(f"{codec:5} {k:26} {m:8.4f} {min(xs):8.4f}-{max(xs):<8.4f} {m / base:5.2f}x")
             print()
-        print("The rows of N lines are per line. Issue 2's target: the whole pipeline <= 1.5x codec-only.\n"
-              "The rows above are what any recorder meeting the issue's other requirements must spend\n"
+        print("The rows of N lines are per line. The recorder-core target: the whole pipeline <= 1.5x codec-only.\n"
+              "The rows above are what any recorder meeting the other requirements must spend\n"
               "before any analysis (\"+ level\": the least of it).")
     return 0
 

@@ -28,8 +28,8 @@ audio is the same 120 s script as above (about 60 % in calls); use SECONDS >= 12
 The "32 lines RT" column of the main table is 32 x the per-line cost at full speed, which leaves
 out what only real time costs (the readers' wake-ups, a pipeline round every 200 ms).
 
-CPU time is the whole process's (``resource.getrusage``: user + system, every thread). Targets
-(issue 2): pipeline <= 1.5x codec-only; 32 lines in real time under 35 % of one core with Opus,
+CPU time is the whole process's (``resource.getrusage``: user + system, every thread). The
+recorder-core targets: pipeline <= 1.5x codec-only; 32 lines in real time under 35 % of one core with Opus,
 under 10 % with FLAC; peak RSS under 80 MB at 4 lines.
 """
 
@@ -447,7 +447,7 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     wakes = "10 times a second" if args.reader == "drain" else "50 times a second"
     print("\n% core: the whole process (every thread) while recording in real time. Unlike the")
     print(f"as-fast-as-possible table, it includes what only real time costs: every reader thread wakes {wakes},")
-    print("and the pipeline runs in rounds of 200 ms. Targets (issue 2): 32 lines < 35 % (opus), < 10 % (flac).")
+    print("and the pipeline runs in rounds of 200 ms. Recorder-core targets: 32 lines < 35 % (opus), < 10 % (flac).")
     print(f"wakeups (the baseline, same run): N bare threads waking {wakes} to queue the blocks due, one")
     print("consumer every 100 ms, no recorder: the floor under any thread-per-line capture.")
     if by_thread:

@@ -4,7 +4,7 @@ directory scan.
 
     .venv/bin/python benchmarks/storage.py [--n 100000] [--dir DIR]
 
-Targets (issue 5): a sweep < 1 s, ``linetap calls --number`` < 200 ms.
+The storage targets: a sweep < 1 s, ``linetap calls --number`` < 200 ms.
 
 The store is synthetic but real: one small file per recording under the usual
 recordings/<line>/YYYY/MM/DD/ tree, a calls row each, every one chained, a few on hold,

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from linetap.clock import FakeClock
+from linetap.index import Index, open_index
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -26,3 +30,17 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test advances (a test module may override it with its own start time)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def index(data_dir: Path) -> Iterator[Index]:
+    """The real SQLite index in ``data_dir`` (``<data_dir>/index.db``), closed after the test."""
+    idx = open_index(data_dir)
+    yield idx
+    idx.close()

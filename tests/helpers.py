@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from linetap.capture import DeviceGone, Read
+
 
 def toml_value(v: Any) -> str:
     if isinstance(v, bool):
@@ -49,3 +51,39 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {getattr(cond, '__name__', cond)}")
         time.sleep(every)
+
+
+class FlakySource:
+    """A PCM that vanishes after ``fail_after`` reads (ENODEV), as a USB unplug does."""
+
+    def __init__(self, inner: Any, fail_after: int) -> None:
+        self.inner, self.left = inner, fail_after
+
+    def read(self) -> Read:
+        self.left -= 1
+        if self.left < 0:
+            raise DeviceGone("fake: USB device unplugged")
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Alarms:
+    """Records ``on_alarm(code, active, detail)`` calls: the fake for the recorder's alarm manager."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool, str]] = []
+
+    def __call__(self, code: str, active: bool, detail: str) -> None:
+        self.calls.append((code, active, detail))
+
+    def active(self) -> dict[str, str]:
+        """The alarms active now, with their last detail."""
+        state: dict[str, str] = {}
+        for code, active, detail in self.calls:
+            if active:
+                state[code] = detail
+            else:
+                state.pop(code, None)
+        return state

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from linetap.alarms import CATALOGUE, CODES, Alarm, AlarmManager, severity
-from linetap.clock import FakeClock, iso
+from linetap.clock import iso
 from linetap.index import Index
 
 CONTRACT_CODES = {"LINE_NO_DEVICE", "LINE_DEAD", "LINE_OVERRUN", "LINE_CLIPPING", "DISK_LOW",
@@ -30,11 +30,6 @@ class Recorder:
 
     def kinds(self) -> list[tuple[str, str]]:
         return [(k, a.code) for k, a in self.events]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

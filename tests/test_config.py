@@ -6,14 +6,20 @@ The table goes through the real command line (``linetap.cli.main``, as ``check``
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from linetap import config_docs
 from linetap.cli import main
-from linetap.config import ConfigError, load, load_text, mask_secrets
+from linetap.config import SECTIONS, ConfigError, LineConfig, OneOf, fields, load, load_text, mask_secrets
+from linetap.detect.tones import TONE_SETS
 
 GOOD = """\
 [recorder]
@@ -232,3 +238,145 @@ def test_secrets_are_masked_for_display():
     shown = mask_secrets('[mqtt]\nusername = "u"\npassword = "hunter2"\napi_token = abc\n')
     assert "hunter2" not in shown and "abc" not in shown
     assert 'password = "********"' in shown and 'username = "u"' in shown
+
+
+def test_a_web_table_is_an_unknown_key_since_nothing_listens():
+    with pytest.raises(ConfigError) as e:
+        load_text('[[line]]\nname = "a"\npcm = "null"\n[web]\nport = 8080\n')
+    assert e.value.errors == ["<config>: web: unknown key"]
+
+
+def test_opus_bitrate_mode_is_an_unknown_key_since_nothing_reads_it():
+    with pytest.raises(ConfigError) as e:
+        load_text('[[line]]\nname = "a"\npcm = "null"\n[storage]\nopus_bitrate_mode = "cbr"\n')
+    [error] = e.value.errors
+    assert error.startswith("<config>: storage.opus_bitrate_mode: unknown key")
+
+
+def test_the_tone_sets_allowed_are_the_ones_the_detector_has():
+    line = next(f for f in fields(LineConfig) if f.name == "tone_set")
+    assert isinstance(line.decl.check, OneOf) and line.decl.check.options == TONE_SETS
+
+
+def test_every_key_is_declared_with_a_doc():
+    for section in SECTIONS:
+        for f in fields(section.cls):
+            assert f.decl.doc.strip(), f"{section.name}.{f.name} has no doc"
+
+
+# --- the docs generated from the declarations --------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "docs" / "linetap.schema.json"
+
+
+def test_the_readme_configuration_table_is_the_generated_one():
+    readme = (REPO / "README.md").read_text()
+    assert config_docs.replace_table(readme, config_docs.markdown_table()) == readme, \
+        "the README's configuration table is stale: run scripts/gen-config-docs"
+
+
+def test_the_committed_json_schema_is_the_generated_one():
+    assert SCHEMA.read_text() == config_docs.json_schema_text(), \
+        "docs/linetap.schema.json is stale: run scripts/gen-config-docs"
+
+
+def test_the_generated_table_has_a_row_for_every_key_the_loader_reads():
+    table = config_docs.markdown_table()
+    for section in SECTIONS:
+        for f in fields(section.cls):
+            assert f"| `{section.name}.{f.name}` |" in table
+
+
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+               "boolean": bool}
+
+
+def schema_errors(value: Any, schema: dict[str, Any], where: str = "") -> list[str]:
+    """The JSON Schema keywords docs/linetap.schema.json uses, checked the way a validator does
+    (no JSON Schema library is a dependency of the project)."""
+    kind = _JSON_TYPES[schema["type"]]
+    if not isinstance(value, kind) or (isinstance(value, bool) and schema["type"] != "boolean"):
+        return [f"{where}: not {schema['type']}"]
+    errors: list[str] = []
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{where}: not one of {schema['enum']}")
+    if "minimum" in schema and value < schema["minimum"]:
+        errors.append(f"{where}: below {schema['minimum']}")
+    if "maximum" in schema and value > schema["maximum"]:
+        errors.append(f"{where}: above {schema['maximum']}")
+    if "pattern" in schema and not re.search(schema["pattern"], value):
+        errors.append(f"{where}: does not match {schema['pattern']}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            errors.append(f"{where}: fewer than {schema['minItems']} items")
+        for i, item in enumerate(value):
+            errors += schema_errors(item, schema["items"], f"{where}[{i}]")
+    if isinstance(value, dict):
+        errors += [f"{where}.{k}: required" for k in schema.get("required", []) if k not in value]
+        for k, v in value.items():
+            if k in schema["properties"]:
+                errors += schema_errors(v, schema["properties"][k], f"{where}.{k}")
+            elif schema.get("additionalProperties") is False:
+                errors.append(f"{where}.{k}: additional property")
+    return errors
+
+
+def doc_examples() -> dict[str, str]:
+    """Every TOML example in the docs (README.md, docs/, the package's .md files), by file and number."""
+    found = {}
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+                 *sorted((REPO / "firmware" / "linetap").rglob("*.md"))]:
+        blocks = re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)
+        for i, block in enumerate(blocks):
+            if tomllib.loads(block):  # not just a comment (the #:schema line)
+                found[f"{path.relative_to(REPO)} #{i}"] = block
+    return found
+
+
+EXAMPLES = {
+    **doc_examples(),
+    "firmware/linetap/data/box.toml": (REPO / "firmware" / "linetap" / "data" / "box.toml").read_text(),
+    "the test table's good config": GOOD + LINE2 + MQTT + 'port = 8883\nprotocol = "auto"\n',
+}
+
+
+def test_the_docs_have_toml_examples_to_check():
+    assert {"README.md #1", "docs/INSTALL.md #0", "firmware/linetap/mqtt/TOPICS.md #0"} <= set(EXAMPLES)
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_the_schema_accepts_the_example_configs(example):
+    text = EXAMPLES[example].replace("{data}", "/tmp/x")
+    if "[[line]]" not in text:  # a fragment (e.g. just [mqtt]): the loader needs a line to say yes
+        text += '\n[[line]]\nname = "line1"\npcm = "null"\n'
+    load_text(text)  # the loader accepts it too
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema_errors(tomllib.loads(text), schema) == []
+
+
+@pytest.mark.parametrize("change,error", [
+    (("codec = \"flac\"", "codecs = \"flac\""), ".storage.codecs: additional property"),
+    (("[storage]", "[storgae]"), ".storgae: additional property"),
+    (("name = \"line2\"", "name = \"line2\"\ntriger = \"vox\""), ".line[1].triger: additional property"),
+    (("name = \"line2\"", "name = \"line2\"\nrate = 44000"), ".line[1].rate: not one of"),
+    (("name = \"line2\"", "name = \"line2\"\nvox_hang_s = 0.01"), ".line[1].vox_hang_s: below 0.1"),
+    (("name = \"line2\"", "name = \"line2\"\nchannels = true"), ".line[1].channels: not integer"),
+    (("name = \"line2\"", "name = \"Line 2\""), ".line[1].name: does not match"),
+    (("codec = \"flac\"", "codec = \"flac\"\n[web]\nport = 8080"), ".web: additional property"),
+], ids=["unknown key", "unknown table", "unknown line key", "rate", "below minimum", "boolean", "pattern", "web"])
+def test_the_schema_rejects_what_the_loader_rejects(change, error):
+    text = (GOOD + LINE2).replace("{data}", "/tmp/x").replace(*change, 1)
+    with pytest.raises(ConfigError):
+        load_text(text)
+    errors = schema_errors(tomllib.loads(text), json.loads(SCHEMA.read_text()))
+    assert len(errors) == 1 and errors[0].startswith(error), errors
+
+
+def test_the_docs_module_prints_both_as_a_process():
+    for flag, expect in (("--markdown", config_docs.markdown_table()),
+                         ("--json-schema", config_docs.json_schema_text())):
+        p = subprocess.run([sys.executable, "-m", "linetap.config_docs", flag], capture_output=True, text=True,
+                           timeout=30)
+        assert (p.returncode, p.stdout) == (0, expect)

@@ -6,7 +6,6 @@ import os
 import stat
 import tracemalloc
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from linetap.evidence import chain
 from linetap.evidence.export import export_call, verify_export
 from linetap.evidence.finalize import finalize_pending, finalize_recording
 from linetap.evidence.verify import verify
-from linetap.index.db import Index, open_index
+from linetap.index.db import Index
 from linetap.store import audio
 from linetap.store.recordings import Recording, sha256_file
 
@@ -26,13 +25,6 @@ from linetap.store.recordings import Recording, sha256_file
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return crypto.generate_keypair(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def index(data_dir: Path) -> Iterator[Index]:
-    idx = open_index(data_dir)
-    yield idx
-    idx.close()
 
 
 def record(index: Index, data_dir: Path, codec: str, storage: StorageConfig, *, channels: int = 1,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,18 +43,6 @@ def make_call(index: Index, data_dir: Path, clock: FakeClock, *, number: str | N
         finalize_recording(index, data_dir, row, PLAIN, clock=clock)
     clock.advance(60)
     return row
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def index(data_dir: Path) -> Iterator[Index]:
-    idx = open_index(data_dir)
-    yield idx
-    idx.close()
 
 
 @pytest.fixture

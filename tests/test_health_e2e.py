@@ -22,7 +22,7 @@ from linetap.index import open_index
 from linetap.recorder import Recorder
 from linetap.sim.line import render
 from linetap.store import audio
-from helpers import wait_for, write_config
+from helpers import FlakySource, wait_for, write_config
 
 T0 = 1_795_000_000.0
 PERIOD_S = 0.02
@@ -187,20 +187,6 @@ def test_a_stalled_pcm_is_alarmed_within_a_second_and_clears_when_frames_return(
     # Bounded by the last frames before the stall and the first after it (a pipe buffers a little).
     assert parse_iso(gap["started_at"]) == pytest.approx(paused_at, abs=0.3)
     assert parse_iso(gap["ended_at"]) == pytest.approx(resumed_at, abs=0.3)
-
-
-class FlakySource:
-    def __init__(self, inner, fail_after: int) -> None:
-        self.inner, self.left = inner, fail_after
-
-    def read(self):
-        self.left -= 1
-        if self.left < 0:
-            raise DeviceGone("fake: USB device unplugged")
-        return self.inner.read()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_a_vanished_pcm_is_alarmed_gapped_and_recovers_by_itself(alsa, data_dir, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from helpers import wait_for
+from helpers import Alarms, wait_for
 from mqtt_broker import Broker, Message, broker  # noqa: F401  (broker is a fixture)
 
 from linetap.clock import FakeClock, SystemClock
@@ -27,25 +27,6 @@ STATUS, HEALTH, EVENT = f"linetap/{RID}/status", f"linetap/{RID}/health", f"line
 DISCOVERY = f"homeassistant/device/{RID}/config"
 
 LinkFactory = Callable[..., MqttLink]
-
-
-class Alarms:
-    """Records on_alarm calls: the fake for the recorder's alarm manager."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bool, str]] = []
-
-    def __call__(self, code: str, active: bool, detail: str) -> None:
-        self.calls.append((code, active, detail))
-
-    def active(self) -> dict[str, str]:
-        state: dict[str, str] = {}
-        for code, active, detail in self.calls:
-            if active:
-                state[code] = detail
-            else:
-                state.pop(code, None)
-        return state
 
 
 def mqtt_config(b: Broker, **kw: Any) -> MqttConfig:

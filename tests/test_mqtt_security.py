@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from helpers import wait_for
+from helpers import Alarms, wait_for
 from mqtt_broker import Broker, broker, make_pki  # noqa: F401  (broker is a fixture)
 
 from linetap.clock import FakeClock
@@ -16,14 +16,6 @@ from linetap.mqtt import BROKER_UNREACHABLE, MqttLink, call_started, check_broke
 
 RID = "box-1"
 PASSWORD = "correct-horse-battery-staple-42"
-
-
-class Alarms:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bool, str]] = []
-
-    def __call__(self, code: str, active: bool, detail: str) -> None:
-        self.calls.append((code, active, detail))
 
 
 def password_file(tmp_path: Path, password: str = PASSWORD) -> Path:

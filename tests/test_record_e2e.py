@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from linetap.capture import DeviceGone, Read
 from linetap.capture.alsa import AlsaSource
 from linetap.clock import FakeClock, parse_iso
 from linetap.config import load
@@ -16,7 +15,7 @@ from linetap.index import open_index
 from linetap.recorder import Recorder
 from linetap.sim.line import render
 from linetap.store import audio
-from helpers import wait_for, write_config
+from helpers import FlakySource, wait_for, write_config
 
 T0 = 1_795_000_000.0
 PERIOD_S = 0.02
@@ -83,22 +82,6 @@ def test_a_blip_shorter_than_the_minimum_is_not_kept(alsa, data_dir, tmp_path):
         line.feeder.stop()
     assert open_index(data_dir).calls() == []
     assert not list((data_dir / "recordings").rglob("*.*")) if (data_dir / "recordings").exists() else True
-
-
-class FlakySource:
-    """A PCM that vanishes after ``fail_after`` reads (ENODEV), as a USB unplug does."""
-
-    def __init__(self, inner: AlsaSource, fail_after: int) -> None:
-        self.inner, self.left = inner, fail_after
-
-    def read(self) -> Read:
-        self.left -= 1
-        if self.left < 0:
-            raise DeviceGone("fake: device vanished")
-        return self.inner.read()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_two_lines_record_at_once_and_one_failing_pcm_does_not_disturb_the_other(alsa, data_dir, tmp_path):

@@ -24,7 +24,7 @@ from linetap.index import retention as retention_queries
 from linetap.index.db import SYNC_FULL, SYNC_NORMAL, Index, open_index
 from linetap.retention import deletions
 from linetap.retention.plan import DAY_S, LinePolicy, Policy
-from linetap.retention.sweeper import DirectoryQuota, DiskSpace, SweepResult, Sweeper
+from linetap.retention.sweeper import DiskSpace, SweepResult, Sweeper
 from linetap.store.recordings import Recording
 
 from helpers import write_config
@@ -33,6 +33,32 @@ MB = 1024 * 1024
 RATE = 8000  # wav, mono, 16 bit: 16 000 bytes per second of audio
 WAV_BPS = RATE * 2
 PLAIN = StorageConfig(codec="wav")
+
+
+class DirectoryQuota:
+    """A quota simulated in user space: ``capacity_bytes`` minus what the files under ``path``
+    occupy (whole 4 KiB blocks): a full disk without a real one (the sweeper takes any
+    ``SpaceProbe``). O(number of files), fine for the tests' small stores."""
+
+    BLOCK = 4096
+
+    def __init__(self, path: Path, capacity_bytes: int) -> None:
+        self.path = Path(path)
+        self.capacity_bytes = capacity_bytes
+
+    def used_bytes(self) -> int:
+        total = 0
+        for root, _dirs, files in os.walk(self.path):
+            for name in files:
+                try:
+                    size = os.stat(os.path.join(root, name)).st_size
+                except FileNotFoundError:
+                    continue
+                total += -(-size // self.BLOCK) * self.BLOCK
+        return total
+
+    def free_bytes(self) -> int:
+        return max(0, self.capacity_bytes - self.used_bytes())
 
 
 def make_call(index: Index, data_dir: Path, *, started_at: float, seconds: float = 1.0, line: str = "line1",

@@ -4,23 +4,36 @@ Every problem is reported at once, each with the file and dotted key
 (``linetap.toml: line[1].rate: must be one of 8000, 16000, 48000, not 44000``),
 unknown keys are errors (a typo must not silently disable a feature), and
 secrets are never read here: only the *paths* of files that hold them.
+
+Each key is declared once, as a field of its section's dataclass: the annotation is its type,
+``key(...)`` gives its default, its check (bounds or choices) and a one-line doc. The loader is a
+loop over those declarations (``_read_section``); the README's configuration table and
+``docs/linetap.schema.json`` are generated from them too (``linetap.config_docs``). Rules that
+tie several keys together (pins used twice, VOX thresholds, MQTT password without TLS) are code
+after the loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import re
 import tomllib
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from .detect.callerid import STANDARDS as CALLERID_STANDARDS
+from .detect.tones import TONE_SETS
 
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 RATES = (8000, 16000, 22050, 32000, 44100, 48000)
 TRIGGERS = ("vox", "offhook", "continuous")
 CODECS = ("opus", "flac", "wav")
-TONE_SETS = ("us", "uk", "eu")
-CALLERID_STANDARDS = ("bell202", "v23", "dtmf")
 
 
 class ConfigError(ValueError):
@@ -31,99 +44,222 @@ class ConfigError(ValueError):
         self.errors = errors
 
 
+# --- checks: plain data, so the docs and the JSON Schema can state them too (config_docs.py) -----
+
+def _describe(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """The value must be one of ``options`` (for a list: each entry)."""
+
+    options: tuple[Any, ...]
+
+    def __call__(self, v: Any) -> str | None:
+        if v in self.options:
+            return None
+        return f"must be one of {', '.join(str(o) for o in self.options)}, not {_describe(v)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Between:
+    """An inclusive range; ``what`` replaces the generic message (e.g. for GPIO pins)."""
+
+    lo: float
+    hi: float
+    what: str = ""
+
+    def __call__(self, v: Any) -> str | None:
+        if self.lo <= v <= self.hi:
+            return None
+        if self.what:
+            return f"must be {self.what} {_num(self.lo)}..{_num(self.hi)}, not {_num(v)}"
+        return f"must be between {_num(self.lo)} and {_num(self.hi)}, not {_num(v)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    """A string matching ``pattern`` (a regex Python and JSON Schema read alike); ``shown``
+    says it in words for the README."""
+
+    pattern: str
+    message: str
+    shown: str
+
+    def __call__(self, v: Any) -> str | None:
+        return None if re.search(self.pattern, v) else self.message.format(v=v)
+
+
+Check = OneOf | Between | Matches
+
+
+def one_of(options: tuple[Any, ...]) -> OneOf:
+    return OneOf(tuple(options))
+
+
+def between(lo: float, hi: float) -> Between:
+    return Between(lo, hi)
+
+
+PIN = Between(0, 27, what="a BCM GPIO number")
+NAME = Matches(NAME_RE.pattern, "must match [a-z0-9_-] (1-32 characters), not {v!r}", "`[a-z0-9_-]`, 1–32")
+
+
+# --- declarations ---------------------------------------------------------------------------------
+
+_NO_DEFAULT = dataclasses.MISSING
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """What the loader and the docs know about one key (kept in its field's ``metadata``)."""
+
+    doc: str
+    check: Check | None = None
+    required: bool = False
+    fallback: Any = None  # the loader's value for a key without a dataclass default (a callable: called)
+    shown_default: str | None = None  # the docs' default when the value alone would mislead
+
+
+def key(default: Any = _NO_DEFAULT, *, doc: str, check: Check | None = None, required: bool = False,
+        fallback: Any = None, shown_default: str | None = None) -> Any:
+    """A config field: its default, check and doc in one place (``field()`` with metadata)."""
+    meta = {"key": Key(doc, check, required, fallback, shown_default)}
+    if default is _NO_DEFAULT:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True, slots=True)
 class RecorderConfig:
-    id: str
-    data_dir: Path
-    heartbeat_s: float = 1.0
-    queue_s: float = 10.0
+    id: str = key(doc="the box's name on MQTT and in exports", check=NAME,
+                  fallback=lambda: default_recorder_id(), shown_default="from `/etc/machine-id`")
+    data_dir: Path = key(doc="recordings, `index.db`, `outbox.db`, `status.json`",
+                         check=Matches(r"\S", 'must name a directory, not ""', "a directory"),
+                         fallback=Path("/var/lib/linetap"), shown_default="`/var/lib/linetap`")
+    heartbeat_s: float = key(1.0, doc="housekeeping tick: watchdog heartbeat, `status.json` "
+                             "(ticks at least every 1 s)", check=between(0.1, 60))
+    queue_s: float = key(10.0, doc="audio the pipeline may fall behind before blocks are dropped "
+                         "(and alarmed as an overrun)", check=between(1, 120))
 
 
 @dataclass(frozen=True, slots=True)
 class LineConfig:
-    name: str
-    pcm: str
-    rate: int = 8000
-    channels: int = 1
-    trigger: str = "vox"
-    enabled: bool = True
-    offhook_gpio: int | None = None
-    offhook_active_low: bool = False
-    offhook_debounce_ms: int = 60
-    vox_start_dbfs: float = -35.0
-    vox_stop_dbfs: float = -45.0
-    vox_attack_ms: int = 60
-    vox_hang_s: float = 8.0
-    preroll_s: float = 3.0
-    min_call_s: float = 2.0
-    max_call_s: float = 4 * 3600.0
-    segment_s: float = 3600.0
-    led: int | None = None
-    mask_dtmf: bool = False
-    tone_set: str = "us"
-    end_on_tone: bool = True
-    callerid: tuple[str, ...] = CALLERID_STANDARDS
-    callerid_window_s: float = 30.0
-    retention_days: int | None = None
-    min_retention_days: int | None = None
+    name: str = key(doc="the line's name in the index, on MQTT and in file names", check=NAME,
+                    required=True)
+    pcm: str = key(doc="the ALSA capture PCM",
+                   check=Matches(r"\S", 'must name an ALSA PCM, e.g. "hw:CARD=line1,DEV=0"', "an ALSA PCM name"),
+                   required=True, fallback="")
+    rate: int = key(8000, doc="sample rate in Hz", check=one_of(RATES))
+    channels: int = key(1, doc="channels captured (2: both legs of a stereo tap)", check=one_of((1, 2)))
+    trigger: str = key("vox", doc="what starts a call: voice activity, the off-hook input, or always",
+                       check=one_of(TRIGGERS))
+    enabled: bool = key(True, doc="a disabled line is shown as `disabled`, not captured")
+    offhook_gpio: int | None = key(None, doc="loop-current detector input for `offhook`", check=PIN)
+    offhook_active_low: bool = key(False, doc="the off-hook input reads low while off hook")
+    offhook_debounce_ms: int = key(60, doc="the off-hook input must hold this long to count",
+                                   check=between(0, 2000))
+    vox_start_dbfs: float = key(-35.0, doc="VOX: a call starts above this level", check=between(-96, 0))
+    vox_stop_dbfs: float = key(-45.0, doc="VOX: a call ends after `vox_hang_s` below this level",
+                               check=between(-96, 0))
+    vox_attack_ms: int = key(60, doc="VOX: the level must stay above `vox_start_dbfs` this long",
+                             check=between(0, 2000))
+    vox_hang_s: float = key(8.0, doc="VOX: silence that ends a call", check=between(0.1, 600))
+    preroll_s: float = key(3.0, doc="audio kept in RAM and put at the head of every call "
+                           "(the first word is never clipped)", check=between(0, 30))
+    min_call_s: float = key(2.0, doc="shorter sounds are not kept as calls", check=between(0, 600))
+    max_call_s: float = key(4 * 3600.0, doc="longer calls are split (`end_reason = \"max_length\"`), "
+                            "the next part continues seamlessly", check=between(10, 24 * 3600))
+    segment_s: float = key(3600.0, doc="segment length for `continuous`", check=between(10, 24 * 3600))
+    led: int | None = key(None, doc="BCM pin of the line's LED", check=PIN)
+    mask_dtmf: bool = key(False, doc="replace DTMF digits in the audio with silence (PCI)")
+    tone_set: str = key("us", doc="the country's call-progress tones", check=one_of(TONE_SETS))
+    end_on_tone: bool = key(True, doc="a dial/busy/reorder tone ends the call")
+    callerid: tuple[str, ...] = key(CALLERID_STANDARDS, doc="caller ID formats to decode",
+                                    check=one_of(CALLERID_STANDARDS))
+    callerid_window_s: float = key(30.0, doc="caller ID heard up to this long before a recording starts "
+                                   "is attached to it", check=between(0, 600))
+    retention_days: int | None = key(None, doc="per-line override of `storage.retention_days`",
+                                     check=between(0, 36500), shown_default="storage's")
+    min_retention_days: int | None = key(None, doc="per-line override of `storage.min_retention_days`",
+                                         check=between(0, 36500), shown_default="storage's")
 
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    codec: str = "opus"
-    keep_free_mb: int = 512
-    max_use_mb: int = 0
-    retention_days: int = 0
-    min_retention_days: int = 0
-    on_min_retention_conflict: str = "alarm"  # alarm | evict
-    sync_interval_s: float = 0.4
-    encrypt_to: Path | None = None
-    opus_bitrate_mode: str = "vbr"
+    codec: str = key("opus", doc="recording format", check=one_of(CODECS))
+    keep_free_mb: int = key(512, doc="ring buffer floor: the oldest recordings go to keep this free",
+                            check=between(0, 10**7))
+    max_use_mb: int = key(0, doc="optional quota for recordings (0: none)", check=between(0, 10**8))
+    retention_days: int = key(0, doc="delete after N days (0: only when space is needed)",
+                              check=between(0, 36500))
+    min_retention_days: int = key(0, doc="never evict recordings younger than M days",
+                                  check=between(0, 36500))
+    on_min_retention_conflict: str = key("alarm", doc="`alarm`: keep young recordings, raise DISK_LOW; "
+                                         "`evict`: free space anyway, logged", check=one_of(("alarm", "evict")))
+    sync_interval_s: float = key(0.4, doc="flush + fsync interval in seconds of audio: a power cut loses "
+                                 "at most this, plus up to 0.3 s on its way to the writer, plus what the codec "
+                                 "holds (see Storage): under 1 s by default", check=between(0.05, 1.0))
+    encrypt_to: Path | None = key(None, doc="public key file: recordings are sealed to it, the private key "
+                                  "stays off the box")
 
 
 @dataclass(frozen=True, slots=True)
 class HealthConfig:
-    dead_after_ms: int = 500
-    stall_after_ms: int = 500
-    clipping_fraction: float = 0.01
-    clipping_after_s: float = 2.0
-    disk_low_hours: float = 24.0
-    check_clock: bool = True
-    alarm_clear_s: float = 2.0
+    dead_after_ms: int = key(500, doc="LINE_DEAD after this much constant audio", check=between(100, 60000))
+    stall_after_ms: int = key(500, doc="LINE_DEAD (stalled) after this long without frames",
+                              check=between(100, 60000))
+    clipping_fraction: float = key(0.01, doc="LINE_CLIPPING when at least this fraction of samples "
+                                   "clip for `clipping_after_s`",
+                                   check=between(0.0001, 1))
+    clipping_after_s: float = key(2.0, doc="how long clipping must last to raise LINE_CLIPPING",
+                                  check=between(0.1, 600))
+    disk_low_hours: float = key(24.0, doc="DISK_LOW when fewer hours of recording are left at the measured "
+                                "rate", check=between(0, 10000))
+    check_clock: bool = key(True, doc="CLOCK_UNSYNCED when the kernel says the clock is not "
+                            "NTP-synchronised")
+    alarm_clear_s: float = key(2.0, doc="a condition must be gone this long before its alarm clears "
+                               "(no flapping)", check=between(0, 3600))
 
 
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    topic_prefix: str = "linetap"
-    username: str | None = None
-    password_file: Path | None = None
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_insecure: bool = False
-    allow_plaintext_password: bool = False
-    keepalive_s: int = 30
-    health_interval_s: float = 30.0
-    unreachable_after_s: float = 60.0
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    outbox_max: int = 10000
-    protocol: str = "5"  # 5 | 3.1.1 | auto
+    host: str = key("127.0.0.1", doc="the broker's host name or address", required=True)
+    port: int = key(1883, doc="the broker's port", check=between(1, 65535))
+    topic_prefix: str = key("linetap", doc="first topic level (`<prefix>/<id>/...`)",
+                            check=Matches(r"^[^#+]*[^#+/]$",
+                                          "must be a topic level without # + or a trailing /",
+                                          "no `#`, `+` or trailing `/`"))
+    username: str | None = key(None, doc="MQTT user name")
+    password_file: Path | None = key(None, doc="file holding the password (never the password itself); "
+                                     "needs `username`, and `tls_ca` or `allow_plaintext_password`")
+    tls_ca: Path | None = key(None, doc="CA certificate file: connect with TLS")
+    tls_cert: Path | None = key(None, doc="client certificate file (with `tls_key`)")
+    tls_key: Path | None = key(None, doc="client key file (with `tls_cert`)")
+    tls_insecure: bool = key(False, doc="skip the broker's host name check")
+    allow_plaintext_password: bool = key(False, doc="send the password without TLS (trusted network only)")
+    keepalive_s: int = key(30, doc="MQTT keepalive", check=between(5, 3600))
+    health_interval_s: float = key(30.0, doc="how often health is published", check=between(1, 60))
+    unreachable_after_s: float = key(60.0, doc="BROKER_UNREACHABLE after this long disconnected",
+                                     check=between(0, 86400))
+    discovery: bool = key(True, doc="publish Home Assistant discovery")
+    discovery_prefix: str = key("homeassistant", doc="Home Assistant's discovery prefix")
+    outbox_max: int = key(10000, doc="events kept on disk while the broker is unreachable "
+                          "(when full, the oldest go)",
+                          check=between(10, 10**7))
+    protocol: str = key("5", doc="MQTT protocol version", check=one_of(("5", "3.1.1", "auto")))
 
 
 @dataclass(frozen=True, slots=True)
 class LedsConfig:
-    status: int | None = None
-    buzzer: int | None = None
-    active_high: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class WebConfig:
-    listen: str = "127.0.0.1"
-    port: int = 8080
+    status: int | None = key(None, doc="BCM pin of the status LED", check=PIN)
+    buzzer: int | None = key(None, doc="BCM pin of the buzzer", check=PIN)
+    active_high: bool = key(True, doc="the LEDs and buzzer are on when their pin is high")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +271,6 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     mqtt: MqttConfig | None = None
     leds: LedsConfig | None = None
-    web: WebConfig | None = None
 
     def line(self, name: str) -> LineConfig:
         for line in self.lines:
@@ -144,17 +279,65 @@ class Config:
         raise KeyError(name)
 
 
-# --- validation helpers -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A top-level table: ``[name]`` (or ``[[name]]`` when ``many``)."""
 
-Check = Callable[[Any], str | None]
+    name: str
+    cls: type
+    doc: str
+    optional: bool = False  # absent -> None (else absent -> the defaults)
+    many: bool = False
 
 
-def _describe(v: Any) -> str:
-    return repr(v) if isinstance(v, str) else str(v)
+SECTIONS = (
+    Section("recorder", RecorderConfig, "the box"),
+    Section("line", LineConfig, "one per phone line (at least one)", many=True),
+    Section("storage", StorageConfig, "recordings on disk"),
+    Section("health", HealthConfig, "alarm thresholds"),
+    Section("mqtt", MqttConfig, "reporting to a broker; absent: no MQTT", optional=True),
+    Section("leds", LedsConfig, "status LED and buzzer; absent: none", optional=True),
+)
 
 
-class _Reader:
-    """Reads one TOML table, collecting errors instead of raising."""
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One declared key, resolved: its TOML type, whether it may be absent, its declaration."""
+
+    name: str
+    kind: type  # str, int, float, bool, Path (a string, relative to the config file) or tuple (a list)
+    item: type | None  # a list's entry type
+    optional: bool  # the value may be None
+    default: Any  # _NO_DEFAULT when the dataclass has none
+    decl: Key
+
+
+@functools.cache
+def fields(cls: type) -> tuple[Field, ...]:
+    """The declared keys of a section's dataclass, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        kind, optional = hints[f.name], False
+        if isinstance(kind, types.UnionType):
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind, optional = args[0], True
+        item = None
+        if typing.get_origin(kind) is tuple:
+            kind, item = tuple, typing.get_args(kind)[0]
+        out.append(Field(f.name, kind, item, optional, f.default, f.metadata["key"]))
+    return tuple(out)
+
+
+# --- the reader: a loop over the declarations -------------------------------------------------------
+
+_KIND_NAMES = {str: "a string", Path: "a string", int: "an integer", float: "a number", bool: "true or false",
+               tuple: "a list", dict: "a table", list: "a list"}
+_TOML_TYPES = {str: (str,), Path: (str,), int: (int,), float: (int, float), bool: (bool,), tuple: (list,)}
+
+
+class _Table:
+    """One TOML table: reads declared keys, collecting errors instead of raising."""
 
     def __init__(self, errors: list[str], prefix: str, table: Any) -> None:
         self.errors = errors
@@ -171,29 +354,56 @@ class _Reader:
     def err(self, k: str, msg: str) -> None:
         self.errors.append(f"{self.key(k)}: {msg}")
 
-    def get(self, k: str, kind: type | tuple[type, ...], default: Any, *, required: bool = False,
-            check: Check | None = None) -> Any:
+    def raw(self, k: str, expected: type, default: Any, *, required: bool = False) -> Any:
+        """A value of one TOML type (a table or list of tables), unchecked beyond its type."""
         self.known.add(k)
         if k not in self.table:
             if required:
                 self.err(k, "is required")
             return default
         v = self.table[k]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(v, bool):
+            self.err(k, f"must be {_KIND_NAMES[expected]}, not a boolean")
+            return default
+        if not isinstance(v, expected):
+            self.err(k, f"must be {_KIND_NAMES[expected]}, not {_describe(v)}")
+            return default
+        return v
+
+    def read(self, f: Field, to_path: Callable[[str], Path]) -> Any:
+        """The key's value, or its default when it is absent or wrong (with the error noted)."""
+        self.known.add(f.name)
+        default = f.decl.fallback if f.default is _NO_DEFAULT else f.default
+        if callable(default):
+            default = default()
+        if f.name not in self.table:
+            if f.decl.required:
+                self.err(f.name, "is required")
+            return default
+        v = self.table[f.name]
         # TOML booleans are ints in Python; never accept one for the other.
-        if isinstance(v, bool) and bool not in kinds:
-            self.err(k, f"must be {_kind_name(kinds)}, not a boolean")
+        if isinstance(v, bool) and f.kind is not bool:
+            self.err(f.name, f"must be {_KIND_NAMES[f.kind]}, not a boolean")
             return default
-        if float in kinds and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, kinds):
-            self.err(k, f"must be {_kind_name(kinds)}, not {_describe(v)}")
+        if not isinstance(v, _TOML_TYPES[f.kind]):
+            self.err(f.name, f"must be {_KIND_NAMES[f.kind]}, not {_describe(v)}")
             return default
-        if check is not None:
-            problem = check(v)
-            if problem:
-                self.err(k, problem)
+        if f.kind is tuple:
+            if f.decl.check is not None and any(f.decl.check(x) for x in v):
+                assert isinstance(f.decl.check, OneOf)
+                self.err(f.name, f"each entry must be one of {', '.join(map(str, f.decl.check.options))}, "
+                         f"not {v!r}")
                 return default
+            return tuple(v)
+        if f.decl.check is not None:
+            problem = f.decl.check(v)
+            if problem:
+                self.err(f.name, problem)
+                return default
+        if f.kind is float:
+            return float(v)
+        if f.kind is Path:
+            return to_path(v)
         return v
 
     def finish(self) -> None:
@@ -204,38 +414,13 @@ class _Reader:
                 self.errors.append(f"{self.key(k)}: unknown key{more}")
 
 
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds if k is not int or float not in kinds)
+def _read_section(t: _Table, cls: type, to_path: Callable[[str], Path]) -> dict[str, Any]:
+    """Every declared key of ``cls`` from the table ``t``: the one loop the validation is."""
+    return {f.name: t.read(f, to_path) for f in fields(cls)}
 
 
-def one_of(options: tuple[Any, ...]) -> Check:
-    def check(v: Any) -> str | None:
-        if v in options:
-            return None
-        return f"must be one of {', '.join(str(o) for o in options)}, not {_describe(v)}"
-    return check
-
-
-def between(lo: float, hi: float) -> Check:
-    def check(v: Any) -> str | None:
-        return None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}, not {v:g}"
-    return check
-
-
-def pin(v: Any) -> str | None:
-    return None if 0 <= v <= 27 else f"must be a BCM GPIO number 0..27, not {v}"
-
-
-def name(v: Any) -> str | None:
-    return None if NAME_RE.match(v) else f"must match [a-z0-9_-] (1-32 characters), not {v!r}"
-
-
-def _path(base: Path) -> Callable[[str | None], Path | None]:
-    def to_path(v: str | None) -> Path | None:
-        if v is None:
-            return None
+def _path(base: Path) -> Callable[[str], Path]:
+    def to_path(v: str) -> Path:
         p = Path(v).expanduser()
         return p if p.is_absolute() else (base / p)
     return to_path
@@ -273,62 +458,35 @@ def load_text(text: str, source: str = "<config>", base: Path | None = None) -> 
     cfg = _build(doc, errors, source, base or Path.cwd())
     if errors:
         raise ConfigError([f"{source}: {e}" for e in errors])
-    assert cfg is not None
     return cfg
 
 
-def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> Config | None:
-    top = _Reader(errors, "", doc)
+def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> Config:
+    top = _Table(errors, "", doc)
     to_path = _path(base)
 
-    r = _Reader(errors, "recorder", top.get("recorder", dict, {}))
-    recorder = RecorderConfig(
-        id=r.get("id", str, None, check=name) or default_recorder_id(),
-        data_dir=to_path(r.get("data_dir", str, "/var/lib/linetap",
-                               check=lambda v: None if v.strip() else "must name a directory, not \"\""))
-        or Path("/var/lib/linetap"),
-        heartbeat_s=r.get("heartbeat_s", float, 1.0, check=between(0.1, 60)),
-        queue_s=r.get("queue_s", float, 10.0, check=between(1, 120)),
-    )
+    r = _Table(errors, "recorder", top.raw("recorder", dict, {}))
+    recorder = RecorderConfig(**_read_section(r, RecorderConfig, to_path))
     r.finish()
 
-    s = _Reader(errors, "storage", top.get("storage", dict, {}))
-    storage = StorageConfig(
-        codec=s.get("codec", str, "opus", check=one_of(CODECS)),
-        keep_free_mb=s.get("keep_free_mb", int, 512, check=between(0, 10**7)),
-        max_use_mb=s.get("max_use_mb", int, 0, check=between(0, 10**8)),
-        retention_days=s.get("retention_days", int, 0, check=between(0, 36500)),
-        min_retention_days=s.get("min_retention_days", int, 0, check=between(0, 36500)),
-        on_min_retention_conflict=s.get("on_min_retention_conflict", str, "alarm",
-                                        check=one_of(("alarm", "evict"))),
-        sync_interval_s=s.get("sync_interval_s", float, 0.4, check=between(0.05, 1.0)),
-        encrypt_to=to_path(s.get("encrypt_to", str, None)),
-        opus_bitrate_mode=s.get("opus_bitrate_mode", str, "vbr", check=one_of(("vbr", "cbr"))),
-    )
+    s = _Table(errors, "storage", top.raw("storage", dict, {}))
+    storage = StorageConfig(**_read_section(s, StorageConfig, to_path))
     s.finish()
     if storage.retention_days and storage.min_retention_days > storage.retention_days:
         errors.append("storage.min_retention_days: must not exceed storage.retention_days "
                       f"({storage.min_retention_days} > {storage.retention_days})")
 
-    h = _Reader(errors, "health", top.get("health", dict, {}))
-    health = HealthConfig(
-        dead_after_ms=h.get("dead_after_ms", int, 500, check=between(100, 60000)),
-        stall_after_ms=h.get("stall_after_ms", int, 500, check=between(100, 60000)),
-        clipping_fraction=h.get("clipping_fraction", float, 0.01, check=between(0.0001, 1)),
-        clipping_after_s=h.get("clipping_after_s", float, 2.0, check=between(0.1, 600)),
-        disk_low_hours=h.get("disk_low_hours", float, 24.0, check=between(0, 10000)),
-        check_clock=h.get("check_clock", bool, True),
-        alarm_clear_s=h.get("alarm_clear_s", float, 2.0, check=between(0, 3600)),
-    )
+    h = _Table(errors, "health", top.raw("health", dict, {}))
+    health = HealthConfig(**_read_section(h, HealthConfig, to_path))
     h.finish()
 
-    lines_raw = top.get("line", list, [], required=True)
+    lines_raw = top.raw("line", list, [], required=True)
+    if not lines_raw and "line" in doc and isinstance(doc["line"], list):
+        errors.append("line: at least one [[line]] is required")
     lines: list[LineConfig] = []
     seen: set[str] = set()
-    if isinstance(lines_raw, list) and not lines_raw and "line" in doc:
-        errors.append("line: at least one [[line]] is required")
-    for i, raw in enumerate(lines_raw if isinstance(lines_raw, list) else []):
-        line = _line(errors, f"line[{i}]", raw, storage)
+    for i, raw in enumerate(lines_raw):
+        line = _line(errors, f"line[{i}]", raw, to_path)
         if line is None:
             continue
         if line.name in seen:
@@ -338,102 +496,35 @@ def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> C
 
     mqtt = None
     if "mqtt" in doc:
-        m = _Reader(errors, "mqtt", top.get("mqtt", dict, {}))
-        mqtt = MqttConfig(
-            host=m.get("host", str, "127.0.0.1", required=True),
-            port=m.get("port", int, 1883, check=between(1, 65535)),
-            topic_prefix=m.get("topic_prefix", str, "linetap",
-                               check=lambda v: None if v and not set(v) & set("#+") and not v.endswith("/")
-                               else "must be a topic level without # + or a trailing /"),
-            username=m.get("username", str, None),
-            password_file=to_path(m.get("password_file", str, None)),
-            tls_ca=to_path(m.get("tls_ca", str, None)),
-            tls_cert=to_path(m.get("tls_cert", str, None)),
-            tls_key=to_path(m.get("tls_key", str, None)),
-            tls_insecure=m.get("tls_insecure", bool, False),
-            allow_plaintext_password=m.get("allow_plaintext_password", bool, False),
-            keepalive_s=m.get("keepalive_s", int, 30, check=between(5, 3600)),
-            health_interval_s=m.get("health_interval_s", float, 30.0, check=between(1, 60)),
-            unreachable_after_s=m.get("unreachable_after_s", float, 60.0, check=between(0, 86400)),
-            discovery=m.get("discovery", bool, True),
-            discovery_prefix=m.get("discovery_prefix", str, "homeassistant"),
-            outbox_max=m.get("outbox_max", int, 10000, check=between(10, 10**7)),
-            protocol=m.get("protocol", str, "5", check=one_of(("5", "3.1.1", "auto"))),
-        )
+        m = _Table(errors, "mqtt", top.raw("mqtt", dict, {}))
+        mqtt = MqttConfig(**_read_section(m, MqttConfig, to_path))
         if "password" in m.table:
             m.known.add("password")
             m.err("password", "secrets are not accepted in the config; put the password in a file "
                   "readable only by linetap and set mqtt.password_file")
         m.finish()
-        if mqtt.password_file and not mqtt.username:
-            errors.append("mqtt.username: is required when mqtt.password_file is set")
-        if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
-            errors.append("mqtt.tls_key: tls_cert and tls_key must be given together")
-        if mqtt.password_file and not mqtt.tls_ca and not mqtt.allow_plaintext_password:
-            errors.append("mqtt.password_file: refusing to send a password without TLS; set mqtt.tls_ca, "
-                          "or mqtt.allow_plaintext_password = true on a trusted network")
+        _check_mqtt(errors, mqtt)
 
     leds = None
     if "leds" in doc:
-        lr = _Reader(errors, "leds", top.get("leds", dict, {}))
-        leds = LedsConfig(
-            status=lr.get("status", int, None, check=pin),
-            buzzer=lr.get("buzzer", int, None, check=pin),
-            active_high=lr.get("active_high", bool, True),
-        )
+        lr = _Table(errors, "leds", top.raw("leds", dict, {}))
+        leds = LedsConfig(**_read_section(lr, LedsConfig, to_path))
         lr.finish()
-
-    web = None
-    if "web" in doc:
-        w = _Reader(errors, "web", top.get("web", dict, {}))
-        web = WebConfig(listen=w.get("listen", str, "127.0.0.1"),
-                        port=w.get("port", int, 8080, check=between(1, 65535)))
-        w.finish()
 
     top.finish()
     _check_pins(errors, leds, lines)
     return Config(source=source, recorder=recorder, lines=tuple(lines), storage=storage,
-                  health=health, mqtt=mqtt, leds=leds, web=web)
+                  health=health, mqtt=mqtt, leds=leds)
 
 
-def _line(errors: list[str], prefix: str, raw: Any, storage: StorageConfig) -> LineConfig | None:
-    r = _Reader(errors, prefix, raw)
+def _line(errors: list[str], prefix: str, raw: Any, to_path: Callable[[str], Path]) -> LineConfig | None:
+    r = _Table(errors, prefix, raw)
     if not r.ok:
         return None
-    n_before = len(errors)
-    trigger = r.get("trigger", str, "vox", check=one_of(TRIGGERS))
-    callerid = r.get("callerid", list, list(CALLERID_STANDARDS))
-    if isinstance(callerid, list) and any(c not in CALLERID_STANDARDS for c in callerid):
-        r.err("callerid", f"each entry must be one of {', '.join(CALLERID_STANDARDS)}, not {callerid!r}")
-        callerid = list(CALLERID_STANDARDS)
-    line = LineConfig(
-        name=r.get("name", str, f"line{prefix}", required=True, check=name),
-        pcm=r.get("pcm", str, "", required=True,
-                  check=lambda v: None if v.strip() else "must name an ALSA PCM, e.g. \"hw:CARD=line1,DEV=0\""),
-        rate=r.get("rate", int, 8000, check=one_of(RATES)),
-        channels=r.get("channels", int, 1, check=one_of((1, 2))),
-        trigger=trigger,
-        enabled=r.get("enabled", bool, True),
-        offhook_gpio=r.get("offhook_gpio", int, None, check=pin),
-        offhook_active_low=r.get("offhook_active_low", bool, False),
-        offhook_debounce_ms=r.get("offhook_debounce_ms", int, 60, check=between(0, 2000)),
-        vox_start_dbfs=r.get("vox_start_dbfs", float, -35.0, check=between(-96, 0)),
-        vox_stop_dbfs=r.get("vox_stop_dbfs", float, -45.0, check=between(-96, 0)),
-        vox_attack_ms=r.get("vox_attack_ms", int, 60, check=between(0, 2000)),
-        vox_hang_s=r.get("vox_hang_s", float, 8.0, check=between(0.1, 600)),
-        preroll_s=r.get("preroll_s", float, 3.0, check=between(0, 30)),
-        min_call_s=r.get("min_call_s", float, 2.0, check=between(0, 600)),
-        max_call_s=r.get("max_call_s", float, 4 * 3600.0, check=between(10, 24 * 3600)),
-        segment_s=r.get("segment_s", float, 3600.0, check=between(10, 24 * 3600)),
-        led=r.get("led", int, None, check=pin),
-        mask_dtmf=r.get("mask_dtmf", bool, False),
-        tone_set=r.get("tone_set", str, "us", check=one_of(TONE_SETS)),
-        end_on_tone=r.get("end_on_tone", bool, True),
-        callerid=tuple(callerid),
-        callerid_window_s=r.get("callerid_window_s", float, 30.0, check=between(0, 600)),
-        retention_days=r.get("retention_days", int, None, check=between(0, 36500)),
-        min_retention_days=r.get("min_retention_days", int, None, check=between(0, 36500)),
-    )
+    values = _read_section(r, LineConfig, to_path)
+    if values["name"] is None:  # missing (already an error): a name no other line can have
+        values["name"] = f"line{prefix}"
+    line = LineConfig(**values)
     r.finish()
     if line.vox_stop_dbfs > line.vox_start_dbfs:
         errors.append(f"{prefix}.vox_stop_dbfs: must not be above vox_start_dbfs "
@@ -442,7 +533,17 @@ def _line(errors: list[str], prefix: str, raw: Any, storage: StorageConfig) -> L
         errors.append(f"{prefix}.offhook_gpio: is required when trigger = \"offhook\"")
     if line.min_call_s >= line.max_call_s:
         errors.append(f"{prefix}.min_call_s: must be below max_call_s")
-    return line if len(errors) == n_before else line
+    return line
+
+
+def _check_mqtt(errors: list[str], mqtt: MqttConfig) -> None:
+    if mqtt.password_file and not mqtt.username:
+        errors.append("mqtt.username: is required when mqtt.password_file is set")
+    if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
+        errors.append("mqtt.tls_key: tls_cert and tls_key must be given together")
+    if mqtt.password_file and not mqtt.tls_ca and not mqtt.allow_plaintext_password:
+        errors.append("mqtt.password_file: refusing to send a password without TLS; set mqtt.tls_ca, "
+                      "or mqtt.allow_plaintext_password = true on a trusted network")
 
 
 def _check_pins(errors: list[str], leds: LedsConfig | None, lines: list[LineConfig]) -> None:

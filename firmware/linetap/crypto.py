@@ -40,6 +40,8 @@ import nacl.bindings as sodium
 import nacl.exceptions
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from .fsutil import atomic_file
+
 logger = logging.getLogger(__name__)
 
 MAGIC = b"LTSEAL"
@@ -147,33 +149,24 @@ def encrypt_file(src: Path, dst: Path, public_key_path: Path) -> SealResult:
     tmp = _tmp(Path(dst))
     out_sha, in_sha = hashlib.sha256(), hashlib.sha256()
     n_out = n_in = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            def put(b: bytes) -> None:
-                nonlocal n_out
-                fout.write(b)
-                out_sha.update(b)
-                n_out += len(b)
+    with atomic_file(dst, mode=FILE_MODE, tmp=tmp) as fout, open(src, "rb") as fin:
+        def put(b: bytes) -> None:
+            nonlocal n_out
+            fout.write(b)
+            out_sha.update(b)
+            n_out += len(b)
 
-            put(head + ss_header)
-            chunk = fin.read(CHUNK_BYTES)
-            while True:
-                nxt = fin.read(CHUNK_BYTES)
-                in_sha.update(chunk)
-                n_in += len(chunk)
-                tag = TAG_MESSAGE if nxt else TAG_FINAL
-                put(sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, head, tag))
-                if not nxt:
-                    break
-                chunk = nxt
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        put(head + ss_header)
+        chunk = fin.read(CHUNK_BYTES)
+        while True:
+            nxt = fin.read(CHUNK_BYTES)
+            in_sha.update(chunk)
+            n_in += len(chunk)
+            tag = TAG_MESSAGE if nxt else TAG_FINAL
+            put(sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, head, tag))
+            if not nxt:
+                break
+            chunk = nxt
     return SealResult(n_out, out_sha.hexdigest(), n_in, in_sha.hexdigest())
 
 
@@ -219,31 +212,22 @@ def decrypt_file(src: Path, dst: Path, private_key_path: Path) -> OpenResult:
             sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, ss_header, key)
         except nacl.exceptions.CryptoError:
             raise CryptoError(f"{src}: damaged stream header") from None
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, SECRET_MODE)
-        try:
-            with os.fdopen(fd, "wb") as fout:
-                i = 0
-                while True:
-                    c = fin.read(chunk_bytes + ABYTES)
-                    if not c:
-                        raise CryptoError(f"{src}: truncated (the final chunk is missing)")
-                    try:
-                        m, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(state, c, head)
-                    except nacl.exceptions.CryptoError:
-                        raise CryptoError(f"{src}: chunk {i} is damaged or altered") from None
-                    fout.write(m)
-                    sha.update(m)
-                    n += len(m)
-                    i += 1
-                    if tag == TAG_FINAL:
-                        if fin.read(1):
-                            raise CryptoError(f"{src}: data after the final chunk")
-                        break
-                fout.flush()
-                os.fsync(fout.fileno())
-            os.chmod(tmp, SECRET_MODE)
-            os.replace(tmp, dst)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(dst, mode=SECRET_MODE, tmp=tmp) as fout:
+            i = 0
+            while True:
+                c = fin.read(chunk_bytes + ABYTES)
+                if not c:
+                    raise CryptoError(f"{src}: truncated (the final chunk is missing)")
+                try:
+                    m, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(state, c, head)
+                except nacl.exceptions.CryptoError:
+                    raise CryptoError(f"{src}: chunk {i} is damaged or altered") from None
+                fout.write(m)
+                sha.update(m)
+                n += len(m)
+                i += 1
+                if tag == TAG_FINAL:
+                    if fin.read(1):
+                        raise CryptoError(f"{src}: data after the final chunk")
+                    break
     return OpenResult(n, sha.hexdigest())

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from linetap import bootfiles, config
+from linetap.fsutil import atomic_file, fsync_dir, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSign
         _remove(f.source)
     _remove(layout.config_dir / bootfiles.PENDING_DIR / bootfiles.INLINE_PASSWORD_FILE)
     cand.unlink()
-    _fsync_dir(layout.boot_dir)
+    fsync_dir(layout.boot_dir)
     _remove(layout.error_report)
     _write_atomic(layout.receipt, _receipt(now, backup, prep), dir_fsync=False)
     _write_atomic(layout.running_copy, _running_copy(text, now), dir_fsync=True)
@@ -243,31 +244,21 @@ def _import_files(layout: Layout, prep: bootfiles.Prepared, group: str | None) -
 
 def _write_secret(path: Path, data: bytes, group: str | None, mode: int = 0o640) -> None:
     """Atomically, and never readable by others, not even for the moment before the chmod."""
-    tmp = path.with_name(f".{path.name}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, mode)
-    _chown_group(tmp, group)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
+    with atomic_file(path, mode=mode, dir_fsync=True, tmp=path.with_name(f".{path.name}.new")) as f:
+        f.write(data)
+        _chown_group(f.fileno(), group)
 
 def _install(layout: Layout, text: str, now: datetime, group: str | None) -> Path | None:
     tmp = layout.config_dir / f".{BOOT_NAME}.new"
-    _write_atomic_prepare(tmp, text)
-    os.chmod(tmp, 0o640)
-    _chown_group(tmp, group)
     backup = None
-    if layout.active.exists():
-        backup = _free_name(layout.config_dir / f"{BOOT_NAME}.{now:%Y%m%dT%H%M%SZ}")
-        # A hard link: the backup is the exact old file, and it exists before
-        # the old name is replaced.
-        os.link(layout.active, backup)
-    os.replace(tmp, layout.active)
-    _fsync_dir(layout.config_dir)
+    with atomic_file(layout.active, mode=0o640, dir_fsync=True, tmp=tmp) as f:
+        f.write(text.encode("utf-8"))
+        _chown_group(tmp, group)
+        if layout.active.exists():
+            backup = _free_name(layout.config_dir / f"{BOOT_NAME}.{now:%Y%m%dT%H%M%SZ}")
+            # A hard link: the backup is the exact old file, and it exists before
+            # the old name is replaced (when the block ends).
+            os.link(layout.active, backup)
     return backup
 
 
@@ -317,7 +308,7 @@ def _keep_secrets_off_the_card(layout: Layout, prep: bootfiles.Prepared) -> list
     if prep.password is not None:
         _write_secret(pending / bootfiles.INLINE_PASSWORD_FILE, (prep.password + "\n").encode(), None, mode=0o600)
         moved.append("the MQTT password (mqtt.password)")
-    _fsync_dir(layout.boot_dir)
+    fsync_dir(layout.boot_dir)
     return moved
 
 
@@ -458,32 +449,9 @@ def _read_machine_id(path: Path) -> str | None:
 
 # --- small file helpers ------------------------------------------------------
 
-def _write_atomic_prepare(tmp: Path, text: str) -> None:
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _write_atomic(path: Path, text: str, *, dir_fsync: bool) -> None:
-    tmp = path.with_name(f".{path.name}.new")
-    _write_atomic_prepare(tmp, text)
-    os.replace(tmp, path)
-    if dir_fsync:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a directory; the rename is still done
-    finally:
-        os.close(fd)
+    # 0644 as open() made them; the fixed hidden name is overwritten by the next try after a crash.
+    write_atomic(path, text, mode=0o644, dir_fsync=dir_fsync, tmp=path.with_name(f".{path.name}.new"))
 
 
 def _remove(path: Path) -> None:
@@ -501,7 +469,7 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
-def _chown_group(path: Path, group: str | None) -> None:
+def _chown_group(path: Path | int, group: str | None) -> None:
     if group is None or os.geteuid() != 0:
         return
     try:

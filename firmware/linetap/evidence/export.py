@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..clock import Clock, SystemClock, iso
+from ..fsutil import atomic_file, write_atomic
 from ..index.db import Index, public_call
 from ..store.recordings import sha256_file
 from . import EvidenceError, UnknownCall, audit, chain, export_verify
@@ -50,12 +51,8 @@ class ExportResult:
 
 
 def _write_json(path: Path, doc: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    write_atomic(path, text, mode=FILE_MODE, fsync=False, tmp=path.with_name(path.name + ".tmp"))
 
 
 def export_call(index: Index, data_dir: Path, call_id: int, to_dir: Path, *, key_path: Path | None = None,
@@ -83,13 +80,12 @@ def export_call(index: Index, data_dir: Path, call_id: int, to_dir: Path, *, key
         if p.exists():
             raise EvidenceError(f"{p} already exists; export to an empty directory")
     tmp = audio.with_name(audio.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, FILE_MODE)
-    if sha256_file(tmp) != payload.get("sha256"):
-        tmp.unlink()
-        raise EvidenceError(f"call {call_id}: {payload.get('path')} differs from the chain (altered); "
-                            "not exported (run 'linetap verify')")
-    os.replace(tmp, audio)
+    with atomic_file(audio, mode=FILE_MODE, fsync=False, tmp=tmp) as f, open(src, "rb") as fin:
+        shutil.copyfileobj(fin, f)
+        f.flush()
+        if sha256_file(tmp) != payload.get("sha256"):  # what was written, read back
+            raise EvidenceError(f"call {call_id}: {payload.get('path')} differs from the chain (altered); "
+                                "not exported (run 'linetap verify')")
     files = [audio]
     decrypted: Path | None = None
     if key_path is not None and payload.get("encrypted"):

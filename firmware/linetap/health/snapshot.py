@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 from ..alarms.catalogue import CRITICAL, LINE, spec
 from ..alarms.manager import Alarm
 from ..clock import iso
+from ..fsutil import write_atomic
 
 MiB = 1024 * 1024
 LINE_STATES = ("idle", "recording", "fault", "disabled")
@@ -140,22 +139,9 @@ def significant_of(states: dict[str, tuple[str, tuple[str, ...]]], alarms: Itera
 
 
 def write_snapshot(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
-    """Write atomically (a temporary file in the same directory, then ``os.replace``),
-    mode 0640. Not fsynced: it is rewritten every few seconds and only describes now."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        os.fchmod(fd, 0o640)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write atomically (``fsutil.write_atomic``), mode 0640. Not fsynced: it is rewritten every
+    few seconds and only describes now."""
+    write_atomic(path, json.dumps(doc, indent=1) + "\n", mode=0o640, fsync=False)
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -1,8 +1,8 @@
-"""System health: disk space and recording rate, and the kernel's NTP state.
+"""System health: the kernel's NTP state (CLOCK_UNSYNCED).
 
-Decisions are pure functions of values (``hours_left``, ``disk_low``); the two
-places that touch the system (``disk_usage``, ``clock_synchronized``) take the
-system call as an injectable keyword, so tests need no patching.
+``clock_synchronized`` is a pure decision on the kernel's answer, which it takes as an
+injectable keyword (``adjtimex=``), so tests need no patching. (Disk space and hours
+left are the retention sweeper's: ``retention/plan.py``, ``retention/sweeper.py``.)
 """
 
 from __future__ import annotations
@@ -11,99 +11,9 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import os
-from collections import deque
 from typing import Callable, NamedTuple
 
 logger = logging.getLogger(__name__)
-
-MiB = 1024 * 1024
-
-
-# --- disk ---------------------------------------------------------------------
-
-def disk_usage(path: str | os.PathLike[str], *,
-               statvfs: Callable[[str | os.PathLike[str]], os.statvfs_result] = os.statvfs) -> tuple[int, int]:
-    """(free_bytes, total_bytes) of the file system holding ``path``.
-
-    Free is what an unprivileged process may use (``f_bavail``, not ``f_bfree``):
-    the recorder does not run as root, so the root reserve is not its to count.
-    """
-    st = statvfs(path)
-    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-
-
-def hours_left(free_bytes: int, keep_free_bytes: int, bytes_per_hour: float | None, *,
-               reclaimable_bytes: int = 0) -> float | None:
-    """Hours of recording that fit before free space reaches the ring buffer's floor.
-
-    ``reclaimable_bytes``: what the ring buffer may still evict (recordings not on
-    hold and past their minimum retention); with it a full but healthy ring buffer
-    has plenty of hours left, and only space that cannot be freed counts against it.
-    None when the rate is not known yet (or nothing is being recorded).
-    """
-    if bytes_per_hour is None or bytes_per_hour <= 0:
-        return None
-    usable = free_bytes + reclaimable_bytes - keep_free_bytes
-    return max(0.0, usable / bytes_per_hour)
-
-
-def disk_low(free_bytes: int, keep_free_bytes: int, hours_left: float | None, low_hours: float, *,
-             reclaimable_bytes: int = 0) -> bool:
-    """DISK_LOW: free space (plus what may be evicted) below the floor, or fewer than
-    ``low_hours`` of recording left at the measured rate."""
-    if free_bytes + reclaimable_bytes < keep_free_bytes:
-        return True
-    return hours_left is not None and hours_left < low_hours
-
-
-class RateMeter:
-    """Bytes per hour written to recordings, averaged over a sliding window.
-
-    Fed with ``add(t, nbytes)`` (wall or mono seconds, bytes written since the
-    previous sample). Samples are summed into ``bucket_s`` buckets so a day's
-    window is at most a few thousand entries. The rate is only reported once
-    ``min_span_s`` has been observed: a recorder that started five minutes ago
-    during a call would otherwise extrapolate that call to the whole day.
-
-    Seed it at start-up from the index (``add(ended_at, bytes)`` for the calls of
-    the last window, with ``start_t`` = now - window) so a restart does not lose
-    the history. Not thread-safe: feed and read it from one thread.
-    """
-
-    def __init__(self, *, window_s: float = 24 * 3600.0, min_span_s: float = 600.0,
-                 bucket_s: float = 60.0, start_t: float | None = None) -> None:
-        self.window_s = window_s
-        self.min_span_s = min_span_s
-        self.bucket_s = bucket_s
-        self.start_t = start_t
-        self._buckets: deque[list[float]] = deque()  # [bucket start, bytes]
-        self._sum = 0.0
-
-    def add(self, t: float, nbytes: int) -> None:
-        if self.start_t is None:
-            self.start_t = t
-        if nbytes <= 0:
-            return
-        if self._buckets and t - self._buckets[-1][0] < self.bucket_s:
-            self._buckets[-1][1] += nbytes
-        else:
-            self._buckets.append([t, float(nbytes)])
-        self._sum += nbytes
-
-    def bytes_per_hour(self, now: float) -> float | None:
-        horizon = now - self.window_s
-        while self._buckets and self._buckets[0][0] < horizon:
-            self._sum -= self._buckets.popleft()[1]
-        if self.start_t is None:
-            return None
-        span = now - max(self.start_t, horizon)
-        if span < self.min_span_s or span <= 0:
-            return None
-        return max(0.0, self._sum) * 3600.0 / span
-
-
-# --- clock --------------------------------------------------------------------
 
 TIME_ERROR = 5  # adjtimex() return value: the clock is not synchronised
 STA_UNSYNC = 0x0040  # status bit: the kernel considers the clock unsynchronised

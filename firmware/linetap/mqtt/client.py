@@ -3,7 +3,7 @@
 Threads: paho's network thread (``loop_start``) runs every callback; the recorder calls
 ``publish_event``/``publish_health`` from its own threads and ``tick`` about twice a second.
 Every callback is wrapped by ``_guarded``: an exception escaping a paho callback would end the
-network thread and with it all reconnects (FACTS.md), so none may. ``on_alarm`` is called only
+network thread and with it all reconnects (paho-mqtt 2.x does not catch them), so none may. ``on_alarm`` is called only
 from ``tick``, on the caller's thread, never from the network thread.
 
 Locking: ``self._lock`` protects the link's state and is never held while calling into paho,

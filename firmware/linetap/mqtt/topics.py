@@ -1,6 +1,6 @@
 """What goes where on the broker: topic names and event payloads (pure, no paho).
 
-The contract (CONTRACT.md, "MQTT") fixes the topics; this module is the one place that
+The contract (docs/CONTRACT.md, "MQTT") fixes the topics; this module is the one place that
 spells them, so the link, the discovery document, ``linetap fleet`` and the tests agree.
 """
 

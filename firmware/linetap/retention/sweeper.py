@@ -66,31 +66,6 @@ class DiskSpace:
         return st.f_bavail * st.f_frsize
 
 
-class DirectoryQuota:
-    """A quota simulated in user space: ``capacity_bytes`` minus what the files under ``path``
-    occupy (whole 4 KiB blocks). O(number of files): for tests and small stores only."""
-
-    BLOCK = 4096
-
-    def __init__(self, path: Path, capacity_bytes: int) -> None:
-        self.path = Path(path)
-        self.capacity_bytes = capacity_bytes
-
-    def used_bytes(self) -> int:
-        total = 0
-        for root, _dirs, files in os.walk(self.path):
-            for name in files:
-                try:
-                    size = os.stat(os.path.join(root, name)).st_size
-                except FileNotFoundError:
-                    continue
-                total += -(-size // self.BLOCK) * self.BLOCK
-        return total
-
-    def free_bytes(self) -> int:
-        return max(0, self.capacity_bytes - self.used_bytes())
-
-
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     at: float
