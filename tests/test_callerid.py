@@ -92,9 +92,66 @@ def test_a_message_whose_parameters_overrun_its_length_is_rejected():
     assert parse_message(body + bytes([(-sum(body)) & 0xFF]), "bell202") is None
 
 
-def test_message_waiting_and_other_message_types_are_ignored():
-    body = bytes([0x82, 3, 0x0B, 1, 0xFF])  # MDMF visual message-waiting indicator
-    assert parse_message(body + bytes([(-sum(body)) & 0xFF]), "bell202") is None
+def _msg(*body: int) -> bytes:
+    b = bytes(body)
+    return b + bytes([(-sum(b)) & 0xFF])
+
+
+def test_message_waiting_is_a_message_waiting_indicator_not_a_caller_and_other_types_are_ignored():
+    on = parse_message(_msg(0x82, 3, 0x0B, 1, 0xFF), "bell202")  # MDMF visual message-waiting indicator
+    assert on == CallerId(None, None, None, standard="bell202", kind="mwi", message_waiting=True)
+    off = parse_message(_msg(0x82, 3, 0x0B, 1, 0x00), "bell202")
+    assert (off.kind, off.message_waiting) == ("mwi", False)
+    assert parse_message(_msg(0x82, 3, 0x0B, 1, 0x42), "bell202") is None  # neither on nor off
+    sdmf_on, sdmf_off = parse_message(_msg(0x06, 3, 0x42, 0x42, 0x42), "bell202"), \
+        parse_message(_msg(0x06, 3, 0x6F, 0x6F, 0x6F), "bell202")
+    assert (sdmf_on.kind, sdmf_on.message_waiting, sdmf_off.message_waiting) == ("mwi", True, False)
+    etsi = parse_message(_msg(0x82, 6, 0x13, 1, 3, 0x0B, 1, 0xFF), "v23")  # 3 messages, indicator on
+    assert (etsi.kind, etsi.message_waiting, etsi.messages) == ("mwi", True, 3)
+    assert parse_message(_msg(0x89, 3, 0x02, 1, ord("1")), "v23") is None  # ETSI SMS: not ours
+
+
+def test_a_call_type_parameter_is_a_binary_value_not_text_that_spoils_the_message():
+    body = (b"\x80\x23\x11\x01\x01\x01\x08" + b"11281545" + b"\x02\x0a" + b"0201234567"
+            + b"\x07\x08" + b"BETA LTD")
+    cid = parse_message(body + bytes([(-sum(body)) & 0xFF]), "v23")
+    assert cid == CallerId("0201234567", "BETA LTD", "11281545", standard="v23", call_type=1)
+
+
+def test_unknown_parameters_are_skipped_by_their_length_whatever_their_bytes():
+    body = (b"\x80\x19" + b"\x55\x03\x00\xff\x0a" + b"\x02\x07" + b"5551234" + b"\x99\x00"
+            + b"\x50\x07\x01\x02\x03\x04\x05\x06\x07")
+    assert len(body) == 2 + 0x19
+    cid = parse_message(body + bytes([(-sum(body)) & 0xFF]), "bell202")
+    assert cid == CallerId("5551234", None, None)
+
+
+def test_redirected_call_keeps_the_redirecting_and_first_called_numbers_and_the_dialled_line():
+    params = [(0x02, b"0201234567"), (0x1A, b"0307654321"), (0x12, b"0301111111"), (0x03, b"0409999")]
+    payload = b"".join(bytes([t, len(v)]) + v for t, v in params)
+    cid = parse_message(_msg(0x80, len(payload), *payload), "v23")
+    assert (cid.number, cid.redirecting_number, cid.first_called, cid.dialled_number, cid.redirected_from) == \
+        ("0201234567", "0307654321", "0301111111", "0409999", "0307654321")
+    only_first = parse_message(_msg(0x80, 14, 0x02, 2, ord("1"), ord("2"), 0x12, 8, *b"03011111"), "v23")
+    assert only_first.redirected_from == "03011111"
+    bell = parse_message(_msg(0x80, 8, 0x02, 3, *b"555", 0x05, 1, ord("1")), "bell202")
+    assert (bell.number, bell.redirect_reason) == ("555", "1")
+
+
+def test_a_text_field_that_is_not_printable_is_dropped_not_the_whole_message():
+    cid = parse_message(_msg(0x80, 10, 0x02, 3, *b"555", 0x07, 3, 0x00, 0x01, 0x02), "bell202")
+    assert cid == CallerId("555", None, None)
+    bad_date = parse_message(_msg(0x80, 9, 0x01, 2, *b"11", 0x02, 3, *b"555"), "bell202")
+    assert (bad_date.number, bad_date.when) == ("555", None)
+
+
+def test_a_call_set_up_without_number_name_or_reason_says_nothing():
+    assert parse_message(_msg(0x80, 3, 0x11, 1, 0x01), "v23") is None
+
+
+def test_advice_of_charge_is_parsed_as_charge_not_as_a_call():
+    cid = parse_message(_msg(0x86, 10, 0x01, 8, *b"11281545"), "v23")
+    assert (cid.kind, cid.when, cid.number) == ("charge", "11281545", None)
 
 
 def test_bt_style_burst_without_channel_seizure_and_a_short_mark_run_decodes():

@@ -268,6 +268,10 @@ class LineCalls:
         if isinstance(ev, DtmfDigit):
             if rec is not None and ev.start_frame >= self._rec_start:
                 self._digits.append(ev)
+        elif isinstance(ev, CallerId) and ev.kind != "call":
+            # Message waiting / advice of charge: the exchange talking to the phone, not a caller.
+            logger.info("line %s: %s message (%s)%s", self.line.name, ev.kind, ev.standard,
+                        "" if ev.message_waiting is None else f" messages waiting: {ev.message_waiting}")
         elif isinstance(ev, CallerId):
             logger.info("line %s: caller ID %s %s (%s)", self.line.name, ev.number or ev.number_absent or "-",
                         ev.name or ev.name_absent or "", ev.standard)

@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .dtmf import DtmfDetector, DtmfDigit
 
 __all__ = [
-    "STANDARDS", "CallerId", "CallerIdDecoder", "DtmfCallerIdParser", "decode_fsk", "demodulate", "parse_message",
+    "STANDARDS", "CallerId", "CallerIdDecoder", "DtmfCallerIdParser", "decode_fsk", "demodulate", "parameters",
+    "parse_message",
 ]
 
 STANDARDS = ("bell202", "v23", "dtmf")
@@ -60,8 +61,12 @@ _DTMF_TIMEOUT_S = 1.5
 
 @dataclass(frozen=True, slots=True)
 class CallerId:
-    """A decoded caller ID. ``when`` is ``MMDDHHMM`` as sent; ``*_absent`` is ``O`` or ``P``.
+    """A decoded caller ID message. ``when`` is ``MMDDHHMM`` as sent; ``*_absent`` is ``O`` or ``P``.
 
+    ``kind`` says what the message is: ``"call"`` (call set-up: SDMF 0x04, MDMF 0x80), which names
+    a call; ``"mwi"`` (message waiting indicator: SDMF 0x06, MDMF 0x82) and ``"charge"`` (advice
+    of charge, 0x86), which are not calls and must name none. The fields after ``standard`` are
+    filled where the message carries them (see :func:`parse_message`).
     ``start_frame``/``end_frame`` locate the signal in the line's stream (not part of equality).
     """
 
@@ -71,35 +76,62 @@ class CallerId:
     number_absent: str | None = None
     name_absent: str | None = None
     standard: str = "bell202"
+    kind: str = "call"
+    call_type: int | None = None  # ETSI 0x11: 1 voice, 2 ring-back-when-free, 0x81 message waiting
+    redirecting_number: str | None = None  # ETSI 0x1A: who diverted the call to this line
+    first_called: str | None = None  # ETSI 0x12: the number the caller dialled first
+    dialled_number: str | None = None  # ETSI/Bell 0x03: the called line (several numbers on one line)
+    redirect_reason: str | None = None  # Bell 0x05: forwarded "0" always, "1" on busy, "2" no answer
+    message_waiting: bool | None = None  # kind "mwi": messages waiting (True) or none (False)
+    messages: int | None = None  # ETSI 0x13: how many messages wait
     start_frame: int = field(default=0, compare=False)
     end_frame: int = field(default=0, compare=False)
 
+    @property
+    def redirected_from(self) -> str | None:
+        """The number a redirected (forwarded) call was first meant for, if the message says."""
+        return self.redirecting_number or self.first_called
+
 
 # ------------------------------------------------------------------------------------ messages
+MSG_SDMF_CALL = 0x04  # Telcordia SDMF caller ID (also Australia's ACLIP)
+MSG_SDMF_MWI = 0x06  # Telcordia SDMF message waiting: 0x42 x3 on, 0x6F x3 off
+MSG_CALL = 0x80  # MDMF / ETSI call set-up
+MSG_MWI = 0x82  # MDMF / ETSI message waiting indicator
+MSG_CHARGE = 0x86  # ETSI advice of charge
+_KINDS = {MSG_CALL: "call", MSG_MWI: "mwi", MSG_CHARGE: "charge"}
+
+# MDMF parameters (ETSI EN 300 659-3 table 3; Telcordia GR-30 MDMF; spandsp adsi.h CLIP_*/MCLASS_*)
+P_DATETIME = 0x01
+P_NUMBER = 0x02
+P_DIALLED = 0x03
+P_NUMBER_ABSENT = 0x04
+P_REDIRECT_REASON = 0x05  # Bell
+P_NAME = 0x07
+P_NAME_ABSENT = 0x08
+P_VISUAL_INDICATOR = 0x0B  # 0xFF on, 0x00 off (Bell MDMF, ETSI)
+P_CALL_TYPE = 0x11
+P_FIRST_CALLED = 0x12
+P_MESSAGES = 0x13  # network message system status: the number of messages, one binary byte
+P_REDIRECTING = 0x1A
+_TEXT = (P_DATETIME, P_NUMBER, P_DIALLED, P_NUMBER_ABSENT, P_REDIRECT_REASON, P_NAME, P_NAME_ABSENT,
+         P_FIRST_CALLED, P_REDIRECTING)
+
+
 def _text(value: bytes) -> str | None:
-    try:
-        text = value.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        return None
-    return text if text.isprintable() else None
+    text = value.decode("latin-1")  # every byte decodes
+    return text if text and text.isprintable() else None
 
 
-def parse_message(msg: bytes, standard: str) -> CallerId | None:
-    """A caller ID from a complete message (type, length, payload, checksum), or None."""
-    if len(msg) < 3 or len(msg) != msg[1] + 3 or sum(msg) & 0xFF:
-        return None
-    mtype, payload = msg[0], msg[2:-1]
-    if mtype == 0x04:  # SDMF
-        text = _text(payload)
-        if text is None or len(text) < 9 or not text[:8].isdigit():
-            return None
-        rest = text[8:]
-        if rest in ("O", "P"):
-            return CallerId(None, None, text[:8], rest, None, standard)
-        return CallerId(rest, None, text[:8], None, None, standard)
-    if mtype != 0x80:
-        return None
-    values: dict[int, str] = {}
+def _reason(value: str | None) -> str | None:
+    """``O``/``P`` as sent; Bell's lower-case variants read the same; anything else is no reason."""
+    return value.upper() if value is not None and value.upper() in ("O", "P") else None
+
+
+def parameters(payload: bytes) -> dict[int, bytes] | None:
+    """The (type, length, value) parameters of an MDMF payload, first of each type; None unless
+    they fill the payload exactly. Values are bytes: a parameter is binary or text by its type."""
+    values: dict[int, bytes] = {}
     i = 0
     while i < len(payload):
         if i + 2 > len(payload):
@@ -108,23 +140,68 @@ def parse_message(msg: bytes, standard: str) -> CallerId | None:
         value = payload[i + 2 : i + 2 + plen]
         if len(value) != plen:
             return None
-        text = _text(value)
-        if text is None:
-            return None
-        values[ptype] = text
+        values.setdefault(ptype, value)
         i += 2 + plen
-    number_absent = values.get(0x04)
-    name_absent = values.get(0x08)
-    if number_absent not in (None, "O", "P") or name_absent not in (None, "O", "P"):
+    return values
+
+
+def parse_message(msg: bytes, standard: str) -> CallerId | None:
+    """A caller ID from a complete message (type, length, payload, checksum), or None.
+
+    Parsed: call set-up (SDMF 0x04, MDMF 0x80), message waiting (SDMF 0x06, MDMF 0x82) and advice
+    of charge (0x86); other types (e.g. ETSI 0x89 SMS) yield None. Parameters the standards define
+    as text (date-time, numbers, names, absence reasons) are read where printable (a text field
+    that is not is dropped, not the message); call type and message count are one binary byte;
+    every other parameter is skipped by its length whatever its bytes (ETSI EN 300 659-3 5.3:
+    "unknown parameters shall be ignored"). A call set-up message says something only if it
+    carries a number, a name or a reason for their absence.
+    """
+    if len(msg) < 3 or len(msg) != msg[1] + 3 or sum(msg) & 0xFF:
         return None
-    when = values.get(0x01)
+    mtype, payload = msg[0], msg[2:-1]
+    if mtype == MSG_SDMF_CALL:
+        text = _text(payload)
+        if text is None or len(text) < 9 or not text[:8].isdigit():
+            return None
+        rest = text[8:]
+        if _reason(rest):
+            return CallerId(None, None, text[:8], _reason(rest), None, standard)
+        return CallerId(rest, None, text[:8], None, None, standard)
+    if mtype == MSG_SDMF_MWI:
+        state = {b"\x42\x42\x42": True, b"\x6f\x6f\x6f": False}.get(bytes(payload))
+        if state is None:
+            return None
+        return CallerId(None, None, None, standard=standard, kind="mwi", message_waiting=state)
+    kind = _KINDS.get(mtype)
+    if kind is None:
+        return None
+    raw = parameters(payload)
+    if raw is None:
+        return None
+    text = {t: _text(v) for t, v in raw.items() if t in _TEXT}
+    when = text.get(P_DATETIME)
     if when is not None and not (len(when) == 8 and when.isdigit()):
-        return None
-    number = values.get(0x02)
-    name = values.get(0x07)
-    if number is None and name is None and number_absent is None and name_absent is None:
-        return None
-    return CallerId(number, name, when, number_absent, name_absent, standard)
+        when = None
+    number, name = text.get(P_NUMBER), text.get(P_NAME)
+    number_absent, name_absent = _reason(text.get(P_NUMBER_ABSENT)), _reason(text.get(P_NAME_ABSENT))
+    call_type = raw[P_CALL_TYPE][0] if len(raw.get(P_CALL_TYPE, b"")) == 1 else None
+    messages = raw[P_MESSAGES][0] if len(raw.get(P_MESSAGES, b"")) == 1 else None
+    waiting: bool | None = None
+    if kind == "mwi":
+        indicator = raw.get(P_VISUAL_INDICATOR)
+        if indicator is not None and len(indicator) == 1 and indicator[0] in (0x00, 0xFF):
+            waiting = indicator[0] == 0xFF
+        elif messages is not None:
+            waiting = messages > 0
+        else:
+            return None
+    elif number is None and name is None and number_absent is None and name_absent is None:
+        if kind == "call":
+            return None
+    return CallerId(number, name, when, number_absent, name_absent, standard, kind=kind, call_type=call_type,
+                    redirecting_number=text.get(P_REDIRECTING), first_called=text.get(P_FIRST_CALLED),
+                    dialled_number=text.get(P_DIALLED), redirect_reason=text.get(P_REDIRECT_REASON),
+                    message_waiting=waiting, messages=messages)
 
 
 # ---------------------------------------------------------------------------------------- FSK
@@ -186,10 +263,7 @@ def decode_fsk(
             continue
         cid = parse_message(msg, standard)
         if cid is not None:
-            out.append(
-                CallerId(cid.number, cid.name, cid.when, cid.number_absent, cid.name_absent, standard,
-                         start_frame + int(run_start), start_frame + int(end))
-            )
+            out.append(replace(cid, start_frame=start_frame + int(run_start), end_frame=start_frame + int(end)))
     return out
 
 
@@ -352,8 +426,7 @@ class DtmfCallerIdParser:
             if d.digit in "C#":
                 cid = _parse_dtmf_cid(self._text)
                 if cid is not None:
-                    out.append(CallerId(cid.number, None, None, cid.number_absent, None, "dtmf",
-                                        self._start, d.end_frame))
+                    out.append(replace(cid, start_frame=self._start, end_frame=d.end_frame))
                 self._text = ""
             elif len(self._text) > 32:
                 self._text = ""
