@@ -20,6 +20,7 @@ from linetap.index import open_index
 from linetap.recorder import Recorder
 from linetap.sim.line import noise, render
 from linetap.store import audio
+import spandsp
 from helpers import write_config
 from test_record_e2e import FAST, PERIOD_S, T0, run_until_fed
 
@@ -177,6 +178,38 @@ def test_masked_keys_never_reach_the_disk_and_the_speech_around_them_is_kept(als
     for a, b in spans:
         inside[max(0, a - guard):b + guard] = True
     assert inside[changed].all(), f"{np.count_nonzero(~inside[changed])} samples changed away from the keys"
+
+
+def spandsp_burst(seed: int, level_dbm0: float, clock_error: float, *, dtmf: str = "", **adsi) -> np.ndarray:
+    """Caller ID sent by libspandsp (tests/spandsp.py), at ``level_dbm0`` with 15 dB SNR white noise
+    and a clock error, in int16 units over the line's noise floor."""
+    x = spandsp.dtmf_audio(dtmf) if dtmf else spandsp.adsi_audio(**adsi)
+    x = np.concatenate((np.zeros(RATE // 5), spandsp.scale_to_dbm0(x, level_dbm0), np.zeros(RATE // 5)))
+    x = sig.resample_error(x, clock_error) if clock_error else x
+    x = sig.add_noise(x, 15.0, rng=np.random.default_rng(seed), reference_dbfs=level_dbm0 + spandsp.DBM0_TO_DBFS)
+    return pcm(x, seed)
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_caller_id_of_every_family_from_spandsp_names_its_call_through_alsa(alsa, data_dir, tmp_path):
+    """One of each family through the capture path (the grid of test_callerid_conformance.py
+    runs the analyser directly): Bell 202 MDMF, ETSI/BT V.23 with a binary Call Type after a DT-AS
+    alert, DTMF A...C; and an ETSI message-waiting burst (with a number in it) before a call it
+    must not name. Speech (the calls) before and after each."""
+    date, name = (1, b"11281545"), (7, b"BETA LTD")
+    bell = spandsp_burst(11, -40.0, 0.015, standard="class", message_type=0x80,
+                         fields=[date, (2, b"5551234567"), (7, b"ACME PIZZA")])
+    etsi = spandsp_burst(12, -25.0, -0.015, standard="clip", message_type=0x80, alert=True,
+                         fields=[(0x11, b"\x01"), date, (2, b"0201234567"), name], preamble=(96, 55, 5, 1))
+    dtmf = spandsp_burst(13, -10.0, 0.01, dtmf="A4512345678C")
+    mwi = spandsp_burst(14, -20.0, 0.0, standard="clip", message_type=0x82,
+                        fields=[date, (2, b"0309999999"), (0x0B, b"\xff"), (0x13, b"\x02")])
+    script = [("idle", 4)]
+    for burst in (bell, etsi, dtmf, mwi):
+        script += [("raw", 0, burst), ("idle", 2), ("call", 5), ("idle", 12)]
+    _, _, rows = record(alsa, data_dir, tmp_path, script, {"callerid": ["bell202", "v23", "dtmf"]})
+    assert [(r["caller_number"], r["caller_name"]) for r in rows] == [
+        ("5551234567", "ACME PIZZA"), ("0201234567", "BETA LTD"), ("4512345678", None), (None, None)]
 
 
 @pytest.mark.parametrize("tone_set, kind, mask", [("us", "busy", False), ("uk", "reorder", True)])
