@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from linetap.sim import signals as sig
-from linetap.detect.callerid import CallerId, CallerIdDecoder, DtmfCallerIdParser, parse_message
+from linetap.detect.callerid import CallerId, CallerIdDecoder, DtmfCallerIdParser, parse_jclip, parse_message
 from linetap.detect.dtmf import DtmfDigit
 
 
@@ -258,3 +258,41 @@ def test_generated_fsk_is_what_multimon_ng_decodes_too(standard):
     out = subprocess.run(["multimon-ng", "-q", "-t", "raw", "-a", "CLIPFSK", "-"], input=raw,
                          capture_output=True, check=True).stdout.decode()
     assert "CID=" not in out
+
+
+# ------------------------------------------------------------------------------------------ JCLIP
+def _jclip(body: bytes, *, stuff_length: bool = True) -> bytes:
+    """A JCLIP transmission built from the NTT layout (as libspandsp sends it, see callerid.py)."""
+    def parity(b: int) -> int:
+        return b | 0x80 if bin(b).count("1") % 2 else b
+    stuffed = body.replace(b"\x10", b"\x10\x10")
+    seven = b"\x10\x01\x07\x10\x02" + stuffed + b"\x10\x03"
+    sent = bytes(parity(b) for b in seven)
+    crc = 0
+    for b in sent[2:]:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return sent + bytes([crc & 0xFF, crc >> 8])
+
+
+def test_jclip_framing_parity_and_crc_are_all_checked():
+    good = _jclip(b"\x40\x0c\x02\x0a0312345678")
+    assert parse_jclip(good) == CallerId("0312345678", None, None, standard="jclip")
+    assert parse_jclip(good[:-1] + bytes([good[-1] ^ 1])) is None  # CRC
+    flipped = bytearray(good)
+    flipped[10] ^= 0x80  # a parity bit (the CRC recomputed, so only parity can catch it)
+    assert parse_jclip(_recrc(bytes(flipped))) is None
+    assert parse_jclip(_jclip(b"\x41\x0c\x02\x0a0312345678")) is None  # not a call set-up
+    assert parse_jclip(_jclip(b"\x40\x0d\x02\x0a0312345678")) is None  # wrong length
+    public = parse_jclip(_jclip(b"\x40\x03\x04\x01C"))  # public phone: number unavailable
+    assert (public.number, public.number_absent) == (None, "O")
+
+
+def _recrc(msg: bytes) -> bytes:
+    crc = 0
+    for b in msg[2:-2]:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return msg[:-2] + bytes([crc & 0xFF, crc >> 8])

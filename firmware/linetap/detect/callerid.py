@@ -8,10 +8,14 @@ FSK (Telcordia GR-30-CORE; ETSI EN 300 659-1/-3; BT SIN 227)
     that fails it, or whose parameters do not exactly fill it, yields nothing.
 
     * SDMF, type 0x04: ``MMDDHHMM`` then the number, or ``O`` (unavailable) / ``P`` (private).
+      Australia's ACLIP sends the same messages over V.23.
     * MDMF, type 0x80 (Bellcore MDMF, ETSI "call set-up"): parameters 0x01 date/time ``MMDDHHMM``,
       0x02 number, 0x04 reason the number is absent (``O``/``P``), 0x07 name, 0x08 reason the name
-      is absent (``O``/``P``). Other parameters are skipped; other message types (e.g. message
-      waiting, 0x06/0x82) are checked and ignored.
+      is absent (``O``/``P``), call type 0x11 (binary), redirecting / first called / dialled
+      numbers; every other parameter is skipped by its length (see :func:`parse_message`).
+    * Message waiting (SDMF 0x06, MDMF 0x82) and advice of charge (0x86) are decoded too, with
+      ``kind`` saying they are not a call.
+    * JCLIP (Japan, V.23): DLE-framed, parity, CRC-16 (see :func:`parse_jclip`).
 
     Both standards share the 1700 Hz centre and the baud rate, so one demodulator serves both: the
     audio is mixed down by 1700 Hz, low-pass filtered, and the sign of the instantaneous frequency
@@ -41,7 +45,7 @@ from .dtmf import DtmfDetector, DtmfDigit
 
 __all__ = [
     "STANDARDS", "CallerId", "CallerIdDecoder", "DtmfCallerIdParser", "decode_fsk", "demodulate", "parameters",
-    "parse_message",
+    "parse_jclip", "parse_message",
 ]
 
 STANDARDS = ("bell202", "v23", "dtmf")
@@ -204,6 +208,65 @@ def parse_message(msg: bytes, standard: str) -> CallerId | None:
                     message_waiting=waiting, messages=messages)
 
 
+# JCLIP (NTT, Japan): V.23 FSK; 7 data bits + even parity per character except the CRC;
+# DLE SOH 0x07 DLE STX <type 0x40> <length> <parameters> DLE ETX <CRC-16 low, high>, a DLE inside
+# the data sent twice; the CRC (polynomial 0x1021 bit-reversed, initial 0, "CRC-16/KERMIT") covers
+# everything after DLE SOH up to ETX as sent. Layout and CRC as libspandsp's ADSI_STANDARD_JCLIP.
+_DLE, _SOH, _STX, _ETX_7 = 0x10, 0x01, 0x02, 0x03
+_JCLIP_DLE = 0x90  # DLE with its even-parity bit
+_ETX = 0x03  # ETX: two bits set, parity bit 0
+_MAX_CHARS = 300
+MSG_JCLIP_CALL = 0x40
+_JCLIP_ABSENT = {"P": "P", "O": "O", "C": "O", "S": "O"}  # C public phone, S service conflict: unavailable
+P_JCLIP_DIALLED = 0x09
+
+
+def _crc16_kermit(data: bytes) -> int:
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def parse_jclip(msg: bytes) -> CallerId | None:
+    """A caller ID from a whole JCLIP transmission (as :func:`_read_message` reads it), or None:
+    parity, CRC, framing and the parameters' lengths must all hold. Parameters: 0x02 number,
+    0x04 reason for its absence (``P`` private, ``O`` unavailable, ``C`` public phone and ``S``
+    service conflict read as ``O``), 0x09 dialled number; others are skipped by their length."""
+    if len(msg) < 11 or _crc16_kermit(msg[2:]) != 0:
+        return None
+    chars = msg[:-2]
+    if any(bin(b).count("1") % 2 for b in chars):
+        return None
+    seven = bytes(b & 0x7F for b in chars)
+    if seven[:5] != bytes([_DLE, _SOH, 0x07, _DLE, _STX]) or seven[-2:] != bytes([_DLE, _ETX_7]):
+        return None
+    body, i = bytearray(), 5
+    while i < len(seven) - 2:
+        if seven[i] == _DLE:
+            if seven[i + 1] != _DLE:
+                return None
+            i += 1
+        body.append(seven[i])
+        i += 1
+    # The length byte counts the parameters with or without the stuffing DLEs (spandsp counts
+    # them, as sent; accepting both costs nothing as the CRC already vouches for the bytes).
+    sent = len(seven) - 5 - 2 - 1 - (2 if len(body) > 1 and body[1] == _DLE else 1)  # header, DLE ETX, type, length
+    if len(body) < 2 or body[0] != MSG_JCLIP_CALL or body[1] not in (len(body) - 2, sent):
+        return None
+    raw = parameters(bytes(body[2:]))
+    if raw is None:
+        return None
+    text = {t: _text(v) for t, v in raw.items() if t in (P_NUMBER, P_NUMBER_ABSENT, P_JCLIP_DIALLED)}
+    number = text.get(P_NUMBER)
+    absent = _JCLIP_ABSENT.get(text.get(P_NUMBER_ABSENT) or "")
+    if number is None and absent is None:
+        return None
+    return CallerId(number, None, None, absent, None, "jclip", dialled_number=text.get(P_JCLIP_DIALLED))
+
+
 # ---------------------------------------------------------------------------------------- FSK
 def _lowpass_taps(rate: int) -> np.ndarray:
     """Hamming-windowed sinc, cut-off 1.2 kHz: passes +-500 Hz FSK with its sidebands, stops the
@@ -261,19 +324,39 @@ def decode_fsk(
         standard = "bell202" if mark_hz < 1250.0 else "v23"
         if standard not in wanted:
             continue
-        cid = parse_message(msg, standard)
+        jclip = msg[0] == _JCLIP_DLE and standard == "v23"  # V.23 is JCLIP's modulation
+        cid = parse_jclip(msg) if jclip else parse_message(msg, standard)
         if cid is not None:
             out.append(replace(cid, start_frame=start_frame + int(run_start), end_frame=start_frame + int(end)))
     return out
 
 
+def _complete(data: bytearray) -> bool:
+    """The characters read so far make a whole message: ETSI/Bell by their length byte; JCLIP
+    (first character DLE with its parity bit) two CRC bytes after an unstuffed DLE ETX."""
+    if data[0] == _JCLIP_DLE:
+        return (len(data) >= 6 and data[-3] == _ETX and data[-4] == _JCLIP_DLE
+                and _run_of(data, len(data) - 4) % 2 == 1)
+    return len(data) >= 2 and len(data) == data[1] + 3
+
+
+def _run_of(data: bytearray, end: int) -> int:
+    """How many DLEs end at ``data[end]`` (an even run is stuffed data, the odd one out frames)."""
+    k = end
+    while k >= 0 and data[k] == _JCLIP_DLE:
+        k -= 1
+    return end - k
+
+
 def _read_message(mark: np.ndarray, falling: np.ndarray, pos: int, period: float) -> tuple[bytes | None, int]:
-    """Async characters from ``pos`` on: type, length, payload, checksum. (None, pos) on error."""
+    """Async characters from ``pos`` on until :func:`_complete` says the message is whole (at most
+    ``_MAX_CHARS``). (None, pos) on error."""
     data = bytearray()
-    need = 2
     n = len(mark)
     offsets = (np.arange(10) + 0.5) * period
-    while len(data) < need:
+    while not data or not _complete(data):
+        if len(data) >= _MAX_CHARS:
+            return None, pos
         i = int(np.searchsorted(falling, pos))
         if i >= len(falling):
             return None, pos
@@ -290,8 +373,6 @@ def _read_message(mark: np.ndarray, falling: np.ndarray, pos: int, period: float
             return None, pos  # framing error
         byte = int(np.dot(bits[1:9].astype(np.int64), 1 << np.arange(8)))
         data.append(byte)
-        if len(data) == 2:
-            need = 3 + byte
         pos = int(edge + 9.5 * period)
     return bytes(data), pos
 
