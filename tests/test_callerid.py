@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from linetap.sim import signals as sig
-from linetap.detect.callerid import CallerId, CallerIdDecoder, DtmfCallerIdParser, parse_jclip, parse_message
+from linetap.detect.callerid import (CallerId, CallerIdDecoder, CasDetector, DtmfCallerIdParser, parse_jclip,
+                                     parse_message)
 from linetap.detect.dtmf import DtmfDigit
 
 
@@ -296,3 +297,33 @@ def _recrc(msg: bytes) -> bytes:
         for _ in range(8):
             crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
     return msg[:-2] + bytes([crc & 0xFF, crc >> 8])
+
+
+# ------------------------------------------------------------------- call-waiting alert (CAS)
+def cas_ends(x: np.ndarray, block: int = 160) -> list[int]:
+    pcm = sig.to_pcm16(x)
+    det = CasDetector(8000)
+    ends: list[int] = []
+    for i in range(0, len(pcm), block):
+        ends += det.feed(pcm[i : i + block], i)
+    return ends
+
+
+@pytest.mark.parametrize("level_dbfs", [-15.0, -45.0])
+@pytest.mark.parametrize("clock_error", [0.0, 0.015, -0.015])
+def test_the_call_waiting_alert_is_found_where_it_ends_with_noise_and_clock_error(level_dbfs, clock_error):
+    x = np.concatenate((np.zeros(3000), sig.cas_tone(8000, level_dbfs, ms=75.0), np.zeros(3000)))
+    x = sig.resample_error(x, clock_error) if clock_error else x
+    x = sig.add_noise(x, 15, rng=np.random.default_rng(4), reference_dbfs=level_dbfs)
+    end = (3000 + 600) / (1 + clock_error)
+    (found,) = cas_ends(x)
+    assert end - 40 <= found <= end + 40
+
+
+def test_one_tone_of_the_pair_a_short_blip_or_speech_is_no_alert():
+    t = np.arange(800) / 8000
+    one = 0.1 * np.sin(2 * np.pi * 2130 * t)
+    short = sig.cas_tone(8000, -15.0, ms=40.0)
+    speech = sig.speech_like(600, 8000, rng=np.random.default_rng(31))
+    assert cas_ends(np.concatenate((np.zeros(800), one, np.zeros(800), short, np.zeros(800)))) == []
+    assert cas_ends(sig.add_noise(speech, 30), block=8000) == []  # 10 minutes: no talk-off
