@@ -197,7 +197,7 @@ def test_caller_id_of_every_family_from_spandsp_names_its_call_through_alsa(alsa
     alert, DTMF A...C; and an ETSI message-waiting burst (with a number in it) before a call it
     must not name. Speech (the calls) before and after each."""
     date, name = (1, b"11281545"), (7, b"BETA LTD")
-    bell = spandsp_burst(11, -40.0, 0.015, standard="class", message_type=0x80,
+    bell = spandsp_burst(11, -45.0, 0.015, standard="class", message_type=0x80,
                          fields=[date, (2, b"5551234567"), (7, b"ACME PIZZA")])
     etsi = spandsp_burst(12, -25.0, -0.015, standard="clip", message_type=0x80, alert=True,
                          fields=[(0x11, b"\x01"), date, (2, b"0201234567"), name], preamble=(96, 55, 5, 1))
