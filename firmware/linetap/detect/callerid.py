@@ -506,7 +506,8 @@ class CasDetector:
         self.rate = rate
         self.sub = int(round(rate * _CAS_BLOCK_S))
         t = np.arange(self.sub) / rate
-        self.basis = np.exp(-2j * math.pi * np.outer(t, CAS_HZ))  # (sub, 2)
+        w = 2 * math.pi * np.outer(t, CAS_HZ)
+        self.basis = np.hstack((np.cos(w), np.sin(w)))  # (sub, 4): one real product gives both DFT bins
         self.min_power = 0.5 * 10 ** (_CAS_MIN_DBFS / 10)
         self.buf = np.zeros(0)
         self.buf_start: int | None = None
@@ -526,17 +527,32 @@ class CasDetector:
             return []
         blocks = buf[: m * self.sub].reshape(m, self.sub)
         total = np.einsum("ij,ij->i", blocks, blocks) / self.sub
-        tones = 2 * np.abs(blocks @ self.basis) ** 2 / self.sub**2  # (m, 2): each tone's power
-        lo, hi = tones.min(axis=1), tones.max(axis=1)
-        hit = (total >= self.min_power) & (lo + hi >= _CAS_SHARE * total) & (lo >= _CAS_TWIST * hi)
+        loud = total >= self.min_power
+        if not loud.any():
+            hit = loud
+        else:
+            c = blocks @ self.basis
+            c *= c
+            tones = (c[:, :2] + c[:, 2:]) * (2 / self.sub**2)  # (m, 2): each tone's power
+            lo, hi = tones.min(axis=1), tones.max(axis=1)
+            hit = loud & (lo + hi >= _CAS_SHARE * total) & (lo >= _CAS_TWIST * hi)
+        if self.run == 0 and not hit.any():
+            return []  # the usual case: nothing like an alert in this block
+        # Runs of hits (the first continues the run carried over from the last call).
+        edges = np.diff(np.concatenate(([0], hit.astype(np.int8), [0])))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
         ends: list[int] = []
-        for i in range(m):
-            if hit[i]:
-                self.run += 1
-                continue
-            if self.run >= _CAS_MIN_BLOCKS:
-                ends.append(pos0 + i * self.sub)
-            self.run = 0
+        carry, self.run = self.run, 0
+        if not len(starts) or starts[0] != 0:
+            if carry >= _CAS_MIN_BLOCKS:
+                ends.append(pos0)
+            carry = 0
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+            length = b - a + (carry if a == 0 else 0)
+            if b == m:
+                self.run = length  # still going at the end of this block
+            elif length >= _CAS_MIN_BLOCKS:
+                ends.append(pos0 + b * self.sub)
         return ends
 
 
