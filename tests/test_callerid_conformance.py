@@ -177,10 +177,11 @@ def linetap_decodes(x: np.ndarray, in_call: bool = False) -> list[CallerId]:
 
 
 def multimon_says(x: np.ndarray, dtmf: bool) -> str:
-    """multimon-ng's output for the same audio, resampled to its 22050 Hz by sox."""
+    """multimon-ng's output for the same audio, resampled to its 22050 Hz by sox (``-R``: sox's
+    dither is random unless asked to repeat, and multimon-ng's result on a few cells turns on it)."""
     raw = sig.to_pcm16(np.concatenate((x, np.zeros(RATE)))).tobytes()
     fmt = ["-t", "raw", "-e", "signed", "-b", "16", "-c", "1"]
-    up = subprocess.run(["sox", *fmt, "-r", "8000", "-", *fmt, "-r", "22050", "-"], input=raw,
+    up = subprocess.run(["sox", "-R", *fmt, "-r", "8000", "-", *fmt, "-r", "22050", "-"], input=raw,
                         capture_output=True, check=True).stdout
     out = subprocess.run(["multimon-ng", "-q", "-t", "raw", "-a", "DTMF" if dtmf else "CLIPFSK", "-"], input=up,
                          capture_output=True, check=True).stdout.decode()
