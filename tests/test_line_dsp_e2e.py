@@ -387,3 +387,14 @@ def test_without_the_alert_fsk_during_an_established_call_is_not_listened_to():
     fed, _ = render(script, rate=RATE, seed=11)
     (summary,) = run_line_summaries(fed)
     assert "waiting_callers" not in summary and summary["caller"] == (None, None)
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_a_redirected_calls_original_number_is_on_its_summary():
+    fwd = spandsp_burst(31, -20.0, 0.0, standard="clip", message_type=0x80,
+                        fields=[(1, b"11281545"), (2, b"0201234567"), (0x1A, b"0307654321")])
+    script = [("idle", 3), ("raw", 0, fwd), ("idle", 2), ("call", 6), ("idle", 12), ("call", 4), ("idle", 12)]
+    fed, _ = render(script, rate=RATE, seed=12)
+    first, second = run_line_summaries(fed)
+    assert first["caller"] == ("0201234567", None) and first["caller_redirected_from"] == "0307654321"
+    assert second["caller"] == (None, None) and "caller_redirected_from" not in second

@@ -257,8 +257,12 @@ class LineCalls:
                         self.line.name, rec.frames / self.line.rate)
             rec.discard()
             return None
+        named_by = self._call_cid
         self._forget_cid()
         summary = rec.finish(reason)
+        # Caller-ID facts the index has no column for yet: on the summary, for whoever wants them.
+        if named_by is not None and named_by.redirected_from:
+            summary["caller_redirected_from"] = named_by.redirected_from
         if self._waiting:
             summary["waiting_callers"] = list(self._waiting)
         self.calls_recorded += 1
