@@ -7,7 +7,9 @@ injected ``open_recording`` (so tests can count what would be written).
 Audio reaches a recording through the line's :class:`LineAnalyzer` (``detect/analyzer.py``),
 which keeps the pre-roll, masks DTMF when ``mask_dtmf`` is set and says how far audio may be
 written. Its events are applied here: a caller ID heard up to ``callerid_window_s`` before a
-call (or in its first 10 s) names the call; DTMF digits inside a call make its ``dtmf`` (``*``
+call (or in its first 10 s) names the call; a call-waiting caller ID (after a CAS, during the
+call) is attached to the call in progress (``waiting_callers`` in its summary), message waiting
+and advice of charge name nothing; DTMF digits inside a call make its ``dtmf`` (``*``
 per digit when masked); a dial, busy or reorder tone after at least ``min_call_s`` of the call
 ends it where the tone began (``end_reason = "tone"``), and no new call starts until the tone
 has stopped (VOX) or the phone is hung up (off-hook).
