@@ -43,7 +43,7 @@ import soundfile as sf  # noqa: E402
 from linetap.config import LineConfig  # noqa: E402
 from linetap.sim import signals as sig  # noqa: E402
 from linetap.detect.analyzer import BATCH_S, LineAnalyzer  # noqa: E402
-from linetap.detect.callerid import CallerIdDecoder, DtmfCallerIdParser  # noqa: E402
+from linetap.detect.callerid import CallerIdDecoder, CasDetector, DtmfCallerIdParser  # noqa: E402
 from linetap.detect.dtmf import DtmfDetector, DtmfMasker  # noqa: E402
 from linetap.detect.tones import ToneDetector  # noqa: E402
 
@@ -146,7 +146,8 @@ def integrated_table() -> None:
     print(f"worst ratio (mask on) {worst:.1%}: target < 5 % -> {'PASS' if worst < 0.05 else 'FAIL'}")
     print("analyzer = DTMF detector + FSK caller ID + DTMF caller ID + tones (+ ring and hold);"
           " +mask = with the DtmfMasker instead of the detector;\n'call' rests the FSK decoder after"
-          " the call's first 10 s, as LineCalls does; 'idle' (on-hook) runs everything")
+          " the call's first 10 s, as LineCalls does (only the call-waiting alert detector runs);"
+          " 'idle' (on-hook) runs everything")
 
 
 def cost_table() -> None:
@@ -185,6 +186,8 @@ def cost_table() -> None:
 def talkoff_speech_like(hours: float, rate: int = 8000) -> dict[str, float]:
     det = DtmfDetector(rate)
     cid = CallerIdDecoder(rate, standards=("bell202", "v23"))
+    cas = CasDetector(rate)  # the call-waiting alert, listened for during established calls
+    cas_ends: list[int] = []
     tones = {ts: ToneDetector(rate, ts) for ts in ("us", "uk", "eu")}
     an = LineAnalyzer(line_config(rate, True))  # as integrated, masking: the masker's detector
     digits, spans, cids, tone_events, an_events = [], [], [], [], []
@@ -200,6 +203,7 @@ def talkoff_speech_like(hours: float, rate: int = 8000) -> dict[str, float]:
         for i in range(0, len(pcm), rate):
             digits += det.feed(pcm[i : i + rate], start + i)
             cids += cid.feed(pcm[i : i + rate], start + i)
+            cas_ends += cas.feed(pcm[i : i + rate], start + i)
             for ts in tones.values():
                 tone_events += ts.feed(pcm[i : i + rate], start + i)
         for i in range(0, len(pcm), rate // 50):
@@ -210,7 +214,7 @@ def talkoff_speech_like(hours: float, rate: int = 8000) -> dict[str, float]:
     an_events += an.drain()
     masked_ms = sum(b - a for a, b in spans) * 1000 / rate
     return {"minutes": minutes, "digits": len(digits), "spans": len(spans), "masked_ms": masked_ms,
-            "cids": len(cids), "tones": len(tone_events), "gen_s": gen,
+            "cids": len(cids), "cas": len(cas_ends), "tones": len(tone_events), "gen_s": gen,
             "analyzer_events": [type(e).__name__ for e in an_events]}
 
 
@@ -257,7 +261,7 @@ def main() -> int:
     r = talkoff_speech_like(1.0)
     per_h = r["digits"] * 60 / r["minutes"]
     print(f"{'speech-like (synthetic)':<28}{r['minutes']:>8.0f}{r['digits']:>13d}{per_h:>10.2f}{r['tones']:>13d}"
-          f"{r['cids']:>12d}{r['spans']:>14d}{r['masked_ms']:>11.0f}")
+          f"{r['cids']:>12d}{r['spans']:>14d}{r['masked_ms']:>11.0f}   call-waiting alerts (CAS): {r['cas']}")
     ev = r["analyzer_events"]
     n_digits = ev.count("DtmfDigit")
     print(f"{'  as integrated (analyzer)':<28}{r['minutes']:>8.0f}{n_digits:>13d}"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from linetap.sim import signals as sig
-from linetap.detect.callerid import CallerId, CallerIdDecoder, DtmfCallerIdParser, parse_message
+from linetap.detect.callerid import (CallerId, CallerIdDecoder, CasDetector, DtmfCallerIdParser, parse_jclip,
+                                     parse_message)
 from linetap.detect.dtmf import DtmfDigit
 
 
@@ -92,9 +93,66 @@ def test_a_message_whose_parameters_overrun_its_length_is_rejected():
     assert parse_message(body + bytes([(-sum(body)) & 0xFF]), "bell202") is None
 
 
-def test_message_waiting_and_other_message_types_are_ignored():
-    body = bytes([0x82, 3, 0x0B, 1, 0xFF])  # MDMF visual message-waiting indicator
-    assert parse_message(body + bytes([(-sum(body)) & 0xFF]), "bell202") is None
+def _msg(*body: int) -> bytes:
+    b = bytes(body)
+    return b + bytes([(-sum(b)) & 0xFF])
+
+
+def test_message_waiting_is_a_message_waiting_indicator_not_a_caller_and_other_types_are_ignored():
+    on = parse_message(_msg(0x82, 3, 0x0B, 1, 0xFF), "bell202")  # MDMF visual message-waiting indicator
+    assert on == CallerId(None, None, None, standard="bell202", kind="mwi", message_waiting=True)
+    off = parse_message(_msg(0x82, 3, 0x0B, 1, 0x00), "bell202")
+    assert (off.kind, off.message_waiting) == ("mwi", False)
+    assert parse_message(_msg(0x82, 3, 0x0B, 1, 0x42), "bell202") is None  # neither on nor off
+    sdmf_on, sdmf_off = parse_message(_msg(0x06, 3, 0x42, 0x42, 0x42), "bell202"), \
+        parse_message(_msg(0x06, 3, 0x6F, 0x6F, 0x6F), "bell202")
+    assert (sdmf_on.kind, sdmf_on.message_waiting, sdmf_off.message_waiting) == ("mwi", True, False)
+    etsi = parse_message(_msg(0x82, 6, 0x13, 1, 3, 0x0B, 1, 0xFF), "v23")  # 3 messages, indicator on
+    assert (etsi.kind, etsi.message_waiting, etsi.messages) == ("mwi", True, 3)
+    assert parse_message(_msg(0x89, 3, 0x02, 1, ord("1")), "v23") is None  # ETSI SMS: not ours
+
+
+def test_a_call_type_parameter_is_a_binary_value_not_text_that_spoils_the_message():
+    body = (b"\x80\x23\x11\x01\x01\x01\x08" + b"11281545" + b"\x02\x0a" + b"0201234567"
+            + b"\x07\x08" + b"BETA LTD")
+    cid = parse_message(body + bytes([(-sum(body)) & 0xFF]), "v23")
+    assert cid == CallerId("0201234567", "BETA LTD", "11281545", standard="v23", call_type=1)
+
+
+def test_unknown_parameters_are_skipped_by_their_length_whatever_their_bytes():
+    body = (b"\x80\x19" + b"\x55\x03\x00\xff\x0a" + b"\x02\x07" + b"5551234" + b"\x99\x00"
+            + b"\x50\x07\x01\x02\x03\x04\x05\x06\x07")
+    assert len(body) == 2 + 0x19
+    cid = parse_message(body + bytes([(-sum(body)) & 0xFF]), "bell202")
+    assert cid == CallerId("5551234", None, None)
+
+
+def test_redirected_call_keeps_the_redirecting_and_first_called_numbers_and_the_dialled_line():
+    params = [(0x02, b"0201234567"), (0x1A, b"0307654321"), (0x12, b"0301111111"), (0x03, b"0409999")]
+    payload = b"".join(bytes([t, len(v)]) + v for t, v in params)
+    cid = parse_message(_msg(0x80, len(payload), *payload), "v23")
+    assert (cid.number, cid.redirecting_number, cid.first_called, cid.dialled_number, cid.redirected_from) == \
+        ("0201234567", "0307654321", "0301111111", "0409999", "0307654321")
+    only_first = parse_message(_msg(0x80, 14, 0x02, 2, ord("1"), ord("2"), 0x12, 8, *b"03011111"), "v23")
+    assert only_first.redirected_from == "03011111"
+    bell = parse_message(_msg(0x80, 8, 0x02, 3, *b"555", 0x05, 1, ord("1")), "bell202")
+    assert (bell.number, bell.redirect_reason) == ("555", "1")
+
+
+def test_a_text_field_that_is_not_printable_is_dropped_not_the_whole_message():
+    cid = parse_message(_msg(0x80, 10, 0x02, 3, *b"555", 0x07, 3, 0x00, 0x01, 0x02), "bell202")
+    assert cid == CallerId("555", None, None)
+    bad_date = parse_message(_msg(0x80, 9, 0x01, 2, *b"11", 0x02, 3, *b"555"), "bell202")
+    assert (bad_date.number, bad_date.when) == ("555", None)
+
+
+def test_a_call_set_up_without_number_name_or_reason_says_nothing():
+    assert parse_message(_msg(0x80, 3, 0x11, 1, 0x01), "v23") is None
+
+
+def test_advice_of_charge_is_parsed_as_charge_not_as_a_call():
+    cid = parse_message(_msg(0x86, 10, 0x01, 8, *b"11281545"), "v23")
+    assert (cid.kind, cid.when, cid.number) == ("charge", "11281545", None)
 
 
 def test_bt_style_burst_without_channel_seizure_and_a_short_mark_run_decodes():
@@ -201,3 +259,71 @@ def test_generated_fsk_is_what_multimon_ng_decodes_too(standard):
     out = subprocess.run(["multimon-ng", "-q", "-t", "raw", "-a", "CLIPFSK", "-"], input=raw,
                          capture_output=True, check=True).stdout.decode()
     assert "CID=" not in out
+
+
+# ------------------------------------------------------------------------------------------ JCLIP
+def _jclip(body: bytes, *, stuff_length: bool = True) -> bytes:
+    """A JCLIP transmission built from the NTT layout (as libspandsp sends it, see callerid.py)."""
+    def parity(b: int) -> int:
+        return b | 0x80 if bin(b).count("1") % 2 else b
+    stuffed = body.replace(b"\x10", b"\x10\x10")
+    seven = b"\x10\x01\x07\x10\x02" + stuffed + b"\x10\x03"
+    sent = bytes(parity(b) for b in seven)
+    crc = 0
+    for b in sent[2:]:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return sent + bytes([crc & 0xFF, crc >> 8])
+
+
+def test_jclip_framing_parity_and_crc_are_all_checked():
+    good = _jclip(b"\x40\x0c\x02\x0a0312345678")
+    assert parse_jclip(good) == CallerId("0312345678", None, None, standard="jclip")
+    assert parse_jclip(good[:-1] + bytes([good[-1] ^ 1])) is None  # CRC
+    flipped = bytearray(good)
+    flipped[10] ^= 0x80  # a parity bit (the CRC recomputed, so only parity can catch it)
+    assert parse_jclip(_recrc(bytes(flipped))) is None
+    assert parse_jclip(_jclip(b"\x41\x0c\x02\x0a0312345678")) is None  # not a call set-up
+    assert parse_jclip(_jclip(b"\x40\x0d\x02\x0a0312345678")) is None  # wrong length
+    public = parse_jclip(_jclip(b"\x40\x03\x04\x01C"))  # public phone: number unavailable
+    assert (public.number, public.number_absent) == (None, "O")
+
+
+def _recrc(msg: bytes) -> bytes:
+    crc = 0
+    for b in msg[2:-2]:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return msg[:-2] + bytes([crc & 0xFF, crc >> 8])
+
+
+# ------------------------------------------------------------------- call-waiting alert (CAS)
+def cas_ends(x: np.ndarray, block: int = 160) -> list[int]:
+    pcm = sig.to_pcm16(x)
+    det = CasDetector(8000)
+    ends: list[int] = []
+    for i in range(0, len(pcm), block):
+        ends += det.feed(pcm[i : i + block], i)
+    return ends
+
+
+@pytest.mark.parametrize("level_dbfs", [-15.0, -45.0])
+@pytest.mark.parametrize("clock_error", [0.0, 0.015, -0.015])
+def test_the_call_waiting_alert_is_found_where_it_ends_with_noise_and_clock_error(level_dbfs, clock_error):
+    x = np.concatenate((np.zeros(3000), sig.cas_tone(8000, level_dbfs, ms=75.0), np.zeros(3000)))
+    x = sig.resample_error(x, clock_error) if clock_error else x
+    x = sig.add_noise(x, 15, rng=np.random.default_rng(4), reference_dbfs=level_dbfs)
+    end = (3000 + 600) / (1 + clock_error)
+    (found,) = cas_ends(x)
+    assert end - 40 <= found <= end + 40
+
+
+def test_one_tone_of_the_pair_a_short_blip_or_speech_is_no_alert():
+    t = np.arange(800) / 8000
+    one = 0.1 * np.sin(2 * np.pi * 2130 * t)
+    short = sig.cas_tone(8000, -15.0, ms=40.0)
+    speech = sig.speech_like(600, 8000, rng=np.random.default_rng(31))
+    assert cas_ends(np.concatenate((np.zeros(800), one, np.zeros(800), short, np.zeros(800)))) == []
+    assert cas_ends(sig.add_noise(speech, 30), block=8000) == []  # 10 minutes: no talk-off

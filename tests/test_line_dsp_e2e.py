@@ -20,6 +20,7 @@ from linetap.index import open_index
 from linetap.recorder import Recorder
 from linetap.sim.line import noise, render
 from linetap.store import audio
+import spandsp
 from helpers import write_config
 from test_record_e2e import FAST, PERIOD_S, T0, run_until_fed
 
@@ -179,6 +180,38 @@ def test_masked_keys_never_reach_the_disk_and_the_speech_around_them_is_kept(als
     assert inside[changed].all(), f"{np.count_nonzero(~inside[changed])} samples changed away from the keys"
 
 
+def spandsp_burst(seed: int, level_dbm0: float, clock_error: float, *, dtmf: str = "", **adsi) -> np.ndarray:
+    """Caller ID sent by libspandsp (tests/spandsp.py), at ``level_dbm0`` with 15 dB SNR white noise
+    and a clock error, in int16 units over the line's noise floor."""
+    x = spandsp.dtmf_audio(dtmf) if dtmf else spandsp.adsi_audio(**adsi)
+    x = np.concatenate((np.zeros(RATE // 5), spandsp.scale_to_dbm0(x, level_dbm0), np.zeros(RATE // 5)))
+    x = sig.resample_error(x, clock_error) if clock_error else x
+    x = sig.add_noise(x, 15.0, rng=np.random.default_rng(seed), reference_dbfs=level_dbm0 + spandsp.DBM0_TO_DBFS)
+    return pcm(x, seed)
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_caller_id_of_every_family_from_spandsp_names_its_call_through_alsa(alsa, data_dir, tmp_path):
+    """One of each family through the capture path (the grid of test_callerid_conformance.py
+    runs the analyser directly): Bell 202 MDMF, ETSI/BT V.23 with a binary Call Type after a DT-AS
+    alert, DTMF A...C; and an ETSI message-waiting burst (with a number in it) before a call it
+    must not name. Speech (the calls) before and after each."""
+    date, name = (1, b"11281545"), (7, b"BETA LTD")
+    bell = spandsp_burst(11, -45.0, 0.015, standard="class", message_type=0x80,
+                         fields=[date, (2, b"5551234567"), (7, b"ACME PIZZA")])
+    etsi = spandsp_burst(12, -25.0, -0.015, standard="clip", message_type=0x80, alert=True,
+                         fields=[(0x11, b"\x01"), date, (2, b"0201234567"), name], preamble=(96, 55, 5, 1))
+    dtmf = spandsp_burst(13, -10.0, 0.01, dtmf="A4512345678C")
+    mwi = spandsp_burst(14, -20.0, 0.0, standard="clip", message_type=0x82,
+                        fields=[date, (2, b"0309999999"), (0x0B, b"\xff"), (0x13, b"\x02")])
+    script = [("idle", 4)]
+    for burst in (bell, etsi, dtmf, mwi):
+        script += [("raw", 0, burst), ("idle", 2), ("call", 5), ("idle", 12)]
+    _, _, rows = record(alsa, data_dir, tmp_path, script, {"callerid": ["bell202", "v23", "dtmf"]})
+    assert [(r["caller_number"], r["caller_name"]) for r in rows] == [
+        ("5551234567", "ACME PIZZA"), ("0201234567", "BETA LTD"), ("4512345678", None), (None, None)]
+
+
 @pytest.mark.parametrize("tone_set, kind, mask", [("us", "busy", False), ("uk", "reorder", True)])
 def test_a_call_ended_by_a_busy_or_reorder_tone_ends_where_the_tone_began(
         alsa, data_dir, tmp_path, tone_set, kind, mask):
@@ -280,3 +313,88 @@ def test_a_long_call_split_at_max_length_keeps_its_caller_on_every_part():
     recs = run_line(fed, max_call_s=10.0, callerid=("bell202",))
     assert len(recs) >= 3 and [r.end_reason for r in recs][:2] == ["max_length", "max_length"]
     assert {(r.caller_number, r.caller_name) for r in recs} == {("5551234567", "ACME PIZZA")}
+
+
+# --- caller ID on call waiting (CAS, the phone's acknowledgement, FSK during the call) ---------------
+class Summaries:
+    def __init__(self) -> None:
+        self.ended: list[dict] = []
+
+    def call_started(self, line, call_id, started_at) -> None:
+        pass
+
+    def call_ended(self, line, summary) -> None:
+        self.ended.append(summary)
+
+
+def call_waiting_burst(seed: int, *, cas: bool = True) -> np.ndarray:
+    """What the line carries when a second caller rings during a call (Telcordia GR-30 type II):
+    the CAS (80 ms), the phone's acknowledgement (DTMF D from spandsp), then spandsp's Bell 202
+    MDMF without channel seizure (80 mark bits), at -25 dBm0 with 15 dB SNR and +1 % clock error."""
+    gap = np.zeros(RATE // 10)
+    alert = sig.cas_tone(RATE, -20.0) if cas else np.zeros(640)
+    ack = spandsp.scale_to_dbm0(spandsp.dtmf_audio("D", on_ms=65, off_ms=0), -20.0)
+    fsk = spandsp.scale_to_dbm0(spandsp.adsi_audio("class", 0x80, [(1, b"11281550"), (2, b"5559876543"),
+                                                   (7, b"SECOND CALLER")], preamble=(0, 80, 5, 1)), -25.0)
+    x = np.concatenate((gap, alert, gap, ack, 2 * gap, fsk, gap))
+    x = sig.add_noise(sig.resample_error(x, 0.01), 15.0, rng=np.random.default_rng(seed),
+                      reference_dbfs=-25.0 + spandsp.DBM0_TO_DBFS)
+    return pcm(x, seed)
+
+
+def run_line_summaries(fed: np.ndarray, **line_kw) -> list[dict]:
+    from linetap.calls.line import LineCalls
+    from linetap.capture import Block
+    from linetap.config import LineConfig
+
+    line = LineConfig(name="l", pcm="null", rate=RATE, **line_kw)
+    made: list[FakeRecording] = []
+
+    def open_recording(cfg, started_at):
+        made.append(FakeRecording(cfg, started_at, len(made) + 1))
+        return made[-1]
+
+    listener = Summaries()
+    calls = LineCalls(line, open_recording=open_recording, listener=listener)
+    for i in range(0, len(fed), RATE // 50):
+        calls.on_block(Block("l", fed[i:i + RATE // 50].reshape(-1, 1), i, T0 + i / RATE, RATE))
+    calls.shutdown()
+    for summary, rec in zip(listener.ended, [r for r in made if not r.discarded]):
+        summary.update(caller=(rec.caller_number, rec.caller_name), dtmf=rec.dtmf)
+    return listener.ended
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_call_waiting_caller_id_during_a_call_is_attached_to_it_as_a_second_caller():
+    script = [("idle", 3), ("raw", 0, pcm(FSK_A, 1)), ("idle", 2), ("call", 14),
+              ("raw", 0, call_waiting_burst(21)), ("call", 6), ("raw", 0, pcm(keys("12"), 22)), ("call", 2),
+              ("idle", 12)]
+    fed, truth = render(script, rate=RATE, seed=10)
+    (summary,) = run_line_summaries(fed)
+    # The call keeps its own (on-hook) caller; the second caller is attached to it, not a new call.
+    assert summary["caller"] == ("5551234567", "ACME PIZZA")
+    (waiting,) = summary["waiting_callers"]
+    assert (waiting["number"], waiting["name"]) == ("5559876543", "SECOND CALLER")
+    burst_s = truth[4].start_s - (truth[1].start_s + 0.1 - 3.0)  # into the recording (3 s pre-roll)
+    assert burst_s < waiting["at_s"] < burst_s + 1.0
+    # The phone's acknowledgement (D) was signalling; the keys pressed later in the call stay.
+    assert summary["dtmf"] == "12"
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_without_the_alert_fsk_during_an_established_call_is_not_listened_to():
+    script = [("idle", 3), ("call", 14), ("raw", 0, call_waiting_burst(23, cas=False)), ("call", 4), ("idle", 12)]
+    fed, _ = render(script, rate=RATE, seed=11)
+    (summary,) = run_line_summaries(fed)
+    assert "waiting_callers" not in summary and summary["caller"] == (None, None)
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_a_redirected_calls_original_number_is_on_its_summary():
+    fwd = spandsp_burst(31, -20.0, 0.0, standard="clip", message_type=0x80,
+                        fields=[(1, b"11281545"), (2, b"0201234567"), (0x1A, b"0307654321")])
+    script = [("idle", 3), ("raw", 0, fwd), ("idle", 2), ("call", 6), ("idle", 12), ("call", 4), ("idle", 12)]
+    fed, _ = render(script, rate=RATE, seed=12)
+    first, second = run_line_summaries(fed)
+    assert first["caller"] == ("0201234567", None) and first["caller_redirected_from"] == "0307654321"
+    assert second["caller"] == (None, None) and "caller_redirected_from" not in second

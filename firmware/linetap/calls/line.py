@@ -7,7 +7,9 @@ injected ``open_recording`` (so tests can count what would be written).
 Audio reaches a recording through the line's :class:`LineAnalyzer` (``detect/analyzer.py``),
 which keeps the pre-roll, masks DTMF when ``mask_dtmf`` is set and says how far audio may be
 written. Its events are applied here: a caller ID heard up to ``callerid_window_s`` before a
-call (or in its first 10 s) names the call; DTMF digits inside a call make its ``dtmf`` (``*``
+call (or in its first 10 s) names the call; a call-waiting caller ID (after a CAS, during the
+call) is attached to the call in progress (``waiting_callers`` in its summary), message waiting
+and advice of charge name nothing; DTMF digits inside a call make its ``dtmf`` (``*``
 per digit when masked); a dial, busy or reorder tone after at least ``min_call_s`` of the call
 ends it where the tone began (``end_reason = "tone"``), and no new call starts until the tone
 has stopped (VOX) or the phone is hung up (off-hook).
@@ -33,6 +35,7 @@ from .segmenter import ContinuousSegmenter, End, OffhookSegmenter, Start, VoxSeg
 logger = logging.getLogger(__name__)
 
 CID_IN_CALL_S = 10.0  # a caller ID decoded this long after a call's onset still names it
+CW_ACK_S = 1.0  # call waiting: the phone's DTMF acknowledgement comes this long at most before the FSK
 TONE_QUIET_S = 1.0  # after a tone ended a call, VOX re-arms once the line was this long quiet
 DIAL_AFTER_DIGIT_S = 3.0  # a dial tone this soon after a key is a second dial tone (PBX), not an end
 
@@ -93,6 +96,7 @@ class LineCalls:
         self._quiet_frames = 0
         self._prev_caller: tuple[str | None, str | None] = (None, None)
         self._call_cid: CallerId | None = None  # the caller ID naming the current call
+        self._waiting: list[dict[str, Any]] = []  # call-waiting callers announced during the call
         self.stream = -1
         self.level_dbfs = FLOOR_DBFS
         self.last_block_t: float | None = None
@@ -201,6 +205,7 @@ class LineCalls:
         self._rec_start = self._written_to = self._flushed_to = frame
         self._onset = frame if continuation else min(frame + self.preroll_frames, s + len(block.frames))
         self._digits = []
+        self._waiting: list[dict[str, Any]] = []
         self._call_cid = None
         if continuation:
             if any(self._prev_caller):
@@ -254,8 +259,14 @@ class LineCalls:
                         self.line.name, rec.frames / self.line.rate)
             rec.discard()
             return None
+        named_by = self._call_cid
         self._forget_cid()
         summary = rec.finish(reason)
+        # Caller-ID facts the index has no column for yet: on the summary, for whoever wants them.
+        if named_by is not None and named_by.redirected_from:
+            summary["caller_redirected_from"] = named_by.redirected_from
+        if self._waiting:
+            summary["waiting_callers"] = list(self._waiting)
         self.calls_recorded += 1
         logger.info("line %s: call %s ended (%s), %.1f s", self.line.name, rec.id, reason,
                     summary["duration_s"])
@@ -268,6 +279,12 @@ class LineCalls:
         if isinstance(ev, DtmfDigit):
             if rec is not None and ev.start_frame >= self._rec_start:
                 self._digits.append(ev)
+        elif isinstance(ev, CallerId) and ev.kind == "waiting":
+            self._call_waiting(ev)
+        elif isinstance(ev, CallerId) and ev.kind != "call":
+            # Message waiting / advice of charge: the exchange talking to the phone, not a caller.
+            logger.info("line %s: %s message (%s)%s", self.line.name, ev.kind, ev.standard,
+                        "" if ev.message_waiting is None else f" messages waiting: {ev.message_waiting}")
         elif isinstance(ev, CallerId):
             logger.info("line %s: caller ID %s %s (%s)", self.line.name, ev.number or ev.number_absent or "-",
                         ev.name or ev.name_absent or "", ev.standard)
@@ -287,6 +304,21 @@ class LineCalls:
                 self.segmenter.reset()
                 self._tone_hold = True
                 self._quiet_frames = 0
+
+    def _call_waiting(self, cid: CallerId) -> None:
+        """A second caller announced during the call (call waiting): kept with the call in
+        progress (``waiting_callers`` of its summary), never naming a call. The phone's
+        acknowledgement (DTMF ``A``-``D`` between the alert and the FSK) was signalling, not a key."""
+        rate = self.line.rate
+        logger.info("line %s: call waiting: %s %s (%s)", self.line.name, cid.number or cid.number_absent or "-",
+                    cid.name or cid.name_absent or "", cid.standard)
+        if self.recording is None:
+            return
+        self._digits = [d for d in self._digits
+                        if not (d.digit in "ABCD" and cid.start_frame - CW_ACK_S * rate <= d.start_frame
+                                < cid.start_frame)]
+        self._waiting.append({"number": cid.number, "name": cid.name,
+                              "at_s": round((cid.start_frame - self._rec_start) / rate, 3)})
 
     def _cid_fits(self, cid: CallerId) -> bool:
         rate = self.line.rate

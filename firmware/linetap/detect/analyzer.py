@@ -24,7 +24,11 @@ every block (``push``) and does two jobs:
 
 On-hook caller ID cannot arrive on an answered line, so the owner sets ``callerid_paused`` once a
 call is established (LineCalls: 10 s after its onset, until it ends); the FSK decoder then rests,
-which saves a fifth of the analysis while the codec runs too.
+which saves a fifth of the analysis while the codec runs too. Only a call-waiting alert (CAS,
+2130 + 2750 Hz, :class:`~linetap.detect.callerid.CasDetector`) wakes it meanwhile: the FSK decoder
+then hears the ``CW_LISTEN_S`` after the alert (the phone's acknowledgement and the FSK follow
+within about 1 s, Telcordia GR-30), and what it decodes there is reported with ``kind =
+"waiting"``: a second caller on the call in progress, not the call's own caller.
 
 ``drain`` analyses what is pending and flushes the masker (at a call's end: every frame of the
 call is then released and every digit in it reported).
@@ -35,21 +39,23 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from ..config import LineConfig
-from .callerid import CallerId, CallerIdDecoder, DtmfCallerIdParser
+from .callerid import CallerId, CallerIdDecoder, CasDetector, DtmfCallerIdParser
 from .dtmf import DtmfDetector, DtmfDigit, DtmfMasker
 from .tones import ToneDetector, ToneEvent
 
-__all__ = ["BATCH_S", "ENDING_TONES", "Event", "LineAnalyzer"]
+__all__ = ["BATCH_S", "CW_LISTEN_S", "ENDING_TONES", "Event", "LineAnalyzer"]
 
 logger = logging.getLogger(__name__)
 
 BATCH_S = 1.0
 MAX_HOLD_S = 5.0  # longest confirmation (UK congestion, 3 s) + a batch + margin
 ENDING_TONES = frozenset({"dial", "busy", "reorder"})
+CW_LISTEN_S = 2.5  # after a CAS: ack <= 160 ms + 65 ms, FSK 50-500 ms later, ~0.5 s long (GR-30)
 
 Event = CallerId | DtmfDigit | ToneEvent
 
@@ -86,6 +92,8 @@ class LineAnalyzer:
         self.dtmf = None if self.mask else DtmfDetector(rate)
         self.fsk = CallerIdDecoder(rate, self._fsk_standards) if self._fsk_standards else None
         self.cid_parser = DtmfCallerIdParser(rate) if self._dtmf_cid else None
+        self.cas = CasDetector(rate) if self._fsk_standards else None
+        self._cw_from = self._cw_until = 0  # frames where the FSK decoder listens for call waiting
         self.tones = ToneDetector(rate, self.line.tone_set)
         self._batch: list[np.ndarray] = []
         self._batch_start = 0
@@ -212,10 +220,31 @@ class LineAnalyzer:
         events: list[Event] = []
         events += self._digits(digits)
         if self.fsk is not None and not self.callerid_paused:
+            if self._cw_until:  # the call ended while listening for call waiting: finish that first
+                events += self._call_waiting(mono[:0], start, stop=True)
             events += self.fsk.feed(mono, start)
+        elif self.fsk is not None:
+            events += self._call_waiting(mono, start)
         events += self.tones.feed(mono, start)
         self._hold_from = self.tones.pending_start(ENDING_TONES) if self.hold_for_tones else None
         return events
+
+    def _call_waiting(self, mono: np.ndarray, start: int, *, stop: bool = False) -> list[Event]:
+        """While caller ID rests: listen for a CAS, and after one let the FSK decoder hear the
+        next ``CW_LISTEN_S``; call set-up messages heard there are call waiting."""
+        assert self.fsk is not None and self.cas is not None
+        end = start + len(mono)
+        ends = self.cas.feed(mono, start) if len(mono) else []
+        if ends:
+            self._cw_from, self._cw_until = ends[0], ends[-1] + int(CW_LISTEN_S * self.rate)
+        found: list[CallerId] = []
+        a, b = max(start, self._cw_from), min(end, self._cw_until)
+        if a < b:
+            found += self.fsk.feed(mono[a - start : b - start], a)
+        if self._cw_until and (stop or end >= self._cw_until):
+            found += self.fsk.flush()
+            self._cw_from = self._cw_until = 0
+        return [replace(c, kind="waiting") if c.kind == "call" else c for c in found]
 
     def _digits(self, digits: list[DtmfDigit]) -> list[Event]:
         events: list[Event] = list(digits)

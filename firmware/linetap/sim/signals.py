@@ -13,6 +13,7 @@ What is generated:
   with channel seizure (alternating 0/1), a mark run and async characters (start bit 0, 8 data bits
   LSB first, stop bit 1); SDMF (0x04) and MDMF (0x80) messages with a two's-complement checksum.
 * DTMF caller ID strings (``A<number>C``, ``B00C``/``B10C``, ``D1C`` ...).
+* The call-waiting alert (CAS / off-hook DT-AS, 2130 + 2750 Hz).
 * Call-progress tones with their cadences (from :data:`linetap.detect.tones.TONE_PLANS`).
 * Speech-like audio: a small source-filter synthesiser (glottal pulse train with varying pitch,
   vowel formants with transitions, fricative noise, pauses, male/female/child speakers).
@@ -32,6 +33,7 @@ __all__ = [
     "add_noise",
     "cadence_tone",
     "callerid_message",
+    "cas_tone",
     "dtmf_callerid",
     "dtmf_string",
     "dtmf_tone",
@@ -255,6 +257,15 @@ def fsk_callerid(
     bits += [1] * trailing_mark_bits
     burst = fsk_modulate(bits, standard, rate, level_dbfs, phase_rad)
     return np.concatenate((silence(lead_ms, rate), burst, silence(tail_ms, rate)))
+
+
+def cas_tone(rate: int, level_dbfs: float = -20.0, ms: float = 80.0) -> np.ndarray:
+    """The CPE alerting signal announcing caller ID on call waiting: 2130 + 2750 Hz together for
+    ``ms`` (Telcordia GR-30 CAS 80 +- 5 ms; ETSI EN 300 659-2 off-hook DT-AS 80 +- 5 ms), the two
+    tones equal, ``level_dbfs`` their total."""
+    t = np.arange(int(round(ms * rate / 1000))) / rate
+    a = math.sqrt(10 ** (level_dbfs / 10) / 2)
+    return np.asarray(a * (np.sin(2 * math.pi * 2130.0 * t) + np.sin(2 * math.pi * 2750.0 * t)))
 
 
 # ------------------------------------------------------------------------------ call-progress tones
