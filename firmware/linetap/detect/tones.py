@@ -17,24 +17,32 @@ them apart and reports ``"busy"`` (:func:`reported_kind`).
 
 **What is not detected, and why.** ``"sit"`` is in the plans (the generator plays it) but the
 detector does not look for it: the three tones follow one another at 950, 1400 and 1800 Hz, far
-from every other tone, so recognising them would widen the per-frame DFT from about 15 to about 40
-bins for every line, for a tone that only comes before a recorded announcement on a call that never
+from every other tone, so recognising them would stretch the per-frame DFT's bin grid (it runs from
+the plan's lowest to its highest frequency) from 8 to about 70 frequencies for a CEPT plan, for a tone that only comes before a recorded announcement on a call that never
 connected (it does not end a recording; ``end_reason`` would not change). The detector is checked
 to stay silent on it (it is not mistaken for another tone).
 
 Amplitude-modulated tones (``am_hz`` > 0: India's and South Africa's 400 Hz x 25/33 Hz dial and
-ringback, Australia's and Singapore's 425 x 25/24 Hz, Japan's 400 x 16 Hz ringback) are detected:
-their carrier and both sidebands are measured, the sidebands must each hold >= 4 % of the tone
-(modulation depth >= ~45 %), so a plain 425 Hz busy tone is not taken for a modulated dial tone.
+ringback, Australia's and Singapore's 425 x 25/24 Hz, Japan's 400 x 16 Hz ringback) are detected
+with the plain tone of the same carrier: the signature measures the carrier and both sidebands
+together. The modulation itself is not checked: with 40 ms frames and the clock 1.5 % off, a
+sideband 25 Hz from its carrier cannot be told from the carrier's own leakage (measured with the
+clock 1.5 % fast: a plain 425 Hz tone puts 13 % of its power into the 400 and 450 Hz bins, a
+425 x 25 Hz tone at 80 % depth 25-33 %, but from frame to frame anywhere between 0 % and 29 % per
+sideband, so a per-sideband test drops the tone). No plan needs it: in every
+plan the modulated and the plain tones on one carrier have different cadences (AU dial 425 x 25
+continuous vs busy 425 0.375/0.375 and unobtainable 425 2.5/0.5).
 
 How it works: the audio is cut into 40 ms rectangular-window frames every 20 ms; one matrix product
 per call gives, for every frame, the DFT at the plan's frequencies and on the orthogonal bin grid
 (25 Hz) around them. Only that country's frequencies are computed: a plan's cost grows with its
 own distinct frequencies, not with the number of countries. A frame is "on" for a frequency
 signature (e.g. 480+620 Hz) when the signature's band (its frequencies +-3 % +-50 Hz) holds >= 80 %
-of the frame's DC-free energy, every component is above -50 dBFS and, for a dual tone, each holds
->= 12 % of the pair (a single or modulated tone must hold >= 70 % of its band: UK busy 400 Hz vs
-ringback 400+450 Hz). Changes of state must last two frames; only they are handled in Python. Each
+of the frame's DC-free energy, every component is above -55 dBFS (a tone at -45 dBm0 is a sine at
+-48.1 dBFS; 1.5 % clock error costs up to 2 dB at the exact frequencies) and, for a dual tone,
+each holds >= 12 % of the pair and the pair >= 40 % of the band (a single 400 Hz tone between
+350 and 440 Hz is not UK dial tone); a single or modulated tone must hold >= 70 % of its band (UK
+busy 400 Hz vs ringback 400+450 Hz). Changes of state must last two frames; only they are handled in Python. Each
 edge is placed from the frame that caught it part-way (with a rectangular window its amplitude is
 proportional to the covered share), so run lengths are accurate to ~5 ms and matched against each
 kind's cadence with a tolerance of 20 % (at least 70 ms). Busy and reorder are confirmed after two
