@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from linetap.detect.tones import ToneSpec
+
 RATE = 8000  # spandsp's tone generator runs at a fixed 8000 samples/s
 DBM0_TO_DBFS = -3.14  # a sine at L dBm0 is at L - 3.14 dBFS
 
@@ -99,15 +101,15 @@ def tone(
     return out
 
 
-def spec_tone(spec: object, seconds: float, level_dbm0: int, *, am_depth_pct: int = 100) -> np.ndarray:
+def spec_tone(spec: ToneSpec, seconds: float, level_dbm0: int, *, am_depth_pct: int = 100) -> np.ndarray:
     """``seconds`` of a :class:`linetap.detect.tones.ToneSpec`'s tone from libspandsp (int16, 8000/s).
 
-    Only the published figures are taken from the spec (frequencies, cadence, modulation); a
+    The figures (frequencies, cadence, modulation) are the plan's, the waveform is spandsp's; a
     sequential tone (the SIT) is played as one spandsp tone per "on", in turn.
     """
-    freqs, cadence = tuple(spec.freqs_hz), tuple(spec.cadence_s)  # type: ignore[attr-defined]
-    if not spec.sequential:  # type: ignore[attr-defined]
-        return tone(freqs, cadence, seconds, level_dbm0, am_hz=spec.am_hz, am_depth_pct=am_depth_pct)  # type: ignore[attr-defined]
+    freqs, cadence = tuple(spec.freqs_hz), tuple(spec.cadence_s)
+    if not spec.sequential:
+        return tone(freqs, cadence, seconds, level_dbm0, am_hz=spec.am_hz, am_depth_pct=am_depth_pct)
     parts: list[np.ndarray] = []
     n, i = int(round(seconds * RATE)), 0
     while sum(len(p) for p in parts) < n:

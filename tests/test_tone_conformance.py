@@ -195,7 +195,8 @@ def test_modulated_tones_are_recognised_from_half_to_full_depth(ts, depth):
     kind = next(k for k in ("dial", "ringback") if plan[k].am_hz)
     spec = plan[kind]
     for err in (-0.015, 0.015):
-        x = np.concatenate((np.zeros(RATE // 2), sig.spec_tone(spec, tone_seconds(kind, spec), RATE, -20, am_depth=depth)))
+        tone = sig.spec_tone(spec, tone_seconds(kind, spec), RATE, -20, am_depth=depth)
+        x = np.concatenate((np.zeros(RATE // 2), tone))
         x = sig.to_pcm16(sig.add_noise(sig.resample_error(x, err), 20))
         events = ToneDetector(RATE, ts).feed(x, 0)
         assert [e.kind for e in events] == [kind], err

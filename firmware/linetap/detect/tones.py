@@ -18,8 +18,9 @@ them apart and reports ``"busy"`` (:func:`reported_kind`).
 **What is not detected, and why.** ``"sit"`` is in the plans (the generator plays it) but the
 detector does not look for it: the three tones follow one another at 950, 1400 and 1800 Hz, far
 from every other tone, so recognising them would stretch the per-frame DFT's bin grid (it runs from
-the plan's lowest to its highest frequency) from 8 to about 70 frequencies for a CEPT plan, for a tone that only comes before a recorded announcement on a call that never
-connected (it does not end a recording; ``end_reason`` would not change). The detector is checked
+the plan's lowest to its highest frequency) from 8 to about 70 frequencies for a CEPT plan, for a
+tone that only comes before a recorded announcement on a call that never connected (it does not
+end a recording; ``end_reason`` would not change). The detector is checked
 to stay silent on it (it is not mistaken for another tone).
 
 Amplitude-modulated tones (``am_hz`` > 0: India's and South Africa's 400 Hz x 25/33 Hz dial and
@@ -149,7 +150,7 @@ def _cept(country: str, source: str, busy_s: tuple[float, ...], reorder_s: tuple
     return TonePlan(country, source, tones)
 
 
-_PLANS: dict[str, TonePlan] = {
+TONE_PLANS: dict[str, TonePlan] = {
     "us": _NA,
     "ca": _NA,
     "mx": _cept("Mexico", "Asterisk [mx]; E.180 (busy = congestion)", (0.25, 0.25), (0.25, 0.25), (1.0, 4.0)),
@@ -224,7 +225,6 @@ _PLANS: dict[str, TonePlan] = {
                 reorder=_tone("425", 0.25, 0.25, alt=((0.2, 0.2),))),
 }
 
-TONE_PLANS: dict[str, TonePlan] = _PLANS
 TONE_SETS: tuple[str, ...] = tuple(TONE_PLANS)
 
 
@@ -286,7 +286,8 @@ def _cadence_matches(durations: list[float], pattern: tuple[float, ...], first_i
 class _Signature:
     """On/off history of one frequency signature and the cadence state of its kinds."""
 
-    __slots__ = ("freqs", "am_hz", "bins", "kinds", "recent", "on", "pending", "pending_pos", "pending_count", "segments",
+    __slots__ = ("freqs", "am_hz", "bins", "kinds", "recent", "on", "pending", "pending_pos", "pending_count",
+                 "segments",
                  "seg_start", "active", "continuous_confirm_s")
 
     def __init__(self, freqs: tuple[float, ...], am_hz: float, bins: list[int], kinds: list[str]) -> None:
