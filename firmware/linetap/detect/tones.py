@@ -422,16 +422,22 @@ class ToneDetector:
             nf = m - 1
         else:
             rows = buf[: m * hop].reshape(m, hop)
-            proj = rows @ self._bases[self._int_units]
-            s = proj[:-1, : self._ncol] + proj[1:, self._ncol :]
             e = np.einsum("ij,ij->i", rows, rows) * self._escale[self._int_units]
-            dc = s[:, -1]
-            total = e[:-1] + e[1:] - dc * dc
-            nfq = self._nf
-            p = s[:, :nfq] ** 2 + s[:, nfq : 2 * nfq] ** 2
-            nf = len(total)
-            res = self._classify(p, total)
-            on, pw = res if res is not None else (None, None)
+            frame_ms = e[:-1] + e[1:]  # each frame's mean square
+            nf = len(frame_ms)
+            if idle and 2 * float(frame_ms.max()) < self._min_power:
+                # Too little energy for any component at the floor (a projection on the cos/sin pair
+                # holds at most twice the frame's mean square): an idle line's noise ends here.
+                on = pw = None
+            else:
+                proj = rows @ self._bases[self._int_units]
+                s = proj[:-1, : self._ncol] + proj[1:, self._ncol :]
+                dc = s[:, -1]
+                total = frame_ms - dc * dc
+                nfq = self._nf
+                p = s[:, :nfq] ** 2 + s[:, nfq : 2 * nfq] ** 2
+                res = self._classify(p, total)
+                on, pw = res if res is not None else (None, None)
         events: list[ToneEvent] = []
         for j, sig in enumerate(self._sigs):
             col = None if on is None else on[:, j]
