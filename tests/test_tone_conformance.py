@@ -14,7 +14,7 @@ of the first identical tone, e.g. MX congestion is its busy tone), once, startin
 where the tone began, and nothing during the speech; for the SIT, which is not looked for (see
 ``detect/tones.py``), when it reports nothing at all.
 
-The grid runs through ``ToneDetector`` directly (about 900 cells, some 7000 s of audio in about
+The grid runs through ``ToneDetector`` directly (798 cells, some 6000 s of audio in about
 20 s): the detector is the only part that depends on the country. The capture path and the call
 logic are the same for every plan, so ``tests/test_line_dsp_e2e.py`` takes a few countries
 through ALSA and the recorder to a call ended with ``end_reason = "tone"``.
