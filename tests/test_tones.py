@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 from linetap.sim import signals as sig
-from linetap.detect.tones import KINDS, TONE_PLANS, TONE_SETS, ToneDetector, ToneEvent
+from linetap.detect.tones import KINDS, TONE_PLANS, TONE_SETS, ToneDetector, ToneEvent, reported_kind
 
-ALL = [(ts, kind) for ts in TONE_SETS for kind in KINDS]
+# The first three tone sets, at 8 and 16 kHz; every country's plan is in test_tone_conformance.py.
+FIRST_SETS = ("us", "uk", "eu")
+ALL = [(ts, kind) for ts in FIRST_SETS for kind in ("dial", "busy", "reorder", "ringback")]
+DISTINCT = [ts for i, ts in enumerate(TONE_SETS) if all(TONE_PLANS[ts] is not TONE_PLANS[t] for t in TONE_SETS[:i])]
 
 
 def detect(x: np.ndarray, tone_set: str, rate: int = 8000, block: int | None = None) -> list[ToneEvent]:
@@ -127,7 +130,7 @@ def test_block_size_does_not_change_the_events():
 
 
 def test_tones_are_not_detected_in_speech_like_audio():
-    detectors = {ts: ToneDetector(8000, ts) for ts in TONE_SETS}
+    detectors = {ts: ToneDetector(8000, ts) for ts in DISTINCT}
     events = []
     for minute in range(4):
         x = sig.speech_like(60, 8000, rng=np.random.default_rng(300 + minute), level_dbfs=-12 - 8 * (minute % 3))
@@ -141,7 +144,7 @@ def test_tones_are_not_detected_in_speech_like_audio():
 def test_tones_are_not_detected_in_espeak_speech():
     text = ("Good morning. I'm calling about the order you placed last week; one of the items is "
             "out of stock until Monday, so we could ship the rest now, or wait and send it all together.")
-    detectors = {ts: ToneDetector(8000, ts) for ts in TONE_SETS}
+    detectors = {ts: ToneDetector(8000, ts) for ts in DISTINCT}
     events, pos = [], 0
     for voice, pitch in (("en", 20), ("en+f4", 60), ("it", 90)):
         wav = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "-p", str(pitch), text],
@@ -156,13 +159,65 @@ def test_tones_are_not_detected_in_espeak_speech():
 
 
 def test_unknown_tone_set_is_refused():
-    with pytest.raises(ValueError, match="tone_set must be one of us, uk, eu"):
-        ToneDetector(8000, "fr")
+    with pytest.raises(ValueError, match="tone_set must be one of at, au, be, .*, us, za, not 'xx'"):
+        ToneDetector(8000, "xx")
 
 
-def test_tone_plans_cover_every_kind_for_every_tone_set():
+def test_tone_plans_have_the_four_basic_kinds_and_only_known_kinds():
     assert set(TONE_PLANS) == set(TONE_SETS)
-    assert all(set(plan) == set(KINDS) for plan in TONE_PLANS.values())
+    for ts, plan in TONE_PLANS.items():
+        assert {"dial", "busy", "reorder", "ringback"} <= set(plan) <= set(KINDS), ts
+
+
+def test_countries_are_iso_codes_and_the_first_tone_sets_are_still_accepted():
+    for code in ("us", "ca", "mx", "br", "gb", "ie", "de", "fr", "it", "es", "pt", "nl", "be", "ch", "at", "se",
+                 "no", "dk", "fi", "pl", "au", "nz", "jp", "in", "za", "sg", "uk", "eu"):
+        assert code in TONE_SETS
+    assert TONE_PLANS["uk"] is TONE_PLANS["gb"] and TONE_PLANS["ca"] is TONE_PLANS["us"]
+
+
+def test_a_congestion_tone_that_is_the_busy_tone_is_reported_as_busy():
+    # Mexico and Poland send the same tone for both: one event, "busy", not two.
+    for ts in ("mx", "pl", "jp", "au"):
+        assert reported_kind(ts, "reorder") == "busy"
+        events = detect(sig.cadence_tone("reorder", ts, 6, 8000, -20), ts)
+        assert [e.kind for e in events] == ["busy"], ts
+    assert reported_kind("de", "reorder") == "reorder"
+
+
+def test_spanish_busy_waits_until_it_cannot_be_congestion_and_congestion_is_not_taken_for_busy():
+    # Busy 0.2/0.2; congestion 0.2 on/off three times then 0.6 off: both begin the same way.
+    busy = detect(np.concatenate((np.zeros(4000), gated((425,), [0.2, 0.2], 6))), "es")
+    assert [e.kind for e in busy] == ["busy"]
+    assert abs(busy[0].start_frame - 4000) <= 0.03 * 8000  # the event starts where the tone did
+    assert busy[0].confirmed_frame - 4000 >= 6 * 1600 - 40  # after the 0.2 s "off" that rules congestion out
+    congestion = detect(gated((425,), [0.2, 0.2, 0.2, 0.2, 0.2, 0.6], 8), "es")
+    assert [e.kind for e in congestion] == ["reorder"]
+
+
+def test_italian_cadenced_dial_tone_is_dial_not_congestion():
+    events = detect(sig.add_noise(gated((425,), [0.2, 0.2, 0.6, 1.0], 6), 20), "it")
+    assert [e.kind for e in events] == ["dial"]
+    assert [e.kind for e in detect(gated((425,), [0.2, 0.2], 4), "it")] == ["reorder"]
+
+
+def test_a_single_tone_between_a_dual_tones_frequencies_is_not_that_dual_tone():
+    # UK number unobtainable (400 Hz continuous) lies between dial tone's 350 and 440 Hz.
+    for err in (-0.015, 0.0, 0.015):
+        x = sig.resample_error(np.concatenate((np.zeros(4000), gated((400,), [], 4))), err)
+        assert [e.kind for e in detect(sig.add_noise(x, 15), "uk")] == ["unobtainable"], err
+
+
+def test_the_special_information_tone_is_not_mistaken_for_any_tone():
+    for ts in ("us", "de", "at"):
+        assert detect(sig.add_noise(sig.cadence_tone("sit", ts, 8, 8000, -15), 20), ts) == []
+
+
+def test_a_detector_measures_only_its_own_countrys_frequencies():
+    # The per-frame DFT grows with the plan of the line's country, not with the number of plans.
+    assert ToneDetector(8000, "us")._nf == ToneDetector(8000, "us")._nf
+    widths = {ts: ToneDetector(8000, ts)._nf for ts in DISTINCT}
+    assert max(widths.values()) <= 2 * widths["us"], widths
 
 
 def test_a_busy_tone_in_progress_is_pending_from_its_start_until_confirmed():

@@ -1,47 +1,75 @@
-"""Call-progress tone detection (dial, busy, reorder/congestion, ringback) with cadence checking.
+"""Call-progress tone detection (dial, busy, reorder/congestion, ringback, number unobtainable)
+with cadence checking, for the tone plan of one country.
 
 A tone is reported once, when its frequencies *and* its cadence have been confirmed, and again only
-after it stopped and started again. Tone plans per ``tone_set``:
+after it stopped and started again. ``tone_set`` is an ISO 3166 country code (``"de"``, ``"jp"``);
+:data:`TONE_PLANS` holds each country's tones with the source of its figures, and the table in
+``docs/LINE-SIGNALS.md`` lists them all with the conformance results. Aliases kept from the first
+three tone sets: ``"us"`` (the North American plan, also ``"ca"``), ``"uk"`` (= ``"gb"``, BT SIN 350)
+and ``"eu"`` (the CEPT/ETSI common 425 Hz tones, ETSI TR 101 041).
 
-* ``"us"`` — North American precise tones (ANSI T1.401 / Telcordia LSSGR): dial 350+440 Hz
-  continuous; busy 480+620 Hz 0.5 s on / 0.5 s off; reorder 480+620 Hz 0.25/0.25; ringback
-  440+480 Hz 2 s on / 4 s off.
-* ``"uk"`` — BT (SIN 350): dial 350+440 Hz continuous; busy 400 Hz 0.375/0.375; congestion 400 Hz
-  0.4 on 0.35 off 0.225 on 0.525 off; ringback 400+450 Hz 0.4 on 0.2 off 0.4 on 2.0 off.
-* ``"eu"`` — CEPT/ETSI common tones (ETSI TR 101 041, ITU-T E.180 Suppl. 2): dial 425 Hz continuous;
-  busy 425 Hz 0.5/0.5; congestion 425 Hz 0.25/0.25 (0.2/0.2 variants are accepted); ringback 425 Hz
-  1 s on / 4 s off.
+The kind vocabulary is the same everywhere: ``"dial"``, ``"busy"``, ``"reorder"`` (called
+*congestion* in the UK and in CEPT documents), ``"ringback"``, ``"unobtainable"`` (number
+unobtainable, where a country has its own tone for it) and ``"sit"`` (the special information tone
+950/1400/1800 Hz, ITU-T Q.35). Where a country's congestion tone *is* its busy tone (MX, PL, JP;
+AU's congestion differs from busy only in the level of every other burst), the detector cannot tell
+them apart and reports ``"busy"`` (:func:`reported_kind`).
 
-The kind vocabulary is the same for every tone set: ``"dial"``, ``"busy"``, ``"reorder"`` (called
-*congestion* in the UK and in CEPT documents) and ``"ringback"``.
+**What is not detected, and why.** ``"sit"`` is in the plans (the generator plays it) but the
+detector does not look for it: the three tones follow one another at 950, 1400 and 1800 Hz, far
+from every other tone, so recognising them would stretch the per-frame DFT's bin grid (it runs from
+the plan's lowest to its highest frequency) from 8 to about 70 frequencies for a CEPT plan, for a
+tone that only comes before a recorded announcement on a call that never connected (it does not
+end a recording; ``end_reason`` would not change). The detector is checked
+to stay silent on it (it is not mistaken for another tone).
+
+Amplitude-modulated tones (``am_hz`` > 0: India's and South Africa's 400 Hz x 25/33 Hz dial and
+ringback, Australia's and Singapore's 425 x 25/24 Hz, Japan's 400 x 16 Hz ringback) are detected
+with the plain tone of the same carrier: the signature measures the carrier and both sidebands
+together. The modulation itself is not checked: with 40 ms frames and the clock 1.5 % off, a
+sideband 25 Hz from its carrier cannot be told from the carrier's own leakage (measured with the
+clock 1.5 % fast: a plain 425 Hz tone puts 13 % of its power into the 400 and 450 Hz bins, a
+425 x 25 Hz tone at 80 % depth 25-33 %, but from frame to frame anywhere between 0 % and 29 % per
+sideband, so a per-sideband test drops the tone). No plan needs it: in every
+plan the modulated and the plain tones on one carrier have different cadences (AU dial 425 x 25
+continuous vs busy 425 0.375/0.375 and unobtainable 425 2.5/0.5).
 
 How it works: the audio is cut into 40 ms rectangular-window frames every 20 ms; one matrix product
-per call gives, for every frame, the DFT at the tone set's frequencies and on the orthogonal bin
-grid (25 Hz) around them. A frame is "on" for a frequency signature (e.g. 480+620 Hz) when the
-signature's band (its frequencies +-3 % +-50 Hz) holds >= 80 % of the frame's DC-free energy,
-every component is above -50 dBFS and, for a dual tone, each holds >= 12 % of the pair (a single
-tone must hold >= 70 % of its band: UK busy 400 Hz vs ringback 400+450 Hz). Changes of state must
-last two frames; only they are handled in Python. Each edge is placed from the frame that caught
-it part-way (with a rectangular window its amplitude is proportional to the covered share), so
-run lengths are accurate to ~5 ms and matched against each kind's cadence with a tolerance of
-20 % (at least 70 ms). Busy and reorder are confirmed after two cycles, ringback after one cycle
-(at the start of the next "on"), continuous dial tone after 1 s (1.5 s in the EU set, where
-ringback's "on" is 1 s of the same 425 Hz).
+per call gives, for every frame, the DFT at the plan's frequencies and on the orthogonal bin grid
+(25 Hz) around them. Only that country's frequencies are computed: a plan's cost grows with its
+own distinct frequencies, not with the number of countries. A frame is "on" for a frequency
+signature (e.g. 480+620 Hz) when the signature's band (its frequencies +-3 % +-50 Hz) holds >= 80 %
+of the frame's DC-free energy, every component is above -55 dBFS (a tone at -45 dBm0 is a sine at
+-48.1 dBFS; 1.5 % clock error costs up to 2 dB at the exact frequencies) and, for a dual tone,
+each holds >= 12 % of the pair and the pair >= 40 % of the band (a single 400 Hz tone between
+350 and 440 Hz is not UK dial tone); a single or modulated tone must hold >= 70 % of its band (UK
+busy 400 Hz vs ringback 400+450 Hz). Changes of state must last two frames; only they are handled in Python. Each
+edge is placed from the frame that caught it part-way (with a rectangular window its amplitude is
+proportional to the covered share), so run lengths are accurate to ~5 ms and matched against each
+kind's cadence with a tolerance of 20 % (at least 70 ms). Busy and reorder are confirmed after two
+cycles, ringback, cadenced dial tone (IT) and unobtainable after one cycle (at the start of the next
+"on"), continuous dial tone after 1 s, or 1.5 times the longest "on" of another tone of the same
+frequency (EU ringback is 1 s of the same 425 Hz: 1.5 s). When one tone's cadence could still turn
+out to be a part of another's (Spain: busy 0.2/0.2, congestion three 0.2 s bursts and 0.6 s off),
+the shorter one waits until the longer one is ruled out.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KINDS", "TONE_PLANS", "TONE_SETS", "ToneDetector", "ToneEvent", "ToneSpec"]
+__all__ = [
+    "DETECTED_KINDS", "KINDS", "TONE_PLANS", "TONE_SETS", "TonePlan", "ToneDetector", "ToneEvent", "ToneSpec",
+    "reported_kind",
+]
 
-TONE_SETS = ("us", "uk", "eu")
-KINDS = ("dial", "busy", "reorder", "ringback")
+KINDS = ("dial", "busy", "reorder", "ringback", "unobtainable", "sit")
+DETECTED_KINDS = ("dial", "busy", "reorder", "ringback", "unobtainable")  # "sit": see the module docstring
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,33 +77,162 @@ class ToneSpec:
     """One call-progress tone: its frequencies and its cadence (on, off, on, off, ... seconds).
 
     An empty cadence means a continuous tone. ``alt_cadences`` lists tolerated national variants.
+    ``am_hz`` > 0: the single frequency is a carrier amplitude-modulated at ``am_hz`` (written
+    "400*25" in Asterisk's ``indications.conf``, "400 x 25" in E.180). ``sequential``: the
+    frequencies are played one per "on" in turn (the special information tone), not together.
     """
 
     freqs_hz: tuple[float, ...]
     cadence_s: tuple[float, ...]
     alt_cadences: tuple[tuple[float, ...], ...] = ()
+    am_hz: float = 0.0
+    sequential: bool = False
 
 
-TONE_PLANS: dict[str, dict[str, ToneSpec]] = {
-    "us": {
-        "dial": ToneSpec((350.0, 440.0), ()),
-        "busy": ToneSpec((480.0, 620.0), (0.5, 0.5)),
-        "reorder": ToneSpec((480.0, 620.0), (0.25, 0.25)),
-        "ringback": ToneSpec((440.0, 480.0), (2.0, 4.0)),
-    },
-    "uk": {
-        "dial": ToneSpec((350.0, 440.0), ()),
-        "busy": ToneSpec((400.0,), (0.375, 0.375)),
-        "reorder": ToneSpec((400.0,), (0.4, 0.35, 0.225, 0.525)),
-        "ringback": ToneSpec((400.0, 450.0), (0.4, 0.2, 0.4, 2.0)),
-    },
-    "eu": {
-        "dial": ToneSpec((425.0,), ()),
-        "busy": ToneSpec((425.0,), (0.5, 0.5)),
-        "reorder": ToneSpec((425.0,), (0.25, 0.25), alt_cadences=((0.2, 0.2),)),
-        "ringback": ToneSpec((425.0,), (1.0, 4.0)),
-    },
+@dataclass(frozen=True, slots=True, eq=False)
+class TonePlan(Mapping[str, ToneSpec]):
+    """A country's call-progress tones (kind -> tone) and where the figures come from."""
+
+    country: str
+    source: str
+    tones: dict[str, ToneSpec]
+
+    def __getitem__(self, kind: str) -> ToneSpec:
+        return self.tones[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tones)
+
+    def __len__(self) -> int:
+        return len(self.tones)
+
+
+def _tone(freqs: str, *cadence_s: float, am_hz: float = 0.0, alt: tuple[tuple[float, ...], ...] = ()) -> ToneSpec:
+    """A tone from its published notation: ``"425"``, ``"350+440"`` (together), ``"400*25"`` (AM)."""
+    if "*" in freqs:
+        carrier, mod = freqs.split("*")
+        return ToneSpec((float(carrier),), tuple(cadence_s), alt, am_hz=float(mod))
+    return ToneSpec(tuple(float(f) for f in freqs.split("+")), tuple(cadence_s), alt, am_hz=am_hz)
+
+
+# ITU-T Q.35 / E.180 Suppl. 2: three tones of 330 ms (950, 1400, 1800 Hz +-50) with gaps of up to
+# 30 ms, then 1 s of silence. Austria's (E.180 Suppl. 2, indications.conf [at]) is 950/1450/1850.
+_SIT = ToneSpec((950.0, 1400.0, 1800.0), (0.33, 0.03, 0.33, 0.03, 0.33, 1.0), sequential=True)
+_SIT_AT = ToneSpec((950.0, 1450.0, 1850.0), (0.33, 0.03, 0.33, 0.03, 0.33, 1.0), sequential=True)
+
+# "Asterisk" is Asterisk's configs/samples/indications.conf.sample (the zone named in brackets),
+# "E.180" ITU-T E.180 Supplement 2 (2003), "Various tones used in national networks". Where they
+# differ the national operator's figure is taken and named. The plain-425 Hz CEPT countries differ
+# only in their cadences.
+_NA = TonePlan("United States / Canada", "ANSI T1.401, Telcordia LSSGR; Asterisk [us]", {
+    "dial": _tone("350+440"),
+    "busy": _tone("480+620", 0.5, 0.5),
+    "reorder": _tone("480+620", 0.25, 0.25),
+    "ringback": _tone("440+480", 2.0, 4.0),
+    "sit": _SIT,
+})
+_GB = TonePlan("United Kingdom", "BT SIN 350; Asterisk [uk]", {
+    "dial": _tone("350+440"),
+    "busy": _tone("400", 0.375, 0.375),
+    "reorder": _tone("400", 0.4, 0.35, 0.225, 0.525),
+    "ringback": _tone("400+450", 0.4, 0.2, 0.4, 2.0),
+    "unobtainable": _tone("400"),
+    "sit": _SIT,
+})
+
+
+def _cept(country: str, source: str, busy_s: tuple[float, ...], reorder_s: tuple[float, ...],
+          ringback_s: tuple[float, ...], freq: str = "425", **more: ToneSpec) -> TonePlan:
+    """A plan of the CEPT kind: one frequency, continuous dial tone, the SIT; ``more`` overrides."""
+    tones = {"dial": _tone(freq), "busy": _tone(freq, *busy_s), "reorder": _tone(freq, *reorder_s),
+             "ringback": _tone(freq, *ringback_s), "sit": _SIT}
+    tones.update(more)
+    return TonePlan(country, source, tones)
+
+
+TONE_PLANS: dict[str, TonePlan] = {
+    "us": _NA,
+    "ca": _NA,
+    "mx": _cept("Mexico", "Asterisk [mx]; E.180 (busy = congestion)", (0.25, 0.25), (0.25, 0.25), (1.0, 4.0)),
+    "br": _cept("Brazil", "Asterisk [br]; E.180", (0.25, 0.25), (0.25, 0.25, 0.75, 0.25), (1.0, 4.0)),
+    "gb": _GB,
+    "ie": _cept("Ireland", "Asterisk [ie]; E.180", (0.5, 0.5), (0.25, 0.25), (1.0, 4.0),
+                ringback=_tone("400+450", 0.4, 0.2, 0.4, 2.0)),
+    "de": _cept("Germany", "Asterisk [de]; E.180", (0.48, 0.48), (0.24, 0.24), (1.0, 4.0)),
+    "fr": _cept("France", "Asterisk [fr]; E.180", (0.5, 0.5), (0.25, 0.25), (1.5, 3.5), freq="440"),
+    "it": _cept("Italy", "Asterisk [it]; E.180", (0.5, 0.5), (0.2, 0.2), (1.0, 4.0),
+                dial=_tone("425", 0.2, 0.2, 0.6, 1.0)),
+    "es": _cept("Spain", "Asterisk [es]; E.180", (0.2, 0.2), (0.2, 0.2, 0.2, 0.2, 0.2, 0.6), (1.5, 3.0)),
+    "pt": _cept("Portugal", "Asterisk [pt]; E.180", (0.5, 0.5), (0.2, 0.2), (1.0, 5.0)),
+    "nl": _cept("Netherlands", "Asterisk [nl]; E.180", (0.5, 0.5), (0.25, 0.25), (1.0, 4.0)),
+    "be": _cept("Belgium", "Asterisk [be]; E.180", (0.5, 0.5), (0.167, 0.167), (1.0, 3.0)),
+    "ch": _cept("Switzerland", "Asterisk [ch]; E.180", (0.5, 0.5), (0.2, 0.2), (1.0, 4.0)),
+    "at": _cept("Austria", "Asterisk [at]; E.180", (0.4, 0.4), (0.2, 0.2), (1.0, 5.0), freq="420", sit=_SIT_AT),
+    "se": _cept("Sweden", "Asterisk [se]; E.180", (0.25, 0.25), (0.25, 0.75), (1.0, 5.0)),
+    "no": _cept("Norway", "Asterisk [no]; E.180", (0.5, 0.5), (0.2, 0.2), (1.0, 4.0)),
+    "dk": _cept("Denmark", "Asterisk [dk]; E.180", (0.5, 0.5), (0.2, 0.2), (1.0, 4.0)),
+    "fi": _cept("Finland", "Asterisk [fi]; E.180", (0.3, 0.3), (0.2, 0.2), (1.0, 4.0)),
+    "pl": _cept("Poland", "Asterisk [pl]; E.180 (busy = congestion)", (0.5, 0.5), (0.5, 0.5), (1.0, 4.0)),
+    "au": TonePlan("Australia", "E.180 (425 x 25); Asterisk [au] (413+438 there)", {
+        "dial": _tone("425*25"),
+        "busy": _tone("425", 0.375, 0.375),
+        # Congestion is busy's cadence with every other burst 10 dB lower: the same tone here.
+        "reorder": _tone("425", 0.375, 0.375),
+        "ringback": _tone("425*25", 0.4, 0.2, 0.4, 2.0),
+        "unobtainable": _tone("425", 2.5, 0.5),
+    }),
+    "nz": TonePlan("New Zealand", "Asterisk [nz]; E.180", {
+        "dial": _tone("400"),
+        "busy": _tone("400", 0.5, 0.5),
+        "reorder": _tone("400", 0.25, 0.25),
+        "ringback": _tone("400+450", 0.4, 0.2, 0.4, 2.0),
+        "unobtainable": _tone("400", 0.075, 0.1, 0.075, 0.1, 0.075, 0.1, 0.075, 0.4),
+        "sit": _SIT,
+    }),
+    "jp": TonePlan("Japan", "E.180 (400 x 16); Asterisk [jp] (400+15 there)", {
+        "dial": _tone("400"),
+        "busy": _tone("400", 0.5, 0.5),
+        "reorder": _tone("400", 0.5, 0.5),
+        "ringback": _tone("400*16", 1.0, 2.0),
+        "sit": _SIT,
+    }),
+    "in": TonePlan("India", "Asterisk [in]; E.180", {
+        "dial": _tone("400*25"),
+        "busy": _tone("400", 0.75, 0.75),
+        "reorder": _tone("400", 0.25, 0.25),
+        "ringback": _tone("400*25", 0.4, 0.2, 0.4, 2.0),
+        "sit": _SIT,
+    }),
+    "za": TonePlan("South Africa", "Asterisk [za]; E.180", {
+        "dial": _tone("400*33"),
+        "busy": _tone("400", 0.5, 0.5),
+        "reorder": _tone("400", 0.25, 0.25),
+        "ringback": _tone("400*33", 0.4, 0.2, 0.4, 2.0),
+        "sit": _SIT,
+    }),
+    "sg": TonePlan("Singapore", "Asterisk [sg]; E.180", {
+        "dial": _tone("425"),
+        "busy": _tone("425", 0.75, 0.75),
+        "reorder": _tone("425", 0.25, 0.25),
+        "ringback": _tone("425*24", 0.4, 0.2, 0.4, 2.0),
+        "unobtainable": _tone("425", 2.5, 0.5),
+        "sit": _SIT,
+    }),
+    # The first three tone sets, kept as accepted values: "uk" is "gb"; "eu" the CEPT common tones
+    # (ETSI TR 101 041), whose congestion also accepts the 0.2/0.2 variant.
+    "uk": _GB,
+    "eu": _cept("CEPT common tones", "ETSI TR 101 041; E.180", (0.5, 0.5), (0.25, 0.25), (1.0, 4.0),
+                reorder=_tone("425", 0.25, 0.25, alt=((0.2, 0.2),))),
 }
+
+TONE_SETS: tuple[str, ...] = tuple(TONE_PLANS)
+
+
+def reported_kind(tone_set: str, kind: str) -> str:
+    """The kind the detector reports for ``kind``'s tone: the first kind with the very same tone."""
+    plan = TONE_PLANS[tone_set]
+    spec = plan[kind]
+    return next(k for k in KINDS if k in plan and plan[k] == spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +250,17 @@ class ToneEvent:
 
 # Detection parameters. Levels are dBFS where a full-scale sine is 0 dBFS.
 _FRAME_S = 0.040
-_MIN_LEVEL_DBFS = -50.0  # weakest tone component accepted
+_MIN_LEVEL_DBFS = -55.0  # weakest tone component accepted: -45 dBm0 (-48.1 dBFS) with margin for 1.5 % clock error
 _PURITY = 0.80  # share of the frame's (DC-free) energy in the signature's band
 _SINGLE_SHARE = 0.70  # a single tone holds >= 70 % of its band's energy
 _MIN_COMPONENT_SHARE = 0.12  # each component of a dual tone holds >= 12 % of the pair (~8.5 dB twist)
+_DUAL_SHARE = 0.40  # a dual tone's two components hold >= 40 % of its band (not one tone between them)
 _REL_TOL = 0.20
 _ABS_TOL_S = 0.070
 _CONTINUOUS_MIN_S = 1.0
 _CONTINUOUS_GAP_S = 0.2  # a continuous tone off for this long has stopped
 _DEBOUNCE_FRAMES = 2  # a change of state must hold for 2 frames (40 ms) to count
-_CADENCE_CYCLES = {"busy": 2, "reorder": 2, "ringback": 1}
+_CADENCE_CYCLES = {"dial": 1, "busy": 2, "reorder": 2, "ringback": 1, "unobtainable": 1}
 _HISTORY = 12  # segments kept per signature
 
 
@@ -128,11 +286,13 @@ def _cadence_matches(durations: list[float], pattern: tuple[float, ...], first_i
 class _Signature:
     """On/off history of one frequency signature and the cadence state of its kinds."""
 
-    __slots__ = ("freqs", "bins", "kinds", "recent", "on", "pending", "pending_pos", "pending_count", "segments",
+    __slots__ = ("freqs", "am_hz", "bins", "kinds", "recent", "on", "pending", "pending_pos", "pending_count",
+                 "segments",
                  "seg_start", "active", "continuous_confirm_s")
 
-    def __init__(self, freqs: tuple[float, ...], bins: list[int], kinds: list[str]) -> None:
-        self.freqs = freqs
+    def __init__(self, freqs: tuple[float, ...], am_hz: float, bins: list[int], kinds: list[str]) -> None:
+        self.freqs = freqs  # the frequencies measured: the tone's, or a carrier and its two sidebands
+        self.am_hz = am_hz
         self.bins = bins
         self.kinds = kinds
         self.recent: deque[tuple[int, float]] = deque(maxlen=6)  # (frame start, tone power)
@@ -156,7 +316,7 @@ class ToneDetector:
 
     def __init__(self, rate: int, tone_set: str) -> None:
         if tone_set not in TONE_PLANS:
-            raise ValueError(f"tone_set must be one of {', '.join(TONE_SETS)}, not {tone_set!r}")
+            raise ValueError(f"tone_set must be one of {', '.join(sorted(TONE_SETS))}, not {tone_set!r}")
         if rate < 4000:
             raise ValueError(f"rate must be at least 4000 Hz, not {rate}")
         self.rate = int(rate)
@@ -166,15 +326,26 @@ class ToneDetector:
         n = 2 * hop
         self._hop = hop
         self._n = n
-        freqs = sorted({f for spec in self._plan.values() for f in spec.freqs_hz})
-        index = {f: i for i, f in enumerate(freqs)}
+        # One signature per distinct frequency set; a kind whose tone is another's (MX busy and
+        # congestion) is reported as the first of them, and the SIT is not looked for.
+        # A modulated tone joins the plain tone of its carrier (their cadences tell them apart),
+        # and the signature then measures the carrier with both sidebands.
         by_freqs: dict[tuple[float, ...], list[str]] = {}
-        for kind, spec in self._plan.items():
-            by_freqs.setdefault(spec.freqs_hz, []).append(kind)
-        self._sigs = [_Signature(f, [index[x] for x in f], k) for f, k in by_freqs.items()]
+        am_of: dict[tuple[float, ...], float] = {}
+        for kind in DETECTED_KINDS:
+            spec = self._plan.get(kind)
+            if spec is not None and reported_kind(tone_set, kind) == kind:
+                by_freqs.setdefault(spec.freqs_hz, []).append(kind)
+                if spec.am_hz:
+                    am_of.setdefault(spec.freqs_hz, spec.am_hz)
+        measured = {f: (f[0] - am_of[f], f[0], f[0] + am_of[f]) if f in am_of else f for f in by_freqs}
+        freqs = sorted({x for f in measured.values() for x in f})
+        index = {f: i for i, f in enumerate(freqs)}
+        self._sigs = [_Signature(measured[f], am_of.get(f, 0.0), [index[x] for x in measured[f]], k)
+                      for f, k in by_freqs.items()]
         for sig in self._sigs:
             # A continuous tone must outlast every "on" of a cadenced tone with the same frequencies
-            # (EU ringback is 1 s of the same 425 Hz as dial tone).
+            # (EU ringback is 1 s of the same 425 Hz as dial tone; SG's unobtainable 2.5 s).
             longest_on = max((max(self._plan[k].cadence_s[0::2]) for k in sig.kinds if self._plan[k].cadence_s),
                              default=0.0)
             sig.continuous_confirm_s = max(_CONTINUOUS_MIN_S, 1.5 * longest_on)
@@ -203,11 +374,15 @@ class ToneDetector:
         self._sig_sum = np.zeros((self._k, len(self._sigs)))
         for j, sig in enumerate(self._sigs):
             self._sig_sum[sig.bins, j] = 1.0
+        # Level: every component of a dual tone, the carrier of a modulated one. Share: the weaker
+        # of a dual tone's two components.
+        dual = np.array([len(sig.bins) == 2 for sig in self._sigs])
+        self._level_a = np.array([sig.bins[1] if sig.am_hz else sig.bins[0] for sig in self._sigs])
+        self._level_b = np.array([sig.bins[1] if sig.am_hz else sig.bins[-1] for sig in self._sigs])
         self._first = np.array([sig.bins[0] for sig in self._sigs])
         self._second = np.array([sig.bins[-1] for sig in self._sigs])
-        dual = np.array([len(sig.bins) > 1 for sig in self._sigs])
         self._share = np.where(dual, _MIN_COMPONENT_SHARE, 0.0)
-        self._single = np.where(dual, 0.0, _SINGLE_SHARE)
+        self._single = np.where(dual, _DUAL_SHARE, _SINGLE_SHARE)
         split = np.hstack((basis[:hop], basis[hop:]))
         self._bases = {True: split / 32768.0, False: split}
         self._escale = {True: 1.0 / (n * 32768.0**2), False: 1.0 / n}
@@ -247,16 +422,22 @@ class ToneDetector:
             nf = m - 1
         else:
             rows = buf[: m * hop].reshape(m, hop)
-            proj = rows @ self._bases[self._int_units]
-            s = proj[:-1, : self._ncol] + proj[1:, self._ncol :]
             e = np.einsum("ij,ij->i", rows, rows) * self._escale[self._int_units]
-            dc = s[:, -1]
-            total = e[:-1] + e[1:] - dc * dc
-            nfq = self._nf
-            p = s[:, :nfq] ** 2 + s[:, nfq : 2 * nfq] ** 2
-            nf = len(total)
-            res = self._classify(p, total)
-            on, pw = res if res is not None else (None, None)
+            frame_ms = e[:-1] + e[1:]  # each frame's mean square
+            nf = len(frame_ms)
+            if idle and 2 * float(frame_ms.max()) < self._min_power:
+                # Too little energy for any component at the floor (a projection on the cos/sin pair
+                # holds at most twice the frame's mean square): an idle line's noise ends here.
+                on = pw = None
+            else:
+                proj = rows @ self._bases[self._int_units]
+                s = proj[:-1, : self._ncol] + proj[1:, self._ncol :]
+                dc = s[:, -1]
+                total = frame_ms - dc * dc
+                nfq = self._nf
+                p = s[:, :nfq] ** 2 + s[:, nfq : 2 * nfq] ** 2
+                res = self._classify(p, total)
+                on, pw = res if res is not None else (None, None)
         events: list[ToneEvent] = []
         for j, sig in enumerate(self._sigs):
             col = None if on is None else on[:, j]
@@ -342,15 +523,16 @@ class ToneDetector:
     def _classify(self, p_all: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Per frame and signature: is it on? Also the signatures' component powers (F, S)."""
         p = p_all[:, : self._k]
-        first = p[:, self._first]
-        low = np.minimum(first, p[:, self._second])  # weakest component of each signature
-        if not (low >= self._min_power).any():
+        level = np.minimum(p[:, self._level_a], p[:, self._level_b])  # weakest required component
+        if not (level >= self._min_power).any():
             return None
+        low = np.minimum(p[:, self._first], p[:, self._second])
         ref = total[:, None]
         pair = p @ self._sig_sum
         band = p_all[:, self._k :] @ self._band  # energy in each signature's band
-        on = (band >= _PURITY * ref) & (low >= np.maximum(self._min_power, self._share * pair))
-        on &= pair >= self._single * band  # a single tone is alone in its band (UK 400 vs 400 + 450)
+        on = (band >= _PURITY * ref) & (level >= self._min_power) & (low >= self._share * pair)
+        # A single tone is alone in its band (UK 400 vs 400 + 450); a dual tone's pair is most of it.
+        on &= pair >= self._single * band
         return on, pair
 
     def _track(
@@ -445,5 +627,35 @@ class ToneDetector:
             if not tail[0][0]:
                 continue
             if any(_cadence_matches([s[1] for s in tail], pat, True) for pat in patterns):
+                run_start, run = self._fitting_run(sig, patterns)
+                if self._fits_another(sig, kind, run):
+                    continue
                 sig.active[kind] = True
-                events.append(ToneEvent(kind, tail[0][2], pos))
+                events.append(ToneEvent(kind, min(run_start, tail[0][2]), pos))
+
+    @staticmethod
+    def _fitting_run(sig: _Signature, patterns: tuple[tuple[float, ...], ...]) -> tuple[int, list[float]]:
+        """The longest run of completed segments, from an "on", that fits one of ``patterns``."""
+        done = sig.segments
+        for i in range(len(done)):
+            if done[i][0]:
+                durations = [d for _on, d, _st in done[i:]]
+                if any(_cadence_matches(durations, pat, True) for pat in patterns):
+                    return done[i][2], durations
+        return done[-1][2], []
+
+    def _fits_another(self, sig: _Signature, kind: str, run: list[float]) -> bool:
+        """Whether everything heard of ``kind`` so far (``run``) also fits another cadenced kind.
+
+        Spain's busy (0.2/0.2) is a part of its congestion (0.2 on/off three times, 0.6 off): busy
+        waits until a 0.2 s "off" comes where congestion would have 0.6 s.
+        """
+        if not run:
+            return False
+        for other in sig.kinds:
+            spec = self._plan[other]
+            if other == kind or not spec.cadence_s:
+                continue
+            if any(_cadence_matches(run, pat, True) for pat in (spec.cadence_s, *spec.alt_cadences)):
+                return True
+        return False

@@ -14,7 +14,8 @@ What is generated:
   LSB first, stop bit 1); SDMF (0x04) and MDMF (0x80) messages with a two's-complement checksum.
 * DTMF caller ID strings (``A<number>C``, ``B00C``/``B10C``, ``D1C`` ...).
 * The call-waiting alert (CAS / off-hook DT-AS, 2130 + 2750 Hz).
-* Call-progress tones with their cadences (from :data:`linetap.detect.tones.TONE_PLANS`).
+* Call-progress tones with their cadences, per country (from :data:`linetap.detect.tones.TONE_PLANS`),
+  including amplitude-modulated tones (400 x 25 Hz) and the sequential special information tone.
 * Speech-like audio: a small source-filter synthesiser (glottal pulse train with varying pitch,
   vowel formants with transitions, fricative noise, pauses, male/female/child speakers).
 """
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..detect.tones import TONE_PLANS
+from ..detect.tones import TONE_PLANS, ToneSpec
 
 __all__ = [
     "DTMF_FREQS",
@@ -42,6 +43,7 @@ __all__ = [
     "resample",
     "resample_error",
     "silence",
+    "spec_tone",
     "speech_like",
     "to_pcm16",
 ]
@@ -269,25 +271,48 @@ def cas_tone(rate: int, level_dbfs: float = -20.0, ms: float = 80.0) -> np.ndarr
 
 
 # ------------------------------------------------------------------------------ call-progress tones
-def cadence_tone(kind: str, tone_set: str, seconds: float, rate: int, level_dbfs: float = -20.0) -> np.ndarray:
-    """``seconds`` of a call-progress tone with its cadence, starting at the beginning of an "on"."""
-    spec = TONE_PLANS[tone_set][kind]
+def cadence_tone(
+    kind: str, tone_set: str, seconds: float, rate: int, level_dbfs: float = -20.0, *, am_depth: float = 1.0,
+) -> np.ndarray:
+    """``seconds`` of a country's call-progress tone with its cadence, starting at an "on"."""
+    return spec_tone(TONE_PLANS[tone_set][kind], seconds, rate, level_dbfs, am_depth=am_depth)
+
+
+def spec_tone(
+    spec: ToneSpec, seconds: float, rate: int, level_dbfs: float = -20.0, *, am_depth: float = 1.0,
+) -> np.ndarray:
+    """``seconds`` of the tone ``spec`` describes, starting at the beginning of an "on".
+
+    ``level_dbfs`` is the total level while the tone is on: the components share it equally; a
+    modulated tone (``spec.am_hz``) is a carrier times ``1 + am_depth * sin(2 pi am_hz t)``, scaled
+    so that carrier and sidebands together are at ``level_dbfs``. A sequential tone (the SIT) plays
+    its frequencies one per "on", in turn.
+    """
     n = int(round(seconds * rate))
     t = np.arange(n) / rate
-    k = len(spec.freqs_hz)
-    a = math.sqrt(10 ** (level_dbfs / 10) / k)
-    x = sum(a * np.sin(2 * math.pi * f * t) for f in spec.freqs_hz)
-    if spec.cadence_s:
-        gate = np.zeros(n, dtype=bool)
-        pos, i = 0.0, 0
-        while pos < seconds:
-            d = spec.cadence_s[i % len(spec.cadence_s)]
-            if i % 2 == 0:  # even positions of a cadence are "on"
-                gate[int(round(pos * rate)) : int(round((pos + d) * rate))] = True
-            pos += d
-            i += 1
-        x = np.where(gate, x, 0.0)
-    return np.asarray(x, dtype=np.float64)
+    total = 10 ** (level_dbfs / 10)  # sum of squared peak amplitudes
+    if spec.am_hz:
+        a = math.sqrt(total / (1 + am_depth**2 / 2))
+        x = a * (1 + am_depth * np.sin(2 * math.pi * spec.am_hz * t)) * np.sin(2 * math.pi * spec.freqs_hz[0] * t)
+        tones = [x]
+    elif spec.sequential:
+        a = math.sqrt(total)
+        tones = [a * np.sin(2 * math.pi * f * t) for f in spec.freqs_hz]
+    else:
+        a = math.sqrt(total / len(spec.freqs_hz))
+        tones = [sum(a * np.sin(2 * math.pi * f * t) for f in spec.freqs_hz)]
+    if not spec.cadence_s:
+        return np.asarray(tones[0], dtype=np.float64)
+    x = np.zeros(n)
+    pos, i = 0.0, 0
+    while pos < seconds:
+        d = spec.cadence_s[i % len(spec.cadence_s)]
+        if i % 2 == 0:  # even positions of a cadence are "on"
+            sl = slice(int(round(pos * rate)), int(round((pos + d) * rate)))
+            x[sl] = tones[(i // 2) % len(tones)][sl]
+        pos += d
+        i += 1
+    return x
 
 
 # ------------------------------------------------------------------------------------ impairments
