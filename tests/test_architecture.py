@@ -19,7 +19,7 @@ ADAPTERS = {  # library -> the one module allowed to import it
     "alsaaudio": "capture/alsa.py",
     "soundfile": "store/audio.py",
     "sqlite_utils": "index/db.py",
-    "paho": "mqtt/client.py",
+    "paho": "mqtt/paho_client.py",  # the link and the probe both build their client there
     "gpiozero": "gpio.py",
     "nacl": "crypto.py",
 }

@@ -1,4 +1,4 @@
-"""MqttLink against a real mosquitto: status, Last Will, health, discovery, events, outbox, alarms."""
+"""MqttLink against a real mosquitto: status, Last Will, health, discovery, events, outbox, link state."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from mqtt_broker import Broker, Message, broker  # noqa: F401  (broker is a fixt
 
 from linetap.clock import FakeClock, SystemClock
 from linetap.config import MqttConfig
-from linetap.mqtt import BROKER_UNREACHABLE, MQTT_OUTBOX_FULL, MqttLink, call_started, check_broker
+from linetap.events import call_started
+from linetap.health.broker import broker_alarm
+from linetap.mqtt.link import MqttLink
+from linetap.mqtt.probe import check_broker
 
 RID = "box-1"
 STATUS, HEALTH, EVENT = f"linetap/{RID}/status", f"linetap/{RID}/health", f"linetap/{RID}/event"
@@ -29,23 +32,9 @@ DISCOVERY = f"homeassistant/device/{RID}/config"
 LinkFactory = Callable[..., MqttLink]
 
 
-class Alarms:
-    """Records on_alarm calls: the fake for the recorder's alarm manager."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bool, str]] = []
-
-    def __call__(self, code: str, active: bool, detail: str) -> None:
-        self.calls.append((code, active, detail))
-
-    def active(self) -> dict[str, str]:
-        state: dict[str, str] = {}
-        for code, active, detail in self.calls:
-            if active:
-                state[code] = detail
-            else:
-                state.pop(code, None)
-        return state
+def alarm(link: MqttLink, clock: FakeClock) -> tuple[bool, str]:
+    """What the health side makes of the link's state now (BROKER_UNREACHABLE's active, detail)."""
+    return broker_alarm(link.state(), clock.mono(), link.cfg.unreachable_after_s)
 
 
 def mqtt_config(b: Broker, **kw: Any) -> MqttConfig:
@@ -59,10 +48,10 @@ def mqtt_config(b: Broker, **kw: Any) -> MqttConfig:
 def make_link(data_dir: Path) -> Iterator[LinkFactory]:
     made: list[MqttLink] = []
 
-    def make(b: Broker, *, clock: Any = None, on_alarm: Any = None, data: Path | None = None,
+    def make(b: Broker, *, clock: Any = None, data: Path | None = None,
              lines: tuple[str, ...] = ("line1", "line2"), **cfg: Any) -> MqttLink:
         link = MqttLink(mqtt_config(b, **cfg), recorder_id=RID, data_dir=data or data_dir, version="9.9",
-                        lines=list(lines), clock=clock or SystemClock(), on_alarm=on_alarm,
+                        lines=list(lines), clock=clock or SystemClock(),
                         reconnect_min_s=0.1, reconnect_max_s=0.5)
         made.append(link)
         return link
@@ -97,7 +86,8 @@ import sys, time
 from pathlib import Path
 from linetap.clock import SystemClock
 from linetap.config import MqttConfig
-from linetap.mqtt import MqttLink, call_started
+from linetap.events import call_started
+from linetap.mqtt.link import MqttLink
 host, port, data_dir, n, wait = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 link = MqttLink(MqttConfig(host=host, port=port, keepalive_s=5), recorder_id="box-1", data_dir=data_dir,
                 version="9.9", lines=["line1"], clock=SystemClock(), reconnect_min_s=0.1, reconnect_max_s=0.5)
@@ -233,22 +223,25 @@ def test_events_survive_a_restart_of_the_publishing_process(broker: Any, make_li
     assert len(sub.on(EVENT)) == 6
 
 
-def test_a_full_outbox_drops_the_oldest_and_raises_an_alarm_until_delivered(broker: Any,
-                                                                            make_link: LinkFactory) -> None:
+def test_a_full_outbox_drops_the_oldest_and_reports_it_until_delivered(broker: Any,
+                                                                      make_link: LinkFactory) -> None:
     b = broker(start=False)
-    alarms = Alarms()
-    link = make_link(b, outbox_max=10, on_alarm=alarms)
+    clock = FakeClock()  # standing still: the outage itself stays shorter than unreachable_after_s
+    link = make_link(b, clock=clock, outbox_max=10)
     link.start()
     for i in range(15):
         link.publish_event(call_started(call_id=i, line="line1", started_at=0.0))
-    link.tick()
-    assert "5 oldest" in alarms.active()[MQTT_OUTBOX_FULL]
+    state = link.state()
+    assert (state.connected, state.queued, state.dropped, state.outbox_max) == (False, 10, 5, 10)
+    assert alarm(link, clock) == (True, "MQTT outbox full (10 events): 5 oldest undelivered event(s) dropped")
     b.start()
     sub = b.subscribe(EVENT)
-    wait_for(lambda: len(link.outbox) == 0, timeout=10)
-    link.tick()
-    assert MQTT_OUTBOX_FULL not in alarms.active()
-    assert [e["seq"] for e in events(sub)][-10:] == list(range(6, 16))
+    wait_for(lambda: len(link.outbox) == 0, timeout=20)
+    state = link.state()
+    assert (state.connected, state.queued, state.dropped) == (True, 0, 0)
+    assert alarm(link, clock) == (False, "")
+    wait_for(lambda: len({e["seq"] for e in events(sub)}) >= 10, timeout=20)
+    assert sorted({e["seq"] for e in events(sub)})[-10:] == list(range(6, 16))
 
 
 def test_stopping_the_broker_mid_stream_loses_nothing_and_keeps_the_order(broker: Any,
@@ -292,23 +285,24 @@ def test_stopping_the_broker_mid_stream_loses_nothing_and_keeps_the_order(broker
 def test_broker_unreachable_is_raised_after_the_configured_time_and_cleared_on_connect(
         broker: Any, make_link: LinkFactory) -> None:
     b = broker(start=False)
-    clock, alarms = FakeClock(), Alarms()
-    link = make_link(b, clock=clock, on_alarm=alarms, unreachable_after_s=30)
+    clock = FakeClock()
+    link = make_link(b, clock=clock, unreachable_after_s=30)
+    assert link.state().down_since_mono is None and alarm(link, clock) == (False, "")  # not started
     link.start()
-    wait_for(lambda: link.last_error)
-    link.tick()
+    wait_for(lambda: link.last_error, timeout=20)
+    state = link.state()
+    assert (state.connected, state.down_since_mono, state.refused) == (False, clock.mono(), None)
+    assert "Connection refused" in (state.last_error or "")
     clock.advance(29)
-    link.tick()
-    assert alarms.calls == []
+    assert alarm(link, clock) == (False, "")
     clock.advance(1)
-    link.tick()
-    assert "Connection refused" in alarms.active()[BROKER_UNREACHABLE]
-    assert f"{b.host}:{b.port}" in alarms.active()[BROKER_UNREACHABLE]
+    active, detail = alarm(link, clock)
+    assert active and detail == (f"no connection to the MQTT broker {b.host}:{b.port} for 30 s "
+                                 f"({state.last_error})")
     b.start()
-    wait_for(lambda: link.connected, timeout=5)
-    link.tick()
-    assert alarms.calls[-1] == (BROKER_UNREACHABLE, False, "")
-    assert link.last_error is None
+    wait_for(lambda: link.connected, timeout=20)
+    assert alarm(link, clock) == (False, "")
+    assert link.last_error is None and link.state().down_since_mono is None
 
 
 def test_the_link_reconnects_after_a_broker_restart(broker: Any, make_link: LinkFactory) -> None:
@@ -462,12 +456,14 @@ def test_check_broker_falls_back_like_the_link(make_link: LinkFactory) -> None:
 
 def test_protocol_5_against_an_old_broker_says_what_to_change(make_link: LinkFactory) -> None:
     fake = Mqtt311OnlyBroker()
-    alarms = Alarms()
+    clock = FakeClock()
     try:
-        link = make_link(SimpleNamespace(host="127.0.0.1", port=fake.port), protocol="5", on_alarm=alarms)
+        link = make_link(SimpleNamespace(host="127.0.0.1", port=fake.port), clock=clock, protocol="5")
         link.start()
-        wait_for(lambda: link.last_error)
+        wait_for(lambda: link.last_error, timeout=20)
         link.tick()
-        assert 'mqtt.protocol = "3.1.1"' in alarms.active()[BROKER_UNREACHABLE]
+        assert link.state().refused is not None
+        active, detail = alarm(link, clock)  # at once: a refusal does not fix itself
+        assert active and 'mqtt.protocol = "3.1.1"' in detail
     finally:
         fake.close()

@@ -12,18 +12,13 @@ from mqtt_broker import Broker, broker, make_pki  # noqa: F401  (broker is a fix
 
 from linetap.clock import FakeClock
 from linetap.config import ConfigError, MqttConfig
-from linetap.mqtt import BROKER_UNREACHABLE, MqttLink, call_started, check_broker
+from linetap.events import call_started
+from linetap.health.broker import broker_alarm
+from linetap.mqtt.link import MqttLink
+from linetap.mqtt.probe import check_broker
 
 RID = "box-1"
 PASSWORD = "correct-horse-battery-staple-42"
-
-
-class Alarms:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bool, str]] = []
-
-    def __call__(self, code: str, active: bool, detail: str) -> None:
-        self.calls.append((code, active, detail))
 
 
 def password_file(tmp_path: Path, password: str = PASSWORD) -> Path:
@@ -97,14 +92,14 @@ def test_a_wrong_password_gives_a_clear_error_and_the_alarm_not_a_crash_loop(
         broker: Any, tmp_path: Path, data_dir: Path, links: list[MqttLink], caplog: pytest.LogCaptureFixture) -> None:
     b = broker(tls=True, users={"recorder": PASSWORD})
     cfg = tls_config(b, tmp_path, password_file=password_file(tmp_path, "wrong-password"))
-    alarms = Alarms()
-    link = link_for(cfg, data_dir, links, on_alarm=alarms)
+    clock = FakeClock()
+    link = link_for(cfg, data_dir, links, clock=clock)
     caplog.set_level(logging.INFO, logger="linetap.mqtt")
     link.start()
-    wait_for(lambda: link.last_error)
-    link.tick()  # at once, without waiting for unreachable_after_s: a refusal will not fix itself
-    assert alarms.calls and alarms.calls[0][:2] == (BROKER_UNREACHABLE, True)
-    assert "refused the connection" in alarms.calls[0][2] and "mqtt.password_file" in alarms.calls[0][2]
+    wait_for(lambda: link.last_error, timeout=20)
+    # At once, without waiting for unreachable_after_s: a refusal will not fix itself.
+    active, detail = broker_alarm(link.state(), clock.mono(), cfg.unreachable_after_s)
+    assert active and "refused the connection" in detail and "mqtt.password_file" in detail
     # It keeps trying with back-off (0.1 .. 0.5 s here) and logs the refusal only once.
     wait_for(lambda: b.log.read_text().count("not authorised") >= 3, timeout=5)
     refusals = [r for r in caplog.records if "refused the connection" in r.getMessage()]
