@@ -47,10 +47,12 @@ from linetap.mqtt.paho_client import (
     Client,
     ErrorCode,
     Message,
+    MessageInfo,
     PahoClient,
     ProtocolVersion,
     ReasonCode,
     UNSUPPORTED,
+    acknowledged,
     connect_properties,
     error_string,
     make_client,
@@ -131,6 +133,7 @@ class MqttLink:
         self._inflight: _InFlight | None = None
         self._early_acks: dict[int, ReasonCode] = {}
         self._last_birth = float("-inf")
+        self._announced: list[MessageInfo] = []  # the last announcement's status and discovery
         self._logged: set[str] = set()       # failure messages already logged since the last connect
         self._hostile_window = (float("-inf"), 0)
 
@@ -269,6 +272,7 @@ class MqttLink:
             kwargs = {"clean_start": True, "properties": connect_properties(protocol)}
         with self._lock:
             self._client = c
+            self._announced = []  # a new client holds none of the old one's messages
         logger.info("MQTT: connecting to %s:%d as %s (MQTT %s%s%s)", self.cfg.host, self.cfg.port,
                     self.client_id, PROTOCOL_NAMES.get(protocol, "?"),
                     ", TLS" if self.cfg.tls_ca else "", f", user {self._creds.username}" if self._creds.username else "")
@@ -420,12 +424,22 @@ class MqttLink:
     # --- sending --------------------------------------------------------------------
 
     def _announce(self, client: Client) -> None:
-        """status online, discovery, the latest health: on every connect and on HA's birth."""
-        client.publish(self.topics.status, ONLINE, qos=1, retain=True)
-        if self.cfg.discovery:
-            client.publish(self.topics.discovery, self._discovery, qos=1, retain=True)
+        """status online, discovery, the latest health: on every connect and on HA's birth.
+
+        Not status and discovery again while the last ones are unacknowledged: paho still holds
+        them and re-sends them after a reconnect, and a broker that never acknowledges (or a
+        flood of birth messages) must not pile copies up in paho's memory.
+        """
         with self._lock:
-            health = self._health
+            last, health = self._announced, self._health
+        if not all(acknowledged(info) for info in last):  # outside our lock: paho's own lock inside
+            logger.debug("MQTT: not re-announcing; the last announcement is not acknowledged yet")
+        else:
+            announced = [client.publish(self.topics.status, ONLINE, qos=1, retain=True)]
+            if self.cfg.discovery:
+                announced.append(client.publish(self.topics.discovery, self._discovery, qos=1, retain=True))
+            with self._lock:
+                self._announced = announced
         if health is not None:
             self._send_health(client, health)
 

@@ -7,6 +7,7 @@ DEBUG) and name paho's types only through the aliases below.
 
 from __future__ import annotations
 
+import errno
 import logging
 import ssl
 from typing import Any
@@ -29,14 +30,24 @@ Message = paho.MQTTMessage
 ErrorCode = MQTTErrorCode
 ProtocolVersion = MQTTProtocolVersion
 error_string = paho.error_string
-__all__ = ["Client", "ErrorCode", "Message", "PahoClient", "ProtocolVersion", "ReasonCode", "connect_properties",
-           "error_string", "make_client", "publish_properties"]
+MessageInfo = paho.MQTTMessageInfo
+__all__ = ["Client", "ErrorCode", "Message", "MessageInfo", "PahoClient", "ProtocolVersion", "ReasonCode",
+           "acknowledged", "connect_properties", "error_string", "make_client", "publish_properties"]
 
 # The broker's CONNACK reason strings the link and the probe explain to a human.
 AUTH_REASONS = ("Bad user name or password", "Not authorized")
 UNSUPPORTED = "Unsupported protocol version"
 
 MAX_PACKET_BYTES = 64 * 1024       # MQTT v5: the broker must not send us bigger packets at all
+# Nothing the recorder receives comes near it (acknowledgements, and birth messages of a few
+# bytes on homeassistant/status), so the same cap is enforced locally, also under MQTT 3.1.1,
+# which has no way to tell the broker.
+MAX_INBOUND_PACKET_BYTES = MAX_PACKET_BYTES
+# paho's own outgoing queue of QoS 1 messages, which lives in memory: the link keeps one event in
+# flight, plus status and discovery of one announcement, plus the 'offline' at stop. A broker
+# that never acknowledges must not make it grow with every reconnect; beyond this, publish()
+# answers "queue full" (the events wait in the durable outbox anyway).
+MAX_QUEUED_MESSAGES = 16
 
 PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311,
              "auto": MQTTProtocolVersion.MQTTv5}
@@ -61,6 +72,23 @@ class PahoClient(paho.Client):
             self.last_connect_error = describe_oserror(e)
             raise
 
+    def _sock_recv(self, bufsize: int) -> bytes:
+        """Refuse an oversized incoming packet before its body is buffered.
+
+        paho reads a packet's remaining length first and then accumulates the whole body in
+        memory before looking at it: a broker (or anything posing as one) announcing 256 MiB
+        would get 256 MiB of our RAM. This hook sits where paho asks the socket for the body (a
+        private method of paho 2.x, ``Client._packet_read``; checked by
+        tests/test_mqtt_hostile.py): once the announced length is known and over
+        ``MAX_INBOUND_PACKET_BYTES``, reading fails like a broken socket, so paho drops the
+        connection, logs the reason ("failed to receive on socket: ...") and reconnects.
+        """
+        packet = self._in_packet
+        if packet["have_remaining"] and packet["remaining_length"] > MAX_INBOUND_PACKET_BYTES:
+            raise OSError(errno.EMSGSIZE, f"the broker announced a packet of {packet['remaining_length']} bytes "
+                                          f"(limit {MAX_INBOUND_PACKET_BYTES})")
+        return super()._sock_recv(bufsize)  # type: ignore[no-any-return]
+
 
 def make_client(cfg: MqttConfig, creds: Credentials, *, client_id: str,
                 protocol: MQTTProtocolVersion, will_topic: str | None) -> PahoClient:
@@ -68,6 +96,7 @@ def make_client(cfg: MqttConfig, creds: Credentials, *, client_id: str,
     c = PahoClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
                    reconnect_on_failure=True)
     c.suppress_exceptions = True  # second line of defence behind link._guarded
+    c.max_queued_messages_set(MAX_QUEUED_MESSAGES)
     c.on_log = _paho_log
     if creds.username:
         c.username_pw_set(creds.username, creds.password)
@@ -111,3 +140,12 @@ def publish_properties(protocol: MQTTProtocolVersion, *, expiry_s: int) -> Prope
     p = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     p.MessageExpiryInterval = expiry_s
     return p
+
+
+def acknowledged(info: paho.MQTTMessageInfo) -> bool:
+    """Is a QoS 1 message no longer waiting for its PUBACK? True once acknowledged, and for one
+    paho never queued or sent while disconnected (its info cannot tell: paho raises on it)."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return True
