@@ -20,10 +20,11 @@ Event delivery (see also outbox.py):
   un-acknowledged row is simply first in the outbox again.
 - A persistent session would not help: brokers de-duplicate only QoS 2, not QoS 1, and the one
   subscription is renewed on every connect, so the link connects with a clean session.
-- Residual duplicate risk, stated honestly: if the connection (or the process) dies after the
-  broker has taken the in-flight event but before its PUBACK is processed, that one event is
-  delivered again. Every event carries ``seq`` (persisted, strictly increasing per recorder), so
-  a consumer can drop the repeat: keep the highest ``seq`` seen per ``id``.
+- So what is promised (TOPICS.md, "Delivery of events") is: every event, in order, at least
+  once. If the connection (or the process) dies after the broker has taken the in-flight event
+  but before its PUBACK is processed, that one event is delivered again (and a broker may
+  re-deliver to a persistent subscriber). Every event carries ``seq`` (persisted, strictly
+  increasing per recorder), so a consumer drops repeats: keep the highest ``seq`` seen per ``id``.
 """
 
 from __future__ import annotations
