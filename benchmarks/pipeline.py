@@ -118,7 +118,7 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
     from linetap.capture import Read
     from linetap.clock import FakeClock, parse_iso
     from linetap.config import load_text
-    from linetap.index import open_index
+    from linetap.index.db import open_index
     from linetap.recorder import Recorder
     from linetap.sim.line import render
     from linetap.store.audio import AudioWriter

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from linetap.clock import FakeClock
-from linetap.index import Index, open_index
+from linetap.index.db import Index, open_index
 
 sys.path.insert(0, str(Path(__file__).parent))
 

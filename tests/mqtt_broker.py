@@ -22,6 +22,7 @@ Broker output goes to ``<workdir>/mosquitto.log``.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -31,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import paho.mqtt.client as paho
 import pytest
@@ -106,7 +107,7 @@ class Subscriber:
     """A real paho client (MQTT v5) that records every message it receives."""
 
     def __init__(self, broker: Broker, topics: tuple[str, ...], *, persistent: bool = False,
-                 client_id: str | None = None, timeout_s: float = 5.0) -> None:
+                 client_id: str | None = None, timeout_s: float = 15.0) -> None:
         self.messages: list[Message] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -143,7 +144,7 @@ class Subscriber:
             c.loop_stop()
             raise AssertionError(f"subscriber could not subscribe to {topics} on {broker.host}:{broker.port}")
 
-    def wait_for(self, pred: Callable[[Message], bool], timeout: float = 5.0) -> Message:
+    def wait_for(self, pred: Callable[[Message], bool], timeout: float = 15.0) -> Message:
         """The first message (received so far or within ``timeout``) that satisfies ``pred``."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -157,7 +158,7 @@ class Subscriber:
                     raise AssertionError(f"no matching message within {timeout} s; last ones:\n  {seen}")
                 self._cond.wait(left)
 
-    def wait_count(self, pred: Callable[[Message], bool], n: int, timeout: float = 5.0) -> list[Message]:
+    def wait_count(self, pred: Callable[[Message], bool], n: int, timeout: float = 15.0) -> list[Message]:
         """Wait until at least ``n`` matching messages arrived; return all matching ones."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -231,7 +232,7 @@ class Broker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout_s: float = 5.0) -> Broker:
+    def start(self, timeout_s: float = 15.0) -> Broker:
         if self.running:
             return self
         with open(self.log, "ab") as log:
@@ -324,3 +325,23 @@ def broker(tmp_path: Path) -> Iterator[BrokerFactory]:
     yield make
     for b in made:
         b.close()
+
+
+def first_deliveries(messages: list[Message]) -> list[dict[str, Any]]:
+    """The events as a consumer that drops repeated ``seq`` sees them, in arrival order.
+
+    QoS 1 is at-least-once (TOPICS.md, "Delivery of events"): an event may arrive again, but only as
+    a redelivery, i.e. with a ``seq`` already seen and the very same payload. Anything else repeated
+    under an old ``seq`` fails here.
+    """
+    first: dict[int, bytes] = {}
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        doc = json.loads(m.payload)
+        seq = doc["seq"]
+        if seq in first:
+            assert m.payload == first[seq], f"seq {seq} arrived again with another payload: {m.payload!r}"
+            continue
+        first[seq] = m.payload
+        out.append(doc)
+    return out

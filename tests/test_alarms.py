@@ -10,7 +10,7 @@ import pytest
 
 from linetap.alarms import CATALOGUE, CODES, Alarm, AlarmManager, severity
 from linetap.clock import iso
-from linetap.index import Index
+from linetap.index.db import Index
 
 CONTRACT_CODES = {"LINE_NO_DEVICE", "LINE_DEAD", "LINE_OVERRUN", "LINE_CLIPPING", "DISK_LOW",
                   "DISK_WRITE_FAILED", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE", "RECORDER_RESTARTED"}

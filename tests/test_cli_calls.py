@@ -12,7 +12,7 @@ import pytest
 
 from linetap.cli import main
 from linetap.clock import iso, parse_iso
-from linetap.index import open_index
+from linetap.index.db import open_index
 from linetap.store.recordings import Recording
 from helpers import write_config
 

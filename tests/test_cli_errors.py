@@ -42,7 +42,8 @@ def test_a_corrupt_index_is_one_line_and_exit_1():
 
 
 def test_an_index_from_a_newer_linetap_is_one_line_and_exit_1(tmp_path):
-    from linetap.index import SchemaTooNew, open_index
+    from linetap.index.db import open_index
+    from linetap.index.schema import SchemaTooNew
     data = tmp_path / "data"
     data.mkdir()
     open_index(data).close()

@@ -293,7 +293,7 @@ def test_firstboot_leaves_gpiozero_to_the_led_panel():
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
         {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any("gpiozero" in m for m in modules)
-    assert "linetap.leds" in modules
+    assert "linetap.leds.driver" in modules
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from linetap.alarms import GapTracker, coverage, coverage_report, load_gaps
 from linetap.cli.render import render_coverage, render_coverage_json
 from linetap.clock import FakeClock, iso, parse_iso
-from linetap.index import Index
+from linetap.index.db import Index
 
 T0 = parse_iso("2026-11-28T00:00:00Z")
 HOUR = 3600.0

@@ -18,7 +18,7 @@ from linetap.capture.alsa import AlsaSource
 from linetap.clock import FakeClock, SystemClock, parse_iso
 from linetap.config import load
 from linetap.gpio import mock_factory
-from linetap.index import open_index
+from linetap.index.db import open_index
 from linetap.recorder import Recorder
 from linetap.sim.line import render
 from linetap.store import audio

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from linetap.index import SchemaTooNew, schema
+from linetap.index.schema import SchemaTooNew
+from linetap.index import schema
 from linetap.index.db import Index
 
 PREVIOUS_RELEASE_DDL = (Path(__file__).parent / "data" / "index_schema_v0.sql").read_text()

@@ -9,7 +9,8 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from linetap.alarms import Alarm
 from linetap.config import LedsConfig, LineConfig
-from linetap.leds import FAST_BLINK_S, LedPanel, led_patterns
+from linetap.leds.driver import FAST_BLINK_S, LedPanel
+from linetap.leds.patterns import led_patterns
 
 STATUS_PIN, LINE1_PIN, LINE2_PIN, BUZZER_PIN = 5, 6, 13, 19
 

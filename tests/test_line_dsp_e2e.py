@@ -17,7 +17,7 @@ from linetap.clock import FakeClock, parse_iso
 from linetap.config import load
 from linetap.sim import signals as sig
 from linetap.detect.dtmf import DtmfDetector
-from linetap.index import open_index
+from linetap.index.db import open_index
 from linetap.recorder import Recorder
 from linetap.sim.line import noise, render
 from linetap.store import audio

@@ -14,7 +14,7 @@ from linetap.config import load
 from linetap.recorder import Recorder
 from linetap.sim.line import render
 from helpers import wait_for, write_config
-from mqtt_broker import broker  # noqa: F401  (the fixture)
+from mqtt_broker import broker, first_deliveries  # noqa: F401  (broker is the fixture)
 
 ID = "e2e-01"
 STATUS, HEALTH, EVENT = f"linetap/{ID}/status", f"linetap/{ID}/health", f"linetap/{ID}/event"
@@ -58,8 +58,8 @@ def test_a_dashboard_sees_online_health_discovery_calls_and_a_dead_line_within_a
         raised = sub.wait_for(lambda m: m.topic == EVENT and json.loads(m.payload)["type"] == "alarm_raised",
                               timeout=15)
         arrived = time.time()
-        sub.wait_for(lambda m: m.topic == EVENT and json.loads(m.payload)["type"] == "alarm_cleared", timeout=5)
-        sub.wait_for(lambda m: m.topic == EVENT and json.loads(m.payload)["type"] == "call_ended", timeout=5)
+        sub.wait_for(lambda m: m.topic == EVENT and json.loads(m.payload)["type"] == "alarm_cleared", timeout=15)
+        sub.wait_for(lambda m: m.topic == EVENT and json.loads(m.payload)["type"] == "call_ended", timeout=15)
     finally:
         rec.stop()
         feeder.stop()
@@ -67,9 +67,9 @@ def test_a_dashboard_sees_online_health_discovery_calls_and_a_dead_line_within_a
     assert latency <= 1.0, f"alarm_raised reached the broker {latency:.2f} s after the line died"
     ev = json.loads(raised.payload)
     assert ev["code"] == "LINE_DEAD" and ev["line"] == "line1" and ev["severity"] == "critical"
-    kinds = [e["type"] for e in events(sub)]
+    kinds = [e["type"] for e in first_deliveries(sub.on(EVENT))]
     assert kinds == ["call_started", "call_ended", "alarm_raised", "alarm_cleared"]
-    call = events(sub)[1]
+    call = first_deliveries(sub.on(EVENT))[1]
     assert call["line"] == "line1" and call["duration_s"] > 4 and call["end_reason"] == "vox_timeout"
     # A health snapshot went out at once when the line became faulty.
     faulty = [json.loads(m.payload) for m in sub.on(HEALTH)]
@@ -86,7 +86,7 @@ def run_recorder(alsa, cfg: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def test_kill_shows_offline_by_the_will_and_events_from_a_broker_outage_and_a_restart_all_arrive_once(
+def test_kill_shows_offline_by_the_will_and_events_from_a_broker_outage_and_a_restart_all_arrive_in_order(
         alsa, broker, data_dir, tmp_path):
     b = broker(persistence=True)
     sub = b.subscribe(f"linetap/{ID}/#", persistent=True, client_id="msp-dashboard")
@@ -100,10 +100,10 @@ def test_kill_shows_offline_by_the_will_and_events_from_a_broker_outage_and_a_re
         sub.wait_for(lambda m: m.topic == EVENT and json.loads(m.payload)["type"] == "call_ended", timeout=20)
         # Killed between the broker's PUBACK and the outbox delete, an event is sent again on
         # restart (QoS 1 is at-least-once; TOPICS.md: consumers drop repeated seq). Kill after it.
-        wait_for(lambda: len(_outbox(data_dir)) == 0, timeout=5)
+        wait_for(lambda: len(_outbox(data_dir)) == 0, timeout=20)
         child.send_signal(signal.SIGKILL)
         child.wait(5)
-        sub.wait_for(lambda m: m.topic == STATUS and m.text == "offline", timeout=5)  # the Last Will
+        sub.wait_for(lambda m: m.topic == STATUS and m.text == "offline", timeout=15)  # the Last Will
         line.feeder.stop()
 
         # The broker goes away; the recorder restarts (a RECORDER_RESTARTED alarm and a call
@@ -121,21 +121,26 @@ def test_kill_shows_offline_by_the_will_and_events_from_a_broker_outage_and_a_re
         time.sleep(1.0)
         b.start()
         sub.wait_for(lambda m: m.topic == STATUS and m.text == "online", timeout=15)
-        wait_for(lambda: len(_outbox(data_dir)) == 0, timeout=15)
+        wait_for(lambda: len(_outbox(data_dir)) == 0, timeout=30)
         child.send_signal(signal.SIGTERM)
         assert child.wait(10) == 0
     finally:
         if child.poll() is None:
             child.kill()
         line.feeder.stop()
-    time.sleep(0.5)
-    got = events(sub)
+    # Acknowledged by the broker is not yet delivered to the subscriber: wait for the queued ones.
+    wait_for(lambda: set(queued) <= {e["seq"] for e in events(sub)}, timeout=20)
+    # At least once, in order (TOPICS.md): a repeat can only be a redelivery of the same seq.
+    got = first_deliveries(sub.on(EVENT))
     seqs = [e["seq"] for e in got]
-    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)), "out of order or twice"
+    assert seqs == sorted(seqs), "out of order"
     assert set(queued) <= set(seqs), "an event queued during the outage never arrived"
     types = [e["type"] for e in got]
-    assert types[:2] == ["call_started", "call_ended"]
-    after = got[2:]
+    # The first run's call. (On a loaded machine its FIFO feed can stall long enough for a LINE_DEAD
+    # alarm in between: that is the line's business, not this test's.)
+    first_end = types.index("call_ended")
+    assert [t for t in types[:first_end + 1] if t.startswith("call_")] == ["call_started", "call_ended"], types
+    after = got[first_end + 1:]
     assert ("alarm_raised", "RECORDER_RESTARTED") in [(e["type"], e.get("code")) for e in after]
     assert [e["type"] for e in after if e["type"].startswith("call")] == ["call_started", "call_ended"]
     late = b.subscribe(STATUS)
@@ -155,3 +160,25 @@ def _outbox(data_dir: Path) -> list[int]:
     finally:
         con.close()
 
+
+
+def test_the_recorder_raises_broker_unreachable_from_the_link_state_and_clears_it_on_connect(
+        alsa, broker, data_dir, tmp_path):
+    b = broker(start=False)
+    (line,) = alsa.lines(1)
+    path = write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm}],
+                        recorder={"id": ID}, health={"check_clock": False, "alarm_clear_s": 0.5},
+                        mqtt={"host": "127.0.0.1", "port": b.port, "unreachable_after_s": 1.0})
+    rec = Recorder(load(path), clock=SystemClock())
+    feeder = line.feed(render([("idle", 30)], seed=2)[0], speed=1.0)
+    rec.start()
+    try:
+        wait_for(lambda: rec.alarms is not None and rec.alarms.is_active("BROKER_UNREACHABLE"), timeout=20)
+        (raised,) = [a for a in rec.alarms.active() if a.code == "BROKER_UNREACHABLE"]
+        assert raised.detail == (f"no connection to the MQTT broker 127.0.0.1:{b.port} for 1 s "
+                                 f"(cannot connect to 127.0.0.1:{b.port}: Connection refused)")
+        b.start()
+        wait_for(lambda: not rec.alarms.is_active("BROKER_UNREACHABLE"), timeout=20)
+    finally:
+        rec.stop()
+        feeder.stop()

@@ -1,4 +1,4 @@
-"""The pure parts of the MQTT module: topics, payloads, discovery, the outbox (no broker)."""
+"""The pure parts of the MQTT module: topics, payloads, the events they carry, discovery, the outbox (no broker)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from linetap.events import alarm_cleared, alarm_raised, call_ended, call_started
 from linetap.mqtt.discovery import discovery_document
 from linetap.mqtt.outbox import Outbox
-from linetap.mqtt.topics import (
-    Topics,
-    alarm_cleared,
-    alarm_raised,
-    call_ended,
-    call_started,
-    client_id_for,
-    dumps,
-    event_payload,
-)
+from linetap.mqtt.topics import Topics, client_id_for, dumps, event_payload
 
 T0 = 1_795_000_000.125
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -199,8 +191,8 @@ def test_the_outbox_uses_wal(tmp_path: Path) -> None:
 # --- architecture -----------------------------------------------------------------------
 
 
-def test_only_the_client_module_imports_paho() -> None:
+def test_only_the_paho_adapter_imports_paho() -> None:
     root = Path(__file__).resolve().parents[1] / "firmware" / "linetap"
     importers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
                        if re.search(r"^\s*(import|from)\s+paho\b", p.read_text(), re.M))
-    assert importers == ["mqtt/client.py"]
+    assert importers == ["mqtt/paho_client.py"]

@@ -11,7 +11,7 @@ import pytest
 from linetap.capture.alsa import AlsaSource
 from linetap.clock import FakeClock, parse_iso
 from linetap.config import load
-from linetap.index import open_index
+from linetap.index.db import open_index
 from linetap.recorder import Recorder
 from linetap.sim.line import render
 from linetap.store import audio

@@ -22,7 +22,7 @@ import pytest
 from linetap.calls.segmenter import Start, VoxSegmenter
 from linetap.config import load
 from linetap.detect.level import dbfs
-from linetap.index import open_index
+from linetap.index.db import open_index
 from linetap.sim.line import render
 from linetap.store import audio
 from helpers import wait_for, write_config

@@ -201,7 +201,7 @@ def test_queued_blocks_join_into_runs_per_line_in_order_and_a_source_event_ends_
 
 @pytest.mark.parametrize("codec", ["flac", "opus"])
 def test_a_recording_written_in_runs_is_synced_at_the_same_audio_positions(tmp_path, monkeypatch, codec):
-    from linetap.index import open_index
+    from linetap.index.db import open_index
     from linetap.store import audio
     from linetap.store.recordings import Recording
 

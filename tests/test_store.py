@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from linetap.clock import iso, parse_iso
-from linetap.index import open_index
+from linetap.index.db import open_index
 from linetap.sim.line import render
 from linetap.store import audio
 from linetap.store.recordings import PART, Recording, relative_path, salvage, unsalvaged

@@ -404,7 +404,8 @@ def blink_status_led(led: StatusLed | None, *, seconds: float = FAULT_BLINK_S,
         return
     # Lazily: the LED panel (and behind it gpiozero) is needed only for a
     # rejected file, never for applying a good one.
-    from linetap.leds import FAST_BLINK, STATUS, LedPanel
+    from linetap.leds.driver import LedPanel
+    from linetap.leds.patterns import FAST_BLINK, STATUS
 
     panel = LedPanel(config.LedsConfig(status=led.pin, active_high=led.active_high), (),
                      pin_factory=pin_factory)

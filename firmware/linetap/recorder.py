@@ -34,9 +34,10 @@ from .detect.dead import LineHealthDetector, StallWatch
 from .health import system
 from .health.sdnotify import Notifier, ProgressWatchdog
 from .health.snapshot import DiskStatus, LineStatus, build_snapshot, line_states, significant_of, write_snapshot
-from .index import Index, open_index
+from .index.db import Index, open_index
 from .leds.patterns import led_patterns
-from .mqtt import topics as events
+from . import events
+from .health.broker import BROKER_UNREACHABLE, broker_alarm
 from .store.recordings import DIR_MODE, Recording, SyncBatch, salvage
 
 logger = logging.getLogger(__name__)
@@ -214,10 +215,10 @@ class Recorder:
             from .leds.driver import LedPanel
             self.leds = LedPanel(self.cfg.leds, self.cfg.lines, pin_factory=self.pin_factory)
         if self.cfg.mqtt is not None and self.use_mqtt:
-            from .mqtt.client import MqttLink
+            from .mqtt.link import MqttLink
             self.link = MqttLink(self.cfg.mqtt, recorder_id=self.cfg.recorder.id, data_dir=self.data_dir,
                                  version=__version__, lines=[ln.name for ln in self.cfg.lines],
-                                 clock=self.clock, on_alarm=self._on_link_alarm)
+                                 clock=self.clock)
             self.listeners.subscribe(self._to_broker)
             self.link.start()
         from .retention.sweeper import Sweeper
@@ -495,6 +496,8 @@ class Recorder:
                     if now_mono >= next_link:
                         next_link = now_mono + 0.5
                         self.link.tick()
+                        self.alarms.set(BROKER_UNREACHABLE, None, *broker_alarm(
+                            self.link.state(), now_mono, self.cfg.mqtt.unreachable_after_s))
                     sig = significant_of(states, active)
                     if sig != self._last_published or now_mono >= next_publish:
                         self._last_published = sig
@@ -555,16 +558,6 @@ class Recorder:
             status = (f"recording {len(self.readers)} line(s)" if not down
                       else f"recording; cannot open {', '.join(down)}")
             self.notifier.ready(status)
-
-    def _on_link_alarm(self, code: str, active: bool, detail: str) -> None:
-        assert self.alarms is not None
-        if code == "BROKER_UNREACHABLE":
-            self.alarms.set(code, None, active, detail)
-        elif active:
-            # The outbox overflowed (the broker has been away a long time): the oldest
-            # events are being dropped. Said loudly on the broker alarm (the index keeps
-            # every call and alarm regardless).
-            self.alarms.set("BROKER_UNREACHABLE", None, True, detail)
 
     def _to_broker(self, event: dict[str, Any]) -> None:
         self.link.publish_event(event)

@@ -91,7 +91,7 @@ def run_checks(cfg: Config) -> int:
         report(problem is None, f"line {line.name}", problem or f"{line.pcm} opens at {line.rate} Hz")
     if cfg.mqtt is not None:
         try:
-            from .mqtt.client import check_broker
+            from .mqtt.probe import check_broker
         except ImportError:
             report(False, "broker", "MQTT support is not installed")
         else:

@@ -22,7 +22,7 @@ STALE_HEARTBEAT_S = 5.0  # the recorder writes one every second
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
-    from ..index import open_index
+    from ..index.db import open_index
 
     cfg = load_config(args)
     until = args.until if args.until is not None else time.time()

@@ -1,36 +1,9 @@
 """MQTT: status, health, events and Home Assistant discovery (topics and payloads: TOPICS.md).
 
-``MqttLink`` is the recorder's side of it; ``check_broker`` is ``linetap check``'s probe.
-``topics``, ``discovery`` and ``outbox`` are importable without a broker; only ``client``
-imports paho.
+Nothing is re-exported here, so importing a pure module of this package never loads paho:
+- ``topics``, ``discovery``, ``outbox``, ``credentials`` and ``state`` are pure (standard library);
+- ``paho_client`` is the paho-mqtt adapter, the one module that imports paho;
+- ``link`` (``MqttLink``, the recorder's side) and ``probe`` (``check_broker``, ``linetap check``'s
+  probe) are built on that adapter.
+The event types and builders are the recorder's own: ``linetap/events.py``.
 """
-
-from __future__ import annotations
-
-from linetap.mqtt.client import BROKER_UNREACHABLE, MQTT_OUTBOX_FULL, MqttLink, check_broker, read_password
-from linetap.mqtt.topics import (
-    EVENT_TYPES,
-    OFFLINE,
-    ONLINE,
-    Topics,
-    alarm_cleared,
-    alarm_raised,
-    call_ended,
-    call_started,
-)
-
-__all__ = [
-    "BROKER_UNREACHABLE",
-    "EVENT_TYPES",
-    "MQTT_OUTBOX_FULL",
-    "MqttLink",
-    "OFFLINE",
-    "ONLINE",
-    "Topics",
-    "alarm_cleared",
-    "alarm_raised",
-    "call_ended",
-    "call_started",
-    "check_broker",
-    "read_password",
-]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from linetap.mqtt.topics import ALARM_CLEARED, ALARM_RAISED, OFFLINE, ONLINE, Topics
+from linetap.events import ALARM_CLEARED, ALARM_RAISED
+from linetap.mqtt.topics import OFFLINE, ONLINE, Topics
 
 LINE_STATES = ("idle", "recording", "fault", "disabled")
 

@@ -1,7 +1,8 @@
-"""What goes where on the broker: topic names and event payloads (pure, no paho).
+"""What goes where on the broker: topic names and payload encoding (pure, no paho).
 
 The contract (docs/CONTRACT.md, "MQTT") fixes the topics; this module is the one place that
 spells them, so the link, the discovery document, ``linetap fleet`` and the tests agree.
+The events themselves (their types and fields) belong to the recorder: ``linetap/events.py``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,6 @@ from linetap.clock import iso
 
 ONLINE = "online"
 OFFLINE = "offline"
-
-CALL_STARTED = "call_started"
-CALL_ENDED = "call_ended"
-ALARM_RAISED = "alarm_raised"
-ALARM_CLEARED = "alarm_cleared"
-EVENT_TYPES = (CALL_STARTED, CALL_ENDED, ALARM_RAISED, ALARM_CLEARED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,43 +79,3 @@ def event_payload(event: dict[str, Any], *, seq: int, recorder_id: str, now: flo
         if k not in doc:
             doc[k] = v
     return dumps(doc)
-
-
-def _when(t: float | str | None) -> str | None:
-    if t is None or isinstance(t, str):
-        return t
-    return iso(t)
-
-
-def call_started(*, call_id: int, line: str, started_at: float | str, ts: float | None = None) -> dict[str, Any]:
-    """A ``call_started`` event (times as epoch seconds or ready ISO strings)."""
-    return _event(CALL_STARTED, ts, call_id=call_id, line=line, started_at=_when(started_at))
-
-
-def call_ended(*, call_id: int, line: str, started_at: float | str, ended_at: float | str, duration_s: float,
-               caller_number: str | None = None, end_reason: str | None = None,
-               ts: float | None = None) -> dict[str, Any]:
-    return _event(CALL_ENDED, ts, call_id=call_id, line=line, started_at=_when(started_at),
-                  ended_at=_when(ended_at), duration_s=round(float(duration_s), 3),
-                  caller_number=caller_number, end_reason=end_reason)
-
-
-def alarm_raised(*, code: str, severity: str, line: str | None = None, detail: str = "",
-                 raised_at: float | str, ts: float | None = None) -> dict[str, Any]:
-    return _event(ALARM_RAISED, ts, code=code, severity=severity, line=line, detail=detail,
-                  raised_at=_when(raised_at))
-
-
-def alarm_cleared(*, code: str, severity: str, line: str | None = None, detail: str = "",
-                  raised_at: float | str | None = None, cleared_at: float | str,
-                  ts: float | None = None) -> dict[str, Any]:
-    return _event(ALARM_CLEARED, ts, code=code, severity=severity, line=line, detail=detail,
-                  raised_at=_when(raised_at), cleared_at=_when(cleared_at))
-
-
-def _event(etype: str, ts: float | None, **fields: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {"type": etype}
-    if ts is not None:
-        doc["ts"] = iso(ts)
-    doc.update(fields)
-    return doc
