@@ -11,7 +11,7 @@ seam: a ``source_factory`` of in-memory sources returning 20 ms blocks of realis
 (``linetap.sim.line.render``: a noise floor at -70 dBFS, calls of recorded speech, gaps) as fast
 as the pipeline takes them; a source stays at most ``AHEAD_S`` ahead of its line's progress, so
 nothing is dropped and the queue does not become the memory figure. The pipeline takes each line's
-queued blocks as runs of at most ``linetap.recorder.RUN_BLOCKS`` (200 ms), the runs it also makes in
+queued blocks as runs of at most ``linetap.pipeline.RUN_BLOCKS`` (200 ms), the runs it also makes in
 real time (where it lets ``GATHER_S``, 200 ms, of blocks gather), so these figures stand for real time.
 
 Then, in the same process, the same audio goes through the codec alone: every segment the
@@ -172,7 +172,7 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
     if profile_to is not None:
         import cProfile
         profile = cProfile.Profile()
-        work = rec._work
+        work = rec.pipeline.run
 
         def profiled_work() -> None:  # the pipeline thread, under the profiler
             profile.enable()
@@ -180,11 +180,11 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
                 work()
             finally:
                 profile.disable()
-        rec._work = profiled_work
+        rec.pipeline.run = profiled_work  # type: ignore[method-assign]
     wall0, cpu0, sys0 = time.perf_counter(), cpu_s(), sys_s()
     rec.start()
     try:
-        while not all(rec.lines[n].frames_seen >= total_frames for n in audio_of):
+        while not all(rec.line_calls[n].frames_seen >= total_frames for n in audio_of):
             time.sleep(0.05)
     finally:
         rec.stop()
@@ -223,7 +223,7 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
             "pipeline_wall_s": pipeline_wall, "codec_cpu_s": codec_cpu, "source_cpu_s": source_cpu[0],
             "rss_before_mb": rss_before, "rss_peak_mb": rss_pipeline, "source_audio_mb": source_mb,
             "peak_reset": peak_reset, "dropped_blocks": dropped,
-            "pipeline_errors": rec.pipeline_errors}
+            "pipeline_errors": rec.pipeline.errors}
 
 
 def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain") -> dict:
