@@ -1,18 +1,11 @@
 """The composition root: the one place that builds real adapters and wires them.
 
-    capture (one LineReader thread per line) --BlockQueue--> Pipeline thread (pipeline.py):
-        runs -> LineSupervisor (supervisor.py: line health) -> LineCalls (calls/) -> Recording
-        (store/) + Index (index/) -> EventRelay (events_fanout.py) -> Listeners -> MqttLink
-    HealthLoop thread (health/loop.py, every 100 ms or when woken): readers -> LineSupervisor,
-        alarm hysteresis, LEDs, systemd watchdog, MQTT link and health publishing
-    Housekeeping thread (housekeeping.py, every second): heartbeat, status file, sealing and
-        chaining finished recordings, retention sweep, disk and clock checks
-
-Everything is built here, in ``__init__``; ``start`` starts it in dependency order and
-``stop`` stops it in reverse. Threads only wait, loop, and catch at their top level. The
-capture threads wait on ALSA and nothing else; everything slow (the chain, encryption,
-deletions, the broker) happens on the housekeeping and health threads, never in the
-pipeline. Time comes from the injected clock and from the audio itself.
+Everything is built in ``Recorder.__init__``; ``start`` starts the parts in dependency order
+(MQTT link, start-up accounting, pipeline, capture readers, health and housekeeping threads)
+and ``stop`` stops them in reverse. The threads, each in its own module: one ``LineReader``
+per line (capture/reader.py) -> ``Pipeline`` (pipeline.py) -> ``LineSupervisor``
+(supervisor.py) and ``LineCalls`` (calls/line.py); ``HealthLoop`` (health/loop.py);
+``Housekeeping`` (housekeeping.py). README "Architecture" follows one call and one alarm.
 """
 
 from __future__ import annotations
@@ -46,6 +39,7 @@ from .store.recordings import DIR_MODE, Recording, SyncBatch
 from .supervisor import LineSupervisor, account_for_downtime
 
 if TYPE_CHECKING:  # built only when configured (gpiozero, paho behind them)
+    from .gpio import HookInput
     from .leds.driver import LedPanel
     from .mqtt.client import MqttLink
 
@@ -91,12 +85,7 @@ class Recorder:
             self.syncs = SyncBatch(self.data_dir)  # the recordings' periodic syncs, one per round
             self.line_calls: dict[str, LineCalls] = {}
             for line in enabled:
-                hook = None
-                if line.trigger == "offhook" and line.offhook_gpio is not None:
-                    from .gpio import HookInput
-                    hook = HookInput(line.offhook_gpio, active_low=line.offhook_active_low,
-                                     pin_factory=pin_factory)
-                    built.callback(hook.close)
+                hook = _hook_input(line, pin_factory, built)
                 self.line_calls[line.name] = LineCalls(line, open_recording=self._open_recording, hook=hook,
                                                        listener=self.events)
             self.link: MqttLink | None = None
@@ -205,14 +194,19 @@ class Recorder:
                          sync_interval_s=self.cfg.storage.sync_interval_s, on_error=on_error,
                          syncs=self.syncs)
 
-    # ------------------------------------------------------------------ for tests, the demo, benchmarks
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
         return self.board.snapshot()
 
-    def slow_checks(self) -> None:
-        """The disk and clock checks now, instead of at the housekeeping thread's next 10 s."""
-        self.housekeeping.slow_checks()
+
+def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack) -> HookInput | None:
+    """The off-hook detector of an ``offhook`` line (a GPIO input), closed with the recorder."""
+    if line.trigger != "offhook" or line.offhook_gpio is None:
+        return None
+    from .gpio import HookInput
+    hook = HookInput(line.offhook_gpio, active_low=line.offhook_active_low, pin_factory=pin_factory)
+    closers.callback(hook.close)
+    return hook
 
 
 def _join(thread: threading.Thread, timeout_s: float) -> None:
