@@ -146,7 +146,7 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
             self.name, self.audio, self.pos = pcm, audio_of[pcm], 0
 
         def read(self) -> Read:
-            ahead = self.pos - rec_box[0].lines[self.name].frames_seen
+            ahead = self.pos - rec_box[0].line_calls[self.name].frames_seen
             if self.pos >= total_frames or ahead > AHEAD_S * RATE:
                 time.sleep(0.02)  # fed out, or far enough ahead: like a blocked ALSA read
                 return Read(None)
