@@ -226,19 +226,19 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
             "pipeline_errors": rec.pipeline.errors}
 
 
-def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain") -> dict:
+def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain", idle: bool = False) -> dict:
     """The same recorder and audio, but each source's periods come by the wall clock, one every
     20 ms, as a sound card's do: read non-blocking from the card's buffer (``drain``) or waited
     for one by one (``blocking``). Returns the whole process's CPU as % of one core, over the run
-    less its first 2.5 s and last 2 s."""
+    less its first 2.5 s and last 2 s. ``idle``: the lines carry only their noise floor (no call)."""
     from linetap.capture import Read
     from linetap.clock import FakeClock
     from linetap.config import load_text
     from linetap.recorder import Recorder
     from linetap.sim.line import render
 
-    renders = [render(script(max(seconds, 120.0)), rate=RATE, seed=100 + i)[0].reshape(-1, 1)
-               for i in range(DISTINCT)]
+    plan = [("idle", max(seconds, 120.0))] if idle else script(max(seconds, 120.0))
+    renders = [render(plan, rate=RATE, seed=100 + i)[0].reshape(-1, 1) for i in range(DISTINCT)]
     work_dir = Path(tempfile.mkdtemp(prefix="linetap-bench-rt-"))
     data_dir = work_dir / "data"
     text = (f'[recorder]\nid = "bench"\ndata_dir = "{data_dir}"\n[storage]\ncodec = "{codec}"\n'
@@ -291,10 +291,44 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
         threads = {k: 100 * (v - threads0.get(k, 0.0)) / wall for k, v in thread_cpu_s().items()}
     finally:
         rec.stop()
+    try:
+        codec_cpu = codec_alone_s(data_dir, codec, lambda line: renders[int(line[4:]) % DISTINCT],
+                                  window_frames=(round((wall0 - t0) * RATE), round((wall0 + wall - t0) * RATE)),
+                                  out_dir=work_dir / "codec-only")
+    finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall, "threads_pct": threads,
+            "codec_pct": 100 * codec_cpu / wall,
             "dropped_blocks": sum(r.dropped_blocks for r in rec.readers.values()),
             "overruns": sum(r.overruns for r in rec.readers.values())}
+
+
+def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[int, int], out_dir: Path) -> float:
+    """CPU seconds that libsndfile alone takes to encode what the recorder recorded inside the
+    measured window (each recording's part of it, found from the index; the source's frame ``f``
+    is the window's time ``f / RATE`` after the sources' start), in the same 20 ms writes: the
+    codec floor of the real-time run, measured in the same process right after it."""
+    from linetap.clock import parse_iso
+    from linetap.index import open_index
+    from linetap.store.audio import AudioWriter
+
+    index = open_index(data_dir)
+    rows = [r for r in index.calls() if r["duration_s"]]
+    index.close()
+    w0, w1 = window_frames
+    out_dir.mkdir()
+    cpu0 = cpu_s()
+    for i, r in enumerate(rows):
+        first = round((parse_iso(r["started_at"]) - T0) * RATE)
+        a, b = max(first, w0), min(first + round(r["duration_s"] * RATE), w1)
+        if b <= a:
+            continue
+        w = AudioWriter(out_dir / f"{i}.{codec}", codec, RATE, 1)
+        seg = audio_of(r["line"])[a:b]
+        for j in range(0, len(seg), BLOCK):
+            w.write(seg[j:j + BLOCK])
+        w.close()
+    return cpu_s() - cpu0
 
 
 # --- the table ---------------------------------------------------------------------
@@ -312,6 +346,8 @@ def main() -> int:
                          "120 covers the whole script)")
     ap.add_argument("--reader", default="drain", choices=["drain", "blocking"],
                     help="with --realtime: how the sources are read (default: drain, as a sound card is)")
+    ap.add_argument("--idle", action="store_true",
+                    help="with --realtime: the lines stay idle (noise floor, no call): the recorder's fixed cost")
     ap.add_argument("--one", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
     ap.add_argument("--one-rt", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -324,7 +360,7 @@ def main() -> int:
     if args.one_rt:
         n, codec = int(args.one_rt[0]), args.one_rt[1]
         r = (run_wakeups(n, args.realtime, args.reader) if codec == "wakeups" else
-             run_realtime(n, codec, args.realtime, args.reader))
+             run_realtime(n, codec, args.realtime, args.reader, args.idle))
         print(json.dumps(r))
         return 0
 
@@ -429,10 +465,11 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     print(head)
     print("-" * len(head))
     by_thread: list[str] = []
+    vs_codec: list[str] = []
     for codec in ["wakeups"] + args.codecs.split(","):
         for n in (int(x) for x in args.lines.split(",")):
             cmd = [sys.executable, __file__, "--one-rt", str(n), codec, "--realtime", str(args.realtime),
-                   "--reader", args.reader]
+                   "--reader", args.reader] + (["--idle"] if args.idle else [])
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if p.returncode != 0:
                 print(p.stderr, file=sys.stderr)
@@ -440,6 +477,10 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
             r = json.loads(p.stdout.strip().splitlines()[-1])
             print(f"{codec:<7} {n:>5} {r['core_pct']:>6.1f}% {r['core_pct'] / n:>9.3f}% {r['dropped_blocks']:>5} "
                   f"{r.get('overruns', 0):>8}")
+            if r.get("codec_pct"):
+                vs_codec.append(f"{codec} x {n}: codec alone {r['codec_pct']:.2f} % of a core "
+                                f"({r['codec_pct'] / n:.3f} % per line); recorder / codec "
+                                f"{r['core_pct'] / r['codec_pct']:.2f}x")
             if r.get("threads_pct"):
                 by_thread.append(f"{codec} x {n}: " + ", ".join(
                     f"{k} {v:.2f} %" for k, v in sorted(r["threads_pct"].items(), key=lambda kv: -kv[1])
@@ -450,6 +491,11 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     print("and the pipeline runs in rounds of 200 ms. Targets (issue 2): 32 lines < 35 % (opus), < 10 % (flac).")
     print(f"wakeups (the baseline, same run): N bare threads waking {wakes} to queue the blocks due, one")
     print("consumer every 100 ms, no recorder: the floor under any thread-per-line capture.")
+    if vs_codec:
+        print("\nBeside the codec alone (same process, right after: libsndfile encoding what was recorded in the")
+        print("measured window, in the same 20 ms writes; the ratio is the whole recorder's CPU over the codec's):")
+        for line in vs_codec:
+            print("  " + line)
     if by_thread:
         print("\nBy thread (% of one core, same window; capture: every line's reader, with its simulated card):")
         for line in by_thread:
