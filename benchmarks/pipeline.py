@@ -2,7 +2,7 @@
 """The whole recorder pipeline at 1, 4, 16 and 32 lines, beside the codec alone.
 
     .venv/bin/python benchmarks/pipeline.py [--lines 1,4,16,32] [--codecs opus,flac] [--seconds 120]
-    .venv/bin/python benchmarks/pipeline.py --realtime 120 [--lines 4,32] [--codecs opus,flac] [--reader drain|blocking]
+    .venv/bin/python benchmarks/pipeline.py --realtime 120 [--lines 4,32] [--codecs opus,flac] [--reader drain|blocking] [--idle]
 
 Each (codec, lines) case runs in a fresh process, so its peak RSS is its own. In it, the real
 ``linetap.recorder.Recorder`` (capture reader threads, level and DSP analysis, segmentation,
@@ -25,6 +25,10 @@ the card's buffer by the wall clock, a read takes one or finds none, and the rea
 drains (100 ms). ``--reader blocking`` models the other kind of source instead, a read that waits for
 each period (one wake-up per 20 ms per line; this is how the ``file`` PCM of the tests behaves). The
 audio is the same 120 s script as above (about 60 % in calls); use SECONDS >= 120 to measure all of it.
+After the run, in the same process, libsndfile alone encodes what the recorder recorded inside the
+measured window (same 20 ms writes): the codec floor of that run, and the recorder's CPU over it is
+printed as "recorder / codec" (the fixed cost of running shows as the excess over 1). ``--idle``:
+the lines carry only their noise floor (no call), for the fixed cost alone.
 The "32 lines RT" column of the main table is 32 x the per-line cost at full speed, which leaves
 out what only real time costs (the readers' wake-ups, a pipeline round every 200 ms).
 
@@ -292,7 +296,7 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     finally:
         rec.stop()
     try:
-        codec_cpu = codec_alone_s(data_dir, codec, lambda line: renders[int(line[4:]) % DISTINCT],
+        codec_cpu = 0.0 if idle else codec_alone_s(data_dir, codec, lambda line: renders[int(line[4:]) % DISTINCT],
                                   window_frames=(round((wall0 - t0) * RATE), round((wall0 + wall - t0) * RATE)),
                                   out_dir=work_dir / "codec-only")
     finally:

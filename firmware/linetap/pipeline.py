@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 from .calls.line import LineCalls
 from .capture import Block, Run, SourceEvent
@@ -64,13 +64,15 @@ class Pipeline(threading.Thread):
     waits until the queue is empty, so the last captured audio is recorded."""
 
     def __init__(self, blocks: BlockQueue, line_calls: Mapping[str, LineCalls], *,
-                 supervisor: LineSupervisor, syncs: SyncBatch, watchdog: ProgressWatchdog) -> None:
+                 supervisor: LineSupervisor, syncs: SyncBatch, watchdog: ProgressWatchdog,
+                 on_source_event: Callable[[], None] = lambda: None) -> None:
         super().__init__(name="pipeline", daemon=True)
         self.blocks = blocks
         self.line_calls = line_calls
         self.supervisor = supervisor
         self.syncs = syncs
         self.watchdog = watchdog
+        self.on_source_event = on_source_event  # a PCM lost or reopened: the health thread looks at once
         self.stopping = threading.Event()
         self.blocks_processed = 0
         self.errors = 0  # runs whose handling failed, and failed round syncs
@@ -122,8 +124,10 @@ class Pipeline(threading.Thread):
                 self.supervisor.check_run(item)
                 self.line_calls[item.line].on_block(item)
                 self.blocks_processed += len(item.blocks)
-            elif item.kind == "lost" and item.line in self.line_calls:
-                self.line_calls[item.line].source_lost()
+            else:
+                if item.kind == "lost" and item.line in self.line_calls:
+                    self.line_calls[item.line].source_lost()
+                self.on_source_event()
         except Exception:  # noqa: BLE001 - one bad run must not stop every line
             self.errors += 1
             if self.errors <= LOGGED_ERRORS or self.errors % 1000 == 0:

@@ -111,11 +111,12 @@ class Recorder:
             self.board = StatusBoard(recorder_id=cfg.recorder.id, lines=cfg.lines, line_calls=self.line_calls,
                                      alarms=self.alarms, clock=clock)
             self.pipeline = Pipeline(self.blocks, self.line_calls, supervisor=self.supervisor, syncs=self.syncs,
-                                     watchdog=self.watchdog)
+                                     watchdog=self.watchdog, on_source_event=self.wake_health.set)
             self.health_loop = HealthLoop(clock=clock, readers=self.readers, supervisor=self.supervisor,
                                           alarms=self.alarms, board=self.board, leds=self.leds, link=self.link,
                                           notifier=self.notifier, watchdog=self.watchdog, wake=self.wake_health,
-                                          publish_every_s=cfg.mqtt.health_interval_s if cfg.mqtt else 30.0)
+                                          publish_every_s=cfg.mqtt.health_interval_s if cfg.mqtt else 30.0,
+                                          stall_after_s=cfg.health.stall_after_ms / 1000)
             self.housekeeping = Housekeeping(index=self.index, data_dir=self.data_dir, storage=cfg.storage,
                                              health=cfg.health, clock=clock, alarms=self.alarms,
                                              sweeper=Sweeper.from_config(self.index, cfg, clock=clock),

@@ -1,18 +1,19 @@
-"""The health thread: every 100 ms (or at once when woken), the box's outward signs of health.
+"""The health thread: the box's outward signs of health, at once when woken, else when due.
 
 Each tick: the capture readers' snapshots go to the line supervisor (LINE_NO_DEVICE, a
 stalled PCM), the alarms' hysteresis runs, the LEDs show the lines' states, the systemd
 watchdog is fed while every part makes progress, READY=1 is sent once, and the MQTT link
 is ticked and given the health snapshot when a line state or alarm changed (and every
 ``publish_every_s`` regardless). Anything that changes what the LEDs or the broker should
-show (an alarm, a call starting or ending) sets ``wake``, so the tick comes at once.
+show (an alarm, a call starting or ending) sets ``wake``, so the tick comes at once; between
+events it ticks when something is due (``tick_wait_s``): every 100-500 ms.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..alarms.manager import Alarm, AlarmManager
 from ..capture.reader import LineReader
@@ -29,9 +30,39 @@ if TYPE_CHECKING:  # both are built only when configured (gpiozero, paho behind 
 
 logger = logging.getLogger(__name__)
 
-HEALTH_TICK_S = 0.1
+HEALTH_TICK_S = 0.1  # the fastest tick: while starting up, and while a line is overdue for frames
+IDLE_TICK_S = 0.5  # the slowest: what nothing wakes (an unplugged PCM, alarm clears) is seen this late
+STALL_MARGIN_S = 0.01  # tick just after a stall could be declared, not just before
 LINK_TICK_S = 0.5  # the MQTT link's reconnect / outbox work
 READY_TIMEOUT_S = 5.0  # READY=1 even if a line cannot be opened: it is alarmed, not fatal
+
+
+def tick_wait_s(now_mono: float, *, ready: bool, due_mono: Iterable[float]) -> float:
+    """How long the health thread sleeps before its next tick, unless something wakes it.
+
+    Whatever must show at once wakes it (an alarm raised or cleared, a call starting or
+    ending: ``EventRelay``). What nothing announces has a time it is due (``due_mono``):
+    the MQTT link's next tick, and for each open line the moment it could be declared
+    stalled (its last frames, or its opening, plus the stall time: ``stall_due_mono``). The
+    thread ticks at the earliest of them, at most every ``HEALTH_TICK_S`` and at least every
+    ``IDLE_TICK_S``. A line whose frames come every 100 ms is never closer than 0.4 s to
+    stalling, so a healthy box ticks about twice a second instead of 10 times, and a stall
+    is seen within 10 ms of its threshold instead of 100. Until READY=1: every ``HEALTH_TICK_S``."""
+    if not ready:
+        return HEALTH_TICK_S
+    wait = IDLE_TICK_S
+    for t in due_mono:
+        wait = min(wait, t - now_mono)
+    return max(HEALTH_TICK_S, wait)
+
+
+def stall_due_mono(r: ReaderSnapshot, stall_after_s: float) -> float | None:
+    """When an open reader with no new frames could be declared stalled (``detect.dead.stall_check``
+    measures from the later of its last frames and its opening), or None."""
+    refs = [t for t in (r.last_frames_mono, r.opened_mono) if t is not None]
+    if not r.is_open or not refs:
+        return None
+    return max(refs) + stall_after_s + STALL_MARGIN_S
 
 
 def reader_snapshot(r: LineReader) -> ReaderSnapshot:
@@ -44,7 +75,7 @@ class HealthLoop(threading.Thread):
     def __init__(self, *, clock: Clock, readers: Mapping[str, LineReader], supervisor: LineSupervisor,
                  alarms: AlarmManager, board: StatusBoard, leds: LedPanel | None, link: MqttLink | None,
                  notifier: Notifier, watchdog: ProgressWatchdog, wake: threading.Event,
-                 publish_every_s: float) -> None:
+                 publish_every_s: float, stall_after_s: float) -> None:
         super().__init__(name="health", daemon=True)
         self.clock = clock
         self.readers = readers
@@ -57,6 +88,7 @@ class HealthLoop(threading.Thread):
         self.watchdog = watchdog
         self.wake = wake
         self.publish_every_s = publish_every_s
+        self.stall_after_s = stall_after_s
         self.stopping = threading.Event()
         self.ready = False
         self.started_mono = clock.mono()
@@ -67,13 +99,27 @@ class HealthLoop(threading.Thread):
         self._last_published: tuple[Any, ...] | None = None
 
     def run(self) -> None:
+        wait_s = HEALTH_TICK_S
         while not self.stopping.is_set():
-            self.wake.wait(HEALTH_TICK_S)
+            self.wake.wait(wait_s)
             self.wake.clear()
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the health thread must survive anything
                 logger.exception("health check failed")
+            wait_s = self._next_wait_s()
+
+    def _next_wait_s(self) -> float:
+        try:
+            due = [self._next_link] if self.link is not None else []
+            for r in self.readers.values():
+                t = stall_due_mono(reader_snapshot(r), self.stall_after_s)
+                if t is not None:
+                    due.append(t)
+            return tick_wait_s(self.clock.mono(), ready=self.ready, due_mono=due)
+        except Exception:  # noqa: BLE001 - never a reason to stop ticking
+            logger.exception("cannot tell when to tick next")
+            return HEALTH_TICK_S
 
     def stop(self) -> None:
         self.stopping.set()
