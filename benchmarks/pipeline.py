@@ -2,7 +2,7 @@
 """The whole recorder pipeline at 1, 4, 16 and 32 lines, beside the codec alone.
 
     .venv/bin/python benchmarks/pipeline.py [--lines 1,4,16,32] [--codecs opus,flac] [--seconds 120]
-    .venv/bin/python benchmarks/pipeline.py --realtime 120 [--lines 4,32] [--codecs opus,flac] [--reader drain|blocking]
+    .venv/bin/python benchmarks/pipeline.py --realtime 120 [--lines 4,32] [--codecs opus,flac] [--reader drain|blocking] [--idle]
 
 Each (codec, lines) case runs in a fresh process, so its peak RSS is its own. In it, the real
 ``linetap.recorder.Recorder`` (capture reader threads, level and DSP analysis, segmentation,
@@ -11,7 +11,7 @@ seam: a ``source_factory`` of in-memory sources returning 20 ms blocks of realis
 (``linetap.sim.line.render``: a noise floor at -70 dBFS, calls of recorded speech, gaps) as fast
 as the pipeline takes them; a source stays at most ``AHEAD_S`` ahead of its line's progress, so
 nothing is dropped and the queue does not become the memory figure. The pipeline takes each line's
-queued blocks as runs of at most ``linetap.recorder.RUN_BLOCKS`` (200 ms), the runs it also makes in
+queued blocks as runs of at most ``linetap.pipeline.RUN_BLOCKS`` (200 ms), the runs it also makes in
 real time (where it lets ``GATHER_S``, 200 ms, of blocks gather), so these figures stand for real time.
 
 Then, in the same process, the same audio goes through the codec alone: every segment the
@@ -25,6 +25,10 @@ the card's buffer by the wall clock, a read takes one or finds none, and the rea
 drains (100 ms). ``--reader blocking`` models the other kind of source instead, a read that waits for
 each period (one wake-up per 20 ms per line; this is how the ``file`` PCM of the tests behaves). The
 audio is the same 120 s script as above (about 60 % in calls); use SECONDS >= 120 to measure all of it.
+After the run, in the same process, libsndfile alone encodes what the recorder recorded inside the
+measured window (same 20 ms writes): the codec floor of that run, and the recorder's CPU over it is
+printed as "recorder / codec" (the fixed cost of running shows as the excess over 1). ``--idle``:
+the lines carry only their noise floor (no call), for the fixed cost alone.
 The "32 lines RT" column of the main table is 32 x the per-line cost at full speed, which leaves
 out what only real time costs (the readers' wake-ups, a pipeline round every 200 ms).
 
@@ -146,7 +150,7 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
             self.name, self.audio, self.pos = pcm, audio_of[pcm], 0
 
         def read(self) -> Read:
-            ahead = self.pos - rec_box[0].lines[self.name].frames_seen
+            ahead = self.pos - rec_box[0].line_calls[self.name].frames_seen
             if self.pos >= total_frames or ahead > AHEAD_S * RATE:
                 time.sleep(0.02)  # fed out, or far enough ahead: like a blocked ALSA read
                 return Read(None)
@@ -172,7 +176,7 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
     if profile_to is not None:
         import cProfile
         profile = cProfile.Profile()
-        work = rec._work
+        work = rec.pipeline.run
 
         def profiled_work() -> None:  # the pipeline thread, under the profiler
             profile.enable()
@@ -180,11 +184,11 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
                 work()
             finally:
                 profile.disable()
-        rec._work = profiled_work
+        rec.pipeline.run = profiled_work  # type: ignore[method-assign]
     wall0, cpu0, sys0 = time.perf_counter(), cpu_s(), sys_s()
     rec.start()
     try:
-        while not all(rec.lines[n].frames_seen >= total_frames for n in audio_of):
+        while not all(rec.line_calls[n].frames_seen >= total_frames for n in audio_of):
             time.sleep(0.05)
     finally:
         rec.stop()
@@ -223,22 +227,22 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
             "pipeline_wall_s": pipeline_wall, "codec_cpu_s": codec_cpu, "source_cpu_s": source_cpu[0],
             "rss_before_mb": rss_before, "rss_peak_mb": rss_pipeline, "source_audio_mb": source_mb,
             "peak_reset": peak_reset, "dropped_blocks": dropped,
-            "pipeline_errors": rec.pipeline_errors}
+            "pipeline_errors": rec.pipeline.errors}
 
 
-def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain") -> dict:
+def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain", idle: bool = False) -> dict:
     """The same recorder and audio, but each source's periods come by the wall clock, one every
     20 ms, as a sound card's do: read non-blocking from the card's buffer (``drain``) or waited
     for one by one (``blocking``). Returns the whole process's CPU as % of one core, over the run
-    less its first 2.5 s and last 2 s."""
+    less its first 2.5 s and last 2 s. ``idle``: the lines carry only their noise floor (no call)."""
     from linetap.capture import Read
     from linetap.clock import FakeClock
     from linetap.config import load_text
     from linetap.recorder import Recorder
     from linetap.sim.line import render
 
-    renders = [render(script(max(seconds, 120.0)), rate=RATE, seed=100 + i)[0].reshape(-1, 1)
-               for i in range(DISTINCT)]
+    plan = [("idle", max(seconds, 120.0))] if idle else script(max(seconds, 120.0))
+    renders = [render(plan, rate=RATE, seed=100 + i)[0].reshape(-1, 1) for i in range(DISTINCT)]
     work_dir = Path(tempfile.mkdtemp(prefix="linetap-bench-rt-"))
     data_dir = work_dir / "data"
     text = (f'[recorder]\nid = "bench"\ndata_dir = "{data_dir}"\n[storage]\ncodec = "{codec}"\n'
@@ -291,10 +295,44 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
         threads = {k: 100 * (v - threads0.get(k, 0.0)) / wall for k, v in thread_cpu_s().items()}
     finally:
         rec.stop()
+    try:
+        codec_cpu = 0.0 if idle else codec_alone_s(data_dir, codec, lambda line: renders[int(line[4:]) % DISTINCT],
+                                  window_frames=(round((wall0 - t0) * RATE), round((wall0 + wall - t0) * RATE)),
+                                  out_dir=work_dir / "codec-only")
+    finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall, "threads_pct": threads,
+            "codec_pct": 100 * codec_cpu / wall,
             "dropped_blocks": sum(r.dropped_blocks for r in rec.readers.values()),
             "overruns": sum(r.overruns for r in rec.readers.values())}
+
+
+def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[int, int], out_dir: Path) -> float:
+    """CPU seconds that libsndfile alone takes to encode what the recorder recorded inside the
+    measured window (each recording's part of it, found from the index; the source's frame ``f``
+    is the window's time ``f / RATE`` after the sources' start), in the same 20 ms writes: the
+    codec floor of the real-time run, measured in the same process right after it."""
+    from linetap.clock import parse_iso
+    from linetap.index import open_index
+    from linetap.store.audio import AudioWriter
+
+    index = open_index(data_dir)
+    rows = [r for r in index.calls() if r["duration_s"]]
+    index.close()
+    w0, w1 = window_frames
+    out_dir.mkdir()
+    cpu0 = cpu_s()
+    for i, r in enumerate(rows):
+        first = round((parse_iso(r["started_at"]) - T0) * RATE)
+        a, b = max(first, w0), min(first + round(r["duration_s"] * RATE), w1)
+        if b <= a:
+            continue
+        w = AudioWriter(out_dir / f"{i}.{codec}", codec, RATE, 1)
+        seg = audio_of(r["line"])[a:b]
+        for j in range(0, len(seg), BLOCK):
+            w.write(seg[j:j + BLOCK])
+        w.close()
+    return cpu_s() - cpu0
 
 
 # --- the table ---------------------------------------------------------------------
@@ -312,6 +350,8 @@ def main() -> int:
                          "120 covers the whole script)")
     ap.add_argument("--reader", default="drain", choices=["drain", "blocking"],
                     help="with --realtime: how the sources are read (default: drain, as a sound card is)")
+    ap.add_argument("--idle", action="store_true",
+                    help="with --realtime: the lines stay idle (noise floor, no call): the recorder's fixed cost")
     ap.add_argument("--one", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
     ap.add_argument("--one-rt", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -324,7 +364,7 @@ def main() -> int:
     if args.one_rt:
         n, codec = int(args.one_rt[0]), args.one_rt[1]
         r = (run_wakeups(n, args.realtime, args.reader) if codec == "wakeups" else
-             run_realtime(n, codec, args.realtime, args.reader))
+             run_realtime(n, codec, args.realtime, args.reader, args.idle))
         print(json.dumps(r))
         return 0
 
@@ -429,10 +469,11 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     print(head)
     print("-" * len(head))
     by_thread: list[str] = []
+    vs_codec: list[str] = []
     for codec in ["wakeups"] + args.codecs.split(","):
         for n in (int(x) for x in args.lines.split(",")):
             cmd = [sys.executable, __file__, "--one-rt", str(n), codec, "--realtime", str(args.realtime),
-                   "--reader", args.reader]
+                   "--reader", args.reader] + (["--idle"] if args.idle else [])
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if p.returncode != 0:
                 print(p.stderr, file=sys.stderr)
@@ -440,6 +481,10 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
             r = json.loads(p.stdout.strip().splitlines()[-1])
             print(f"{codec:<7} {n:>5} {r['core_pct']:>6.1f}% {r['core_pct'] / n:>9.3f}% {r['dropped_blocks']:>5} "
                   f"{r.get('overruns', 0):>8}")
+            if r.get("codec_pct"):
+                vs_codec.append(f"{codec} x {n}: codec alone {r['codec_pct']:.2f} % of a core "
+                                f"({r['codec_pct'] / n:.3f} % per line); recorder / codec "
+                                f"{r['core_pct'] / r['codec_pct']:.2f}x")
             if r.get("threads_pct"):
                 by_thread.append(f"{codec} x {n}: " + ", ".join(
                     f"{k} {v:.2f} %" for k, v in sorted(r["threads_pct"].items(), key=lambda kv: -kv[1])
@@ -450,6 +495,11 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     print("and the pipeline runs in rounds of 200 ms. Recorder-core targets: 32 lines < 35 % (opus), < 10 % (flac).")
     print(f"wakeups (the baseline, same run): N bare threads waking {wakes} to queue the blocks due, one")
     print("consumer every 100 ms, no recorder: the floor under any thread-per-line capture.")
+    if vs_codec:
+        print("\nBeside the codec alone (same process, right after: libsndfile encoding what was recorded in the")
+        print("measured window, in the same 20 ms writes; the ratio is the whole recorder's CPU over the codec's):")
+        for line in vs_codec:
+            print("  " + line)
     if by_thread:
         print("\nBy thread (% of one core, same window; capture: every line's reader, with its simulated card):")
         for line in by_thread:

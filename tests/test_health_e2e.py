@@ -42,7 +42,7 @@ class AudioClock(FakeClock):
         self.rec: Recorder | None = None
 
     def mono(self) -> float:
-        calls = self.rec.lines.get("line1") if self.rec is not None else None
+        calls = self.rec.line_calls.get("line1") if self.rec is not None else None
         return 1000.0 + (calls.frames_seen / 8000 if calls is not None else 0.0)
 
 
@@ -81,7 +81,7 @@ def make(alsa_line, data_dir, tmp_path, *, clock=None, source_factory=None, line
 def fed(rec: Recorder, seconds: float, rate: int = 8000) -> None:
     def done() -> bool:
         assert rec.readers["line1"].dropped_blocks == 0
-        return rec.lines["line1"].frames_seen >= int(seconds * rate)
+        return rec.line_calls["line1"].frames_seen >= int(seconds * rate)
     wait_for(done, timeout=60)
 
 
@@ -166,7 +166,7 @@ def test_a_stalled_pcm_is_alarmed_within_a_second_and_clears_when_frames_return(
     feeder = line.feed(pcm, speed=1.0)
     rec.start()
     try:
-        wait_for(lambda: rec.lines["line1"].frames_seen >= 8000, timeout=5)
+        wait_for(lambda: rec.line_calls["line1"].frames_seen >= 8000, timeout=5)
         feeder.pause()
         paused_at = time.time()
         assert raised.wait(3)

@@ -30,7 +30,7 @@ def run_until_fed(rec: Recorder, names: list[str], total_s: float, rate: int = 8
     """
     def done() -> bool:
         assert all(rec.readers[n].dropped_blocks == 0 for n in names), "the pipeline fell behind"
-        return all(rec.lines[n].frames_seen >= int(total_s * rate) for n in names)
+        return all(rec.line_calls[n].frames_seen >= int(total_s * rate) for n in names)
     wait_for(done, timeout=timeout)
 
 

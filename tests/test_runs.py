@@ -19,7 +19,7 @@ from linetap.config import LineConfig
 from linetap.sim import signals as sig
 from linetap.detect.dead import LineHealthDetector
 from linetap.detect.level import block_dbfs, dbfs
-from linetap.recorder import runs
+from linetap.pipeline import runs
 from linetap.sim.line import noise, render
 
 RATE = 8000

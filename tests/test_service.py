@@ -71,7 +71,7 @@ def test_ready_after_the_lines_open_and_the_watchdog_fed_only_while_the_pipeline
         fed = ns.fields("WATCHDOG")
         assert len(fed) >= 2, ns.messages  # every second (half of WatchdogSec=2s)
         # The pipeline hangs (a stuck write, a deadlock): the pings must stop, the box must say so.
-        calls = rec.lines["line1"]
+        calls = rec.line_calls["line1"]
         monkeypatch.setattr(calls, "on_block", lambda block: hang.wait())
         hung_at = time.monotonic()
         time.sleep(3.5)

@@ -42,7 +42,7 @@ def run_service(cfg: Config, *, stop: threading.Event | None = None) -> int:
 
 
 def status_path(cfg: Config) -> Path:
-    from .recorder import STATUS_FILE
+    from .housekeeping import STATUS_FILE
     return Path(cfg.recorder.data_dir) / STATUS_FILE
 
 

@@ -199,6 +199,6 @@ def run_demo(directory: Path, *, seconds: float = 0, codec: str = "opus") -> int
         if broker is not None:
             broker.terminate()
             broker.wait(5)
-    calls = rec.lines["line1"].calls_recorded if "line1" in rec.lines else 0
+    calls = rec.line_calls["line1"].calls_recorded if "line1" in rec.line_calls else 0
     print(f"demo: stopped; {calls} call(s) recorded this run", flush=True)
     return 0

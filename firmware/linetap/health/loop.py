@@ -1,0 +1,180 @@
+"""The health thread: the box's outward signs of health, at once when woken, else when due.
+
+Each tick: the capture readers' snapshots go to the line supervisor (LINE_NO_DEVICE, a
+stalled PCM), the alarms' hysteresis runs, the LEDs show the lines' states, the systemd
+watchdog is fed while every part makes progress, READY=1 is sent once, and the MQTT link
+is ticked and given the health snapshot when a line state or alarm changed (and every
+``publish_every_s`` regardless). Anything that changes what the LEDs or the broker should
+show (an alarm, a call starting or ending) sets ``wake``, so the tick comes at once; between
+events it ticks when something is due (``tick_wait_s``): every 100-500 ms.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from ..alarms.manager import Alarm, AlarmManager
+from ..capture.reader import LineReader
+from ..clock import Clock
+from ..leds.patterns import led_patterns
+from ..supervisor import LineSupervisor, ReaderSnapshot
+from .broker import BROKER_UNREACHABLE, broker_alarm
+from .board import StatusBoard
+from .sdnotify import Notifier, ProgressWatchdog
+from .snapshot import line_states, significant_of
+
+if TYPE_CHECKING:  # both are built only when configured (gpiozero, paho behind them)
+    from ..leds.driver import LedPanel
+    from ..mqtt.link import MqttLink
+
+logger = logging.getLogger(__name__)
+
+HEALTH_TICK_S = 0.1  # the fastest tick: while starting up, and while a line is overdue for frames
+IDLE_TICK_S = 0.5  # the slowest: what nothing wakes (an unplugged PCM, alarm clears) is seen this late
+STALL_MARGIN_S = 0.01  # tick just after a stall could be declared, not just before
+LINK_TICK_S = 0.5  # the MQTT link's reconnect / outbox work
+READY_TIMEOUT_S = 5.0  # READY=1 even if a line cannot be opened: it is alarmed, not fatal
+
+
+def tick_wait_s(now_mono: float, *, ready: bool, due_mono: Iterable[float]) -> float:
+    """How long the health thread sleeps before its next tick, unless something wakes it.
+
+    Whatever must show at once wakes it (an alarm raised or cleared, a call starting or
+    ending: ``EventRelay``). What nothing announces has a time it is due (``due_mono``):
+    the MQTT link's next tick, and for each open line the moment it could be declared
+    stalled (its last frames, or its opening, plus the stall time: ``stall_due_mono``). The
+    thread ticks at the earliest of them, at most every ``HEALTH_TICK_S`` and at least every
+    ``IDLE_TICK_S``. A line whose frames come every 100 ms is never closer than 0.4 s to
+    stalling, so a healthy box ticks about twice a second instead of 10 times, and a stall
+    is seen within 10 ms of its threshold instead of 100. Until READY=1: every ``HEALTH_TICK_S``."""
+    if not ready:
+        return HEALTH_TICK_S
+    wait = IDLE_TICK_S
+    for t in due_mono:
+        wait = min(wait, t - now_mono)
+    return max(HEALTH_TICK_S, wait)
+
+
+def stall_due_mono(r: ReaderSnapshot, stall_after_s: float) -> float | None:
+    """When an open reader with no new frames could be declared stalled (``detect.dead.stall_check``
+    measures from the later of its last frames and its opening), or None."""
+    refs = [t for t in (r.last_frames_mono, r.opened_mono) if t is not None]
+    if not r.is_open or not refs:
+        return None
+    return max(refs) + stall_after_s + STALL_MARGIN_S
+
+
+def reader_snapshot(r: LineReader) -> ReaderSnapshot:
+    """A reader's fields as the supervisor reads them (each a plain, atomic attribute store)."""
+    return ReaderSnapshot(error=r.error, error_at=r.error_at, outages=r.outages, last_outage=r.last_outage,
+                          is_open=r.is_open, last_frames_mono=r.last_frames_mono, opened_mono=r.opened_mono)
+
+
+class HealthLoop(threading.Thread):
+    def __init__(self, *, clock: Clock, readers: Mapping[str, LineReader], supervisor: LineSupervisor,
+                 alarms: AlarmManager, board: StatusBoard, leds: LedPanel | None, link: MqttLink | None,
+                 notifier: Notifier, watchdog: ProgressWatchdog, wake: threading.Event,
+                 publish_every_s: float, stall_after_s: float) -> None:
+        super().__init__(name="health", daemon=True)
+        self.clock = clock
+        self.readers = readers
+        self.supervisor = supervisor
+        self.alarms = alarms
+        self.board = board
+        self.leds = leds
+        self.link = link
+        self.notifier = notifier
+        self.watchdog = watchdog
+        self.wake = wake
+        self.publish_every_s = publish_every_s
+        self.stall_after_s = stall_after_s
+        self.stopping = threading.Event()
+        self.ready = False
+        self.started_mono = clock.mono()
+        self._ping_every_s = notifier.watchdog_interval_s() / 2 if notifier.watchdog_interval_s() else None
+        self._next_ping = 0.0
+        self._next_link = 0.0
+        self._next_publish = 0.0
+        self._last_published: tuple[Any, ...] | None = None
+
+    def run(self) -> None:
+        wait_s = HEALTH_TICK_S
+        while not self.stopping.is_set():
+            self.wake.wait(wait_s)
+            self.wake.clear()
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the health thread must survive anything
+                logger.exception("health check failed")
+            wait_s = self._next_wait_s()
+
+    def _next_wait_s(self) -> float:
+        try:
+            due = [self._next_link] if self.link is not None else []
+            for r in self.readers.values():
+                t = stall_due_mono(reader_snapshot(r), self.stall_after_s)
+                if t is not None:
+                    due.append(t)
+            return tick_wait_s(self.clock.mono(), ready=self.ready, due_mono=due)
+        except Exception:  # noqa: BLE001 - never a reason to stop ticking
+            logger.exception("cannot tell when to tick next")
+            return HEALTH_TICK_S
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def tick(self) -> None:
+        now_mono = self.clock.mono()
+        self.check_readers()
+        self.alarms.tick()
+        # What the LEDs and "publish now?" need, without a whole document every tick.
+        active = self.alarms.active()
+        states = line_states(self.board.line_statuses(), active)
+        if self.leds is not None:
+            self.leds.apply(self._led_patterns(self.leds, states, active))
+        self.watchdog.progress("health")
+        self._maybe_ready()
+        if self._ping_every_s is not None and now_mono >= self._next_ping:
+            self._next_ping = now_mono + self._ping_every_s
+            if self.watchdog.should_ping():
+                self.notifier.watchdog()
+            else:
+                logger.error("not feeding the watchdog: no progress from %s", ", ".join(self.watchdog.stale()))
+        if self.link is not None:
+            if now_mono >= self._next_link:
+                self._next_link = now_mono + LINK_TICK_S
+                self.link.tick()
+                # The link reports its state; whether that is an alarm is decided here.
+                self.alarms.set(BROKER_UNREACHABLE, None,
+                                *broker_alarm(self.link.state(), now_mono, self.link.cfg.unreachable_after_s))
+            sig = significant_of(states, active)
+            if sig != self._last_published or now_mono >= self._next_publish:
+                self._last_published = sig
+                self._next_publish = now_mono + self.publish_every_s
+                self.link.publish_health(self.board.snapshot())
+
+    def check_readers(self) -> None:
+        """Per line: can the PCM be opened (LINE_NO_DEVICE), do frames arrive (a stall)."""
+        now_mono, now_wall = self.clock.mono(), self.clock.wall()
+        for name, r in self.readers.items():
+            self.supervisor.check_reader(name, reader_snapshot(r), now_mono, now_wall)
+
+    def _led_patterns(self, leds: LedPanel, states: dict[str, tuple[str, tuple[str, ...]]],
+                      active: list[Alarm]) -> dict[str, str]:
+        return led_patterns({name: st for name, (st, _) in states.items()}, active,
+                            lines_with_led=leds.lines_with_led,
+                            process_fault=bool(self.watchdog.stale()) and self.ready)
+
+    def _maybe_ready(self) -> None:
+        if self.ready:
+            return
+        opened = all(r.is_open for r in self.readers.values())
+        if opened or self.clock.mono() - self.started_mono >= READY_TIMEOUT_S:
+            self.ready = True
+            down = [n for n, r in self.readers.items() if not r.is_open]
+            status = (f"recording {len(self.readers)} line(s)" if not down
+                      else f"recording; cannot open {', '.join(down)}")
+            self.notifier.ready(status)

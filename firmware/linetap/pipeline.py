@@ -1,0 +1,134 @@
+"""The pipeline thread: queued audio -> runs -> line health -> calls -> files, one round at a time.
+
+Each round takes everything the capture readers queued (``BlockQueue.take_all``), joins
+each line's consecutive blocks into runs (``runs``), hands every run to the line
+supervisor (dead / clipping / lost samples) and to the line's ``LineCalls`` (segmenter,
+DSP, the recording's writes), then pushes the round's due syncs to the disk together
+(``SyncBatch``: one ``syncfs``, not an fsync per file). Nothing here waits on the
+broker, the chain or a deletion: those are the health and housekeeping threads' work.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable, Iterator, Mapping
+
+from .calls.line import LineCalls
+from .capture import Block, Run, SourceEvent
+from .capture.reader import BlockQueue
+from .health.sdnotify import ProgressWatchdog
+from .store.recordings import SyncBatch
+from .supervisor import LineSupervisor
+
+logger = logging.getLogger(__name__)
+
+RUN_BLOCKS = 10  # a line's queued blocks handled as one run: at most 200 ms of its audio (GATHER_S)
+GATHER_S = 0.2  # with little queued, the pipeline waits this long for more before a round
+IDLE_WAIT_S = 0.1  # an empty queue is waited on this long, then the watchdog hears of progress
+LOGGED_ERRORS = 5  # the first errors are logged in full, then one in 1000
+
+
+def runs(items: list[Block | SourceEvent], max_blocks: int) -> Iterator[Run | SourceEvent]:
+    """Queued items as the pipeline handles them: each line's consecutive blocks (same stream,
+    no sample lost, at most ``max_blocks``) joined into runs, in the order they came.
+
+    A line's items keep their order (a source event comes after the line's blocks before it and
+    before those after it); lines are interleaved as their runs began. A run's blocks are joined
+    as it is taken, so a backlog is not copied all at once."""
+    out: list[list[Block] | SourceEvent] = []
+    open_runs: dict[str, list[Block]] = {}  # per line: its run still taking blocks
+    for item in items:
+        if isinstance(item, Block):
+            blocks = open_runs.get(item.line)
+            if blocks is not None:
+                prev = blocks[-1]
+                if (len(blocks) < max_blocks and item.stream == prev.stream and not item.overrun
+                        and item.start_frame == prev.start_frame + len(prev.frames)):  # continues()
+                    blocks.append(item)
+                    continue
+            open_runs[item.line] = blocks = [item]
+            out.append(blocks)
+        else:
+            open_runs.pop(item.line, None)
+            out.append(item)
+    for x in out:
+        yield Run.of(x) if isinstance(x, list) else x
+
+
+class Pipeline(threading.Thread):
+    """The one thread between the capture queue and the files.
+
+    ``stop`` ends it after the round in progress; ``drain`` (before ``stop``, at shutdown)
+    waits until the queue is empty, so the last captured audio is recorded."""
+
+    def __init__(self, blocks: BlockQueue, line_calls: Mapping[str, LineCalls], *,
+                 supervisor: LineSupervisor, syncs: SyncBatch, watchdog: ProgressWatchdog,
+                 on_source_event: Callable[[], None] = lambda: None) -> None:
+        super().__init__(name="pipeline", daemon=True)
+        self.blocks = blocks
+        self.line_calls = line_calls
+        self.supervisor = supervisor
+        self.syncs = syncs
+        self.watchdog = watchdog
+        self.on_source_event = on_source_event  # a PCM lost or reopened: the health thread looks at once
+        self.stopping = threading.Event()
+        self.blocks_processed = 0
+        self.errors = 0  # runs whose handling failed, and failed round syncs
+
+    def run(self) -> None:
+        q = self.blocks
+        while not self.stopping.is_set():
+            try:
+                first = q.get(timeout=IDLE_WAIT_S)
+            except queue.Empty:
+                self.watchdog.progress("pipeline")
+                continue
+            if q.qsize() < RUN_BLOCKS * len(self.line_calls):
+                # In real time a line's next block comes 20 ms later: let a few gather, so that
+                # each line's are handled as a run (one numpy call, one write), not one by one.
+                # (Fault onsets are dated from the samples; only the alarm comes this much later.)
+                self.stopping.wait(GATHER_S)
+            for item in runs([first, *q.take_all()], RUN_BLOCKS):
+                self._handle(item)
+                self.watchdog.progress("pipeline")
+            self._sync()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def drain(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until everything queued has been taken."""
+        # Real time, not the injected clock: a test's fake clock may never move.
+        deadline = threading.Event()
+        timer = threading.Timer(timeout_s, deadline.set)
+        timer.start()
+        try:
+            while not self.blocks.empty() and not deadline.wait(0.01):
+                pass
+        finally:
+            timer.cancel()
+
+    def _sync(self) -> None:
+        """The round's due syncs, together (``SyncBatch``)."""
+        try:
+            self.syncs.flush()
+        except Exception:  # noqa: BLE001 - a sync failure is the recording's, never the pipeline's end
+            self.errors += 1
+            logger.exception("syncing the recordings failed")
+
+    def _handle(self, item: Run | SourceEvent) -> None:
+        try:
+            if isinstance(item, Run):
+                self.supervisor.check_run(item)
+                self.line_calls[item.line].on_block(item)
+                self.blocks_processed += len(item.blocks)
+            else:
+                if item.kind == "lost" and item.line in self.line_calls:
+                    self.line_calls[item.line].source_lost()
+                self.on_source_event()
+        except Exception:  # noqa: BLE001 - one bad run must not stop every line
+            self.errors += 1
+            if self.errors <= LOGGED_ERRORS or self.errors % 1000 == 0:
+                logger.exception("pipeline error on line %s (%d so far)", item.line, self.errors)
