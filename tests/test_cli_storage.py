@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from linetap import sign
 from linetap.cli import main
 from linetap.clock import FakeClock
 from linetap.config import StorageConfig
@@ -120,11 +121,12 @@ def test_verify_with_a_bad_config_is_a_usage_error(capsys: pytest.CaptureFixture
 # --- export / erase -------------------------------------------------------------------------------
 
 def test_export_writes_a_self_checking_export(capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path,
-                                              store: list) -> None:
+                                              data_dir: Path, store: list) -> None:
     out_dir = tmp_path / "evidence"
     code, _, _ = run(capsys, "export", "2", "--to", str(out_dir), "-c", str(cfg))
-    proc = subprocess.run([sys.executable, "-I", str(out_dir / "verify_export.py"), str(out_dir)],
-                          capture_output=True, text=True, timeout=30)
+    fp = sign.load_or_create(data_dir).fingerprint  # read off the box, as the owner would
+    proc = subprocess.run([sys.executable, "-I", str(out_dir / "verify_export.py"), str(out_dir),
+                           "--fingerprint", fp], capture_output=True, text=True, timeout=30)
     assert (code, proc.returncode) == (0, 0)
 
 

@@ -21,6 +21,20 @@ Payload kinds:
 ``deletion`` / ``erasure``
     call_id, why (space | retention | request), by, recording_seq, sha256, and
     file_missing (the file had gone before linetap deleted it).
+``hold`` / ``release``
+    call_id, by, reason: a legal hold placed or lifted.
+``audit``
+    call_id (or null), by, action (export | decrypt | play | download | erase), detail:
+    every read of a recording's audio leaving linetap, and every privacy erasure request.
+``config``
+    by, sha256 of the configuration file applied, path.
+``rebuild``
+    by, detail: the index was rebuilt from the recordings (the entries after it say what it found).
+
+``by`` is the authenticated actor (:func:`linetap.evidence.audit.current_user` for the CLI:
+the OS user and its login uid, never an environment variable; the web user's name for the web).
+Only ``recording``, ``deletion`` and ``erasure`` change which recordings exist (``STATE_KINDS``);
+the others name a call without changing it.
 
 Values are strings, integers, booleans and null only (floats do not round-trip
 identically in every language).
@@ -43,7 +57,8 @@ logger = logging.getLogger(__name__)
 
 VERSION = 1
 SEALED_SUFFIX = ".sealed"  # = linetap.crypto.SUFFIX (not imported: this module must not need nacl)
-KINDS = ("recording", "deletion", "erasure")
+STATE_KINDS = ("recording", "deletion", "erasure")  # these decide which recordings exist
+KINDS = (*STATE_KINDS, "hold", "release", "audit", "config", "rebuild")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,19 @@ def _append(index: Index, kind: str, call_id: int | None, body: dict[str, Any], 
     db.chain_append(index, seq=seq + 1, kind=kind, call_id=call_id, at=payload["at"],
                     payload=json.dumps(payload, sort_keys=True), digest=d, prev_hash=prev, hash=h)
     return Entry(seq + 1, kind, call_id, payload, d, prev, h)
+
+
+def append_event(index: Index, kind: str, call_id: int | None, body: dict[str, Any], *, at: float,
+                 in_transaction: bool = False) -> Entry:
+    """Commit a happening that changes no recording's existence (hold, release, audit, config,
+    rebuild). ``in_transaction``: the caller already holds :meth:`Index.write_transaction` (so
+    the entry commits with the change it records)."""
+    if kind not in KINDS or kind in STATE_KINDS:
+        raise ValueError(f"not an event kind: {kind!r}")
+    if in_transaction:
+        return _append(index, kind, call_id, body, at)
+    with index.write_transaction():
+        return _append(index, kind, call_id, body, at)
 
 
 def recording_payload(row: dict[str, Any], salt: str, plain_sha256: str | None) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def hold(index: Index, call_id: int, *, reason: str | None = None, who: str | No
         if db.is_held(index, call_id):
             return False
         db.hold_add(index, call_id, held_at=iso(clock.wall()), held_by=who, reason=reason)
-        audit.record(index, "hold", call_id, who=who, detail=reason, clock=clock)
+        audit.record(index, "hold", call_id, who=who, detail=reason, clock=clock, in_transaction=True)
     logger.info("call %d placed on legal hold by %s", call_id, who)
     return True
 
@@ -50,7 +50,7 @@ def release(index: Index, call_id: int, *, who: str | None = None, clock: Clock 
                 raise UnknownCall(f"no recording with id {call_id}")
             return False
         db.hold_remove(index, call_id)
-        audit.record(index, "release", call_id, who=who, clock=clock)
+        audit.record(index, "release", call_id, who=who, clock=clock, in_transaction=True)
     logger.info("legal hold on call %d released by %s", call_id, who)
     return True
 
