@@ -92,33 +92,35 @@ def signature_ok(cp: Checkpoint) -> bool:
 
 
 def check(index: Index, cp: Checkpoint, *, recorder_id: str | None = None,
-          device_key_hex: str | None = None) -> list[str]:
-    """What is wrong between this chain and a checkpoint seen off the box ([] = it holds).
+          device_key_hex: str | None = None) -> list[tuple[str, str]]:
+    """What is wrong between this chain and a checkpoint seen off the box, as (kind, detail)
+    with kind ``checkpoint`` (the checkpoint itself), ``truncated`` or ``rewritten``; [] = it holds.
 
     The signature must verify; the chain must still have entry ``cp.length`` with hash
     ``cp.head`` (entries 1..length are then fixed by the hash links, which
     :func:`linetap.evidence.verify.verify` checks). ``recorder_id`` and ``device_key_hex``,
     if given, must match the checkpoint's (a checkpoint of another box proves nothing here).
     """
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     if not signature_ok(cp):
-        problems.append(f"the checkpoint's signature does not verify (key {cp.fingerprint}): it was "
-                        "altered or not made by a linetap box")
+        problems.append(("checkpoint", f"the checkpoint's signature does not verify (key {cp.fingerprint}): it was "
+                        "altered or not made by a linetap box"))
     if recorder_id is not None and cp.id != recorder_id:
-        problems.append(f"the checkpoint is of box {cp.id!r}, not of this box ({recorder_id!r})")
+        problems.append(("checkpoint", f"the checkpoint is of box {cp.id!r}, not of this box ({recorder_id!r})"))
     if device_key_hex is not None and cp.key != device_key_hex:
-        problems.append(f"the checkpoint was signed by key {cp.fingerprint}, this box's key is "
-                        f"{fingerprint(device_key_hex)}: the device key was replaced")
+        problems.append(("checkpoint", f"the checkpoint was signed by key {cp.fingerprint}, this box's key is "
+                                       f"{fingerprint(device_key_hex)}: the device key was replaced"))
     if cp.length == 0:
         return problems
     length, _ = chain.head(index)
     row = db.chain_entry(index, cp.length)
     if row is None:
-        problems.append(f"truncated: the checkpoint of {cp.ts} covers {cp.length} chain entries, the chain "
-                        f"now has {length}: entries {length + 1}..{cp.length} were removed")
+        problems.append(("truncated", f"the checkpoint of {cp.ts} covers {cp.length} chain entries, the chain "
+                                      f"now has {length}: entries {length + 1}..{cp.length} were removed"))
     elif row["hash"] != cp.head:
-        problems.append(f"rewritten: chain entry {cp.length} has hash {row['hash'][:16]}..., the checkpoint of "
-                        f"{cp.ts} signed {cp.head[:16]}...: the chain up to it was rebuilt or altered")
+        problems.append(("rewritten", f"chain entry {cp.length} has hash {row['hash'][:16]}..., the checkpoint "
+                                      f"of {cp.ts} signed {cp.head[:16]}...: the chain up to it was rebuilt or "
+                                      "altered"))
     return problems
 
 
