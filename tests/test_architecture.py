@@ -25,6 +25,8 @@ ADAPTERS = {  # library -> the one module allowed to import it
     "paho": "mqtt/paho_client.py",  # the link and the probe both build their client there
     "gpiozero": "gpio.py",
     "nacl": ("crypto.py", "sign.py"),  # encryption; the device's Ed25519 signing key
+    "rfc3161_client": "timestamp.py",  # RFC 3161 trusted time-stamps of the checkpoints
+    "cryptography": "timestamp.py",  # the TSA's certificates (rfc3161_client's own dependency)
 }
 ANYWHERE = {"numpy"}
 

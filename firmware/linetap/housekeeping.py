@@ -5,7 +5,8 @@ come through ``to_seal``), sign a checkpoint if the chain grew (so one covering 
 published about a second after it is chained, well within the contract's 10 s), write the
 heartbeat (after a crash, the downtime is counted from it) and ``status.json``. Every
 ``SLOW_CHECK_S``: the retention sweep and DISK_LOW, CLOCK_UNSYNCED, and a step of the
-background evidence check (evidence/background.py). At start-up, ``recover_previous_run`` salvages the recordings an
+background evidence check (evidence/background.py) and the checkpoints' trusted time-stamps
+(evidence/timestamps.py). At start-up, ``recover_previous_run`` salvages the recordings an
 unclean stop left open and seals those the previous run did not.
 """
 
@@ -15,7 +16,7 @@ import logging
 import queue
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .alarms.manager import AlarmManager
 from .clock import Clock, iso
@@ -28,7 +29,6 @@ from .retention.sweeper import Sweeper
 from .store.recordings import salvage
 
 if TYPE_CHECKING:
-    from .evidence.background import BackgroundCheck
     from .evidence.checkpoint import Checkpointer
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Housekeeping(threading.Thread):
     def __init__(self, *, index: Index, data_dir: Path, storage: StorageConfig, health: HealthConfig,
                  clock: Clock, alarms: AlarmManager, sweeper: Sweeper, board: StatusBoard,
                  to_seal: queue.Queue[int], heartbeat_s: float, checkpointer: Checkpointer | None = None,
-                 background: BackgroundCheck | None = None) -> None:
+                 evidence_steps: Sequence[Callable[[], object]] = ()) -> None:
         super().__init__(name="housekeeping", daemon=True)
         self.index = index
         self.data_dir = data_dir
@@ -54,7 +54,7 @@ class Housekeeping(threading.Thread):
         self.to_seal = to_seal
         self.interval_s = min(1.0, heartbeat_s)
         self.checkpointer = checkpointer
-        self.background = background
+        self.evidence_steps = evidence_steps  # the background check, the time-stamps: every SLOW_CHECK_S
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -131,11 +131,11 @@ class Housekeeping(threading.Thread):
             if synced is not None:
                 self.alarms.set("CLOCK_UNSYNCED", None, not synced,
                                 "the system clock is not NTP-synchronised" if not synced else "")
-        if self.background is not None:
+        for step in self.evidence_steps:
             try:
-                self.background.step()
-            except Exception as e:  # noqa: BLE001
-                logger.error("background evidence check failed: %s", e)
+                step()
+            except Exception as e:  # noqa: BLE001 - the next slow check tries again
+                logger.error("evidence step %s failed: %s", getattr(step, "__qualname__", step), e)
 
     def write_status(self) -> None:
         try:

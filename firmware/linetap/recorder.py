@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import __version__, sign
 from .alarms.gaps import GapTracker
@@ -29,6 +29,7 @@ from .config import Config, LineConfig
 from .events_fanout import EventRelay, Listeners
 from .evidence.background import BackgroundCheck
 from .evidence.checkpoint import Checkpoint, Checkpointer
+from .evidence.timestamps import Stamper
 from .health.board import StatusBoard
 from .health.loop import HealthLoop
 from .health.snapshot import EvidenceStatus
@@ -125,12 +126,17 @@ class Recorder:
                                               step_s=SLOW_CHECK_S, key_fingerprint=self.device_key.fingerprint,
                                               on_status=self._evidence_status)
             self.board.evidence = self.background.status()
+            steps: list[Callable[[], object]] = [self.background.step]
+            if cfg.evidence.tsa_url:
+                steps.append(Stamper(self.index, self.data_dir, url=cfg.evidence.tsa_url,
+                                     timeout_s=cfg.evidence.tsa_timeout_s,
+                                     latest=lambda: self.checkpointer.latest).step)
             self.housekeeping = Housekeeping(index=self.index, data_dir=self.data_dir, storage=cfg.storage,
                                              health=cfg.health, clock=clock, alarms=self.alarms,
                                              sweeper=Sweeper.from_config(self.index, cfg, clock=clock),
                                              board=self.board, to_seal=self.to_seal,
                                              heartbeat_s=cfg.recorder.heartbeat_s, checkpointer=self.checkpointer,
-                                             background=self.background)
+                                             evidence_steps=steps)
             self._closers = built.pop_all()  # link, hooks, LEDs, index, notifier: closed last in stop()
 
     # ------------------------------------------------------------------ life cycle
