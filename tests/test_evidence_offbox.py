@@ -25,6 +25,7 @@ from mqtt_broker import broker, first_deliveries  # noqa: F401  (broker is the f
 
 ID = "ev-01"
 EVENT, CHECKPOINT = f"linetap/{ID}/event", f"linetap/{ID}/checkpoint"
+DISCOVERY = f"homeassistant/device/{ID}/config"
 CALLS = 3
 
 
@@ -36,7 +37,7 @@ def recorded(alsa, tmp_path_factory) -> dict:
     data_dir = tmp / "data"
     b = Broker(tmp / "broker").start()
     try:
-        sub = b.subscribe(f"linetap/{ID}/#")
+        sub = b.subscribe(f"linetap/{ID}/#", DISCOVERY)
         (line,) = alsa.lines(1)
         script = [("idle", 1)] + [("call", 3), ("idle", 3)] * CALLS
         pcm, _ = render(script, seed=15)
@@ -63,12 +64,13 @@ def recorded(alsa, tmp_path_factory) -> dict:
             rec.stop()
             feeder.stop()
         kept = json.loads(sub.on(CHECKPOINT)[-1].payload)
+        discovery = json.loads(sub.wait_for(lambda m: m.topic == DISCOVERY).payload)
         events = [e for e in first_deliveries(sub.on(EVENT)) if e["type"] == "call_ended"]
         sub.close()
     finally:
         b.close()
     return {"data_dir": data_dir, "cfg": cfg_path, "checkpoint": kept, "events": events, "late_s": late,
-            "tmp": tmp}
+            "tmp": tmp, "discovery": discovery}
 
 
 def scenario(recorded: dict, name: str) -> tuple[Path, Path]:
@@ -182,3 +184,24 @@ def test_an_altered_kept_checkpoint_is_refused(recorded: dict, capsys: pytest.Ca
     forged = dict(recorded["checkpoint"], length=1)
     code, out = run(capsys, "verify", "-c", str(cfg), "--checkpoint", json.dumps(forged))
     assert (code, "signature does not verify" in out) == (1, True), out
+
+
+def test_status_shows_the_checkpoint_the_fingerprint_and_the_applied_config_is_chained(
+        recorded: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    fp = sign.load(sign.key_path(recorded["data_dir"])).fingerprint
+    code, out = run(capsys, "status", "--json", "-c", str(recorded["cfg"]))
+    doc = json.loads(out)
+    assert (code, doc["checkpoint"], doc["evidence"]["key_fingerprint"]) == (0, recorded["checkpoint"], fp)
+    code, text = run(capsys, "status", "-c", str(recorded["cfg"]))
+    assert f"evidence: key {fp}, chain of {recorded['checkpoint']['length']} entries" in text
+    index = open_index(recorded["data_dir"])
+    try:
+        kinds = [e.kind for e in chain.entries(index)]
+    finally:
+        index.close()
+    assert kinds[0] == "config" and kinds.count("recording") == CALLS
+
+
+def test_the_discovery_document_carries_the_fingerprint(recorded: dict) -> None:
+    fp = sign.load(sign.key_path(recorded["data_dir"])).fingerprint
+    assert recorded["discovery"]["dev"]["sn"] == fp

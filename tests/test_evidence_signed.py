@@ -376,3 +376,22 @@ def test_a_slice_rehashes_only_its_budget(index: Index, data_dir: Path, clock: F
     check.step()
     check.step()
     assert check.status().rehashed == 2
+
+
+# --- config applied, first boot ---------------------------------------------------------------------
+
+def test_a_changed_configuration_is_chained_once(index: Index) -> None:
+    first = chain.config_applied(index, {"storage": {"codec": "wav"}}, source="/etc/linetap.toml", by="linetap",
+                                 at=1.0)
+    same = chain.config_applied(index, {"storage": {"codec": "wav"}}, source="/etc/linetap.toml", by="linetap",
+                                at=2.0)
+    changed = chain.config_applied(index, {"storage": {"codec": "opus"}}, source="/etc/linetap.toml",
+                                   by="linetap", at=3.0)
+    assert (first is not None, same, changed is not None, [e.kind for e in chain.entries(index)]) == (
+        True, None, True, ["config", "config"])
+
+
+def test_first_boot_makes_the_device_key(tmp_path: Path) -> None:
+    from linetap import firstboot
+    firstboot.make_device_key(tmp_path)
+    assert oct(sign.key_path(tmp_path).stat().st_mode & 0o777) == "0o640"

@@ -11,6 +11,7 @@ per line (capture/reader.py) -> ``Pipeline`` (pipeline.py) -> ``LineSupervisor``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -146,6 +147,7 @@ class Recorder:
         account_for_downtime(self.index, gaps=self.gaps, alarms=self.alarms, lines=list(self.readers),
                              now=self.clock.wall())
         self.housekeeping.recover_previous_run()
+        self._chain_config()
         if self.checkpointer.latest is not None:  # the newest one again, for a broker that lost it
             self._checkpoint_signed(self.checkpointer.latest)
         self.housekeeping.sign_checkpoint()
@@ -200,6 +202,15 @@ class Recorder:
         except Exception as e:  # noqa: BLE001
             logger.error("cannot record the clean stop: %s", e)
         self.housekeeping.write_status()
+
+    def _chain_config(self) -> None:
+        """The configuration this run applies, in the evidence chain if it changed since the last run."""
+        from .evidence import audit, chain
+        try:
+            chain.config_applied(self.index, dataclasses.asdict(self.cfg), source=self.cfg.source,
+                                 by=audit.current_user(), at=self.clock.wall())
+        except Exception:  # noqa: BLE001 - evidence work must not keep the recorder from starting
+            logger.exception("could not record the configuration in the evidence chain")
 
     def _checkpoint_signed(self, cp: Checkpoint) -> None:
         """A new signed checkpoint: into status.json and call_ended events, retained on MQTT."""

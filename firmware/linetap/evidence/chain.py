@@ -27,7 +27,7 @@ Payload kinds:
     call_id (or null), by, action (export | decrypt | play | download | erase), detail:
     every read of a recording's audio leaving linetap, and every privacy erasure request.
 ``config``
-    by, sha256 of the configuration file applied, path.
+    by, sha256 of the configuration applied (canonical JSON of the parsed values), source (its file).
 ``rebuild``
     by, detail: the index was rebuilt from the recordings (the entries after it say what it found).
 
@@ -42,6 +42,7 @@ identically in every language).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -105,6 +106,22 @@ def append_event(index: Index, kind: str, call_id: int | None, body: dict[str, A
         return _append(index, kind, call_id, body, at)
     with index.write_transaction():
         return _append(index, kind, call_id, body, at)
+
+
+def config_applied(index: Index, applied: dict[str, Any], *, source: str, by: str, at: float) -> Entry | None:
+    """A ``config`` entry if the configuration now applied differs from the last one chained.
+
+    ``applied`` is the parsed configuration (``dataclasses.asdict(Config)``): its sha256 over
+    canonical JSON (paths as strings) is what is committed, so a comment or key order in the
+    file does not count as a change, and any value that takes effect does.
+    """
+    sha = hashlib.sha256(json.dumps(applied, sort_keys=True, default=str,
+                                    separators=(",", ":")).encode("utf-8")).hexdigest()
+    with index.write_transaction():
+        last = db.chain_newest_of_kind(index, "config")
+        if last is not None and json.loads(last["payload"]).get("sha256") == sha:
+            return None
+        return _append(index, "config", None, {"by": by, "sha256": sha, "source": source}, at)
 
 
 def recording_payload(row: dict[str, Any], salt: str, plain_sha256: str | None) -> dict[str, Any]:

@@ -42,6 +42,12 @@ def chain_newest_for_call(index: Index, call_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def chain_newest_of_kind(index: Index, kind: str) -> dict[str, Any] | None:
+    """The newest entry of ``kind`` (e.g. the last ``config`` applied)."""
+    rows = index.query("select * from chain where kind = ? order by seq desc limit 1", [kind])
+    return rows[0] if rows else None
+
+
 def chain_entries(index: Index, after_seq: int, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` entries after ``after_seq``, in order (one page of a full read)."""
     return index.query("select * from chain where seq > ? order by seq limit ?", [after_seq, limit])
