@@ -193,6 +193,7 @@ class Recorder:
 
     def _close_the_books(self) -> None:
         self.housekeeping.seal_finished()
+        self.housekeeping.sign_checkpoint()  # covering the calls just finished, while the link is still up
         now = self.clock.wall()
         self.gaps.close_all(now)
         self.alarms.clear_all(now)
