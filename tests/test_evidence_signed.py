@@ -395,3 +395,13 @@ def test_first_boot_makes_the_device_key(tmp_path: Path) -> None:
     from linetap import firstboot
     firstboot.make_device_key(tmp_path)
     assert oct(sign.key_path(tmp_path).stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_kept_checkpoint_older_than_the_entry_pins_the_key_only(index: Index, data_dir: Path, tmp_path: Path,
+                                                                  clock: FakeClock, store: list[dict[str, Any]],
+                                                                  key: sign.DeviceKey) -> None:
+    first = list(chain.entries(index))[0]
+    kept = checkpoint.sign(key, recorder_id="box", length=1, head=first.hash, now=clock.wall())
+    export_call(index, data_dir, 3, tmp_path / "out", recorder_id="box")
+    proc = run_verifier(tmp_path / "out", "--checkpoint", json.dumps(kept.as_dict()))
+    assert (proc.returncode, "it pins the box's key only" in proc.stdout) == (0, True), proc.stdout

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,14 +196,14 @@ def verify_export(directory: str | Path, *, fingerprint: str | None = None,
     return check_export(directory, fingerprint=fingerprint, checkpoint=checkpoint).problems
 
 
+@dataclass
 class Findings:
     """What :func:`check_export` found: ``problems``, ``proved`` (plain sentences) and whether
     the signing key was ``pinned`` to one the user supplied."""
 
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-        self.proved: list[str] = []
-        self.pinned = False
+    problems: list[str] = field(default_factory=list)
+    proved: list[str] = field(default_factory=list)
+    pinned: bool = False
 
 
 def normalise_fingerprint(text: str) -> str:
@@ -348,6 +349,10 @@ def _against_held(label: str, cp: dict[str, Any], held: dict[str, Any], hashes: 
                     "the chain was rewritten"]
         out.proved.append(f"the chain up to your checkpoint of {held.get('ts')} ({n} entries) is the one "
                           "this export's entry is in")
+    else:
+        out.proved.append(f"your checkpoint of {held.get('ts')} ({n} entries) lies outside this export's proof "
+                          f"(entries {min(hashes, default='?')}..{max(hashes, default='?')}): it pins the box's key "
+                          "only; 'linetap verify --checkpoint' on the box checks the chain against it")
     return []
 
 
