@@ -219,3 +219,19 @@ def test_verify_as_a_process_exits_1_and_names_the_tampering_without_a_traceback
 def test_a_missing_config_as_a_process_exits_2_in_one_line(tmp_path: Path) -> None:
     proc = linetap("hold", "1", "-c", str(tmp_path / "none.toml"))
     assert (proc.returncode, proc.stderr.count("\n")) == (2, 1)
+
+
+def test_export_into_an_existing_directory_is_refused_and_a_planted_verifier_kept_out(
+        capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path, store: list) -> None:
+    out_dir = tmp_path / "evidence"
+    out_dir.mkdir()
+    (out_dir / "verify_export.py").write_text("print('OK')\n")
+    code, _, err = run(capsys, "export", "2", "--to", str(out_dir), "-c", str(cfg))
+    assert (code, "already exists; export into a new directory" in err, sorted(p.name for p in out_dir.iterdir())) \
+        == (1, True, ["verify_export.py"])
+
+
+def test_verify_with_a_malformed_checkpoint_is_a_usage_error(capsys: pytest.CaptureFixture[str], cfg: Path,
+                                                            store: list) -> None:
+    code, _, err = run(capsys, "verify", "-c", str(cfg), "--checkpoint", '{"id": "x"}')
+    assert (code, "--checkpoint: not a checkpoint" in err) == (2, True)
