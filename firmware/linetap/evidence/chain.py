@@ -1,4 +1,5 @@
-"""The hash chain: every finished recording, and every deletion, committed in order.
+"""The hash chain: every finished recording, deletion, hold, audited read and configuration change,
+committed in order (signed checkpoints of its head: :mod:`.checkpoint`).
 
 Entry *i* (table ``chain``, ``seq`` = i, from 1) commits to entry *i-1*::
 

@@ -1,7 +1,8 @@
 """Legal hold: a held recording is exempt from every deletion (space, retention, erasure).
 
 Holds live in their own table (``holds``), so they can be placed on a call
-that is still being recorded. Each hold and release is audited.
+that is still being recorded. Each hold and release is audited and is a chain entry (kind
+``hold``/``release``, with who and why), written in the same transaction as the change.
 """
 
 from __future__ import annotations
