@@ -205,3 +205,29 @@ def test_status_shows_the_checkpoint_the_fingerprint_and_the_applied_config_is_c
 def test_the_discovery_document_carries_the_fingerprint(recorded: dict) -> None:
     fp = sign.load(sign.key_path(recorded["data_dir"])).fingerprint
     assert recorded["discovery"]["dev"]["sn"] == fp
+
+
+def test_the_link_keeps_the_newest_checkpoint_retained_and_resends_it_to_a_restarted_broker(
+        broker, data_dir: Path) -> None:  # noqa: F811 - the broker fixture
+    from helpers import wait_for
+    from linetap.config import MqttConfig
+    from linetap.mqtt.link import MqttLink
+    b = broker()
+    link = MqttLink(MqttConfig(host=b.host, port=b.port, keepalive_s=5), recorder_id="box-1", data_dir=data_dir,
+                    version="9", lines=["line1"], clock=SystemClock(), reconnect_min_s=0.1, reconnect_max_s=0.5)
+    try:
+        link.start()
+        wait_for(lambda: link.connected, timeout=20)
+        topic = "linetap/box-1/checkpoint"
+        for n in (1, 2):
+            link.publish_checkpoint({"id": "box-1", "length": n})
+        late = b.subscribe(topic)  # arrives after both: sees only the newest, retained
+        assert json.loads(late.wait_for(lambda m: m.retain).payload)["length"] == 2
+        late.close()
+        b.restart()  # a broker without persistence: its retained messages are gone
+        wait_for(lambda: link.connected, timeout=20)
+        again = b.subscribe(topic)
+        assert json.loads(again.wait_for(lambda m: True, timeout=20).payload)["length"] == 2
+        again.close()
+    finally:
+        link.stop(timeout_s=0.5)
