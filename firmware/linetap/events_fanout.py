@@ -48,11 +48,13 @@ class EventRelay:
     ``seal(call_id)`` when a call ends (a ``CallListener`` and an ``AlarmListener``)."""
 
     def __init__(self, listeners: Listeners, *, clock: Clock, wake: Callable[[], None],
-                 seal: Callable[[int], None]) -> None:
+                 seal: Callable[[int], None],
+                 checkpoint: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
         self.listeners = listeners
         self.clock = clock
         self.wake = wake
         self.seal = seal
+        self.checkpoint = checkpoint  # the newest signed checkpoint (w-evidence: evidence/checkpoint.py)
 
     # --- LineCalls' listener (pipeline thread) ---
     def call_started(self, line: str, call_id: int, started_at: float) -> None:
@@ -68,6 +70,9 @@ class EventRelay:
         ev["caller_name"] = summary.get("caller_name")
         ev["dtmf"] = summary.get("dtmf")  # "*" per digit when the line masks DTMF
         ev["path"] = summary.get("path")
+        # The newest checkpoint at the call's end: it covers the chain *before* this call (which is
+        # chained after the event); the one covering it follows on the checkpoint topic within 10 s.
+        ev["checkpoint"] = self.checkpoint()
         self.listeners.emit(ev)
         self.seal(summary["id"])
         self.wake()

@@ -1,9 +1,12 @@
 """The housekeeping thread: the slow, I/O-bound chores, every second, off the pipeline.
 
 Every ``heartbeat_s`` (at most 1 s): seal and chain the recordings that ended (their ids
-come through ``to_seal``), write the heartbeat (after a crash, the downtime is counted
-from it) and ``status.json``. Every ``SLOW_CHECK_S``: the retention sweep and DISK_LOW,
-and CLOCK_UNSYNCED. At start-up, ``recover_previous_run`` salvages the recordings an
+come through ``to_seal``), sign a checkpoint if the chain grew (so one covering a call is
+published about a second after it is chained, well within the contract's 10 s), write the
+heartbeat (after a crash, the downtime is counted from it) and ``status.json``. Every
+``SLOW_CHECK_S``: the retention sweep and DISK_LOW, CLOCK_UNSYNCED, and a step of the
+background evidence check (evidence/background.py) and the checkpoints' trusted time-stamps
+(evidence/timestamps.py). At start-up, ``recover_previous_run`` salvages the recordings an
 unclean stop left open and seals those the previous run did not.
 """
 
@@ -13,6 +16,7 @@ import logging
 import queue
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .alarms.manager import AlarmManager
 from .clock import Clock, iso
@@ -24,6 +28,9 @@ from .index.db import Index
 from .retention.sweeper import Sweeper
 from .store.recordings import salvage
 
+if TYPE_CHECKING:
+    from .evidence.checkpoint import Checkpointer
+
 logger = logging.getLogger(__name__)
 
 SLOW_CHECK_S = 10.0  # disk, clock, retention sweep
@@ -33,7 +40,8 @@ STATUS_FILE = "status.json"
 class Housekeeping(threading.Thread):
     def __init__(self, *, index: Index, data_dir: Path, storage: StorageConfig, health: HealthConfig,
                  clock: Clock, alarms: AlarmManager, sweeper: Sweeper, board: StatusBoard,
-                 to_seal: queue.Queue[int], heartbeat_s: float) -> None:
+                 to_seal: queue.Queue[int], heartbeat_s: float, checkpointer: Checkpointer | None = None,
+                 evidence_steps: Sequence[Callable[[], object]] = ()) -> None:
         super().__init__(name="housekeeping", daemon=True)
         self.index = index
         self.data_dir = data_dir
@@ -45,6 +53,8 @@ class Housekeeping(threading.Thread):
         self.board = board
         self.to_seal = to_seal
         self.interval_s = min(1.0, heartbeat_s)
+        self.checkpointer = checkpointer
+        self.evidence_steps = evidence_steps  # the background check, the time-stamps: every SLOW_CHECK_S
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -52,6 +62,7 @@ class Housekeeping(threading.Thread):
         while not self.stopping.wait(self.interval_s):
             try:
                 self.seal_finished()
+                self.sign_checkpoint()
                 self.heartbeat()
                 now_mono = self.clock.mono()
                 if now_mono >= next_slow:
@@ -87,6 +98,15 @@ class Housekeeping(threading.Thread):
             except Exception as e:  # noqa: BLE001 - retried at the next start (finalize_pending)
                 logger.error("call %d: could not seal/chain its recording: %s", call_id, e)
 
+    def sign_checkpoint(self) -> None:
+        """A signed checkpoint of the chain if it grew since the last (evidence/checkpoint.py)."""
+        if self.checkpointer is None:
+            return
+        try:
+            self.checkpointer.tick()
+        except Exception as e:  # noqa: BLE001 - retried next second; recording goes on
+            logger.error("cannot sign a checkpoint: %s", e)
+
     def heartbeat(self) -> None:
         try:
             self.index.set_meta("heartbeat", iso(self.clock.wall()))
@@ -111,6 +131,11 @@ class Housekeeping(threading.Thread):
             if synced is not None:
                 self.alarms.set("CLOCK_UNSYNCED", None, not synced,
                                 "the system clock is not NTP-synchronised" if not synced else "")
+        for step in self.evidence_steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - the next slow check tries again
+                logger.error("evidence step %s failed: %s", getattr(step, "__qualname__", step), e)
 
     def write_status(self) -> None:
         try:

@@ -60,6 +60,8 @@ _SPECS = (
               "the MQTT broker cannot be reached; recording continues, events are queued"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
+    AlarmSpec("EVIDENCE_INTEGRITY", CRITICAL, SYSTEM,
+              "the background check found a recording or the evidence chain changed (detail: what broke)"),
 )
 
 CATALOGUE: dict[str, AlarmSpec] = {s.code: s for s in _SPECS}
