@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from ..alarms.manager import Alarm, AlarmManager
 from ..capture.reader import LineReader
 from ..clock import Clock
-from ..leds.patterns import led_patterns
+from ..leds.patterns import AlarmKey, buzzer_silenced, critical_keys, led_patterns, muted_after
 from ..supervisor import LineSupervisor, ReaderSnapshot
 from .broker import BROKER_UNREACHABLE, broker_alarm
 from .board import StatusBoard
@@ -98,6 +98,9 @@ class HealthLoop(threading.Thread):
         self._next_link = 0.0
         self._next_publish = 0.0
         self._last_published: tuple[Any, ...] | None = None
+        self._muted: frozenset[AlarmKey] = frozenset()  # critical alarms the mute button silenced
+        if leds is not None:
+            leds.on_mute = wake.set  # a press silences the buzzer at once, not at the next tick
 
     def run(self) -> None:
         wait_s = HEALTH_TICK_S
@@ -164,9 +167,16 @@ class HealthLoop(threading.Thread):
 
     def _led_patterns(self, leds: LedPanel, states: dict[str, tuple[str, tuple[str, ...]]],
                       active: list[Alarm]) -> dict[str, str]:
+        critical = critical_keys(active)
+        pressed = leds.take_press()
+        self._muted = muted_after(self._muted, critical, pressed=pressed)
+        if pressed:
+            logger.info("buzzer muted until a new critical alarm (silenced: %s)",
+                        ", ".join(f"{c}/{ln or '-'}" for c, ln in sorted(critical, key=str)) or "nothing")
         return led_patterns({name: st for name, (st, _) in states.items()}, active,
                             lines_with_led=leds.lines_with_led,
-                            process_fault=bool(self.watchdog.stale()) and self.ready)
+                            process_fault=bool(self.watchdog.stale()) and self.ready,
+                            buzzer_muted=buzzer_silenced(self._muted, critical, config_muted=leds.config_muted))
 
     def _maybe_ready(self) -> None:
         if self.ready:
