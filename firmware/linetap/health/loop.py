@@ -91,6 +91,7 @@ class HealthLoop(threading.Thread):
         self.publish_every_s = publish_every_s
         self.stall_after_s = stall_after_s
         self.stopping = threading.Event()
+        self.late_s = 0.0  # how late the current tick ran (0 when ticked directly)
         self.ready = False
         self.started_mono = clock.mono()
         self._ping_every_s = notifier.watchdog_interval_s() / 2 if notifier.watchdog_interval_s() else None
@@ -105,8 +106,11 @@ class HealthLoop(threading.Thread):
     def run(self) -> None:
         wait_s = HEALTH_TICK_S
         while not self.stopping.is_set():
+            planned_mono = self.clock.mono() + wait_s
             self.wake.wait(wait_s)
             self.wake.clear()
+            # A tick long past its planned time says the process was starved (supervisor.starved).
+            self.late_s = max(0.0, self.clock.mono() - planned_mono)
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the health thread must survive anything
@@ -163,7 +167,7 @@ class HealthLoop(threading.Thread):
         """Per line: can the PCM be opened (LINE_NO_DEVICE), do frames arrive (a stall)."""
         now_mono, now_wall = self.clock.mono(), self.clock.wall()
         for name, r in self.readers.items():
-            self.supervisor.check_reader(name, reader_snapshot(r), now_mono, now_wall)
+            self.supervisor.check_reader(name, reader_snapshot(r), now_mono, now_wall, late_s=self.late_s)
 
     def _led_patterns(self, leds: LedPanel, states: dict[str, tuple[str, tuple[str, ...]]],
                       active: list[Alarm]) -> dict[str, str]:
