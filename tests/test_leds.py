@@ -331,3 +331,25 @@ def test_the_buzzer_can_be_muted_in_the_config(factory):
         assert panel.config_muted
     finally:
         panel.close()
+
+
+# --- the picture of the patterns ---
+
+def test_the_diagram_draws_each_pattern_from_its_definition():
+    from linetap.leds.diagram import wave
+    assert wave("steady") == [(0.0, 1.0), (3.0, 1.0)]
+    assert wave("off") == [(0.0, 0.0), (3.0, 0.0)]
+    assert wave("slow_pulse") == [(0.0, 0.0), (1.0, 1.0), (2.0, 0.0), (3.0, 1.0)]
+    assert wave("heartbeat")[:9] == [(0.0, 1.0), (0.1, 1.0), (0.1, 0.0), (0.2, 0.0), (0.2, 1.0), (0.3, 1.0),
+                                     (0.3, 0.0), (1.5, 0.0), (1.5, 1.0)]
+    blink = wave("fast_blink")
+    assert blink[:4] == [(0.0, 1.0), (0.1, 1.0), (0.1, 0.0), (0.2, 0.0)] and blink[-1] == (3.0, 0.0)
+    assert wave("slow_pulse", 2.5)[-1] == (2.5, 0.5)  # a ramp cut mid-way
+
+
+def test_the_committed_diagram_is_what_the_definitions_draw():
+    from pathlib import Path
+
+    from linetap.leds.diagram import svg
+    committed = Path(__file__).resolve().parents[1] / "docs" / "led-patterns.svg"
+    assert committed.read_text() == svg(), "run ./scripts/gen-led-diagram"
