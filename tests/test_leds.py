@@ -236,14 +236,15 @@ def test_the_heartbeat_double_blinks_every_1_5_s(panel, factory):
     pin = factory.pin(STATUS_PIN)
     pin.clear_states()
     panel.apply({"status": "heartbeat"})
-    time.sleep(1.75)
+    time.sleep(1.9)
     changes = transitions(pin)
-    # on 0.1, off 0.1, on 0.1, off 1.2, on ...: the 50 ms steps can each be late under load.
+    # on 0.1, off 0.1, on 0.1, off 1.2, on ...: gpiozero's 50 ms steps are never early, and
+    # may each be late on a busy machine; the short flashes stay far shorter than the pause.
     assert [state for _, state in changes[:5]] == [1.0, 0.0, 1.0, 0.0, 1.0]
-    assert changes[0][0] < 0.1  # on at once
-    expected = (0.1, 0.1, 0.1, 1.2)
-    for (seconds, _), want in zip(changes[1:5], expected):
-        assert seconds == pytest.approx(want, abs=0.08)
+    assert changes[0][0] < 0.25  # on at once
+    on1, off1, on2, pause = (seconds for seconds, _ in changes[1:5])
+    assert all(0.09 <= x <= 0.35 for x in (on1, off1, on2)), changes
+    assert 1.15 <= pause <= 1.6, changes
     panel.apply({"status": "steady"})  # another pattern stops the heartbeat
     time.sleep(0.2)
     pin.clear_states()
