@@ -268,6 +268,10 @@ class LedsConfig:
     status: int | None = key(None, doc="BCM pin of the status LED", check=PIN)
     buzzer: int | None = key(None, doc="BCM pin of the buzzer", check=PIN)
     active_high: bool = key(True, doc="the LEDs and buzzer are on when their pin is high")
+    buzzer_muted: bool = key(False, doc="never sound the buzzer (critical alarms still blink the LEDs "
+                                        "and reach MQTT)")
+    mute_button: int | None = key(None, doc="BCM pin of a push button (to ground) that silences the "
+                                            "buzzer until a new critical alarm is raised", check=PIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,6 +578,7 @@ def _check_pins(errors: list[str], leds: LedsConfig | None, lines: list[LineConf
     if leds:
         claim(leds.status, "leds.status")
         claim(leds.buzzer, "leds.buzzer")
+        claim(leds.mute_button, "leds.mute_button")
     for i, line in enumerate(lines):
         claim(line.led, f"line[{i}].led")
         claim(line.offhook_gpio, f"line[{i}].offhook_gpio")

@@ -89,7 +89,7 @@ class Recorder:
             self.syncs = SyncBatch(self.data_dir)  # the recordings' periodic syncs, one per round
             self.line_calls: dict[str, LineCalls] = {}
             for line in enabled:
-                hook = _hook_input(line, pin_factory, built)
+                hook = _hook_input(line, pin_factory, built, clock)
                 self.line_calls[line.name] = LineCalls(line, open_recording=self._open_recording, hook=hook,
                                                        listener=self.events)
             self.link: MqttLink | None = None
@@ -240,12 +240,15 @@ class Recorder:
         return self.board.snapshot()
 
 
-def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack) -> HookInput | None:
-    """The off-hook detector of an ``offhook`` line (a GPIO input), closed with the recorder."""
+def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack,
+                clock: Clock) -> HookInput | None:
+    """The off-hook detector of an ``offhook`` line (a GPIO input), closed with the recorder;
+    its edges are stamped with the clock the readers stamp blocks with (w-leds: exact hang-ups)."""
     if line.trigger != "offhook" or line.offhook_gpio is None:
         return None
     from .gpio import HookInput
-    hook = HookInput(line.offhook_gpio, active_low=line.offhook_active_low, pin_factory=pin_factory)
+    hook = HookInput(line.offhook_gpio, active_low=line.offhook_active_low, pin_factory=pin_factory,
+                     mono=clock.mono)
     closers.callback(hook.close)
     return hook
 
