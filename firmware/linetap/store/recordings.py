@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import json
 import logging
 import os
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..clock import iso, parse_iso
+from ..fsutil import write_atomic
 from ..index.db import Index
 from . import audio
 
@@ -29,6 +31,58 @@ logger = logging.getLogger(__name__)
 
 DIR_MODE = 0o750
 PART = ".part"
+UNREADABLE = ".unreadable"
+SEALED = ".sealed"  # = linetap.crypto.SUFFIX (not imported: this module must not need nacl)
+# The sidecar of a recording: ``<name>.<ext>.json`` beside the audio, whether the audio is
+# ``<name>.<ext>``, ``.sealed``, ``.part`` or ``.unreadable``. Erasure and retention remove it
+# with the audio; the index rebuild (linetap.index.rebuild) reads it.
+SIDECAR = ".json"
+SIDECAR_MODE = 0o640
+SIDECAR_VERSION = 1
+SIDECAR_FIELDS = ("line", "started_at", "ended_at", "duration_s", "path", "codec", "rate", "channels",
+                  "caller_number", "caller_name", "dtmf", "end_reason", "status", "sha256", "bytes")
+
+
+def sidecar_path(audio_path: Path) -> Path:
+    """``<name>.<ext>.json`` for any of a recording's audio files (final, sealed, part, unreadable)."""
+    name = audio_path.name
+    for suffix in (PART, UNREADABLE, SEALED):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return audio_path.with_name(name + SIDECAR)
+
+
+def sidecar_doc(row: dict[str, Any], *, held: bool = False, hold_reason: str | None = None,
+                chain_seq: int | None = None, chain_hash: str | None = None) -> dict[str, Any]:
+    """What a recording's sidecar holds: its calls row (without the id, which a rebuilt index may
+    give anew), its legal hold, and the chain entry that committed it (None until chained)."""
+    return {"v": SIDECAR_VERSION, **{k: row.get(k) for k in SIDECAR_FIELDS}, "call_id": row.get("id"),
+            "held": held, "hold_reason": hold_reason, "chain_seq": chain_seq, "chain_hash": chain_hash}
+
+
+def write_sidecar(data_dir: Path, doc: dict[str, Any]) -> Path:
+    """Replace the sidecar of the recording at ``doc["path"]`` (atomically, mode 0640).
+
+    Not dir-fsynced: the audio's own rename was, and a sidecar lost to a power cut is rewritten
+    by the next change, or replaced by what the audio header says at a rebuild."""
+    path = sidecar_path(Path(data_dir) / str(doc["path"]))
+    write_atomic(path, json.dumps(doc, sort_keys=True, indent=1) + "\n", mode=SIDECAR_MODE)
+    return path
+
+
+def remove_sidecar(audio_path: Path) -> None:
+    """Unlink the sidecar of a recording being deleted (none there: nothing to do)."""
+    sidecar_path(audio_path).unlink(missing_ok=True)
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """A sidecar's document, or None if it is missing or unreadable (a torn or foreign file)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("v") == SIDECAR_VERSION else None
 
 
 def sha256_file(path: Path) -> str:
@@ -310,8 +364,13 @@ class Recording:
             "dtmf": self.dtmf or None,
         }
         self.index.update_call(self.id, **fields)
-        return {"id": self.id, "line": self.line, "started_at": iso(self.started_at),
-                "path": str(self.rel), "codec": self.codec, **fields}
+        row = {"id": self.id, "line": self.line, "started_at": iso(self.started_at),
+               "path": str(self.rel), "codec": self.codec, **fields}
+        try:  # the housekeeping thread rewrites it once the recording is chained
+            write_sidecar(self.data_dir, sidecar_doc({**row, "rate": self.rate, "channels": self._channels}))
+        except OSError as e:
+            logger.error("call %s: cannot write its sidecar: %s", self.id, e)
+        return row
 
     def discard(self) -> None:
         """Too short to be a call: remove the file and its row."""
@@ -362,7 +421,7 @@ def salvage(data_dir: Path, index: Index, *, parts: Iterable[Path] | None = None
             logger.error("recovered file %s holds no readable audio (%s); kept as %s.unreadable",
                          part, e, final.name)
             final.unlink(missing_ok=True)
-            os.replace(part, final.with_name(final.name + ".unreadable"))
+            os.replace(part, final.with_name(final.name + UNREADABLE))
             if row:
                 index.update_call(call_id, status="recovered", end_reason="recovered", duration_s=0.0,
                                   ended_at=row["started_at"], bytes=0)
