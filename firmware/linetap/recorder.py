@@ -31,7 +31,7 @@ from .health.board import StatusBoard
 from .health.loop import HealthLoop
 from .health.sdnotify import Notifier, ProgressWatchdog
 from .housekeeping import STATUS_FILE, Housekeeping
-from .index.db import open_index
+from .index.rebuild import RebuildReport, open_or_rebuild
 from .pipeline import Pipeline
 from .retention.sweeper import Sweeper
 from .store.recordings import DIR_MODE, Recording, SyncBatch
@@ -65,7 +65,9 @@ class Recorder:
             built.callback(self.notifier.close)
             os.umask(0o027)
             self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            self.index = open_index(self.data_dir)
+            # A corrupt index is moved aside and a lost one rebuilt from the recordings (index/rebuild.py):
+            # the recorder keeps recording; INDEX_REBUILT is raised in start(), once the link listens.
+            self.index, self.rebuilt = open_or_rebuild(self.data_dir, clock=clock)
             built.callback(self.index.close)
             self.listeners = Listeners()
             self.wake_health = threading.Event()
@@ -126,6 +128,7 @@ class Recorder:
             self.link.start()  # first: the downtime alarm below is an event for the broker too
         account_for_downtime(self.index, gaps=self.gaps, alarms=self.alarms, lines=list(self.readers),
                              now=self.clock.wall())
+        _report_rebuild(self.rebuilt, self.alarms)
         self.housekeeping.recover_previous_run()
         self.pipeline.start()
         for reader in self.readers.values():
@@ -194,6 +197,13 @@ class Recorder:
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
         return self.board.snapshot()
+
+
+def _report_rebuild(report: RebuildReport | None, alarms: AlarmManager) -> None:
+    """INDEX_REBUILT for the run that rebuilt the index (the chain's ``rebuild`` entry and the
+    alarms table keep it after that)."""
+    if report is not None:
+        alarms.set("INDEX_REBUILT", None, True, report.detail())
 
 
 def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack) -> HookInput | None:

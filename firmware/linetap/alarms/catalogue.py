@@ -10,7 +10,9 @@ Severity decisions:
   a line that cannot be opened (LINE_NO_DEVICE), a line that delivers no
   real audio (LINE_DEAD), recordings that cannot be written
   (DISK_WRITE_FAILED), and RECORDER_RESTARTED, because the interval the
-  recorder was down is audio that was never captured on any line.
+  recorder was down is audio that was never captured on any line. INDEX_REBUILT is
+  critical because evidence was compromised: the chain before the rebuild is gone, and
+  whatever the index knew that no sidecar did (alarms, gaps, the audit) with it.
 - ``warning`` means recording continues but someone should look: a short
   loss (LINE_OVERRUN), degraded audio (LINE_CLIPPING), space running out
   (DISK_LOW), timestamps that may be wrong (CLOCK_UNSYNCED), and no
@@ -58,6 +60,9 @@ _SPECS = (
               "the system clock is not NTP-synchronised; timestamps may be wrong"),
     AlarmSpec("BROKER_UNREACHABLE", WARNING, SYSTEM,
               "the MQTT broker cannot be reached; recording continues, events are queued"),
+    AlarmSpec("INDEX_REBUILT", CRITICAL, SYSTEM,
+              "the index was corrupt or missing and was rebuilt from the recordings and their sidecars "
+              "(detail: counts, the file kept aside); call ids may differ, the chain records the break"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
 )

@@ -21,6 +21,11 @@ Payload kinds:
 ``deletion`` / ``erasure``
     call_id, why (space | retention | request), by, recording_seq, sha256, and
     file_missing (the file had gone before linetap deleted it).
+``rebuild``
+    call_id null; the index was lost (why: corrupt | missing) and rebuilt from the files: the
+    chain before this entry is gone (``previous``: the newest seq/hash any sidecar remembered,
+    or null), and ``recordings``/``files_sha256`` commit to the set of recordings found
+    (see :mod:`linetap.index.rebuild`). Their ``recording`` entries follow.
 
 Values are strings, integers, booleans and null only (floats do not round-trip
 identically in every language).
@@ -43,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 VERSION = 1
 SEALED_SUFFIX = ".sealed"  # = linetap.crypto.SUFFIX (not imported: this module must not need nacl)
-KINDS = ("recording", "deletion", "erasure")
+KINDS = ("recording", "deletion", "erasure", "rebuild")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +153,12 @@ def append_removal(index: Index, kind: str, call_id: int, *, why: str, by: str, 
     rec = recording_entry(index, call_id)
     return _append(index, kind, call_id, {"why": why, "by": by, "recording_seq": rec.seq if rec else None,
                                           "sha256": sha256, "file_missing": file_missing}, at)
+
+
+def append_rebuild(index: Index, body: dict[str, Any], *, at: float) -> Entry:
+    """Record that the index was rebuilt (w-rebuild; payload in the module docstring)."""
+    with index.write_transaction():
+        return _append(index, "rebuild", None, body, at)
 
 
 def entries(index: Index, from_seq: int = 1, page_rows: int = 5000) -> Iterator[Entry]:

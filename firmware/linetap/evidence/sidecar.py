@@ -30,8 +30,8 @@ def refresh(index: Index, data_dir: Path, call_id: int) -> Path | None:
         return None
     hold = db.hold_of(index, call_id)
     entry = chain.live_entry(index, call_id)
-    doc = sidecar_doc(row, held=hold is not None, hold_reason=hold["reason"] if hold else None,
-                      chain_seq=entry.seq if entry else None, chain_hash=entry.hash if entry else None)
+    doc = sidecar_doc(row, hold=hold, chain_seq=entry.seq if entry else None,
+                      chain_hash=entry.hash if entry else None)
     try:
         return write_sidecar(Path(data_dir), doc)
     except OSError as e:

@@ -31,6 +31,8 @@ CALL_COLUMNS = {
 }
 CONTRACT_FIELDS = tuple(CALL_COLUMNS)
 
+INDEX_FILE = "index.db"  # in the data directory
+
 # PRAGMA synchronous levels (sqlite.org/pragma.html#pragma_synchronous).
 SYNC_NORMAL = 1
 SYNC_FULL = 2
@@ -154,6 +156,10 @@ class Index:
         """Insert a calls row the salvage rebuilt from a file (with its id and final fields)."""
         self._insert("calls", row)
 
+    def call_rebuilt(self, **row: Any) -> int:
+        """Insert a calls row an index rebuild found on the disk (with its old id, if given)."""
+        return self._insert("calls", row)
+
     def update_call(self, call_id: int, **fields: Any) -> None:
         self._update("calls", call_id, fields)
 
@@ -262,7 +268,7 @@ class Index:
 
 
 def open_index(data_dir: Path) -> Index:
-    return Index(Path(data_dir) / "index.db")
+    return Index(Path(data_dir) / INDEX_FILE)
 
 
 def public_call(row: dict[str, Any]) -> dict[str, Any]:
