@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import __version__
 from .alarms.gaps import GapTracker
@@ -117,7 +117,8 @@ class Recorder:
                                           stall_after_s=cfg.health.stall_after_ms / 1000)
             self.housekeeping = Housekeeping(index=self.index, data_dir=self.data_dir, storage=cfg.storage,
                                              health=cfg.health, clock=clock, alarms=self.alarms,
-                                             sweeper=Sweeper.from_config(self.index, cfg, clock=clock),
+                                             sweeper=Sweeper.from_config(self.index, cfg, clock=clock,
+                                                                         clock_synced=_clock_check(cfg)),
                                              board=self.board, to_seal=self.to_seal,
                                              heartbeat_s=cfg.recorder.heartbeat_s)
             self._closers = built.pop_all()  # link, hooks, LEDs, index, notifier: closed last in stop()
@@ -197,6 +198,14 @@ class Recorder:
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
         return self.board.snapshot()
+
+
+def _clock_check(cfg: Config) -> Callable[[], bool | None] | None:
+    """What tells retention whether the clock is synchronised (retention/plan.py ``retention_wait``)."""
+    if not cfg.health.check_clock:
+        return None
+    from .health.system import clock_synchronized
+    return clock_synchronized
 
 
 def _report_rebuild(report: RebuildReport | None, alarms: AlarmManager) -> None:
