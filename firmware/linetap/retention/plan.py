@@ -267,8 +267,11 @@ def policy_changes(old: Policy, new: Policy) -> tuple[str, ...]:
         out.append(f"storage.keep_free_mb {old.keep_free_bytes // 2**20} -> {new.keep_free_bytes // 2**20}")
     if old.max_use_bytes != new.max_use_bytes:
         out.append(f"storage.max_use_mb {old.max_use_bytes // 2**20} -> {new.max_use_bytes // 2**20}")
-    for what, o, n in (("storage", old.default, new.default),
+    d_old, d_new = old.default.effective(), new.default.effective()
+    for what, o, n in (("storage", d_old, d_new),
                        *((f"line {name}", old.for_line(name), lp.effective()) for name, lp in new.lines)):
+        if what != "storage" and (o, n) == (d_old, d_new):
+            continue  # a line following storage's limits: said once, under storage
         if o.retention_days != n.retention_days:
             out.append(f"{what} retention_days {o.retention_days} -> {n.retention_days}")
         if o.min_retention_days != n.min_retention_days:

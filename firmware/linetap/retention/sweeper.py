@@ -338,6 +338,18 @@ class Sweeper:
         self._disk_low = low
 
 
+def impact(index: Index, data_dir: Path, old: Policy, new: Policy, **kwargs: Any) -> tuple[int, int]:
+    """(how many recordings ``new`` would delete now that ``old`` would not, how many there are):
+    the first-boot check of a config change (firstboot.py), measured as a sweep would."""
+    s = Sweeper(index, data_dir, new, **kwargs)
+    now = s.clock.wall()
+    open_bytes = s._open_bytes()
+    reserve = s._reserve_bytes(s.rate_bytes_per_s(now, open_bytes))
+    rows = list(s._recordings())
+    space = Space(s.space.free_bytes(), s._finished()[1] + open_bytes)
+    return len(change_impact(rows, space, old, new, now, reserve_bytes=reserve)), len(rows)
+
+
 def sweep(index: Index, data_dir: Path, policy: Policy, **kwargs: Any) -> SweepResult:
     """One sweep with a throw-away :class:`Sweeper` (the rate lives in the index, not in the object)."""
     return Sweeper(index, data_dir, policy, **kwargs).sweep()
