@@ -276,3 +276,27 @@ def test_a_salvaged_recordings_part_file_is_left_to_the_salvage(index, data_dir,
     idx.close()
     assert report is not None and report.recordings == 3
     assert open_rec.part.exists()
+
+
+def test_a_sealed_recording_comes_back_sealed_with_its_caller_from_the_sidecar(index, data_dir, clock, tmp_path):
+    from linetap import crypto
+    public, _private = crypto.generate_keypair(tmp_path / "keys")
+    rec = Recording(data_dir, index, line="line1", codec="wav", rate=RATE, channels=1, started_at=clock.wall(),
+                    sync_interval_s=0.5)
+    rec.set_caller("5559876", "BOB")
+    rec.write(np.zeros((RATE, 1), dtype=np.int16))
+    row = rec.finish("onhook")
+    finalize_recording(index, data_dir, row, StorageConfig(codec="wav", encrypt_to=public), clock=clock)
+    sealed = index.get_call(row["id"]) or {}
+    assert sealed["path"].endswith(".sealed")
+    side = sidecar_path(data_dir / sealed["path"])
+    assert side.name == Path(row["path"]).name + SIDECAR and not (data_dir / row["path"]).exists()
+    corrupt(index, data_dir)
+    idx, report = open_or_rebuild(data_dir, clock=clock)
+    try:
+        assert report is not None and report.from_sidecars == 1
+        (back,) = idx.calls()
+        assert (back["path"], back["sha256"], back["bytes"], back["caller_number"], back["caller_name"]) == \
+            (sealed["path"], sha(data_dir / sealed["path"]), sealed["bytes"], "5559876", "BOB")
+    finally:
+        idx.close()
