@@ -17,7 +17,7 @@ from linetap.alarms.manager import AlarmManager
 from linetap.capture import Block, Run
 from linetap.clock import FakeClock, iso, parse_iso
 from linetap.config import HealthConfig, LineConfig
-from linetap.index import Index
+from linetap.index.db import Index
 from linetap.supervisor import LineSupervisor, ReaderSnapshot, account_for_downtime
 
 T0 = parse_iso("2026-11-28T00:00:00Z")
