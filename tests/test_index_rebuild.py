@@ -300,3 +300,25 @@ def test_a_sealed_recording_comes_back_sealed_with_its_caller_from_the_sidecar(i
             (sealed["path"], sha(data_dir / sealed["path"]), sealed["bytes"], "5559876", "BOB")
     finally:
         idx.close()
+
+
+def test_an_id_claimed_twice_gets_a_new_one_that_no_unfinished_file_holds(index, data_dir, clock, three):
+    # A copy of call 1's file a year earlier (no sidecar): two files named with id 1.
+    src = data_dir / three[0]["path"]
+    assert src.name.startswith("line1_2026") and src.name.endswith("_1.wav")
+    dup = src.with_name(src.name.replace("line1_2026", "line1_2025"))
+    dup.write_bytes(src.read_bytes())
+    # An unfinished recording with id 4 (the next free one): the salvage will index it by that id.
+    open_rec = Recording(data_dir, index, line="line1", codec="wav", rate=RATE, channels=1,
+                         started_at=clock.wall(), sync_interval_s=0.5)
+    open_rec.write(np.zeros((800, 1), dtype=np.int16))
+    open_rec.sync_now()
+    assert open_rec.id == 4
+    corrupt(index, data_dir)
+    idx, report = open_or_rebuild(data_dir, clock=clock)
+    try:
+        assert report is not None and report.recordings == 4
+        assert sorted((r["id"], r["path"] == str(dup.relative_to(data_dir))) for r in idx.calls()) == \
+            [(1, False), (2, False), (3, False), (5, True)]  # the sidecar's claim first
+    finally:
+        idx.close()

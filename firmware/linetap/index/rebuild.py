@@ -138,7 +138,8 @@ def open_or_rebuild(data_dir: Path, *, clock: Clock) -> tuple[Index, RebuildRepo
             logger.critical("the index %s was missing or empty while %d recording(s) are on the disk; "
                             "rebuilding it from them", path, len(found))
         report = rebuild(index, found, why=WHY_CORRUPT if moved else WHY_MISSING,
-                         problem=why or "no index, recordings on the disk", moved_to=moved, at=clock.wall())
+                         problem=why or "no index, recordings on the disk", moved_to=moved, at=clock.wall(),
+                         reserved=part_ids(data_dir))
         return index, report
     except BaseException:
         index.close()
@@ -175,9 +176,16 @@ def scan(data_dir: Path) -> list[Found]:
     return found
 
 
+def part_ids(data_dir: Path) -> frozenset[int]:
+    """The call ids in the names of the unfinished (``.part``) files the salvage will index."""
+    from ..store.recordings import PART, id_from_name, unsalvaged
+    ids = (id_from_name(p.name.removesuffix(PART)) for p in unsalvaged(data_dir))
+    return frozenset(i for i in ids if i is not None)
+
+
 def _found(data_dir: Path, f: Path) -> Found:
     from ..store import audio
-    from ..store.recordings import (SEALED, UNREADABLE, _codec_from_name, _id_from_name, _start_from_name,
+    from ..store.recordings import (SEALED, UNREADABLE, codec_from_name, id_from_name, start_from_name,
                                     read_sidecar, sha256_file, sidecar_path)
     rel = str(f.relative_to(data_dir))
     unreadable = f.name.endswith(UNREADABLE)
@@ -194,14 +202,14 @@ def _found(data_dir: Path, f: Path) -> Found:
             logger.warning("rebuild: %s is %d bytes, its sidecar says %s; hashing the file", rel, size,
                            row.get("bytes"))
             row.update(bytes=size, sha256=sha256_file(f))
-        row["id"] = doc.get("call_id") if isinstance(doc.get("call_id"), int) else _id_from_name(f.name)
+        row["id"] = doc.get("call_id") if isinstance(doc.get("call_id"), int) else id_from_name(f.name)
         hold = ({"held_at": doc.get("held_at"), "held_by": doc.get("held_by"), "reason": doc.get("hold_reason")}
                 if doc.get("held") else None)
         return Found(row, hold, True, doc.get("chain_seq"), doc.get("chain_hash"))
     base = f.name.removesuffix(UNREADABLE).removesuffix(SEALED)
-    started = _start_from_name(base)
-    row = {"id": _id_from_name(base), "line": f.relative_to(data_dir / "recordings").parts[0],
-           "started_at": iso(started), "codec": _codec_from_name(base), "status": "recovered",
+    started = start_from_name(base)
+    row = {"id": id_from_name(base), "line": f.relative_to(data_dir / "recordings").parts[0],
+           "started_at": iso(started), "codec": codec_from_name(base), "status": "recovered",
            "end_reason": "recovered", "path": rel, "ended_at": None, "duration_s": None}
     if unreadable:  # as the salvage indexes it: its path without the mark, no audio
         row.update(path=rel.removesuffix(UNREADABLE), bytes=0, sha256=None, duration_s=0.0,
@@ -220,15 +228,22 @@ def _found(data_dir: Path, f: Path) -> Found:
 
 
 def rebuild(index: Index, found: list[Found], *, why: str, problem: str, moved_to: str | None,
-            at: float) -> RebuildReport:
-    """Insert the rows and holds of ``found`` into the (new) index and record the break in the chain."""
+            at: float, reserved: frozenset[int] = frozenset()) -> RebuildReport:
+    """Insert the rows and holds of ``found`` into the (new) index and record the break in the chain.
+    ``reserved``: ids no rebuilt row may take (the ``.part`` files' own, see :func:`part_ids`)."""
     from ..evidence import chain
     held = 0
+    # The ids of unfinished files (the salvage indexes them next, by the id in their name) are taken.
+    taken = set(reserved) | {fd.row["id"] for fd in found if isinstance(fd.row.get("id"), int)}
+    next_id = max(taken, default=0) + 1
+    seen: set[int] = set()
     with index.write_transaction():
-        for fd in found:
-            row = {k: v for k, v in fd.row.items() if k != "id" or v is not None}
-            if row.get("id") is not None and index.get_call(row["id"]) is not None:
-                row.pop("id")  # two files claim one id: the later gets a new one (ids may differ)
+        # A sidecar's id was the lost index's own: it keeps it before a file named alike without one.
+        for fd in sorted(found, key=lambda fd: not fd.from_sidecar):
+            row = dict(fd.row)
+            if not isinstance(row.get("id"), int) or row["id"] in seen or row["id"] in reserved:
+                row["id"], next_id = next_id, next_id + 1  # no id, or one claimed twice: a new one
+            seen.add(row["id"])
             call_id = index.call_rebuilt(**row)
             if fd.hold is not None:
                 evidence.hold_add(index, call_id, held_at=fd.hold.get("held_at") or iso(at),

@@ -417,9 +417,9 @@ def salvage(data_dir: Path, index: Index, *, parts: Iterable[Path] | None = None
         final = part.with_name(part.name[: -len(PART)])
         rel = str(final.relative_to(data_dir))
         row = by_path.pop(rel, None)
-        call_id = row["id"] if row else _id_from_name(final.name)
-        codec = row["codec"] if row else _codec_from_name(final.name)
-        started = parse_iso(row["started_at"]) if row else _start_from_name(final.name)
+        call_id = row["id"] if row else id_from_name(final.name)
+        codec = row["codec"] if row else codec_from_name(final.name)
+        started = parse_iso(row["started_at"]) if row else start_from_name(final.name)
         final.unlink(missing_ok=True)  # a salvage interrupted before: the .part is the truth
         try:
             _read_through(part)  # a read error here is the disk's, not the audio's
@@ -487,19 +487,19 @@ def _read_through(path: Path, chunk_bytes: int = 1 << 20) -> None:
             pass
 
 
-def _id_from_name(name: str) -> int | None:
+def id_from_name(name: str) -> int | None:
     try:
         return int(name.rsplit(".", 1)[0].rsplit("_", 1)[1])
     except (IndexError, ValueError):
         return None
 
 
-def _codec_from_name(name: str) -> str:
+def codec_from_name(name: str) -> str:
     ext = name.rsplit(".", 1)[-1]
     return {v[2]: k for k, v in audio.FORMATS.items()}.get(ext, "flac")
 
 
-def _start_from_name(name: str) -> float:
+def start_from_name(name: str) -> float:
     try:
         stamp = name.rsplit(".", 1)[0].rsplit("_", 2)[1]
         return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
