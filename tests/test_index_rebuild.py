@@ -322,3 +322,18 @@ def test_an_id_claimed_twice_gets_a_new_one_that_no_unfinished_file_holds(index,
             [(1, False), (2, False), (3, False), (5, True)]  # the sidecar's claim first
     finally:
         idx.close()
+
+
+def test_a_locked_index_is_not_taken_for_a_corrupt_one(tmp_path):
+    import sqlite3
+    path = tmp_path / "index.db"
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("create table t (x)")
+    holder.execute("begin exclusive")  # rollback-journal mode: readers are locked out
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            problem(path, timeout_s=0.05)
+    finally:
+        holder.execute("rollback")
+        holder.close()
+    assert problem(path) is None

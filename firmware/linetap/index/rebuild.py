@@ -82,18 +82,26 @@ class RebuildReport:
                 f"{self.held} on hold; chain break recorded at entry {self.chain_seq}")
 
 
-def problem(path: Path) -> str | None:
-    """Why the index file at ``path`` cannot be used (None: it can, or there is none)."""
+# SQLite's primary result codes that mean the file itself is damaged (sqlite.org/rescode.html).
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
+
+
+def problem(path: Path, *, timeout_s: float = 10.0) -> str | None:
+    """Why the index file at ``path`` cannot be used (None: it can, or there is none).
+
+    Only damage counts (not a database, a malformed page, ``quick_check`` not ``ok``): a locked
+    database or an I/O error is raised, not taken for corruption, since moving a sound index aside
+    would lose what only it holds (alarms, gaps, the audit, the chain)."""
     if not path.exists():
         return None
-    try:
-        conn = sqlite3.connect(str(path), timeout=10.0)
-    except sqlite3.Error as e:
-        return str(e)
+    conn = sqlite3.connect(str(path), timeout=timeout_s)
     try:
         rows = conn.execute("PRAGMA quick_check").fetchall()
     except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
-        return str(e)
+        if (getattr(e, "sqlite_errorcode", 0) & 0xFF) in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            return str(e)
+        raise
     finally:
         conn.close()
     msgs = [str(r[0]) for r in rows]
