@@ -466,6 +466,14 @@ def test_the_same_change_confirmed_with_the_count_is_applied(box, fault):
     assert run(box, fault).action == "applied"
 
 
+def test_judging_a_change_leaves_no_file_beside_the_index(box, fault):
+    recorded(box, 30, age_days=10)
+    before = sorted(p.name for p in box.data_dir.iterdir())
+    box.candidate.write_text(storage_change(box, "retention_days = 0", "retention_days = 1"))
+    assert run(box, fault).action == "rejected"
+    assert sorted(p.name for p in box.data_dir.iterdir()) == before  # no -wal/-shm owned by root
+
+
 def test_a_change_that_deletes_nothing_needs_no_confirmation(box, fault):
     recorded(box, 30, age_days=10)
     box.candidate.write_text(storage_change(box, "retention_days = 0", "retention_days = 90"))

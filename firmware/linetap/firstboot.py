@@ -191,7 +191,10 @@ def _destructive_change(cfg: config.Config, layout: Layout) -> list[str]:
         old = config.load(layout.active)
     except (OSError, config.ConfigError):
         return []  # no valid running config: nothing recorded under one to protect
-    from .index.db import INDEX_FILE, open_index
+    import sqlite3
+
+    from .index.db import INDEX_FILE, Index
+    from .index.schema import SchemaTooNew
     old_dir, new_dir = Path(old.recorder.data_dir), Path(cfg.recorder.data_dir)
     if not (old_dir / INDEX_FILE).is_file():
         return []
@@ -199,7 +202,11 @@ def _destructive_change(cfg: config.Config, layout: Layout) -> list[str]:
     from .retention.sweeper import impact
     old_policy, new_policy = Policy.from_config(old.storage, old.lines), Policy.from_config(cfg.storage, cfg.lines)
     confirm = cfg.storage.confirm_deletion
-    index = open_index(old_dir)
+    try:  # read-only, creating no file: first boot runs as root, the recorder as linetap
+        index = Index.snapshot(old_dir / INDEX_FILE)
+    except (sqlite3.Error, SchemaTooNew) as e:
+        logger.warning("cannot read %s to judge the change (%s); the recorder checks it at start", old_dir, e)
+        return []
     try:
         if os.path.normpath(old_dir) != os.path.normpath(new_dir):
             total = len(index.calls())
@@ -211,6 +218,9 @@ def _destructive_change(cfg: config.Config, layout: Layout) -> list[str]:
         if old_policy == new_policy:
             return []
         count, total = impact(index, old_dir, old_policy, new_policy)
+    except sqlite3.Error as e:  # an index too old or damaged: the recorder's start deals with it
+        logger.warning("cannot read %s to judge the change (%s); the recorder checks it at start", old_dir, e)
+        return []
     finally:
         index.close()
     if is_mass(count, total) and not confirmed(count, confirm):
