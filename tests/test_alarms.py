@@ -14,7 +14,9 @@ from linetap.index.db import Index
 
 CONTRACT_CODES = {"LINE_NO_DEVICE", "LINE_DEAD", "LINE_OVERRUN", "LINE_CLIPPING", "DISK_LOW",
                   "DISK_WRITE_FAILED", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE", "RECORDER_RESTARTED",
-                  "EVIDENCE_INTEGRITY"}  # contract "Additions", Evidence
+                  "EVIDENCE_INTEGRITY",  # contract "Additions", Evidence
+                  "INDEX_REBUILT",  # CONTRACT.md "Additions"
+                  "DELETION_HELD"}  # README "Alarms": a mass deletion waiting for storage.confirm_deletion
 
 
 class Recorder:

@@ -154,8 +154,10 @@ def test_every_codec_round_trips_through_encryption(index: Index, data_dir: Path
 @pytest.mark.parametrize("codec", ["opus", "flac", "wav"])
 def test_no_plaintext_stays_on_the_box(index: Index, data_dir: Path, keys: tuple[Path, Path], codec: str) -> None:
     record(index, data_dir, codec, sealed_store(keys, codec))
-    files = [p for p in (data_dir / "recordings").rglob("*") if p.is_file()]
-    assert [p.name.endswith(".sealed") for p in files] == [True]
+    files = sorted(p.name for p in (data_dir / "recordings").rglob("*") if p.is_file())
+    # The sealed audio and its metadata sidecar (<name>.<ext>.json: store/recordings.py), nothing else.
+    assert [n.endswith(".sealed") for n in files] == [False, True]
+    assert files[0] == files[1].removesuffix(".sealed") + ".json"
 
 
 @pytest.mark.parametrize("codec", ["opus", "flac", "wav"])

@@ -20,6 +20,7 @@ from linetap.evidence.export_verify import checkpoint_signed
 from linetap.index.db import open_index
 from linetap.recorder import Recorder
 from linetap.sim.line import render
+from linetap.store.recordings import sidecar_path
 from helpers import write_config
 from mqtt_broker import broker, first_deliveries  # noqa: F401  (broker is the fixture)
 
@@ -138,8 +139,9 @@ def test_deleting_the_newest_calls_with_their_chain_rows_is_named_as_truncation(
     con.execute("delete from meta where key like 'checkpoint' or key like 'verify_%'")
     con.commit()
     con.close()
-    for p in paths:
+    for p in paths:  # a thorough adversary: the audio and its sidecar
         (data / p).unlink()
+        sidecar_path(data / p).unlink(missing_ok=True)
     # Inside the box nothing shows: that is why the head must leave it.
     assert run(capsys, "verify", "-c", str(cfg))[0] == 0
     code, out = run(capsys, "verify", "-c", str(cfg), "--checkpoint", str(kept_checkpoint(recorded)))

@@ -410,3 +410,81 @@ def test_a_data_partition_that_cannot_take_the_config_is_one_line_and_exit_1(box
     assert (proc.returncode, proc.stderr.count("\n")) == (1, 1)
     assert proc.stderr.startswith("ERROR linetap.firstboot: could not apply linetap.toml: ")
     assert box.candidate.exists()  # still there, to be tried again at the next boot
+
+
+# --- a change that would delete or orphan the recordings ---------------------------------------
+
+def recorded(box: Layout, n: int, *, age_days: float) -> None:
+    """``n`` finished recordings ``age_days`` old in the running config's data directory."""
+    import time as _time
+
+    import numpy as np
+
+    from linetap.index.db import open_index
+    from linetap.store.recordings import Recording
+    box.data_dir.mkdir(exist_ok=True)
+    index = open_index(box.data_dir)
+    try:
+        for i in range(n):
+            rec = Recording(box.data_dir, index, line="line1", codec="wav", rate=8000, channels=1,
+                            started_at=_time.time() - age_days * 86400 + i * 60, sync_interval_s=0.5)
+            rec.write(np.zeros((800, 1), dtype=np.int16))
+            rec.finish("vox_timeout")
+    finally:
+        index.close()
+
+
+def storage_change(box: Layout, old: str, new: str, confirm: int | None = None) -> str:
+    text = config_text(box.data_dir).replace(old, new)
+    assert new in text
+    if confirm is not None:
+        text = text.replace("[storage]\n", f"[storage]\nconfirm_deletion = {confirm}\n")
+    return text
+
+
+def test_a_retention_typo_that_would_delete_the_recordings_is_rejected_naming_the_count(box, fault):
+    recorded(box, 30, age_days=10)
+    before = box.active.read_text()
+    box.candidate.write_text(storage_change(box, "retention_days = 0", "retention_days = 1"))
+    result = run(box, fault)
+    assert result.action == "rejected" and box.active.read_text() == before
+    assert result.errors == (
+        "linetap.toml: storage: this change (storage retention_days 0 -> 1) would delete 30 of 30 recordings at "
+        "once; if that is intended, set storage.confirm_deletion = 30 in linetap.toml",)
+
+
+def test_a_floor_typo_is_rejected_too(box, fault):
+    recorded(box, 30, age_days=10)
+    box.candidate.write_text(storage_change(box, "keep_free_mb = 512", "keep_free_mb = 10000000"))
+    result = run(box, fault)
+    assert result.action == "rejected" and "would delete 30 of 30 recordings" in result.errors[0]
+
+
+def test_the_same_change_confirmed_with_the_count_is_applied(box, fault):
+    recorded(box, 30, age_days=10)
+    box.candidate.write_text(storage_change(box, "retention_days = 0", "retention_days = 1", confirm=30))
+    assert run(box, fault).action == "applied"
+
+
+def test_judging_a_change_leaves_no_file_beside_the_index(box, fault):
+    recorded(box, 30, age_days=10)
+    before = sorted(p.name for p in box.data_dir.iterdir())
+    box.candidate.write_text(storage_change(box, "retention_days = 0", "retention_days = 1"))
+    assert run(box, fault).action == "rejected"
+    assert sorted(p.name for p in box.data_dir.iterdir()) == before  # no -wal/-shm owned by root
+
+
+def test_a_change_that_deletes_nothing_needs_no_confirmation(box, fault):
+    recorded(box, 30, age_days=10)
+    box.candidate.write_text(storage_change(box, "retention_days = 0", "retention_days = 90"))
+    assert run(box, fault).action == "applied"
+
+
+def test_moving_the_data_dir_away_from_the_recordings_is_rejected(box, fault):
+    recorded(box, 12, age_days=1)
+    box.candidate.write_text(config_text(box.data_dir / "new"))
+    result = run(box, fault)
+    assert result.errors == (
+        f"linetap.toml: recorder.data_dir: moving it from {box.data_dir} to {box.data_dir / 'new'} would orphan "
+        f"all 12 recordings (left in {box.data_dir}, out of the index, retention and legal holds); if that is "
+        "intended, set storage.confirm_deletion = 12",)

@@ -202,6 +202,10 @@ class StorageConfig:
                                   check=between(0, 36500))
     on_min_retention_conflict: str = key("alarm", doc="`alarm`: keep young recordings, raise DISK_LOW; "
                                          "`evict`: free space anyway, logged", check=one_of(("alarm", "evict")))
+    confirm_deletion: int = key(0, doc="a change of retention, `keep_free_mb`, `max_use_mb` or `data_dir` that "
+                                "would delete or orphan more than 10% (and more than 10) of the recordings at "
+                                "once is applied only if this is at least that number (the error names it)",
+                                check=between(0, 10**9))
     sync_interval_s: float = key(0.4, doc="flush + fsync interval in seconds of audio: a power cut loses "
                                  "at most this, plus up to 0.3 s on its way to the writer, plus what the codec "
                                  "holds (see Storage): under 1 s by default", check=between(0.05, 1.0))

@@ -148,6 +148,7 @@ def _examine(raw: bytes, layout: Layout,
         skip = f"{BOOT_NAME}: mqtt.password:"
         return prep, errors + [x for x in e.errors if not (prep.had_inline_password and x.startswith(skip))]
     errors += _box_rules(cfg, layout)
+    errors += _destructive_change(cfg, layout)
     # Files still on the card were checked by their content in prepare() (and what it found wrong
     # is reported once); the rest must be on the box.
     incoming = {f.key for f in prep.files} | prep.failed_keys
@@ -180,6 +181,52 @@ def _box_rules(cfg: config.Config, layout: Layout) -> list[str]:
         errors.append(f"{BOOT_NAME}: recorder.data_dir: must be {layout.data_dir} on this box "
                       f"(its data partition), not {str(cfg.recorder.data_dir)!r}")
     return errors
+
+
+def _destructive_change(cfg: config.Config, layout: Layout) -> list[str]:
+    """A change that would delete or orphan many recordings at once needs ``storage.confirm_deletion``
+    (retention/plan.py, "guarding against mass deletion"): a typo must not empty the box. The recorder
+    checks the same at start (it keeps the previous limits); here the installer learns it at once."""
+    try:
+        old = config.load(layout.active)
+    except (OSError, config.ConfigError):
+        return []  # no valid running config: nothing recorded under one to protect
+    import sqlite3
+
+    from .index.db import INDEX_FILE, Index
+    from .index.schema import SchemaTooNew
+    old_dir, new_dir = Path(old.recorder.data_dir), Path(cfg.recorder.data_dir)
+    if not (old_dir / INDEX_FILE).is_file():
+        return []
+    from .retention.plan import Policy, confirmed, is_mass, policy_changes, refusal
+    from .retention.sweeper import impact
+    old_policy, new_policy = Policy.from_config(old.storage, old.lines), Policy.from_config(cfg.storage, cfg.lines)
+    confirm = cfg.storage.confirm_deletion
+    try:  # read-only, creating no file: first boot runs as root, the recorder as linetap
+        index = Index.snapshot(old_dir / INDEX_FILE)
+    except (sqlite3.Error, SchemaTooNew) as e:
+        logger.warning("cannot read %s to judge the change (%s); the recorder checks it at start", old_dir, e)
+        return []
+    try:
+        if os.path.normpath(old_dir) != os.path.normpath(new_dir):
+            total = len(index.calls())
+            if is_mass(total, total) and not confirmed(total, confirm):
+                return [f"{BOOT_NAME}: recorder.data_dir: moving it from {old_dir} to {new_dir} would orphan all "
+                        f"{total} recordings (left in {old_dir}, out of the index, retention and legal holds); "
+                        f"if that is intended, set storage.confirm_deletion = {total}"]
+            return []
+        if old_policy == new_policy:
+            return []
+        count, total = impact(index, old_dir, old_policy, new_policy)
+    except sqlite3.Error as e:  # an index too old or damaged: the recorder's start deals with it
+        logger.warning("cannot read %s to judge the change (%s); the recorder checks it at start", old_dir, e)
+        return []
+    finally:
+        index.close()
+    if is_mass(count, total) and not confirmed(count, confirm):
+        changes = ", ".join(policy_changes(old_policy, new_policy))
+        return [f"{BOOT_NAME}: storage: " + refusal(f"this change ({changes})", count, total)]
+    return []
 
 
 # --- the actions -------------------------------------------------------------

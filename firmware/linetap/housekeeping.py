@@ -124,7 +124,10 @@ class Housekeeping(threading.Thread):
             low = res.disk_low or (res.hours_left is not None and res.hours_left < self.health.disk_low_hours)
             detail = res.detail or (f"{res.hours_left:.1f} h of recording left" if res.hours_left is not None
                                     else "")
+            # w-rebuild: a mass eviction for space is DISK_LOW too; deletions held back are DELETION_HELD.
+            low, detail = low or bool(res.mass_eviction), detail or res.mass_eviction
             self.alarms.set("DISK_LOW", None, low, detail)
+            self.alarms.set("DELETION_HELD", None, bool(res.held_back), res.held_back)
         if self.health.check_clock:
             synced = system.clock_synchronized()
             self.board.clock_synced = synced

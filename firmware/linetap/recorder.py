@@ -36,7 +36,7 @@ from .health.loop import HealthLoop
 from .health.snapshot import EvidenceStatus
 from .health.sdnotify import Notifier, ProgressWatchdog
 from .housekeeping import SLOW_CHECK_S, STATUS_FILE, Housekeeping
-from .index.db import open_index
+from .index.rebuild import RebuildReport, open_or_rebuild
 from .pipeline import Pipeline
 from .retention.sweeper import Sweeper
 from .store.recordings import DIR_MODE, Recording, SyncBatch
@@ -70,7 +70,9 @@ class Recorder:
             built.callback(self.notifier.close)
             os.umask(0o027)
             self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            self.index = open_index(self.data_dir)
+            # A corrupt index is moved aside and a lost one rebuilt from the recordings (index/rebuild.py):
+            # the recorder keeps recording; INDEX_REBUILT is raised in start(), once the link listens.
+            self.index, self.rebuilt = open_or_rebuild(self.data_dir, clock=clock)
             built.callback(self.index.close)
             self.listeners = Listeners()
             self.wake_health = threading.Event()
@@ -134,7 +136,8 @@ class Recorder:
                                      latest=lambda: self.checkpointer.latest).step)
             self.housekeeping = Housekeeping(index=self.index, data_dir=self.data_dir, storage=cfg.storage,
                                              health=cfg.health, clock=clock, alarms=self.alarms,
-                                             sweeper=Sweeper.from_config(self.index, cfg, clock=clock),
+                                             sweeper=Sweeper.from_config(self.index, cfg, clock=clock,
+                                                                         clock_synced=_clock_check(cfg)),
                                              board=self.board, to_seal=self.to_seal,
                                              heartbeat_s=cfg.recorder.heartbeat_s, checkpointer=self.checkpointer,
                                              evidence_steps=steps)
@@ -146,6 +149,7 @@ class Recorder:
             self.link.start()  # first: the downtime alarm below is an event for the broker too
         account_for_downtime(self.index, gaps=self.gaps, alarms=self.alarms, lines=list(self.readers),
                              now=self.clock.wall())
+        _report_rebuild(self.rebuilt, self.alarms)
         self.housekeeping.recover_previous_run()
         self._chain_config()
         if self.checkpointer.latest is not None:  # the newest one again, for a broker that lost it
@@ -238,6 +242,21 @@ class Recorder:
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
         return self.board.snapshot()
+
+
+def _clock_check(cfg: Config) -> Callable[[], bool | None] | None:
+    """What tells retention whether the clock is synchronised (retention/plan.py ``retention_wait``)."""
+    if not cfg.health.check_clock:
+        return None
+    from .health.system import clock_synchronized
+    return clock_synchronized
+
+
+def _report_rebuild(report: RebuildReport | None, alarms: AlarmManager) -> None:
+    """INDEX_REBUILT for the run that rebuilt the index (the chain's ``rebuild`` entry and the
+    alarms table keep it after that)."""
+    if report is not None:
+        alarms.set("INDEX_REBUILT", None, True, report.detail())
 
 
 def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack,

@@ -10,11 +10,15 @@ Severity decisions:
   a line that cannot be opened (LINE_NO_DEVICE), a line that delivers no
   real audio (LINE_DEAD), recordings that cannot be written
   (DISK_WRITE_FAILED), and RECORDER_RESTARTED, because the interval the
-  recorder was down is audio that was never captured on any line.
+  recorder was down is audio that was never captured on any line. INDEX_REBUILT is
+  critical because evidence was compromised: the chain before the rebuild is gone, and
+  whatever the index knew that no sidecar did (alarms, gaps, the audit) with it.
 - ``warning`` means recording continues but someone should look: a short
   loss (LINE_OVERRUN), degraded audio (LINE_CLIPPING), space running out
   (DISK_LOW), timestamps that may be wrong (CLOCK_UNSYNCED), and no
-  monitoring link (BROKER_UNREACHABLE; recordings are unaffected).
+  monitoring link (BROKER_UNREACHABLE; recordings are unaffected), deletions
+  held back until someone confirms them (DELETION_HELD: recordings are kept
+  longer, none is lost; space eviction, which keeps recording possible, goes on).
 
 Scope: ``line`` alarms are about one line and are always raised with that
 line's name; ``system`` alarms are about the box (they may still name a line,
@@ -58,6 +62,13 @@ _SPECS = (
               "the system clock is not NTP-synchronised; timestamps may be wrong"),
     AlarmSpec("BROKER_UNREACHABLE", WARNING, SYSTEM,
               "the MQTT broker cannot be reached; recording continues, events are queued"),
+    AlarmSpec("INDEX_REBUILT", CRITICAL, SYSTEM,
+              "the index was corrupt or missing and was rebuilt from the recordings and their sidecars "
+              "(detail: counts, the file kept aside); call ids may differ, the chain records the break"),
+    AlarmSpec("DELETION_HELD", WARNING, SYSTEM,
+              "deletions that would remove many recordings at once wait: a config change not confirmed "
+              "with storage.confirm_deletion, or retention while the clock is unsynchronised or just stepped "
+              "(detail: how many and the value that allows it); space eviction goes on"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
     AlarmSpec("EVIDENCE_INTEGRITY", CRITICAL, SYSTEM,

@@ -30,7 +30,10 @@ Payload kinds:
 ``config``
     by, sha256 of the configuration applied (canonical JSON of the parsed values), source (its file).
 ``rebuild``
-    by, detail: the index was rebuilt from the recordings (the entries after it say what it found).
+    call_id null; the index was lost (why: corrupt | missing) and rebuilt from the files: the
+    chain before this entry is gone (``previous``: the newest seq/hash any sidecar remembered,
+    or null), and ``recordings``/``files_sha256`` commit to the set of recordings found
+    (see :mod:`linetap.index.rebuild`). Their ``recording`` entries follow.
 
 ``by`` is the authenticated actor (:func:`linetap.evidence.audit.current_user` for the CLI:
 the OS user and its login uid, never an environment variable; the web user's name for the web).
@@ -194,6 +197,12 @@ def append_removal(index: Index, kind: str, call_id: int, *, why: str, by: str, 
     rec = recording_entry(index, call_id)
     return _append(index, kind, call_id, {"why": why, "by": by, "recording_seq": rec.seq if rec else None,
                                           "sha256": sha256, "file_missing": file_missing}, at)
+
+
+def append_rebuild(index: Index, body: dict[str, Any], *, at: float) -> Entry:
+    """Record that the index was rebuilt (w-rebuild; payload in the module docstring)."""
+    with index.write_transaction():
+        return _append(index, "rebuild", None, body, at)
 
 
 def entries(index: Index, from_seq: int = 1, page_rows: int = 5000) -> Iterator[Entry]:

@@ -23,7 +23,7 @@ from ..clock import Clock
 from ..index import evidence as db
 from ..index.db import Index
 from ..store.recordings import fsync_dir, sha256_file
-from . import chain
+from . import chain, sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def finalize_recording(index: Index, data_dir: Path, row: dict[str, Any], storag
             plain_sha = current.get("sha256")
             updated = {"path": sealed_rel, "bytes": sealed.stat().st_size, "sha256": sha256_file(sealed)}
     chain.append_recording(index, current, plain_sha256=plain_sha, update=updated, clock=clock)
+    sidecar.refresh(index, data_dir, current["id"])  # now with the sealed path and the chain entry
     return updated
 
 

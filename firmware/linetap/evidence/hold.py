@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..clock import Clock, SystemClock, iso
 from ..index import evidence as db
 from ..index.db import Index
-from . import UnknownCall, audit
+from . import UnknownCall, audit, sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def hold(index: Index, call_id: int, *, reason: str | None = None, who: str | No
         db.hold_add(index, call_id, held_at=iso(clock.wall()), held_by=who, reason=reason)
         audit.record(index, "hold", call_id, who=who, detail=reason, clock=clock, in_transaction=True)
     logger.info("call %d placed on legal hold by %s", call_id, who)
+    sidecar.refresh(index, _data_dir(index), call_id)
     return True
 
 
@@ -53,6 +55,7 @@ def release(index: Index, call_id: int, *, who: str | None = None, clock: Clock 
         db.hold_remove(index, call_id)
         audit.record(index, "release", call_id, who=who, clock=clock, in_transaction=True)
     logger.info("legal hold on call %d released by %s", call_id, who)
+    sidecar.refresh(index, _data_dir(index), call_id)
     return True
 
 
@@ -63,3 +66,8 @@ def holds(index: Index) -> list[Hold]:
 
 def is_held(index: Index, call_id: int) -> bool:
     return db.is_held(index, call_id)
+
+
+def _data_dir(index: Index) -> Path:
+    """The data directory: the index is always ``<data_dir>/index.db`` (``open_index``)."""
+    return Path(index.path).parent

@@ -33,7 +33,7 @@ from typing import Any
 from ..clock import Clock
 from ..index import evidence as db
 from ..index.db import Index
-from ..store.recordings import sha256_file
+from ..store.recordings import SIDECAR, sha256_file
 from . import audit, chain, checkpoint
 from .checkpoint import Checkpoint
 from .export_verify import COMMITTED_FIELDS, GENESIS, digest, duration_ms, link, private_commitment
@@ -204,7 +204,15 @@ def _unknown_files(data_dir: Path, expected: dict[str, int], open_paths: set[str
                 continue
             if rel.endswith(UNREADABLE) and rel[: -len(UNREADABLE)] in expected:
                 continue
+            if rel.endswith(SIDECAR) and _sidecar_of(rel[: -len(SIDECAR)], expected, open_paths):
+                continue
             if rel.endswith(SEALING) and rel[: -len(SEALING)].removesuffix(chain.SEALED_SUFFIX) in open_paths:
                 continue
             out.append(Problem("inserted", None, rel, "a file no recording in the chain accounts for"))
     return out
+
+
+def _sidecar_of(base: str, expected: dict[str, int], open_paths: set[str]) -> bool:
+    """A sidecar (``<name>.<ext>.json``) of a recording the chain or the index accounts for."""
+    return (base in expected or base + chain.SEALED_SUFFIX in expected or base in open_paths
+            or base + UNREADABLE in expected)

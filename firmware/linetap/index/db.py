@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -30,6 +31,8 @@ CALL_COLUMNS = {
     "dtmf": str, "end_reason": str, "status": str,
 }
 CONTRACT_FIELDS = tuple(CALL_COLUMNS)
+
+INDEX_FILE = "index.db"  # in the data directory
 
 # PRAGMA synchronous levels (sqlite.org/pragma.html#pragma_synchronous).
 SYNC_NORMAL = 1
@@ -51,6 +54,25 @@ class Index:
         except BaseException:
             conn.close()  # refused (SchemaTooNew) or failed: leave no connection behind
             raise
+
+    @classmethod
+    def snapshot(cls, path: Path) -> Index:
+        """The index file as it is on the disk, read-only, creating no file (SQLite ``immutable=1``:
+        no WAL, no -shm, no locks). For a process that must not leave files the recorder cannot
+        write (first boot runs as root) and only needs an estimate: commits still in a WAL (a
+        crash before the last checkpoint) are not seen. Not while the recorder runs."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?immutable=1", uri=True,
+                               check_same_thread=False, isolation_level=None)
+        self._db = sqlite_utils.Database(conn)
+        self.lock = threading.RLock()
+        try:
+            schema.check_known(schema.version(conn))
+        except BaseException:
+            conn.close()
+            raise
+        return self
 
     def _open(self) -> None:
         with self.lock:
@@ -153,6 +175,10 @@ class Index:
     def call_recovered(self, **row: Any) -> None:
         """Insert a calls row the salvage rebuilt from a file (with its id and final fields)."""
         self._insert("calls", row)
+
+    def call_rebuilt(self, **row: Any) -> int:
+        """Insert a calls row an index rebuild found on the disk (with its old id, if given)."""
+        return self._insert("calls", row)
 
     def update_call(self, call_id: int, **fields: Any) -> None:
         self._update("calls", call_id, fields)
@@ -262,7 +288,7 @@ class Index:
 
 
 def open_index(data_dir: Path) -> Index:
-    return Index(Path(data_dir) / "index.db")
+    return Index(Path(data_dir) / INDEX_FILE)
 
 
 def public_call(row: dict[str, Any]) -> dict[str, Any]:

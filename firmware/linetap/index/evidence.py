@@ -105,6 +105,12 @@ def hold_remove(index: Index, call_id: int) -> None:
     index.execute("delete from holds where call_id = ?", [call_id])
 
 
+def hold_of(index: Index, call_id: int) -> dict[str, Any] | None:
+    """The hold on ``call_id`` {call_id, held_at, held_by, reason}, or None."""
+    rows = index.query("select * from holds where call_id = ?", [call_id])
+    return rows[0] if rows else None
+
+
 def holds(index: Index) -> list[dict[str, Any]]:
     """Every hold {call_id, held_at, held_by, reason}, by call id."""
     return index.query("select * from holds order by call_id")

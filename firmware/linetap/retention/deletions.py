@@ -32,6 +32,7 @@ from ..clock import Clock, SystemClock, iso
 from ..evidence import chain
 from ..index import retention as db
 from ..index.db import Index
+from ..store.recordings import remove_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def _finish(index: Index, data_dir: Path, pending: list[dict[str, Any]], clock: 
             if missing[p["call_id"]]:
                 logger.error("recording %s of call %d was already gone when linetap deleted it",
                              p["path"], p["call_id"])
+        remove_sidecar(f)  # w-rebuild: the recording's metadata copy goes with it
     at = clock.wall()
     done: list[Deleted] = []
     with index.write_transaction():

@@ -24,7 +24,8 @@ change the plan, so a caller can feed it lazily from the index (see the sweeper)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 DAY_S = 86400.0
@@ -223,10 +224,114 @@ def hours_left(*, free_bytes: int, used_bytes: int, evictable_bytes: int, rate_b
     return (max(0, writable) + max(0, evictable_bytes)) / rate_bytes_per_s / 3600.0
 
 
+# --- guarding against mass deletion -----------------------------------------------------------
+#
+# A typo in linetap.toml (``keep_free_mb = 10000000``, ``retention_days = 1``) or a wrong clock (an
+# unauthenticated NTP jump years ahead) would otherwise delete every unheld recording within one
+# sweep (10 s). What routine operation deletes at once is small: retention removes one day's calls a
+# day, space eviction what one sweep interval of writing needs. So a deletion of more than
+# MASS_SHARE of the recordings, and more than MASS_FLOOR of them, at once is not routine: a
+# config change that causes it waits for ``storage.confirm_deletion``, retention that would do it
+# waits for the same (it is what a clock jump looks like), and space eviction, which must go on for
+# the recorder to keep recording, does it but raises an alarm.
+
+MASS_SHARE = 0.10
+MASS_FLOOR = 10
+JUMP_S = 300.0  # a wall-clock step against the monotonic clock larger than any NTP slew or correction
+SETTLE_S = 3600.0  # after a jump, retention waits this long for the clock to be put right
+
+
+def is_mass(count: int, total: int, *, share: float = MASS_SHARE, floor: int = MASS_FLOOR) -> bool:
+    """Would deleting ``count`` of ``total`` recordings at once be more than routine?"""
+    return count > floor and count > share * total
+
+
+def confirmed(count: int, confirm_deletion: int) -> bool:
+    """``storage.confirm_deletion`` covers deleting ``count`` at once (a count, not a yes: a
+    confirmation written for 50 recordings does not let a later typo delete 5000)."""
+    return confirm_deletion >= count
+
+
+def change_impact(recordings: Iterable[RecordingInfo], space: Space, old: Policy, new: Policy, now: float, *,
+                  reserve_bytes: int = 0) -> tuple[int, ...]:
+    """The recordings ``new`` would delete now that ``old`` would not (what the change itself does)."""
+    rows = list(recordings)
+    before = set(plan(rows, space, old, now, reserve_bytes=reserve_bytes).ids)
+    return tuple(i for i in plan(rows, space, new, now, reserve_bytes=reserve_bytes).ids if i not in before)
+
+
+def policy_changes(old: Policy, new: Policy) -> tuple[str, ...]:
+    """What changed between two policies, in the config's own words (for the message)."""
+    out: list[str] = []
+    if old.keep_free_bytes != new.keep_free_bytes:
+        out.append(f"storage.keep_free_mb {old.keep_free_bytes // 2**20} -> {new.keep_free_bytes // 2**20}")
+    if old.max_use_bytes != new.max_use_bytes:
+        out.append(f"storage.max_use_mb {old.max_use_bytes // 2**20} -> {new.max_use_bytes // 2**20}")
+    d_old, d_new = old.default.effective(), new.default.effective()
+    for what, o, n in (("storage", d_old, d_new),
+                       *((f"line {name}", old.for_line(name), lp.effective()) for name, lp in new.lines)):
+        if what != "storage" and (o, n) == (d_old, d_new):
+            continue  # a line following storage's limits: said once, under storage
+        if o.retention_days != n.retention_days:
+            out.append(f"{what} retention_days {o.retention_days} -> {n.retention_days}")
+        if o.min_retention_days != n.min_retention_days:
+            out.append(f"{what} min_retention_days {o.min_retention_days} -> {n.min_retention_days}")
+    return tuple(out)
+
+
+def refusal(what: str, count: int, total: int) -> str:
+    """The one-line reason a mass deletion waits, naming the key and the value that allows it."""
+    return (f"{what} would delete {count} of {total} recordings at once; if that is intended, set "
+            f"storage.confirm_deletion = {count} in linetap.toml")
+
+
+def clock_jump_s(wall: float, mono: float, anchor_wall: float, anchor_mono: float) -> float:
+    """How far the wall clock stepped against the monotonic clock since the anchor (+: forward)."""
+    return (wall - mono) - (anchor_wall - anchor_mono)
+
+
+def retention_wait(*, synced: bool | None, jumped_s: float | None, since_jump_s: float | None) -> str | None:
+    """Why retention (deletion by age, which trusts the wall clock) must wait now; None: it may run.
+
+    ``synced`` False: the kernel says the clock is not NTP-synchronised (None: unknown, e.g. no
+    timedatectl: not a reason to wait). ``jumped_s``/``since_jump_s``: the last step larger than
+    JUMP_S, and how long ago (monotonic); retention waits SETTLE_S after it."""
+    if synced is False:
+        return "the clock is not synchronised"
+    if jumped_s is not None and since_jump_s is not None and since_jump_s < SETTLE_S:
+        return f"the clock stepped {jumped_s:+.0f} s {since_jump_s:.0f} s ago"
+    return None
+
+
+def without_retention(policy: Policy) -> Policy:
+    """``policy`` with no age limit on any line (space rules unchanged): what runs while retention waits."""
+    def strip(lp: LinePolicy) -> LinePolicy:
+        return LinePolicy(0, lp.effective().min_retention_days)
+    return Policy(policy.keep_free_bytes, policy.max_use_bytes, strip(policy.default),
+                  tuple((name, strip(lp)) for name, lp in policy.lines), policy.on_min_retention_conflict)
+
+
+def policy_to_json(policy: Policy) -> str:
+    """The policy as the index keeps the last applied one (``meta``), comparable as text."""
+    return json.dumps(asdict(policy), sort_keys=True)
+
+
+def policy_from_json(text: str) -> Policy:
+    d = json.loads(text)
+
+    def line(lp: dict[str, int]) -> LinePolicy:
+        return LinePolicy(int(lp["retention_days"]), int(lp["min_retention_days"]))
+    return Policy(int(d["keep_free_bytes"]), int(d["max_use_bytes"]), line(d["default"]),
+                  tuple((str(name), line(lp)) for name, lp in d["lines"]), str(d["on_min_retention_conflict"]))
+
+
 def recordings_by_age(recordings: Iterable[RecordingInfo]) -> list[RecordingInfo]:
     """Sort for :func:`plan` when the input is not already in order."""
     return sorted(recordings, key=lambda r: (r.started_at, r.id))
 
 
 __all__ = ["DAY_S", "WHY_SPACE", "WHY_RETENTION", "WHY_REQUEST", "RecordingInfo", "LinePolicy", "Policy",
-           "Space", "Eviction", "Plan", "plan", "space_needed", "hours_left", "recordings_by_age"]
+           "Space", "Eviction", "Plan", "plan", "space_needed", "hours_left", "recordings_by_age",
+           "MASS_SHARE", "MASS_FLOOR", "JUMP_S", "SETTLE_S", "is_mass", "confirmed", "change_impact",
+           "policy_changes", "refusal", "clock_jump_s", "retention_wait", "without_retention", "policy_to_json",
+           "policy_from_json"]

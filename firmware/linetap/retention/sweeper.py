@@ -22,13 +22,15 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from ..clock import Clock, SystemClock, iso, parse_iso
 from ..index import retention as db
 from ..index.db import Index
 from . import deletions
-from .plan import DAY_S, Plan, Policy, RecordingInfo, Space, hours_left, plan, space_needed
+from .plan import (DAY_S, JUMP_S, WHY_RETENTION, WHY_SPACE, Plan, Policy, RecordingInfo, Space, change_impact,
+                   clock_jump_s, confirmed, hours_left, is_mass, plan, policy_changes, policy_from_json,
+                   policy_to_json, refusal, retention_wait, space_needed, without_retention)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ def _epoch(ts: str) -> float:
 
 MB = 1024 * 1024
 PART = ".part"
+APPLIED_POLICY = "retention_policy"  # meta key: the policy the last sweep applied (for the change guard)
 
 
 class SpaceProbe(Protocol):
@@ -82,6 +85,8 @@ class SweepResult:
     detail: str = ""  # why DISK_LOW, when it is
     duration_s: float = 0.0
     overrode_min_retention: tuple[int, ...] = field(default=())
+    held_back: str = ""  # why deletions wait (an unconfirmed change, the clock, mass retention): DELETION_HELD
+    mass_eviction: str = ""  # space eviction deleted a large share at once (DISK_LOW, with this detail)
 
     def health(self) -> dict[str, Any]:
         """The ``disk`` object of the health snapshot."""
@@ -93,7 +98,8 @@ class SweepResult:
 class Sweeper:
     def __init__(self, index: Index, data_dir: Path, policy: Policy, *, clock: Clock | None = None,
                  space: SpaceProbe | None = None, reserve_s: float = 30.0, rate_window_s: float = DAY_S,
-                 page_rows: int = 256, who: str = "linetap") -> None:
+                 page_rows: int = 256, who: str = "linetap", confirm_deletion: int = 0,
+                 clock_synced: Callable[[], bool | None] | None = None) -> None:
         self.index = index
         self.data_dir = Path(data_dir)
         self.policy = policy
@@ -106,10 +112,18 @@ class Sweeper:
         self._lock = threading.Lock()
         self._disk_low = False
         self._rate: float | None = None
+        # Guards against mass deletion (retention/plan.py, "guarding against mass deletion").
+        self.confirm_deletion = confirm_deletion
+        self._clock_synced = clock_synced or (lambda: None)
+        self.active: Policy | None = None  # decided at the first sweep: self.policy, or the last applied one
+        self.refused_change = ""
+        self._anchor: tuple[float, float] | None = None  # (wall, mono) at the last sweep
+        self._jump: tuple[float, float] | None = None  # (step_s, mono) of the last clock step
 
     @classmethod
     def from_config(cls, index: Index, cfg: Any, **kwargs: Any) -> Sweeper:
         """From a :class:`linetap.config.Config`."""
+        kwargs.setdefault("confirm_deletion", int(getattr(cfg.storage, "confirm_deletion", 0)))
         return cls(index, Path(cfg.recorder.data_dir), Policy.from_config(cfg.storage, cfg.lines), **kwargs)
 
     # --- measuring ---------------------------------------------------------------
@@ -202,21 +216,33 @@ class Sweeper:
         t0 = self.clock.mono()
         deletions.finish_pending(self.index, self.data_dir, self.clock)
         now = self.clock.wall()
+        self._watch_clock(now, t0)
         open_bytes = self._open_bytes()
         rate = self._rate = self.rate_bytes_per_s(now, open_bytes)
         reserve = self._reserve_bytes(rate)
         free = self.space.free_bytes()
         finished, finished_bytes = self._finished()
+        total = finished + db.count_being_recorded(self.index)
         used = finished_bytes + open_bytes
-        p = plan(self._recordings(), Space(free, used), self.policy, now, reserve_bytes=reserve)
+        policy = self._applied_policy(Space(free, used), now, reserve)
+        p = plan(self._recordings(), Space(free, used), policy, now, reserve_bytes=reserve)
+        held_back = self._retention_waits(p, total)
+        if held_back:  # space eviction goes on: the recorder must keep recording
+            p = plan(self._recordings(), Space(free, used), without_retention(policy), now, reserve_bytes=reserve)
+        held_back = "; ".join(x for x in (self.refused_change, held_back) if x)
         deleted: tuple[int, ...] = ()
         refused: tuple[int, ...] = ()
+        mass = ""
         if p.evictions:
             res = deletions.delete_recordings(self.index, self.data_dir, [(e.id, e.why) for e in p.evictions],
                                               by=self.who, clock=self.clock)
             deleted = tuple(d.call_id for d in res.deleted)
             refused = tuple(r.call_id for r in res.refused)
             self._log_deletions(p, res)
+            for_space = sum(1 for d in res.deleted if d.why == WHY_SPACE)
+            if is_mass(for_space, total):
+                mass = f"deleted {for_space} of {total} recordings at once to free space"
+                logger.error("%s", mass)
             free = self.space.free_bytes()
             finished -= len(res.deleted)
             finished_bytes -= res.freed_bytes
@@ -227,11 +253,61 @@ class Sweeper:
         detail = self._detail(p, free, reserve) if low else ""
         self._log_state(low, detail)
         left = hours_left(free_bytes=free, used_bytes=used, evictable_bytes=evictable, rate_bytes_per_s=rate,
-                          policy=self.policy, reserve_bytes=reserve)
+                          policy=policy, reserve_bytes=reserve)
         return SweepResult(at=now, plan=p, deleted=deleted, refused=refused, free_bytes=free, used_bytes=used,
                            recordings=recordings, evictable_bytes=evictable, rate_bytes_per_s=rate,
                            hours_left=0.0 if low else left, disk_low=low, detail=detail,
-                           duration_s=self.clock.mono() - t0, overrode_min_retention=p.overrode_min_retention)
+                           duration_s=self.clock.mono() - t0, overrode_min_retention=p.overrode_min_retention,
+                           held_back=held_back, mass_eviction=mass)
+
+    # --- guards against mass deletion ----------------------------------------------------------
+    def _applied_policy(self, space: Space, now: float, reserve: int) -> Policy:
+        """The policy to sweep with, decided at the first sweep: the configured one, unless it differs
+        from the last applied one (kept in the index) so that it would delete a mass of recordings
+        the old one would not, without ``storage.confirm_deletion``: then the old one, and
+        ``refused_change`` says why (DELETION_HELD) until a confirmed config is started."""
+        if self.active is not None:
+            return self.active
+        self.active = self.policy
+        applied = self.index.get_meta(APPLIED_POLICY)
+        if applied is not None and applied != policy_to_json(self.policy):
+            try:
+                old = policy_from_json(applied)
+            except (ValueError, KeyError, TypeError):
+                old = self.policy
+            rows = list(self._recordings())
+            extra = change_impact(rows, space, old, self.policy, now, reserve_bytes=reserve)
+            if is_mass(len(extra), len(rows)) and not confirmed(len(extra), self.confirm_deletion):
+                self.active = old
+                self.refused_change = refusal("the config change (" + ", ".join(policy_changes(old, self.policy))
+                                              + ")", len(extra), len(rows)) + "; the previous limits still apply"
+                logger.error("not applying the new retention limits: %s", self.refused_change)
+                return old
+        self.index.set_meta(APPLIED_POLICY, policy_to_json(self.policy))
+        return self.active
+
+    def _watch_clock(self, now: float, mono: float) -> None:
+        """Note a wall-clock step (against the monotonic clock) between two sweeps."""
+        if self._anchor is not None:
+            step = clock_jump_s(now, mono, *self._anchor)
+            if abs(step) > JUMP_S:
+                logger.warning("the wall clock stepped %+.0f s; deletion by age waits for it to settle", step)
+                self._jump = (step, mono)
+        self._anchor = (now, mono)
+
+    def _retention_waits(self, p: Plan, total: int) -> str:
+        """Why this plan's deletions by age must wait ("" : they may go ahead)."""
+        by_age = sum(1 for e in p.evictions if e.why == WHY_RETENTION)
+        if not by_age:
+            return ""
+        since = self.clock.mono() - self._jump[1] if self._jump else None
+        why = retention_wait(synced=self._clock_synced(), jumped_s=self._jump[0] if self._jump else None,
+                             since_jump_s=since)
+        if why:
+            return f"{by_age} recording(s) past their retention are kept while {why}"
+        if is_mass(by_age, total) and not confirmed(by_age, self.confirm_deletion):
+            return refusal("retention", by_age, total) + " (a clock far ahead does this too: check the date)"
+        return ""
 
     def _detail(self, p: Plan, free: int, reserve: int) -> str:
         why = []
@@ -260,6 +336,18 @@ class Sweeper:
         elif not low and self._disk_low:
             logger.warning("disk space is sufficient again")
         self._disk_low = low
+
+
+def impact(index: Index, data_dir: Path, old: Policy, new: Policy, **kwargs: Any) -> tuple[int, int]:
+    """(how many recordings ``new`` would delete now that ``old`` would not, how many there are):
+    the first-boot check of a config change (firstboot.py), measured as a sweep would."""
+    s = Sweeper(index, data_dir, new, **kwargs)
+    now = s.clock.wall()
+    open_bytes = s._open_bytes()
+    reserve = s._reserve_bytes(s.rate_bytes_per_s(now, open_bytes))
+    rows = list(s._recordings())
+    space = Space(s.space.free_bytes(), s._finished()[1] + open_bytes)
+    return len(change_impact(rows, space, old, new, now, reserve_bytes=reserve)), len(rows)
 
 
 def sweep(index: Index, data_dir: Path, policy: Policy, **kwargs: Any) -> SweepResult:
