@@ -25,6 +25,7 @@ ADAPTERS = {  # library -> the one module allowed to import it
     "paho": "mqtt/paho_client.py",  # the link and the probe both build their client there
     "gpiozero": "gpio.py",
     "nacl": "crypto.py",
+    "pyrage": "crypto.py",  # age encryption of recordings, next to PyNaCl (sealed files, keys)
 }
 ANYWHERE = {"numpy"}  # plain data, not a collaborator
 

@@ -39,6 +39,7 @@ from .supervisor import LineSupervisor, account_for_downtime
 
 if TYPE_CHECKING:  # built only when configured (gpiozero, paho behind them)
     from .gpio import HookInput
+    from .store.audio import OpenEncrypted
     from .leds.driver import LedPanel
     from .mqtt.link import MqttLink
 
@@ -80,6 +81,10 @@ class Recorder:
                 self.leds = LedPanel(cfg.leds, cfg.lines, pin_factory=pin_factory)
                 built.callback(self.leds.close)
             self.syncs = SyncBatch(self.data_dir)  # the recordings' periodic syncs, one per round
+            self.encrypt: OpenEncrypted | None = None  # [storage] encrypt_to: recordings encrypted as written
+            if cfg.storage.encrypt_to is not None:
+                from .crypto import stream_opener  # PyNaCl/pyrage only on a box that encrypts
+                self.encrypt = stream_opener(Path(cfg.storage.encrypt_to))
             self.line_calls: dict[str, LineCalls] = {}
             for line in enabled:
                 hook = _hook_input(line, pin_factory, built)
@@ -189,7 +194,7 @@ class Recorder:
         return Recording(self.data_dir, self.index, line=name, codec=self.cfg.storage.codec,
                          rate=line.rate, channels=line.channels, started_at=started_at,
                          sync_interval_s=self.cfg.storage.sync_interval_s, on_error=on_error,
-                         syncs=self.syncs)
+                         syncs=self.syncs, encrypt=self.encrypt)
 
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
