@@ -26,6 +26,7 @@ from .capture import SourceFactory
 from .capture.reader import BlockQueue, LineReader
 from .clock import Clock, SystemClock
 from .config import Config, LineConfig
+from .events import without_caller
 from .events_fanout import EventRelay, Listeners
 from .health.board import StatusBoard
 from .health.loop import HealthLoop
@@ -96,7 +97,11 @@ class Recorder:
                 self.link = MqttLink(cfg.mqtt, recorder_id=cfg.recorder.id, data_dir=self.data_dir,
                                      version=__version__, lines=[ln.name for ln in cfg.lines], clock=clock)
                 built.callback(self.link.stop)
-                self.listeners.subscribe(self.link.publish_event)
+                if cfg.mqtt.publish_caller_id:
+                    self.listeners.subscribe(self.link.publish_event)
+                else:  # the caller's identity stays on the box (README: "what stays in clear")
+                    link = self.link
+                    self.listeners.subscribe(lambda ev: link.publish_event(without_caller(ev)))
             self.supervisor = LineSupervisor(enabled, cfg.health, alarms=self.alarms, gaps=self.gaps)
             self.blocks = BlockQueue()
             max_queued = max(50, int(cfg.recorder.queue_s * 50 * max(1, len(enabled))))
