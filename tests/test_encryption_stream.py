@@ -289,6 +289,57 @@ def test_salvage_sets_aside_an_encrypted_part_without_one_whole_record(index: In
     assert index.get_call(rec.id)["status"] == "recovered"
 
 
+FILE_TOO_SMALL = """
+import resource, signal, sys
+from pathlib import Path
+import numpy as np
+from linetap import crypto
+from linetap.index.db import open_index
+from linetap.store.recordings import Recording
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+root, pub = Path(sys.argv[1]), Path(sys.argv[2])
+index = open_index(root)
+rec = Recording(root, index, line="line1", codec="wav", rate=8000, channels=1, started_at=1.7e9,
+                sync_interval_s=0.4, encrypt=crypto.stream_opener(pub), retry_s=0.5)
+frames = np.load(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (30000, hard))  # the disk "fills" after ~1.5 s of WAV
+failed = False
+for i in range(0, len(frames), 160):
+    if i == 3 * 8000:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # and has room again
+    rec.write(frames[i:i + 160])
+    failed = failed or rec.error is not None
+print(failed, rec.finish("onhook")["path"])
+"""
+
+
+def test_a_disk_that_fails_mid_call_loses_and_repeats_nothing_of_an_encrypted_recording(
+        data_dir: Path, tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """Writes fail for real (RLIMIT_FSIZE: EFBIG past 30 000 bytes) and work again 1.5 s later:
+    the audio waits in RAM, a half-written record is cut back, and the file decrypts to exactly
+    what was fed, once."""
+    frames = tone(6.0)
+    np.save(tmp_path / "frames.npy", frames)
+    p = subprocess.run([sys.executable, "-c", FILE_TOO_SMALL, str(data_dir), str(keys[0]),
+                        str(tmp_path / "frames.npy")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    failed, rel = p.stdout.split()
+    assert (failed, "File too large" in p.stderr) == ("True", True), p.stderr
+    crypto.decrypt_file(data_dir / rel, tmp_path / "out.wav", keys[1])
+    assert unseal.scan(data_dir / rel).complete
+    assert np.array_equal(audio.read(tmp_path / "out.wav")[0], frames)
+
+
+def test_linetap_decrypt_of_a_cut_file_writes_its_prefix_and_says_so(index: Index, data_dir: Path, tmp_path: Path,
+                                                                     keys: tuple[Path, Path]) -> None:
+    rec, frames = crash_mid_call(index, data_dir, keys, "wav", 2.1)
+    p = subprocess.run([sys.executable, "-m", "linetap", "decrypt", str(rec.part), "--key", str(keys[1]),
+                        "--out", str(tmp_path / "o.wav")], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, "cut by a crash" in p.stdout) == (0, True), p.stdout + p.stderr
+    assert np.array_equal(audio.read(tmp_path / "o.wav")[0], frames[:int(2.0 * RATE)])
+
+
 # --- off the box: no hardware libraries, installable on Windows and macOS --------------------------
 
 def test_linetap_decrypt_imports_no_hardware_or_box_library(index: Index, data_dir: Path, tmp_path: Path,

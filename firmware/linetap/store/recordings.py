@@ -218,22 +218,29 @@ class Recording:
             try:
                 assert self.writer is not None
                 self.writer.write(part)
-                self._written += len(part)
-                self._since_sync += len(part)
-                if self._since_sync >= self.sync_every:
-                    self._since_sync = 0
+            except (OSError, audio.AudioError) as e:
+                self._failed(e, frames)
+                return
+            self._written += len(part)
+            self._since_sync += len(part)
+            frames = frames[len(part):]
+            if self._since_sync >= self.sync_every:
+                self._since_sync = 0
+                # The codec has ``part``: a failure from here on leaves it there (to reach the disk
+                # with the next successful sync) and keeps only the rest in RAM, so no audio is
+                # written twice.
+                try:
                     self.writer.commit()  # encrypted: this interval's bytes become a record in the file
                     if self.syncs is None:
                         self.writer.sync()
                     else:
-                        self.syncs.due(self)  # may sync at once, and find this file failing:
-                        if self.error is not None:
-                            self._keep(frames[len(part):])  # the rest waits in RAM, as after any failure
-                            return
-            except (OSError, audio.AudioError) as e:
-                self._failed(e, frames)
-                return
-            frames = frames[len(part):]
+                        self.syncs.due(self)  # may sync at once, and find this file failing
+                except (OSError, audio.AudioError) as e:
+                    self._failed(e, frames)
+                    return
+                if self.error is not None:
+                    self._keep(frames)  # the rest waits in RAM, as after any failure
+                    return
 
     def sync_now(self) -> None:
         """This file's own sync (``SyncBatch``'s fallback); a failure is handled as a failed write."""
@@ -277,13 +284,14 @@ class Recording:
             assert self.writer is not None
             if self._ram:
                 self.writer.write(np.concatenate(self._ram))
+                # In the codec now: a failing sync below must not hand it to the codec again.
+                self._written += self._ram_frames
+                self._ram.clear()
+                self._ram_frames = 0
             self.writer.sync()
         except (OSError, audio.AudioError) as e:
             logger.debug("call %s: write still failing: %s", self.id, e)
             return
-        self._written += self._ram_frames
-        self._ram.clear()
-        self._ram_frames = 0
         logger.warning("call %s: writing works again%s", self.id,
                        f"; {self.lost_frames} frames beyond the RAM limit were lost" if self.lost_frames else "")
         self.error = None
