@@ -380,6 +380,21 @@ def test_the_stand_alone_decryptor_needs_only_the_standard_library(tmp_path: Pat
     assert loaded - set(sys.stdlib_module_names) - {"__main__"} == set()
 
 
+def test_keygen_and_decrypt_use_no_posix_only_os_call(index: Index, data_dir: Path, tmp_path: Path,
+                                                      keys: tuple[Path, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an owner runs on Windows, with the os functions Windows' Python lacks taken away."""
+    rec = start(index, data_dir, keys, "wav")
+    feed(rec, tone(1.0))
+    row = rec.finish("onhook")
+    for name in ("O_CLOEXEC", "O_DIRECTORY", "fchmod", "fchown", "chown", "sync", "getuid"):
+        monkeypatch.delattr(os, name, raising=False)
+    pub, key = crypto.generate_keypair(tmp_path / "win")
+    res = crypto.decrypt_file(data_dir / row["path"], tmp_path / "out.wav", keys[1])
+    assert (pub.is_file(), key.is_file(), res.complete, (tmp_path / "out.wav").stat().st_size) == (
+        True, True, True, res.bytes)
+
+
 @pytest.mark.parametrize("platform", ["win32", "darwin"])
 def test_pip_install_on_windows_and_macos_asks_for_no_alsa_or_gpio(platform: str) -> None:
     """``pip install linetap`` cannot run here for those systems; its environment markers can be

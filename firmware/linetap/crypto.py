@@ -154,7 +154,9 @@ def load_identity(path: Path) -> pyrage.x25519.Identity:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    # keygen runs on the owner's computer, Windows included: O_CLOEXEC is POSIX-only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0), mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
