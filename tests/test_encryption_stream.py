@@ -229,6 +229,24 @@ def test_the_index_and_chain_describe_the_encrypted_file(index: Index, data_dir:
                                                                                    sha256_file(f), ())
 
 
+def test_a_stream_refuses_the_wrong_key_and_names_an_altered_record(index: Index, data_dir: Path, tmp_path: Path,
+                                                                    keys: tuple[Path, Path]) -> None:
+    rec = start(index, data_dir, keys, "wav")
+    feed(rec, tone(2.0))
+    src = data_dir / rec.finish("onhook")["path"]
+    _, other = crypto.generate_keypair(tmp_path / "other")
+    with pytest.raises(crypto.CryptoError, match="does not open it"):
+        crypto.decrypt_file(src, tmp_path / "a.wav", other)
+    data = bytearray(src.read_bytes())
+    second = unseal.HEADER_BYTES + unseal.RECORD.size + int.from_bytes(data[unseal.HEADER_BYTES:][:4], "big")
+    data[second + unseal.RECORD.size + 300] ^= 1  # a bit of record 1's ciphertext
+    src.write_bytes(bytes(data))
+    with pytest.raises(crypto.CryptoError, match="record 1 is damaged or altered"):
+        crypto.decrypt_file(src, tmp_path / "b.wav", keys[1])
+    assert not (tmp_path / "a.wav").exists() and not (tmp_path / "b.wav").exists()
+    assert age_decrypt(src, keys[1], tmp_path / "c.wav").returncode == 1  # the age tool refuses it too
+
+
 # --- a crash mid-call ------------------------------------------------------------------------------
 
 def crash_mid_call(index: Index, data_dir: Path, keys: tuple[Path, Path], codec: str,

@@ -334,11 +334,11 @@ def decrypt_stream(src: Path, dst: Path, private_key_path: Path) -> OpenResult:
             try:
                 m = pyrage.decrypt(rec.age, identity)
             except pyrage.DecryptError:
-                if i == info.records - 1 and not info.complete:
-                    break  # cut by a power cut inside its last record's data: the prefix stands
                 if i == 0:
                     raise CryptoError(f"{src}: this private key does not open it (wrong key, or the file "
                                       "was altered)") from None
+                if i == info.records - 1 and not info.complete:
+                    break  # cut by a power cut inside its last record's data: the prefix stands
                 raise CryptoError(f"{src}: record {i} is damaged or altered") from None
             fout.write(m)
             sha.update(m)

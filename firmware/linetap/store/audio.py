@@ -115,7 +115,7 @@ class Staging:
 
     def mark_wav_length_unknown(self) -> None:
         """Before the WAV header is first taken: RIFF and data sizes 0xFFFFFFFF (read to the end)."""
-        i = self._buf.find(b"data", 12)
+        i = self._buf.find(b"data", 12, 256)  # the data chunk header, right after fmt (and any fact chunk)
         if self._base == 0 and self._buf[:4] == b"RIFF" and i >= 0 and len(self._buf) >= i + 8:
             self._buf[4:8] = self._buf[i + 4:i + 8] = b"\xff\xff\xff\xff"
 
