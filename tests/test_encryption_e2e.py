@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 
 from linetap import crypto, unseal
+from linetap.evidence import chain
+from linetap.evidence.verify import verify
+from linetap.index.db import open_index
 from linetap.sim.line import render
 from linetap.store import audio
 from helpers import write_config
@@ -93,3 +96,8 @@ def test_an_encrypted_call_cut_by_sigkill_decrypts_with_age_to_all_but_the_last_
     assert row["duration_s"] == pytest.approx(unseal.scan(final).frames / RATE, abs=0.001)
     assert row["duration_s"] == pytest.approx(len(samples) / RATE, abs=0.25)
     assert plaintext_hits(data_dir, needles) == []
+    index = open_index(data_dir)
+    try:  # the chain took the recovered, still encrypted file as it is
+        assert (verify(index, data_dir).problems, chain.live_entry(index, row["id"]).payload["encrypted"]) == ((), True)
+    finally:
+        index.close()

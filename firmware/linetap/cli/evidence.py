@@ -199,5 +199,6 @@ COMMANDS = (
     Command("decrypt", "decrypt a .sealed recording (age stream or older sealed file) with the off-box private key",
             cmd_decrypt, _decrypt_arguments,
             config="optional"),
-    Command("keygen", "make an age key pair for [storage] encrypt_to", cmd_keygen, _keygen_arguments, config="optional"),
+    Command("keygen", "make an age key pair for [storage] encrypt_to", cmd_keygen, _keygen_arguments,
+            config="optional"),
 )
