@@ -125,6 +125,11 @@ def test_scan_finds_the_valid_prefix_of_a_stream_cut_anywhere(tmp_path: Path) ->
     assert unseal.scan(p) == unseal.Scan(RATE, 3, 321, len(whole) + unseal.RECORD.size, True)
 
 
+def test_both_encrypted_formats_carry_the_suffix_the_chain_and_verify_know() -> None:
+    from linetap.evidence import chain
+    assert unseal.SUFFIX == crypto.SUFFIX == chain.SEALED_SUFFIX
+
+
 def test_a_file_that_is_not_a_stream_is_named(tmp_path: Path) -> None:
     (tmp_path / "x").write_bytes(b"RIFF....WAVE")
     with pytest.raises(unseal.StreamError, match="not a linetap age stream"):
