@@ -27,13 +27,14 @@ ADAPTERS = {  # library -> the one module allowed to import it
     "nacl": ("crypto.py", "sign.py"),  # encryption; the device's Ed25519 signing key
     "rfc3161_client": "timestamp.py",  # RFC 3161 trusted time-stamps of the checkpoints
     "cryptography": "timestamp.py",  # the TSA's certificates (rfc3161_client's own dependency)
+    "pyrage": "crypto.py",  # age encryption of recordings, next to PyNaCl (sealed files, keys)
 }
-ANYWHERE = {"numpy"}
+ANYWHERE = {"numpy"}  # plain data, not a collaborator
 
 
 def adapter_modules() -> list[str]:
     """Every adapter module (a library may have more than one: nacl's encryption and signing)."""
-    return [m for rel in ADAPTERS.values() for m in ([rel] if isinstance(rel, str) else rel)]  # plain data, not a collaborator
+    return [m for rel in ADAPTERS.values() for m in ([rel] if isinstance(rel, str) else rel)]
 
 
 def imported_libraries(path: Path) -> set[str]:

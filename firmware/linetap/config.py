@@ -209,8 +209,9 @@ class StorageConfig:
     sync_interval_s: float = key(0.4, doc="flush + fsync interval in seconds of audio: a power cut loses "
                                  "at most this, plus up to 0.3 s on its way to the writer, plus what the codec "
                                  "holds (see Storage): under 1 s by default", check=between(0.05, 1.0))
-    encrypt_to: Path | None = key(None, doc="public key file: recordings are sealed to it, the private key "
-                                  "stays off the box")
+    encrypt_to: Path | None = key(None, doc="public key file (`linetap keygen`: an age recipient, or an older "
+                                  "linetap key): recordings are encrypted to it as they are written, the "
+                                  "private key stays off the box")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +258,8 @@ class MqttConfig:
                           "(when full, the oldest go)",
                           check=between(10, 10**7))
     protocol: str = key("5", doc="MQTT protocol version", check=one_of(("5", "3.1.1", "auto")))
+    publish_caller_id: bool = key(True, doc="send the caller's number, name and DTMF digits in call "
+                                  "events; false sends them as null (the index on the box keeps them)")
 
 
 @dataclass(frozen=True, slots=True)

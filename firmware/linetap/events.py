@@ -53,6 +53,17 @@ def alarm_cleared(*, code: str, severity: str, line: str | None = None, detail: 
                   raised_at=_when(raised_at), cleared_at=_when(cleared_at))
 
 
+CALLER_FIELDS = ("caller_number", "caller_name", "dtmf")
+
+
+def without_caller(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with the caller's number, name and dialled digits nulled (the keys stay, so the
+    document keeps its shape): what ``[mqtt] publish_caller_id = false`` sends to the broker."""
+    if not any(event.get(k) is not None for k in CALLER_FIELDS):
+        return event
+    return {**event, **{k: None for k in CALLER_FIELDS if k in event}}
+
+
 def _event(etype: str, ts: float | None, **fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {"type": etype}
     if ts is not None:

@@ -49,10 +49,16 @@ def atomic_file(path: str | os.PathLike[str], *, mode: int = 0o640, fsync: bool 
         tmp_path = Path(name)
     else:
         tmp_path = Path(tmp)
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        # (O_CLOEXEC and fchmod are POSIX: the owner's decryption on Windows comes through here too.)
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_BINARY", 0), mode)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, mode)  # exactly ``mode``: mkstemp makes 0600, O_CREAT's mode goes through the umask
+            # exactly ``mode``: mkstemp makes 0600, O_CREAT's mode goes through the umask
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)
+            else:
+                os.chmod(tmp_path, mode)
             yield f
             f.flush()
             if fsync:

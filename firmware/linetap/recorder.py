@@ -27,6 +27,7 @@ from .capture import SourceFactory
 from .capture.reader import BlockQueue, LineReader
 from .clock import Clock, SystemClock
 from .config import Config, LineConfig
+from .events import without_caller
 from .events_fanout import EventRelay, Listeners
 from .evidence.background import BackgroundCheck
 from .evidence.checkpoint import Checkpoint, Checkpointer
@@ -44,6 +45,7 @@ from .supervisor import LineSupervisor, account_for_downtime
 
 if TYPE_CHECKING:  # built only when configured (gpiozero, paho behind them)
     from .gpio import HookInput
+    from .store.audio import OpenEncrypted
     from .leds.driver import LedPanel
     from .mqtt.link import MqttLink
 
@@ -89,6 +91,10 @@ class Recorder:
                 self.leds = LedPanel(cfg.leds, cfg.lines, pin_factory=pin_factory)
                 built.callback(self.leds.close)
             self.syncs = SyncBatch(self.data_dir)  # the recordings' periodic syncs, one per round
+            self.encrypt: OpenEncrypted | None = None  # [storage] encrypt_to: recordings encrypted as written
+            if cfg.storage.encrypt_to is not None:
+                from .crypto import stream_opener  # PyNaCl/pyrage only on a box that encrypts
+                self.encrypt = stream_opener(Path(cfg.storage.encrypt_to))
             self.line_calls: dict[str, LineCalls] = {}
             for line in enabled:
                 hook = _hook_input(line, pin_factory, built, clock)
@@ -101,7 +107,11 @@ class Recorder:
                                      version=__version__, lines=[ln.name for ln in cfg.lines], clock=clock,
                                      key_fingerprint=self.device_key.fingerprint)
                 built.callback(self.link.stop)
-                self.listeners.subscribe(self.link.publish_event)
+                if cfg.mqtt.publish_caller_id:
+                    self.listeners.subscribe(self.link.publish_event)
+                else:  # the caller's identity stays on the box (README: "what stays in clear")
+                    link = self.link
+                    self.listeners.subscribe(lambda ev: link.publish_event(without_caller(ev)))
             self.supervisor = LineSupervisor(enabled, cfg.health, alarms=self.alarms, gaps=self.gaps)
             self.blocks = BlockQueue()
             max_queued = max(50, int(cfg.recorder.queue_s * 50 * max(1, len(enabled))))
@@ -237,7 +247,7 @@ class Recorder:
         return Recording(self.data_dir, self.index, line=name, codec=self.cfg.storage.codec,
                          rate=line.rate, channels=line.channels, started_at=started_at,
                          sync_interval_s=self.cfg.storage.sync_interval_s, on_error=on_error,
-                         syncs=self.syncs)
+                         syncs=self.syncs, encrypt=self.encrypt)
 
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""

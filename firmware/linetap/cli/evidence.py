@@ -157,7 +157,9 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             audit.record(index, "decrypt", int(m.group(1)) if m else None, detail=f"{src.name} -> {out}")
         finally:
             index.close()
-    print(f"{out}: {res.bytes} bytes, sha256 {res.sha256}")
+    print(f"{out}: {res.bytes} bytes, sha256 {res.sha256}"
+          + ("" if res.complete else " (the recording was cut by a crash: this is its valid prefix, "
+             "everything that had reached the disk)"))
     return EXIT_OK
 
 
@@ -166,6 +168,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     pub, key = crypto.generate_keypair(Path(args.out))
     print(f"public key:  {pub}   -> copy to the recorder, set [storage] encrypt_to = \"{pub.name}\" (its path)")
     print(f"private key: {key}   -> keep it OFF the recorder; without it no recording can be decrypted")
+    print("both are age keys: without linetap, decrypt with the age tool and unseal.py (see the README)")
     return EXIT_OK
 
 
@@ -216,7 +219,9 @@ COMMANDS = (
     Command("export", "export a recording with its metadata and chain proof", cmd_export, _export_arguments),
     Command("erase", "privacy request: delete every recording of a caller number", cmd_erase, _erase_arguments),
     # With -c the decryption is audited in that box's index; without, it runs anywhere (off the box).
-    Command("decrypt", "decrypt a .sealed recording with the off-box private key", cmd_decrypt, _decrypt_arguments,
+    Command("decrypt", "decrypt a .sealed recording (age stream or older sealed file) with the off-box private key",
+            cmd_decrypt, _decrypt_arguments,
             config="optional"),
-    Command("keygen", "make a key pair for [storage] encrypt_to", cmd_keygen, _keygen_arguments, config="optional"),
+    Command("keygen", "make an age key pair for [storage] encrypt_to", cmd_keygen, _keygen_arguments,
+            config="optional"),
 )

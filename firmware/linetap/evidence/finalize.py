@@ -4,12 +4,16 @@ The recorder calls :func:`finalize_recording` right after ``Recording.finish`` a
 :func:`finalize_pending` at start-up after ``salvage`` (recovered recordings, and any call a
 crash left finished but not yet sealed or chained).
 
-With ``[storage] encrypt_to`` set, ``<name>.<ext>`` becomes ``<name>.<ext>.sealed`` (see
-:mod:`linetap.crypto`), the plaintext is unlinked, and the calls row's path, bytes and
-sha256 describe the sealed file, which is what is on the disk and what ``verify`` re-hashes.
-The chain also records ``plain_sha256``, so audio decrypted off the box can be checked.
-The plaintext exists on disk only while the call is being recorded (and for the moment
-encryption takes); unlinking does not scrub flash blocks.
+With ``[storage] encrypt_to`` set, a recording is encrypted as it is written (``Recording``
+with ``encrypt=``, :mod:`linetap.crypto`): its path already ends in ``.sealed``, there is no
+plaintext to seal, and it is only chained (its ``plain_sha256`` is not known: null). The
+calls row's path, bytes and sha256 describe the encrypted file, which is what is on the disk
+and what ``verify`` re-hashes.
+
+A plaintext ``<name>.<ext>`` found here while ``encrypt_to`` is set (recorded before
+encryption was turned on) is sealed the older way: ``<name>.<ext>.sealed`` in the LTSEAL
+format, the plaintext unlinked (which does not scrub its flash blocks), and the chain records
+its ``plain_sha256``.
 """
 
 from __future__ import annotations

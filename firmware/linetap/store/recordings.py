@@ -6,6 +6,12 @@ every due file at once, at the end of the pipeline round: ``SyncBatch``), and re
 to its final name only once closed, fsynced and complete. On start-up, every ``.part``
 left by a crash or power cut is decoded as far as it goes, written afresh as a
 finished file, and indexed with ``status = "recovered"``.
+
+Encrypted (``encrypt=``, from ``[storage] encrypt_to``): the file is ``<name>.<ext>.sealed``
+from its first byte (``.sealed.part`` while written), encrypted as it is written, one record
+per sync point (:mod:`linetap.unseal`). A crash leaves a valid encrypted prefix; the salvage
+cannot decode it (the private key is not on the box), so it trims an incomplete last record
+and keeps the complete ones as they are.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 from ..clock import iso, parse_iso
 from ..fsutil import write_atomic
 from ..index.db import Index
+from .. import unseal
 from . import audio
 
 logger = logging.getLogger(__name__)
@@ -201,7 +208,8 @@ class Recording:
     def __init__(self, data_dir: Path, index: Index, *, line: str, codec: str, rate: int, channels: int,
                  started_at: float, sync_interval_s: float,
                  on_error: Callable[[str | None, float], None] | None = None, ram_limit_s: float = 600.0,
-                 retry_s: float = 1.0, syncs: SyncBatch | None = None) -> None:
+                 retry_s: float = 1.0, syncs: SyncBatch | None = None,
+                 encrypt: audio.OpenEncrypted | None = None) -> None:
         self.data_dir = data_dir
         self.index = index
         self.line = line
@@ -216,7 +224,10 @@ class Recording:
         self.dtmf = ""
         self.id = index.call_started(line=line, started_at=iso(started_at), codec=codec, rate=rate,
                                      channels=channels)
+        self.encrypt = encrypt
         self.rel = relative_path(line, started_at, self.id, codec)
+        if encrypt is not None:
+            self.rel = self.rel.with_name(self.rel.name + unseal.SUFFIX)
         make_dirs(data_dir, self.rel.parent)
         self.final = data_dir / self.rel
         self.part = self.final.with_name(self.final.name + PART)
@@ -252,7 +263,7 @@ class Recording:
         make_dirs(self.data_dir, self.rel.parent)
         if self.part.exists():  # an earlier attempt created it but could not write the header
             self.part.unlink()
-        self.writer = audio.AudioWriter(self.part, self.codec, self.rate, self._channels)
+        self.writer = audio.AudioWriter(self.part, self.codec, self.rate, self._channels, encrypt=self.encrypt)
         fsync_dir(self.part.parent)
 
     def write(self, frames: np.ndarray) -> None:
@@ -269,21 +280,29 @@ class Recording:
             try:
                 assert self.writer is not None
                 self.writer.write(part)
-                self._written += len(part)
-                self._since_sync += len(part)
-                if self._since_sync >= self.sync_every:
-                    self._since_sync = 0
-                    if self.syncs is None:
-                        self.writer.sync()
-                    else:
-                        self.syncs.due(self)  # may sync at once, and find this file failing:
-                        if self.error is not None:
-                            self._keep(frames[len(part):])  # the rest waits in RAM, as after any failure
-                            return
             except (OSError, audio.AudioError) as e:
                 self._failed(e, frames)
                 return
+            self._written += len(part)
+            self._since_sync += len(part)
             frames = frames[len(part):]
+            if self._since_sync >= self.sync_every:
+                self._since_sync = 0
+                # The codec has ``part``: a failure from here on leaves it there (to reach the disk
+                # with the next successful sync) and keeps only the rest in RAM, so no audio is
+                # written twice.
+                try:
+                    self.writer.commit()  # encrypted: this interval's bytes become a record in the file
+                    if self.syncs is None:
+                        self.writer.sync()
+                    else:
+                        self.syncs.due(self)  # may sync at once, and find this file failing
+                except (OSError, audio.AudioError) as e:
+                    self._failed(e, frames)
+                    return
+                if self.error is not None:
+                    self._keep(frames)  # the rest waits in RAM, as after any failure
+                    return
 
     def sync_now(self) -> None:
         """This file's own sync (``SyncBatch``'s fallback); a failure is handled as a failed write."""
@@ -327,13 +346,14 @@ class Recording:
             assert self.writer is not None
             if self._ram:
                 self.writer.write(np.concatenate(self._ram))
+                # In the codec now: a failing sync below must not hand it to the codec again.
+                self._written += self._ram_frames
+                self._ram.clear()
+                self._ram_frames = 0
             self.writer.sync()
         except (OSError, audio.AudioError) as e:
             logger.debug("call %s: write still failing: %s", self.id, e)
             return
-        self._written += self._ram_frames
-        self._ram.clear()
-        self._ram_frames = 0
         logger.warning("call %s: writing works again%s", self.id,
                        f"; {self.lost_frames} frames beyond the RAM limit were lost" if self.lost_frames else "")
         self.error = None
@@ -417,14 +437,19 @@ def salvage(data_dir: Path, index: Index, *, parts: Iterable[Path] | None = None
         final = part.with_name(part.name[: -len(PART)])
         rel = str(final.relative_to(data_dir))
         row = by_path.pop(rel, None)
-        call_id = row["id"] if row else id_from_name(final.name)
-        codec = row["codec"] if row else codec_from_name(final.name)
-        started = parse_iso(row["started_at"]) if row else start_from_name(final.name)
+        encrypted = final.name.endswith(unseal.SUFFIX)
+        name = final.name.removesuffix(unseal.SUFFIX)
+        call_id = row["id"] if row else id_from_name(name)
+        codec = row["codec"] if row else codec_from_name(name)
+        started = parse_iso(row["started_at"]) if row else start_from_name(name)
         final.unlink(missing_ok=True)  # a salvage interrupted before: the .part is the truth
         try:
             _read_through(part)  # a read error here is the disk's, not the audio's
-            frames = audio.rewrite(part, final, codec)
-            rate = audio.info(final)[1]
+            if encrypted:
+                frames, rate = _keep_sealed_prefix(part, final)
+            else:
+                frames = audio.rewrite(part, final, codec)
+                rate = audio.info(final)[1]
         except audio.Undecodable as e:
             logger.error("recovered file %s holds no readable audio (%s); kept as %s.unreadable",
                          part, e, final.name)
@@ -443,7 +468,7 @@ def salvage(data_dir: Path, index: Index, *, parts: Iterable[Path] | None = None
                 pass
             continue
         os.chmod(final, audio.FILE_MODE)
-        part.unlink()
+        part.unlink(missing_ok=True)  # encrypted: it became the final file
         fsync_dir(final.parent)
         fields = {"ended_at": iso(started + frames / rate), "duration_s": round(frames / rate, 3),
                   "bytes": final.stat().st_size, "sha256": sha256_file(final), "end_reason": "recovered",
@@ -461,7 +486,7 @@ def salvage(data_dir: Path, index: Index, *, parts: Iterable[Path] | None = None
         final = data_dir / rel if rel else None
         if final is not None and final.is_file():
             # Crashed between the rename and the index update: the file is whole.
-            frames, rate, _ = audio.info(final)
+            frames, rate = _frames_rate(final)
             index.update_call(row["id"], status="recovered", end_reason="recovered",
                               duration_s=round(frames / rate, 3),
                               ended_at=iso(parse_iso(row["started_at"]) + frames / rate),
@@ -478,6 +503,33 @@ def unsalvaged(data_dir: Path) -> list[Path]:
     opens), the ones it could not recover yet."""
     root = data_dir / "recordings"
     return sorted(root.rglob("*" + PART)) if root.is_dir() else []
+
+
+def _keep_sealed_prefix(part: Path, final: Path) -> tuple[int, int]:
+    """An encrypted ``.part`` cut by a crash becomes ``final``: its complete records, as they are
+    (no plaintext to re-encode; the box cannot decrypt). Returns (frames, rate)."""
+    try:
+        scan = unseal.scan(part)
+    except unseal.StreamError as e:
+        raise audio.Undecodable(str(e)) from None
+    if scan.records == 0:
+        raise audio.Undecodable(f"{part}: no complete encrypted record")
+    if os.path.getsize(part) != scan.valid_bytes:
+        # The incomplete last record (what had not reached the disk whole): decryptors skip it
+        # anyway, and trimming it leaves a file that is exactly a valid prefix.
+        with open(part, "r+b") as f:
+            f.truncate(scan.valid_bytes)
+            os.fsync(f.fileno())
+    os.replace(part, final)
+    return scan.frames, scan.rate
+
+
+def _frames_rate(path: Path) -> tuple[int, int]:
+    if unseal.is_stream(path):
+        scan = unseal.scan(path)
+        return scan.frames, scan.rate
+    frames, rate, _ = audio.info(path)
+    return frames, rate
 
 
 def _read_through(path: Path, chunk_bytes: int = 1 << 20) -> None:
