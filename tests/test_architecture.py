@@ -25,6 +25,9 @@ ADAPTERS = {  # library -> the one module allowed to import it
     "paho": "mqtt/paho_client.py",  # the link and the probe both build their client there
     "gpiozero": "gpio.py",
     "nacl": "crypto.py",
+    "starlette": "web/app.py",  # the web interface's routes
+    "uvicorn": "web/app.py",  # and its server
+    "argon2": "web/passwords.py",
 }
 ANYWHERE = {"numpy"}  # plain data, not a collaborator
 

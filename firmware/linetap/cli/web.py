@@ -1,0 +1,81 @@
+"""``linetap web``: the web interface (HTTPS by default; ``--insecure-http`` behind a reverse proxy or in tests)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import sys
+
+from .base import Command, load_config
+from .errors import EXIT_OK, UsageError
+
+
+def listen_arg(text: str) -> tuple[str, int]:
+    m = re.fullmatch(r"\[?([0-9A-Za-z.:-]*?)\]?:([0-9]{1,5})", text)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT, e.g. 0.0.0.0:8443, not {text!r}")
+    return m.group(1) or "0.0.0.0", int(m.group(2))
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    if args.hash_password:
+        from ..web.passwords import hash_password
+        print(hash_password(_password_twice()))
+        return EXIT_OK
+    if not args.config:
+        raise UsageError("-c/--config is required")
+    from ..index.db import open_index
+    from ..web import app, service, tls
+
+    cfg = load_config(args)
+    host, port = args.listen or listen_arg(cfg.web.listen)
+    state = service.web_dir(cfg)
+    state.mkdir(mode=0o750, parents=True, exist_ok=True)
+    certfile = keyfile = None
+    fp = None
+    if not args.insecure_http:
+        if cfg.web.tls_cert and cfg.web.tls_key:
+            certfile, keyfile = cfg.web.tls_cert, cfg.web.tls_key
+        else:
+            certfile, keyfile = tls.self_signed(state, cfg.recorder.id)
+        fp = tls.fingerprint(certfile)
+        tls.remember_fingerprint(state, fp)
+    index = open_index(cfg.recorder.data_dir)
+    try:
+        token = service.first_admin(index, cfg, state)
+        if token:
+            print(f"linetap web: no admin yet: log in as 'admin' with the setup token {token}", file=sys.stderr)
+        svc = service.WebService(cfg, index, secret=service.box_secret(state), state_dir=state, fingerprint=fp)
+        print(f"linetap web: {'https' if certfile else 'http'}://{host}:{port}/"
+              + (f" (certificate SHA-256 {fp})" if fp else ""), file=sys.stderr, flush=True)
+        app.serve(svc, host=host, port=port, certfile=str(certfile) if certfile else None,
+                  keyfile=str(keyfile) if keyfile else None)
+    finally:
+        index.close()
+    return EXIT_OK
+
+
+def _password_twice() -> str:
+    """A new password: asked twice on a terminal, or two equal lines of stdin."""
+    if sys.stdin.isatty():
+        first, second = getpass.getpass("New password: "), getpass.getpass("Again: ")
+    else:
+        first, second = sys.stdin.readline().rstrip("\n"), sys.stdin.readline().rstrip("\n")
+    if first != second:
+        raise UsageError("the two passwords differ")
+    if len(first) < 8:
+        raise UsageError("password: at least 8 characters")
+    return first
+
+
+def _arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="default: web.listen")
+    sp.add_argument("--insecure-http", action="store_true",
+                    help="plain HTTP (behind a TLS reverse proxy, or in tests)")
+    sp.add_argument("--hash-password", action="store_true",
+                    help="print the argon2 hash of a password (for web.admin_password_hash) and exit")
+
+
+COMMANDS = (Command("web", "the web interface: find, play and download calls", cmd_web, _arguments,
+                    config="optional"),)
