@@ -139,7 +139,7 @@ def serve(svc: service.WebService, *, https: bool = False) -> Iterator[int]:
         sock.close()
 
 
-def build_box(tmp_path: Path, clock: FakeClock, *, calls: int = 6) -> tuple[service.WebService, Index, list[dict[str, Any]]]:
+def build_box(tmp_path: Path, clock: FakeClock, *, calls: int = 6, seconds: float = 3.0) -> tuple[service.WebService, Index, list[dict[str, Any]]]:
     data_dir = tmp_path / "data"
     data_dir.mkdir(exist_ok=True)
     cfg_path = write_config(tmp_path / "linetap.toml", data_dir,
@@ -152,7 +152,7 @@ def build_box(tmp_path: Path, clock: FakeClock, *, calls: int = 6) -> tuple[serv
     for i in range(calls):
         rows.append(make_call(index, data_dir, clock, line="line1" if i % 2 == 0 else "line2",
                               number=f"030555{i:04d}", name="Müller GmbH" if i == 3 else None,
-                              dtmf="1234" if i == 2 else ""))
+                              dtmf="1234" if i == 2 else "", seconds=seconds))
     for user, password in PASSWORDS.items():
         service.add_user(index, user, ROLES[user], password, clock=clock)
     state = service.web_dir(cfg)

@@ -20,7 +20,7 @@ from .timeline import timeline_svg
 
 CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
 header{background:#24405c;color:#fff;padding:.5em 1em;display:flex;gap:1.5em;align-items:center}
-header a{color:#fff} main{padding:1em} table{border-collapse:collapse;width:100%;background:#fff}
+header a{color:#fff} main{padding:.5em 1em} h1{margin:.3em 0} h2{margin:.2em 0 .5em} table{border-collapse:collapse;width:100%;background:#fff}
 td,th{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;font-size:.9em}
 .bad{color:#b00020;font-weight:bold} .ok{color:#1b7f3b} form.filters{display:flex;flex-wrap:wrap;gap:.5em;
 margin-bottom:1em} form.filters label{display:flex;flex-direction:column;font-size:.8em}
@@ -89,6 +89,12 @@ required maxlength="1024"></label></p><p><button id="submit">Log in</button></p>
                        for name, ln in sorted(lines.items()))
         parts.append(f'<div class="box"><h2>Lines</h2><table><tr><th>line</th><th>state</th><th>alarms</th>'
                      f'<th>last audio</th></tr>{rows}</table></div>')
+        gaps = "".join(f'<tr><td>{esc(c["line"])}</td><td>{self.when(g["started_at"])}</td>'
+                       f'<td>{self.when(g["ended_at"])}</td><td>{esc(g["reason"])}</td></tr>'
+                       for c in coverage for g in c["gaps"])
+        parts.append(f'<div class="box"><h2>Coverage, last 7 days</h2>{timeline_svg(coverage, self.tz)}'
+                     f'<table id="gaps"><tr><th>line</th><th>gap from</th><th>to</th><th>reason</th></tr>{gaps}'
+                     f'</table></div>')
         alarms = "".join(f'<li class="bad">{esc(a.get("code"))} {esc(a.get("line") or "")} since '
                          f'{self.when(a.get("raised_at"))}: {esc(a.get("detail"))}</li>'
                          for a in doc.get("alarm_details") or [])
@@ -97,12 +103,6 @@ required maxlength="1024"></label></p><p><button id="submit">Log in</button></p>
         parts.append(f'<div class="box"><h2>Disk</h2><p>free {esc(disk.get("free_mb"))} MB, '
                      f'{esc(disk.get("recordings"))} recordings, about {esc(disk.get("hours_left"))} hours of '
                      f'recording left</p></div>')
-        gaps = "".join(f'<tr><td>{esc(c["line"])}</td><td>{self.when(g["started_at"])}</td>'
-                       f'<td>{self.when(g["ended_at"])}</td><td>{esc(g["reason"])}</td></tr>'
-                       for c in coverage for g in c["gaps"])
-        parts.append(f'<div class="box"><h2>Coverage, last 7 days</h2>{timeline_svg(coverage, self.tz)}'
-                     f'<table id="gaps"><tr><th>line</th><th>gap from</th><th>to</th><th>reason</th></tr>{gaps}'
-                     f'</table></div>')
         web = doc.get("web") or {}
         cp = doc.get("checkpoint") or {}
         parts.append(f'<div class="box"><h2>This box</h2><p>HTTPS certificate SHA-256 fingerprint: '
