@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .detect.callerid import STANDARDS as CALLERID_STANDARDS
-from .detect.tones import TONE_SETS
+from .detect.names import CALLERID_STANDARDS, TONE_SETS  # not the detectors: they load numpy
 
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 RATES = (8000, 16000, 22050, 32000, 44100, 48000)

@@ -18,7 +18,41 @@ def listen_arg(text: str) -> tuple[str, int]:
     return m.group(1) or "0.0.0.0", int(m.group(2))
 
 
+def return_big_allocations_to_the_kernel(threshold_bytes: int = 1 << 20) -> bool:
+    """Each argon2 check allocates 19 MiB (web/passwords.py). glibc's malloc raises its mmap threshold
+    after the first such block is freed, so later ones come from the heap and stay resident: the web
+    process would keep ~20 MB it uses for 0.1 s per login. A fixed threshold (``M_MMAP_THRESHOLD``)
+    makes every block of 1 MiB or more its own mapping, unmapped when freed. False where there is no
+    glibc (nothing to do)."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, threshold_bytes))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+def import_index_without_numpy() -> None:
+    """Import the index adapter without loading numpy (17 MB resident).
+
+    sqlite-utils imports numpy if it is installed, only to store numpy values, which the web
+    interface never writes; a process that only serves pages then carries numpy for nothing.
+    Hiding it while sqlite-utils is imported leaves sqlite-utils without numpy support in this
+    process; numpy itself still loads on first real use (a proof bundle's export reads the audio).
+    """
+    if "numpy" in sys.modules or "sqlite_utils" in sys.modules:
+        return
+    sys.modules["numpy"] = None  # type: ignore[assignment]  # import numpy -> ImportError
+    try:
+        from ..index import db  # noqa: F401  (imports sqlite_utils)
+    finally:
+        del sys.modules["numpy"]
+
+
 def cmd_web(args: argparse.Namespace) -> int:
+    return_big_allocations_to_the_kernel()
+    import_index_without_numpy()
     if args.hash_password:
         from ..web.passwords import hash_password
         print(hash_password(_password_twice()))

@@ -21,7 +21,6 @@ from ..alarms.gaps import coverage_report, load_gaps
 from ..clock import Clock, SystemClock, iso, parse_iso
 from ..config import Config
 from ..evidence import EvidenceError, UnknownCall, audit as evidence_audit, chain, hold as evidence_hold
-from ..evidence.export import export_call
 from ..index import web as q
 from ..index.db import Index, public_call
 from . import auth, passwords
@@ -32,6 +31,9 @@ DAY_S = 86400.0
 SETUP_TOKEN_FILE = "setup-token"
 SECRET_FILE = "secret"
 SECRET_BYTES = 32
+# = linetap.housekeeping.STATUS_FILE, not imported: that module loads the recorder's (numpy among
+# them, 17 MB the web process does without; tests/test_web_memory.py checks the two agree).
+STATUS_FILE = "status.json"
 # The web audit trail's actions; those about one recording's audio or protection also go into
 # the evidence audit (linetap.evidence.audit), where ``linetap verify``/exports see them.
 ACTIONS = ("login", "login_failed", "logout", "play", "download", "export", "hold", "release", "erase",
@@ -247,6 +249,7 @@ class WebService:
     def proof_bundle(self, who: str, address: str, call_id: int) -> tuple[str, bytes]:
         """A zip of what ``linetap export`` writes (the recording as stored, the sidecar, the chain
         proof, the standalone verifier): (file name, bytes). Audited as an export."""
+        from ..evidence.export import export_call  # loads soundfile and numpy: only when first used
         if self.index.get_call(call_id) is None:
             raise NotFound(f"no recording with id {call_id}")
         with tempfile.TemporaryDirectory(prefix="linetap-web-") as tmp:
@@ -284,8 +287,11 @@ class WebService:
     def health(self) -> dict[str, Any]:
         """The recorder's health snapshot (``status.json``) plus what the web adds: the box's HTTPS
         fingerprint; ``{"running": false}`` when the recorder has not written one."""
-        from ..service import read_status
-        doc = read_status(self.cfg)
+        from ..health.snapshot import read_snapshot
+        try:
+            doc = read_snapshot(Path(self.cfg.recorder.data_dir) / STATUS_FILE)
+        except (OSError, ValueError):
+            doc = None
         out: dict[str, Any] = dict(doc) if doc else {"id": self.cfg.recorder.id, "running": False}
         out["web"] = {"fingerprint_sha256": self.fingerprint}
         head_seq, head_hash = chain.head(self.index)
