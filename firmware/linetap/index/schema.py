@@ -175,7 +175,7 @@ _V1: tuple[str, ...] = (
 ) + tuple(t for table in APPEND_ONLY for t in _append_only_triggers(table))
 
 # 2 (web interface): its users, sessions, API tokens, failed logins and audit trail, and the
-# indexes its call-list filters need (caller name, duration; the rest exist since 1).
+# indexes its call-list filters need (DTMF present, duration; the rest exist since 1).
 # ``web_audit`` is append-only like ``audit``; it also holds what is not about one recording
 # (logins, failed ones too) and the client's address.
 _V2_WEB: tuple[str, ...] = (
@@ -212,7 +212,7 @@ _V2_WEB: tuple[str, ...] = (
    "detail" TEXT
 )""",
     """CREATE INDEX idx_web_audit_at ON web_audit ("at")""",
-    """CREATE INDEX idx_calls_caller_name ON calls ("caller_name")""",
+    """CREATE INDEX idx_calls_dtmf ON calls ("dtmf")""",
     """CREATE INDEX idx_calls_duration_s ON calls ("duration_s")""",
 ) + _append_only_triggers("web_audit")
 

@@ -160,11 +160,6 @@ class CallFilter:
     held: bool | None = None
 
 
-def _like(text: str) -> str:
-    """``text`` as a LIKE pattern matching it anywhere (its own % _ \\ taken literally)."""
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _where(conds: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
     used = [(sql, v) for sql, v in conds if v is not None]
     if not used:
@@ -183,17 +178,19 @@ def calls_page(index: Index, f: CallFilter, *, limit: int, offset: int) -> tuple
         ("line = ?", f.line),
         ("coalesce(ended_at, '9999') >= ?", f.since),
         ("started_at < ?", f.until),
-        ("caller_number like ? escape '\\'", _like(f.number) if f.number else None),
-        ("caller_name like ? escape '\\'", _like(f.name) if f.name else None),
+        # instr(): a plain substring test, about twice as fast as LIKE '%..%' on a full scan, and
+        # takes % and _ literally; names compare case-insensitively (ASCII, as SQLite's lower()).
+        ("instr(caller_number, ?) > 0", f.number),
+        ("instr(lower(caller_name), lower(?)) > 0", f.name),
         ("duration_s >= ?", f.min_duration_s),
         ("duration_s <= ?", f.max_duration_s),
     ]
     where, params = _where(conds)
     extra = []
-    if f.dtmf is not None:
-        extra.append("coalesce(dtmf, '') != ''" if f.dtmf else "coalesce(dtmf, '') = ''")
-    if f.held is not None:
-        extra.append(("" if f.held else "not ") + "exists (select 1 from holds h where h.call_id = calls.id)")
+    if f.dtmf is not None:  # "dtmf > ''" is a range on idx_calls_dtmf; null and '' both mean none
+        extra.append("dtmf > ''" if f.dtmf else "coalesce(dtmf, '') = ''")
+    if f.held is not None:  # rowid IN (...): a lookup per hold, not a probe per call
+        extra.append("id " + ("" if f.held else "not ") + "in (select call_id from holds)")
     if extra:
         where = (where + " and " if where else " where ") + " and ".join(extra)
     total = int(index.query(f"select count(*) as n from calls{where}", params)[0]["n"])
