@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib
 import re
 import sys
 
@@ -45,7 +46,7 @@ def import_index_without_numpy() -> None:
         return
     sys.modules["numpy"] = None  # type: ignore[assignment]  # import numpy -> ImportError
     try:
-        from ..index import db  # noqa: F401  (imports sqlite_utils)
+        importlib.import_module("linetap.index.db")  # imports sqlite_utils
     finally:
         del sys.modules["numpy"]
 
