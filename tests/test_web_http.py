@@ -480,3 +480,17 @@ def test_the_call_page_has_a_player_the_proof_link_and_local_times(box: WebBox) 
 def test_the_health_page_draws_the_coverage_timeline(box: WebBox) -> None:
     body = box.as_user("vic").get("/").body.decode()
     assert '<svg xmlns="http://www.w3.org/2000/svg" id="timeline"' in body and "never_started" in body
+
+
+def test_the_call_page_hold_form_carries_the_csrf_token(fresh: WebBox) -> None:
+    c = fresh.as_user("alice")
+    assert f'name="csrf" value="{c.csrf}"' in c.get("/calls/1").body.decode()
+    r = c.request("POST", "/calls/1/hold", form={"csrf": c.csrf, "held": "1", "reason": "coaching"})
+    assert r.status == 200 and q.hold_of(fresh.index, 1)["reason"] == "coaching"
+    forged = c.request("POST", "/calls/2/hold", form={"held": "1", "reason": "from another site"})
+    assert forged.status == 403 and q.hold_of(fresh.index, 2) is None
+
+
+def test_a_listener_posting_the_hold_form_gets_403(fresh: WebBox) -> None:
+    c = fresh.as_user("lena")
+    assert c.request("POST", "/calls/1/hold", form={"csrf": c.csrf, "held": "1", "reason": "x"}).status == 403
