@@ -83,3 +83,14 @@ def test_query_values_become_a_filter_with_local_times_in_utc() -> None:
 def test_bad_query_values_raise_bad_request(params: dict[str, str]) -> None:
     with pytest.raises(BadRequest):
         call_filter(params, ZoneInfo("UTC"))
+
+
+def test_the_timeline_draws_each_gap_where_it_lies_in_the_window() -> None:
+    from linetap.web.timeline import LABEL_W, WIDTH, timeline_svg
+    cov = [{"line": "line1", "since": "2026-11-01T00:00:00.000Z", "until": "2026-11-08T00:00:00.000Z",
+            "covered_fraction": 0.5, "gaps": [{"started_at": "2026-11-04T12:00:00.000Z",
+                                               "ended_at": "2026-11-08T00:00:00.000Z", "reason": "line_dead"}]}]
+    svg = timeline_svg(cov, ZoneInfo("UTC"))
+    half = LABEL_W + (WIDTH - LABEL_W) / 2
+    assert f'<rect class="gap" x="{half:.1f}" y="18" width="{(WIDTH - LABEL_W) / 2:.1f}"' in svg
+    assert "<title>line_dead: 2026-11-04T12:00:00.000Z" in svg and "50.00 % covered" in svg

@@ -49,7 +49,7 @@ def fresh(tmp_path: Path) -> Iterator[WebBox]:
 
 API_GETS = ["/api/calls", "/api/calls/1", "/api/calls/1/audio", "/api/calls/1/proof", "/api/health",
             "/api/coverage", "/api/audit"]
-PAGES = ["/", "/calls", "/calls/1", "/audit", "/no-such-page"]
+PAGES = ["/", "/calls", "/calls/1", "/audit", "/config", "/no-such-page"]
 
 
 # --- logged out ------------------------------------------------------------------------------------
@@ -494,3 +494,11 @@ def test_the_call_page_hold_form_carries_the_csrf_token(fresh: WebBox) -> None:
 def test_a_listener_posting_the_hold_form_gets_403(fresh: WebBox) -> None:
     c = fresh.as_user("lena")
     assert c.request("POST", "/calls/1/hold", form={"csrf": c.csrf, "held": "1", "reason": "x"}).status == 403
+
+
+def test_only_an_admin_sees_the_config_and_its_secrets_are_masked(fresh: WebBox) -> None:
+    path = Path(fresh.svc.cfg.source)
+    path.write_text(path.read_text() + '\n[web]\nadmin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$x"\n')
+    body = fresh.as_user("alice").get("/config").body.decode()
+    assert 'id = &quot;shop-01&quot;' in body and "argon2id" not in body and "********" in body
+    assert fresh.as_user("lena").get("/config").status == 403

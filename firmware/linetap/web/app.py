@@ -354,6 +354,10 @@ def build_app(service: WebService, *, https: bool) -> Starlette:
         total, rows = await run_in_threadpool(lambda: service.audit_page(**filters))
         return page(request, view.audit(who, dict(request.query_params), total, rows))
 
+    async def config_page(request: Request) -> Response:
+        who = need(request, "config")
+        return page(request, view.config(who, service.config_text()))
+
     async def logout_page(request: Request) -> Response:
         who = need(request, "health")
         check_csrf(who, request, await body(request))
@@ -380,6 +384,7 @@ def build_app(service: WebService, *, https: bool) -> Starlette:
         Route("/calls/{call_id}", handle(call_page, api=False), methods=["GET"]),
         Route("/calls/{call_id}/hold", handle(api_hold, api=False), methods=["POST"]),
         Route("/audit", handle(audit_page, api=False), methods=["GET"]),
+        Route("/config", handle(config_page, api=False), methods=["GET"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -55,6 +55,8 @@ class View:
                 links.append('<a href="/calls">Calls</a>')
             if allowed(who.role, "audit"):
                 links.append('<a href="/audit">Audit</a>')
+            if allowed(who.role, "config"):
+                links.append('<a href="/config">Config</a>')
             nav = (" ".join(links) + f' <span>{esc(who.user)} ({esc(who.role)})</span>'
                    f'<form method="post" action="/logout" style="margin:0"><input type="hidden" name="csrf" '
                    f'value="{esc(who.csrf)}"><button>Log out</button></form>')
@@ -180,6 +182,10 @@ required maxlength="1024"></label></p><p><button id="submit">Log in</button></p>
                           + f'<button id="hold">{"Release hold" if hold else "Place on hold"}</button></form>')
         return self._doc(f"Call {cid}", f'<div class="box">{player}</div><div class="box"><table>{meta}</table>'
                          f'{proof}</div><div class="box"><h2>Legal hold</h2>{hold_text}</div>', who)
+
+    def config(self, who: Principal, text: str) -> str:
+        return self._doc("Configuration", f'<p>Secrets are shown as ********. Change the config on the boot '
+                         f'partition (see docs/INSTALLER.md).</p><pre class="box" id="config">{esc(text)}</pre>', who)
 
     def audit(self, who: Principal, params: dict[str, str], total: int, rows: list[dict[str, Any]]) -> str:
         form = ('<form class="filters" method="get" action="/audit">'

@@ -283,6 +283,14 @@ class WebService:
                                action="hold" if held else "release", call_id=call_id, detail=reason)
         return changed
 
+    def config_text(self) -> str:
+        """The config file as loaded, secrets masked (the admin's config view)."""
+        from ..config import mask_secrets
+        try:
+            return mask_secrets(Path(self.cfg.source).read_text(encoding="utf-8"))
+        except OSError as e:
+            return f"(cannot read {self.cfg.source}: {e.strerror})"
+
     # --- health ---
     def health(self) -> dict[str, Any]:
         """The recorder's health snapshot (``status.json``) plus what the web adds: the box's HTTPS
