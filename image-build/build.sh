@@ -29,7 +29,7 @@ EX_UNAVAILABLE=69
 BOOT_LABEL=LTBOOT
 ROOT_LABEL=linetap-root
 DATA_LABEL=linetap-data
-UNITS=(linetap.service linetap-firstboot.service linetap-grow-data.service)
+UNITS=(linetap.service linetap-firstboot.service linetap-grow-data.service linetap-web.service)
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

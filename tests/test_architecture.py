@@ -28,6 +28,9 @@ ADAPTERS = {  # library -> the one module allowed to import it
     "rfc3161_client": "timestamp.py",  # RFC 3161 trusted time-stamps of the checkpoints
     "cryptography": "timestamp.py",  # the TSA's certificates (rfc3161_client's own dependency)
     "pyrage": "crypto.py",  # age encryption of recordings, next to PyNaCl (sealed files, keys)
+    "starlette": "web/app.py",  # the web interface's routes
+    "uvicorn": "web/app.py",  # and its server
+    "argon2": "web/passwords.py",
 }
 ANYWHERE = {"numpy"}  # plain data, not a collaborator
 

@@ -240,10 +240,23 @@ def test_secrets_are_masked_for_display():
     assert 'password = "********"' in shown and 'username = "u"' in shown
 
 
-def test_a_web_table_is_an_unknown_key_since_nothing_listens():
+def test_an_unknown_key_of_the_web_table_is_named():
     with pytest.raises(ConfigError) as e:
         load_text('[[line]]\nname = "a"\npcm = "null"\n[web]\nport = 8080\n')
-    assert e.value.errors == ["<config>: web: unknown key"]
+    assert e.value.errors == ["<config>: web.port: unknown key"]
+
+
+def test_a_web_certificate_needs_its_key():
+    with pytest.raises(ConfigError) as e:
+        load_text('[[line]]\nname = "a"\npcm = "null"\n[web]\ntls_cert = "/etc/c.pem"\n')
+    assert e.value.errors == ["<config>: web.tls_cert: tls_cert and tls_key go together (set both or neither)"]
+
+
+def test_an_unknown_time_zone_is_named():
+    with pytest.raises(ConfigError) as e:
+        load_text('[recorder]\ntimezone = "Mars/Olympus"\n[[line]]\nname = "a"\npcm = "null"\n')
+    assert e.value.errors == ['<config>: recorder.timezone: no time zone named \'Mars/Olympus\' '
+                              '(an IANA name, e.g. "Europe/Berlin")']
 
 
 def test_opus_bitrate_mode_is_an_unknown_key_since_nothing_reads_it():
@@ -364,7 +377,7 @@ def test_the_schema_accepts_the_example_configs(example):
     (("name = \"line2\"", "name = \"line2\"\nvox_hang_s = 0.01"), ".line[1].vox_hang_s: below 0.1"),
     (("name = \"line2\"", "name = \"line2\"\nchannels = true"), ".line[1].channels: not integer"),
     (("name = \"line2\"", "name = \"Line 2\""), ".line[1].name: does not match"),
-    (("codec = \"flac\"", "codec = \"flac\"\n[web]\nport = 8080"), ".web: additional property"),
+    (("codec = \"flac\"", "codec = \"flac\"\n[web]\nport = 8080"), ".web.port: additional property"),
 ], ids=["unknown key", "unknown table", "unknown line key", "rate", "below minimum", "boolean", "pattern", "web"])
 def test_the_schema_rejects_what_the_loader_rejects(change, error):
     text = (GOOD + LINE2).replace("{data}", "/tmp/x").replace(*change, 1)

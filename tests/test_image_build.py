@@ -35,7 +35,7 @@ TOOLS = {"fakeroot": "fakeroot", "sfdisk": "fdisk", "mkfs.vfat": "dosfstools", "
 MISSING = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"image tools missing: apt-get install {' '.join(MISSING)}")
 
-UNITS = ["linetap.service", "linetap-firstboot.service", "linetap-grow-data.service"]
+UNITS = ["linetap.service", "linetap-firstboot.service", "linetap-grow-data.service", "linetap-web.service"]
 
 
 def standin_rootfs(path: Path) -> Path:

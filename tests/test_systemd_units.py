@@ -188,6 +188,35 @@ def test_logs_stay_in_ram():
     assert "Storage=volatile" in (SYSTEMD / "journald.conf.d/linetap.conf").read_text().splitlines()
 
 
+# --- the web interface's unit ---------------------------------------------------------
+
+WEB = unit_settings("linetap-web.service")
+
+
+@needs_systemd
+def test_web_exposure_is_at_most_2_5(target_root):
+    assert exposure(target_root / "usr/lib/systemd/system/linetap-web.service") <= 2.5
+
+
+def test_web_runs_as_its_own_user_in_the_recorder_group_niced_below_capture():
+    assert (WEB["Service.User"], WEB["Service.Group"], WEB["Service.Nice"]) == (["linetap-web"], ["linetap"], ["10"])
+    assert int(WEB["Service.Nice"][0]) > int(RECORDER["Service.Nice"][0])
+
+
+def test_web_may_write_only_the_index_and_its_own_state_never_audio():
+    assert WEB["Service.ProtectSystem"] == ["strict"]
+    assert WEB["Service.ReadOnlyPaths"] == ["/var/lib/linetap"]
+    writable = " ".join(WEB["Service.ReadWritePaths"]).split()
+    assert sorted(p.lstrip("-") for p in writable) == [
+        "/var/lib/linetap/index.db", "/var/lib/linetap/index.db-shm", "/var/lib/linetap/index.db-wal",
+        "/var/lib/linetap/web"]
+
+
+def test_web_has_no_capabilities_and_no_devices():
+    assert (WEB["Service.CapabilityBoundingSet"], WEB["Service.PrivateDevices"],
+            WEB["Service.MemoryDenyWriteExecute"]) == ([""], ["yes"], ["yes"])
+
+
 # --- W^X memory: MemoryDenyWriteExecute=yes must not break the recorder ----------------
 
 MDWE_PROBE = textwrap.dedent("""
@@ -296,6 +325,20 @@ def test_sysusers_creates_linetap_with_its_fixed_uid(provisioned_root):
 def test_linetap_is_in_the_audio_and_gpio_groups(provisioned_root):
     root, _ = provisioned_root
     assert "linetap" in group_members(root, "audio") and "linetap" in group_members(root, "gpio")
+
+
+@needs_sysusers
+def test_the_web_user_is_its_own_in_the_recorder_group(provisioned_root):
+    root, _ = provisioned_root
+    entry = passwd_entry(root, "linetap-web")
+    assert (entry[2], entry[3], entry[6]) == ("471", "470", "/usr/sbin/nologin")
+
+
+@needs_sysusers
+def test_the_web_state_directory_is_the_web_user_s(provisioned_root):
+    root, _ = provisioned_root
+    st = (root / "var/lib/linetap/web").stat()
+    assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == ("0o750", 471, 470)
 
 
 @needs_sysusers

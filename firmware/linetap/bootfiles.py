@@ -52,6 +52,8 @@ FILE_KEYS: dict[str, bool] = {
     "mqtt.tls_cert": False,
     "mqtt.tls_key": True,
     "storage.encrypt_to": False,
+    "web.tls_cert": False,  # w-web: the installer's own HTTPS certificate and key
+    "web.tls_key": True,
 }
 
 # ALSA PCM names as aplay -L prints them and the contract allows: a name ("default", "line1"), or a

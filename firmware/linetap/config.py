@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .detect.callerid import STANDARDS as CALLERID_STANDARDS
-from .detect.tones import TONE_SETS
+from .detect.names import CALLERID_STANDARDS, TONE_SETS  # not the detectors: they load numpy
 
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 RATES = (8000, 16000, 22050, 32000, 44100, 48000)
@@ -146,6 +145,10 @@ class RecorderConfig:
                              "(ticks at least every 1 s)", check=between(0.1, 60))
     queue_s: float = key(10.0, doc="audio the pipeline may fall behind before blocks are dropped "
                          "(and alarmed as an overrun)", check=between(1, 120))
+    timezone: str = key("UTC", doc="IANA time zone the web pages show times in (stored times stay UTC)",
+                        check=Matches(r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$",
+                                      "must be an IANA time zone name such as \"Europe/Berlin\", not {v!r}",
+                                      "an IANA name, e.g. `Europe/Berlin`"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +285,20 @@ class LedsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    listen: str = key("0.0.0.0:8443", doc="address and port `linetap web` listens on (HTTPS)",
+                      check=Matches(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$",
+                                    "must be HOST:PORT, e.g. \"0.0.0.0:8443\", not {v!r}", "`HOST:PORT`"))
+    tls_cert: Path | None = key(None, doc="the installer's certificate (PEM; with `tls_key`); "
+                                "absent: a self-signed one is made at first start")
+    tls_key: Path | None = key(None, doc="the key of `tls_cert` (PEM)")
+    session_hours: float = key(12.0, doc="a login lasts this long", check=between(0.1, 720))
+    admin_password_hash: str | None = key(None, doc="argon2 hash (`linetap web --hash-password`) of the first "
+                                          "admin's password: user `admin` is made from it while there is "
+                                          "no admin; without it, a setup token is shown by `linetap status`")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     recorder: RecorderConfig
@@ -291,6 +308,7 @@ class Config:
     mqtt: MqttConfig | None = None
     leds: LedsConfig | None = None
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     def line(self, name: str) -> LineConfig:
         for line in self.lines:
@@ -318,6 +336,7 @@ SECTIONS = (
     Section("mqtt", MqttConfig, "reporting to a broker; absent: no MQTT", optional=True),
     Section("leds", LedsConfig, "status LED and buzzer; absent: none", optional=True),
     Section("evidence", EvidenceConfig, "signed checkpoints and trusted time-stamps"),
+    Section("web", WebConfig, "the web interface (`linetap web`)"),
 )
 
 
@@ -535,11 +554,25 @@ def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> C
     ev = _Table(errors, "evidence", top.raw("evidence", dict, {}))
     evidence = EvidenceConfig(**_read_section(ev, EvidenceConfig, to_path))
     ev.finish()
+    w = _Table(errors, "web", top.raw("web", dict, {}))
+    web = WebConfig(**_read_section(w, WebConfig, to_path))
+    w.finish()
+    if (web.tls_cert is None) != (web.tls_key is None):
+        errors.append("web.tls_cert: tls_cert and tls_key go together (set both or neither)")
+    _check_timezone(errors, recorder.timezone)
 
     top.finish()
     _check_pins(errors, leds, lines)
     return Config(source=source, recorder=recorder, lines=tuple(lines), storage=storage,
-                  health=health, mqtt=mqtt, leds=leds, evidence=evidence)
+                  health=health, mqtt=mqtt, leds=leds, evidence=evidence, web=web)
+
+
+def _check_timezone(errors: list[str], name: str) -> None:
+    import zoneinfo
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        errors.append(f"recorder.timezone: no time zone named {name!r} (an IANA name, e.g. \"Europe/Berlin\")")
 
 
 def _line(errors: list[str], prefix: str, raw: Any, to_path: Callable[[str], Path]) -> LineConfig | None:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import Config
 from .base import Command, load_config
 from .errors import EXIT_FAIL, EXIT_OK
 from .render import render_status
@@ -38,7 +39,26 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc))
     else:
         print(render_status(doc, now=time.time(), stale_after_s=STATUS_STALE_AFTER_S), end="")
+        print(_web_status(cfg), end="")
     return EXIT_OK
+
+
+def _web_status(cfg: Config) -> str:
+    """The web interface's HTTPS fingerprint and, while there is no admin, its setup token (w-web)."""
+    from ..web.service import SETUP_TOKEN_FILE, web_dir
+    from ..web.tls import stored_fingerprint
+    state = web_dir(cfg)
+    out = ""
+    fp = stored_fingerprint(state)
+    if fp:
+        out += f"web: https://{cfg.recorder.id}.local:{cfg.web.listen.rsplit(':', 1)[1]}/ certificate SHA-256 {fp}\n"
+    try:
+        token = (state / SETUP_TOKEN_FILE).read_text().strip()
+    except OSError:
+        token = ""
+    if token:
+        out += f"web: no admin yet: log in as 'admin' with the setup token {token}\n"
+    return out
 
 
 def _status_arguments(sp: argparse.ArgumentParser) -> None:

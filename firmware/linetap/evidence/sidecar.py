@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..index import evidence as db
 from ..index.db import Index
-from ..store.recordings import sidecar_doc, write_sidecar
+from ..store.sidecar import sidecar_doc, write_sidecar
 from . import chain
 
 logger = logging.getLogger(__name__)

@@ -46,7 +46,9 @@ class Index:
         conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=10.0,
                                isolation_level=None)
         if new:
-            os.chmod(self.path, 0o640)
+            # Group linetap writes too: the web interface (its own user in that group, see
+            # systemd/linetap-web.service) adds its users, sessions, holds and audit rows. (w-web)
+            os.chmod(self.path, 0o660)
         self._db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
         try:

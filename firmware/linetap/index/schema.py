@@ -34,7 +34,10 @@ The tables:
     the log of every deleted recording, and the intents of deletions in progress
     (see :mod:`linetap.retention.deletions`).
 
-``chain``, ``audit`` and ``deletions`` are append-only: triggers refuse UPDATE and DELETE,
+``web_users``, ``web_sessions``, ``web_login_failures``, ``web_audit``
+    the web interface's users, logins and audit trail (:mod:`linetap.index.web`).
+
+``chain``, ``audit``, ``deletions`` and ``web_audit`` are append-only: triggers refuse UPDATE and DELETE,
 so no code path of linetap can rewrite history by mistake. (Someone with write access to
 ``index.db`` can drop a trigger; the hash chain is what makes that visible, see
 :mod:`linetap.evidence.verify`.)
@@ -171,8 +174,51 @@ _V1: tuple[str, ...] = (
 )""",
 ) + tuple(t for table in APPEND_ONLY for t in _append_only_triggers(table))
 
+# 2 (web interface): its users, sessions, API tokens, failed logins and audit trail, and the
+# indexes its call-list filters need (DTMF present, duration; the rest exist since 1).
+# ``web_audit`` is append-only like ``audit``; it also holds what is not about one recording
+# (logins, failed ones too) and the client's address.
+_V2_WEB: tuple[str, ...] = (
+    """CREATE TABLE web_users (
+   "name" TEXT PRIMARY KEY,
+   "role" TEXT NOT NULL,
+   "password_hash" TEXT NOT NULL,
+   "token_hash" TEXT,
+   "created_at" TEXT NOT NULL
+)""",
+    """CREATE TABLE web_sessions (
+   "id_hash" TEXT PRIMARY KEY,
+   "user" TEXT NOT NULL,
+   "csrf" TEXT NOT NULL,
+   "created_at" TEXT NOT NULL,
+   "expires_at" TEXT NOT NULL,
+   "address" TEXT
+)""",
+    """CREATE INDEX idx_web_sessions_user ON web_sessions ("user")""",
+    """CREATE TABLE web_login_failures (
+   "user" TEXT NOT NULL,
+   "address" TEXT NOT NULL,
+   "failures" INTEGER NOT NULL,
+   "last_at" TEXT NOT NULL,
+   PRIMARY KEY ("user", "address")
+)""",
+    """CREATE TABLE web_audit (
+   "id" INTEGER PRIMARY KEY,
+   "at" TEXT NOT NULL,
+   "user" TEXT,
+   "address" TEXT,
+   "action" TEXT NOT NULL,
+   "call_id" INTEGER,
+   "detail" TEXT
+)""",
+    """CREATE INDEX idx_web_audit_at ON web_audit ("at")""",
+    """CREATE INDEX idx_calls_dtmf ON calls ("dtmf")""",
+    """CREATE INDEX idx_calls_duration_s ON calls ("duration_s")""",
+) + _append_only_triggers("web_audit")
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,  # 1: the schema of the releases before numbered migrations
+    _V2_WEB,  # 2: the web interface (w-web; the lead renumbers at merge)
 )
 LATEST = len(MIGRATIONS)
 

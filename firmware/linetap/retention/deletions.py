@@ -32,7 +32,7 @@ from ..clock import Clock, SystemClock, iso
 from ..evidence import chain
 from ..index import retention as db
 from ..index.db import Index
-from ..store.recordings import remove_sidecar
+from ..store.sidecar import remove_sidecar
 
 logger = logging.getLogger(__name__)
 

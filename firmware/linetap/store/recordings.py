@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
-import json
 import logging
 import os
 from datetime import datetime, timezone
@@ -29,7 +28,6 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..clock import iso, parse_iso
-from ..fsutil import write_atomic
 from ..index.db import Index
 from .. import unseal
 from . import audio
@@ -37,67 +35,8 @@ from . import audio
 logger = logging.getLogger(__name__)
 
 DIR_MODE = 0o750
-PART = ".part"
-UNREADABLE = ".unreadable"
-SEALED = ".sealed"  # = linetap.crypto.SUFFIX (not imported: this module must not need nacl)
-# The sidecar of a recording: ``<name>.<ext>.json`` beside the audio, whether the audio is
-# ``<name>.<ext>``, ``.sealed``, ``.part`` or ``.unreadable``. Erasure and retention remove it
-# with the audio; the index rebuild (linetap.index.rebuild) reads it.
-SIDECAR = ".json"
-SIDECAR_MODE = 0o640
-SIDECAR_VERSION = 1
-SIDECAR_FIELDS = ("line", "started_at", "ended_at", "duration_s", "path", "codec", "rate", "channels",
-                  "caller_number", "caller_name", "dtmf", "end_reason", "status", "sha256", "bytes")
-
-
-def sidecar_path(audio_path: Path) -> Path:
-    """``<name>.<ext>.json`` for any of a recording's audio files (final, sealed, part, unreadable)."""
-    name = audio_path.name
-    for suffix in (PART, UNREADABLE, SEALED):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return audio_path.with_name(name + SIDECAR)
-
-
-def sidecar_doc(row: dict[str, Any], *, hold: dict[str, Any] | None = None, chain_seq: int | None = None,
-                chain_hash: str | None = None) -> dict[str, Any]:
-    """What a recording's sidecar holds: its calls row (``call_id`` too, though a rebuilt index may
-    give it anew), its legal hold (``hold``: held_at, held_by, reason), and the chain entry that
-    committed it (None until it is chained)."""
-    return {"v": SIDECAR_VERSION, **{k: row.get(k) for k in SIDECAR_FIELDS}, "call_id": row.get("id"),
-            "held": hold is not None, "hold_reason": hold.get("reason") if hold else None,
-            "held_at": hold.get("held_at") if hold else None, "held_by": hold.get("held_by") if hold else None,
-            "chain_seq": chain_seq, "chain_hash": chain_hash}
-
-
-def write_sidecar(data_dir: Path, doc: dict[str, Any]) -> Path:
-    """Replace the sidecar of the recording at ``doc["path"]`` (atomically, mode 0640).
-
-    Not fsynced: the sidecar is a copy of the index's row, needed only if the index is lost, and a
-    sidecar lost to a power cut in the next seconds is rewritten by the next change or replaced at
-    a rebuild by what the file name and audio header say. An fsync each would cost an SD card
-    commit per call, and after a rebuild one per recording (``benchmarks/index_check.py``: chaining
-    2000 rebuilt recordings took 4.8 s with it, 1.9 s without, on this machine's ext4 disk). ext4 (the data partition)
-    writes a file's data before a rename over an older one commits, so the sidecar is old or new,
-    never torn."""
-    path = sidecar_path(Path(data_dir) / str(doc["path"]))
-    write_atomic(path, json.dumps(doc, sort_keys=True, indent=1) + "\n", mode=SIDECAR_MODE, fsync=False)
-    return path
-
-
-def remove_sidecar(audio_path: Path) -> None:
-    """Unlink the sidecar of a recording being deleted (none there: nothing to do)."""
-    sidecar_path(audio_path).unlink(missing_ok=True)
-
-
-def read_sidecar(path: Path) -> dict[str, Any] | None:
-    """A sidecar's document, or None if it is missing or unreadable (a torn or foreign file)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return doc if isinstance(doc, dict) and doc.get("v") == SIDECAR_VERSION else None
+from .sidecar import (PART, SEALED, SIDECAR, SIDECAR_FIELDS, SIDECAR_MODE, SIDECAR_VERSION,  # noqa: F401
+                      UNREADABLE, read_sidecar, remove_sidecar, sidecar_doc, sidecar_path, write_sidecar)
 
 
 def sha256_file(path: Path) -> str:
