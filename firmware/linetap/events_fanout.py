@@ -48,8 +48,9 @@ class EventRelay:
     ``seal(call_id)`` when a call ends (a ``CallListener`` and an ``AlarmListener``)."""
 
     def __init__(self, listeners: Listeners, *, clock: Clock, wake: Callable[[], None],
-                 seal: Callable[[int], None]) -> None:
+                 seal: Callable[[int], None], publish_dtmf: bool = False) -> None:
         self.listeners = listeners
+        self.publish_dtmf = publish_dtmf  # mqtt.publish_dtmf: digits unmasked only when asked for
         self.clock = clock
         self.wake = wake
         self.seal = seal
@@ -64,10 +65,9 @@ class EventRelay:
         ev = events.call_ended(call_id=summary["id"], line=line, started_at=summary["started_at"],
                                ended_at=summary["ended_at"], duration_s=summary["duration_s"],
                                caller_number=summary.get("caller_number"),
-                               end_reason=summary["end_reason"], ts=self.clock.wall())
-        ev["caller_name"] = summary.get("caller_name")
-        ev["dtmf"] = summary.get("dtmf")  # "*" per digit when the line masks DTMF
-        ev["path"] = summary.get("path")
+                               caller_name=summary.get("caller_name"), dtmf=summary.get("dtmf"),
+                               end_reason=summary["end_reason"], publish_dtmf=self.publish_dtmf,
+                               ts=self.clock.wall())
         self.listeners.emit(ev)
         self.seal(summary["id"])
         self.wake()

@@ -70,7 +70,8 @@ class Recorder:
             self.listeners = Listeners()
             self.wake_health = threading.Event()
             self.to_seal: queue.Queue[int] = queue.Queue()  # ended calls' ids, for the housekeeping thread
-            self.events = EventRelay(self.listeners, clock=clock, wake=self.wake_health.set, seal=self.to_seal.put)
+            self.events = EventRelay(self.listeners, clock=clock, wake=self.wake_health.set, seal=self.to_seal.put,
+                                     publish_dtmf=cfg.mqtt is not None and cfg.mqtt.publish_dtmf)
             self.alarms = AlarmManager(self.index, clock, clear_after_s=cfg.health.alarm_clear_s,
                                        listener=self.events)
             self.gaps = GapTracker(self.index, clock)
