@@ -3,8 +3,14 @@
 Every ``heartbeat_s`` (at most 1 s): seal and chain the recordings that ended (their ids
 come through ``to_seal``), write the heartbeat (after a crash, the downtime is counted
 from it) and ``status.json``. Every ``SLOW_CHECK_S``: the retention sweep and DISK_LOW,
-and CLOCK_UNSYNCED. At start-up, ``recover_previous_run`` salvages the recordings an
-unclean stop left open and seals those the previous run did not.
+CLOCK_UNSYNCED, and the retries below. At start-up, ``recover_previous_run`` salvages the
+recordings an unclean stop left open and seals those the previous run did not.
+
+Nothing is left weaker in silence: a recording that could not be sealed or chained (the
+``encrypt_to`` key gone, a disk error) raises EVIDENCE_FAILED (critical) at once and is retried
+every ``SLOW_CHECK_S`` until it is — the alarm clears with the backlog; a ``.part`` the start-up
+salvage could not recover (disk full, I/O error) keeps DISK_WRITE_FAILED (critical) active and is
+retried the same way (``store.recordings.salvage(parts=...)``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from .health.board import StatusBoard
 from .health.snapshot import write_snapshot
 from .index.db import Index
 from .retention.sweeper import Sweeper
-from .store.recordings import salvage
+from .store.recordings import salvage, unsalvaged
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,8 @@ class Housekeeping(threading.Thread):
         self.to_seal = to_seal
         self.interval_s = min(1.0, heartbeat_s)
         self.stopping = threading.Event()
+        self.unsealed: set[int] = set()  # calls whose sealing/chaining failed: retried, EVIDENCE_FAILED
+        self.unsalvaged: list[Path] = []  # .part files the start-up salvage could not recover yet
 
     def run(self) -> None:
         next_slow = 0.0
@@ -65,27 +73,81 @@ class Housekeeping(threading.Thread):
         self.stopping.set()
 
     def recover_previous_run(self) -> None:
-        """Recordings an unclean stop left open are salvaged; any not yet sealed are sealed."""
-        for row in salvage(self.data_dir, self.index):
-            logger.warning("call %s recovered after an unclean stop", row.get("id"))
+        """Recordings an unclean stop left open are salvaged; any not yet sealed are sealed.
+
+        Runs before any line opens, so every ``.part`` still on disk afterwards is one the
+        salvage could not recover now, and every finished call not in the chain is one that
+        could not be sealed or chained: both are alarms, retried by ``slow_checks``."""
+        try:
+            for row in salvage(self.data_dir, self.index):
+                logger.warning("call %s recovered after an unclean stop", row.get("id"))
+        except Exception:  # noqa: BLE001 - a failing disk must not keep the lines from recording
+            logger.exception("could not salvage the recordings left by the previous run")
+        self.unsalvaged = unsalvaged(self.data_dir)
+        self._salvage_alarm()
         from .evidence.finalize import finalize_pending
+        from .index.evidence import calls_unchained
         try:
             finalize_pending(self.index, self.data_dir, self.storage, clock=self.clock)
+            self.unsealed = set(calls_unchained(self.index))
         except Exception:  # noqa: BLE001 - evidence work must not keep the recorder from starting
             logger.exception("could not finalize the recordings left by the previous run")
+        self._evidence_alarm()
 
     def seal_finished(self) -> None:
         """Seal and chain every recording that ended since the last call (ids in ``to_seal``)."""
-        from .evidence.finalize import finalize_recording
         while True:
             try:
                 call_id = self.to_seal.get_nowait()
             except queue.Empty:
                 return
+            self._finalize(call_id)
+            self._evidence_alarm()
+
+    def _finalize(self, call_id: int) -> bool:
+        """Seal and chain one call; a failure keeps it in ``unsealed`` (retried, EVIDENCE_FAILED)."""
+        from .evidence.finalize import finalize_recording
+        try:
+            finalize_recording(self.index, self.data_dir, {"id": call_id}, self.storage, clock=self.clock)
+        except LookupError:  # deleted meanwhile (erased): nothing left to seal
+            self.unsealed.discard(call_id)
+            return True
+        except Exception as e:  # noqa: BLE001 - retried every SLOW_CHECK_S, and at the next start
+            logger.error("call %d: could not seal/chain its recording: %s", call_id, e)
+            self.unsealed.add(call_id)
+            return False
+        self.unsealed.discard(call_id)
+        return True
+
+    def retry_failed(self) -> None:
+        """Retry what failed before: sealing/chaining (``unsealed``) and salvage (``unsalvaged``)."""
+        for call_id in sorted(self.unsealed):
+            if self._finalize(call_id):
+                logger.warning("call %d: sealed and chained on a retry", call_id)
+        self._evidence_alarm()
+        if self.unsalvaged:
             try:
-                finalize_recording(self.index, self.data_dir, {"id": call_id}, self.storage, clock=self.clock)
-            except Exception as e:  # noqa: BLE001 - retried at the next start (finalize_pending)
-                logger.error("call %d: could not seal/chain its recording: %s", call_id, e)
+                for row in salvage(self.data_dir, self.index, parts=self.unsalvaged):
+                    logger.warning("call %s recovered on a retry", row.get("id"))
+                    if row.get("id") is not None:
+                        self._finalize(int(row["id"]))
+            except Exception:  # noqa: BLE001 - retried again
+                logger.exception("salvage retry failed")
+            self.unsalvaged = [p for p in self.unsalvaged if p.exists()]
+            self._salvage_alarm()
+            self._evidence_alarm()
+
+    def _evidence_alarm(self) -> None:
+        n = len(self.unsealed)
+        self.alarms.set("EVIDENCE_FAILED", None, n > 0,
+                        f"{n} recording(s) not sealed/chained (first: call {min(self.unsealed)}); "
+                        f"retried every {SLOW_CHECK_S:g} s" if n else "")
+
+    def _salvage_alarm(self) -> None:
+        n = len(self.unsalvaged)
+        self.alarms.set("DISK_WRITE_FAILED", None, n > 0,
+                        f"{n} unfinished recording(s) from before the restart could not be recovered "
+                        f"(disk full or I/O error); retried every {SLOW_CHECK_S:g} s" if n else "")
 
     def heartbeat(self) -> None:
         try:
@@ -94,7 +156,8 @@ class Housekeeping(threading.Thread):
             logger.error("cannot write the heartbeat: %s", e)
 
     def slow_checks(self) -> None:
-        """Disk (retention sweep, DISK_LOW) and clock (CLOCK_UNSYNCED): every 10 s."""
+        """Disk (retention sweep, DISK_LOW), clock (CLOCK_UNSYNCED) and the retries: every 10 s."""
+        self.retry_failed()
         try:
             res = self.sweeper.sweep()
         except Exception as e:  # noqa: BLE001

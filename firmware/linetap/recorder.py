@@ -25,7 +25,7 @@ from .calls.line import LineCalls
 from .capture import SourceFactory
 from .capture.reader import BlockQueue, LineReader
 from .clock import Clock, SystemClock
-from .config import Config, LineConfig
+from .config import Config, ConfigError, LineConfig
 from .events_fanout import EventRelay, Listeners
 from .health.board import StatusBoard
 from .health.loop import HealthLoop
@@ -60,6 +60,7 @@ class Recorder:
         self.clock = clock = clock or SystemClock()
         self.data_dir = Path(cfg.recorder.data_dir)
         enabled = [line for line in cfg.lines if line.enabled]
+        _check_encryption_key(cfg)
         with contextlib.ExitStack() as built:  # closed again if building a later part fails
             self.notifier = notifier or Notifier()
             built.callback(self.notifier.close)
@@ -195,6 +196,21 @@ class Recorder:
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
         return self.board.snapshot()
+
+
+def _check_encryption_key(cfg: Config) -> None:
+    """``storage.encrypt_to`` must load now: a key missing at start would leave every recording
+    plaintext and unchained. A ConfigError, so a new config naming a bad key is rolled back
+    (``rollback.py``); a key lost *after* start is EVIDENCE_FAILED (``housekeeping.py``)."""
+    path = cfg.storage.encrypt_to
+    if path is None:
+        return
+    from .crypto import CryptoError, load_public_key
+    try:
+        load_public_key(Path(path))
+    except (CryptoError, OSError) as e:
+        raise ConfigError([f"{cfg.source}: storage.encrypt_to: {str(path)!r} is not a usable public key: "
+                           f"{getattr(e, 'strerror', None) or e}"]) from None
 
 
 def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack) -> HookInput | None:

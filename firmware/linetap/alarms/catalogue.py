@@ -10,11 +10,19 @@ Severity decisions:
   a line that cannot be opened (LINE_NO_DEVICE), a line that delivers no
   real audio (LINE_DEAD), recordings that cannot be written
   (DISK_WRITE_FAILED), and RECORDER_RESTARTED, because the interval the
-  recorder was down is audio that was never captured on any line.
+  recorder was down is audio that was never captured on any line; and
+  EVIDENCE_FAILED, because a recording left unsealed and unchained is
+  weaker evidence (plaintext on the card, not in the tamper-evident chain)
+  than the owner configured, which must never happen in silence.
 - ``warning`` means recording continues but someone should look: a short
   loss (LINE_OVERRUN), degraded audio (LINE_CLIPPING), space running out
   (DISK_LOW), timestamps that may be wrong (CLOCK_UNSYNCED), and no
-  monitoring link (BROKER_UNREACHABLE; recordings are unaffected).
+  monitoring link (BROKER_UNREACHABLE; recordings are unaffected), and a
+  configuration the box did not take: CONFIG_REJECTED (first boot refused a
+  new ``linetap.toml``; the old one runs) and CONFIG_ROLLED_BACK (a new one
+  made the recorder fail to start, so the last one that ran was restored).
+  Both mean "the box records, but not as you asked": an installer must look,
+  yet no audio is being lost, so they must not hide the line LEDs.
 
 Scope: ``line`` alarms are about one line and are always raised with that
 line's name; ``system`` alarms are about the box (they may still name a line,
@@ -58,6 +66,15 @@ _SPECS = (
               "the system clock is not NTP-synchronised; timestamps may be wrong"),
     AlarmSpec("BROKER_UNREACHABLE", WARNING, SYSTEM,
               "the MQTT broker cannot be reached; recording continues, events are queued"),
+    AlarmSpec("EVIDENCE_FAILED", CRITICAL, SYSTEM,
+              "a finished recording could not be sealed (storage.encrypt_to) or chained; retried every "
+              "10 s, cleared when the backlog is sealed"),
+    AlarmSpec("CONFIG_REJECTED", WARNING, SYSTEM,
+              "first boot rejected the new linetap.toml (reason in linetap-error.txt on the card); "
+              "the previous config runs; cleared when a later config is applied"),
+    AlarmSpec("CONFIG_ROLLED_BACK", WARNING, SYSTEM,
+              "a new config made the recorder fail to start repeatedly; the last-known-good config "
+              "was restored (detail: why the start failed)"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
 )

@@ -1,0 +1,173 @@
+"""Never weaker in silence: a recording that cannot be sealed or chained, or a crash's ``.part``
+the disk cannot take back now, is a critical alarm and a retry — with real files, a real index,
+a real key pair and, end to end, the real capture path."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from linetap import crypto
+from linetap.alarms.manager import AlarmManager
+from linetap.clock import FakeClock, SystemClock
+from linetap.config import ConfigError, HealthConfig, StorageConfig, load
+from linetap.housekeeping import SLOW_CHECK_S, Housekeeping
+from linetap.index.db import Index
+from linetap.index.evidence import calls_unchained
+from linetap.recorder import Recorder
+from linetap.sim.line import render
+from linetap.store.recordings import Recording
+from helpers import wait_for, write_config
+
+RATE = 8000
+
+
+@pytest.fixture
+def keypair(tmp_path: Path) -> tuple[Path, Path]:
+    return crypto.generate_keypair(tmp_path / "keys")
+
+
+def finished_call(index: Index, data_dir: Path, clock: FakeClock) -> dict:
+    rec = Recording(data_dir, index, line="line1", codec="wav", rate=RATE, channels=1, started_at=clock.wall(),
+                    sync_interval_s=0.5)
+    rec.write((np.sin(np.arange(RATE) * 0.3) * 8000).astype(np.int16).reshape(-1, 1))
+    clock.advance(60)
+    return rec.finish("onhook")
+
+
+def housekeeping(index: Index, data_dir: Path, clock: FakeClock, storage: StorageConfig) -> Housekeeping:
+    import queue
+
+    from linetap.health.board import StatusBoard
+    alarms = AlarmManager(index, clock, clear_after_s=0.0)
+    board = StatusBoard(recorder_id="t", lines=(), line_calls={}, alarms=alarms, clock=clock)
+    return Housekeeping(index=index, data_dir=data_dir, storage=storage, health=HealthConfig(check_clock=False),
+                        clock=clock, alarms=alarms, sweeper=None, board=board,  # type: ignore[arg-type]
+                        to_seal=queue.Queue(), heartbeat_s=1.0)
+
+
+def active(hk: Housekeeping) -> dict[str, str]:
+    return {a.code: a.detail for a in hk.alarms.active()}
+
+
+def test_a_call_that_cannot_be_sealed_is_a_critical_alarm_at_once_and_sealed_on_the_retry(
+        index: Index, data_dir: Path, clock: FakeClock, keypair: tuple[Path, Path]) -> None:
+    pub, _ = keypair
+    hk = housekeeping(index, data_dir, clock, StorageConfig(codec="wav", encrypt_to=pub))
+    hidden = pub.with_name("moved-away")
+    pub.rename(hidden)  # the key vanished after start (card swapped, file removed)
+    row = finished_call(index, data_dir, clock)
+    hk.to_seal.put(row["id"])
+    hk.seal_finished()
+    assert "EVIDENCE_FAILED" in active(hk) and f"call {row['id']}" in active(hk)["EVIDENCE_FAILED"]
+    assert hk.alarms.active()[0].severity == "critical"
+    assert calls_unchained(index) == [row["id"]] and (data_dir / row["path"]).is_file()
+    hk.retry_failed()  # still no key: still the alarm
+    assert "EVIDENCE_FAILED" in active(hk)
+    hidden.rename(pub)
+    hk.retry_failed()
+    sealed = index.get_call(row["id"])
+    assert sealed["path"].endswith(crypto.SUFFIX) and crypto.is_sealed(data_dir / sealed["path"])
+    assert not (data_dir / row["path"]).exists()  # no plaintext left
+    assert calls_unchained(index) == [] and "EVIDENCE_FAILED" not in active(hk)
+
+
+def test_a_call_the_previous_run_could_not_seal_raises_the_alarm_at_start(
+        index: Index, data_dir: Path, clock: FakeClock, keypair: tuple[Path, Path]) -> None:
+    pub, _ = keypair
+    row = finished_call(index, data_dir, clock)  # the previous run died before sealing it
+    pub.unlink()
+    hk = housekeeping(index, data_dir, clock, StorageConfig(codec="wav", encrypt_to=pub))
+    hk.recover_previous_run()
+    assert hk.unsealed == {row["id"]} and "EVIDENCE_FAILED" in active(hk)
+
+
+@contextlib.contextmanager
+def disk_refusing_files_over(limit_bytes: int) -> Iterator[None]:
+    """Writes past ``limit_bytes`` into any file fail (RLIMIT_FSIZE: EFBIG, as a full disk fails
+    them with ENOSPC) in this process, until the block ends."""
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_an_unrecoverable_part_keeps_disk_write_failed_active_until_a_retry_recovers_it(
+        index: Index, data_dir: Path, clock: FakeClock) -> None:
+    rec = Recording(data_dir, index, line="line1", codec="wav", rate=RATE, channels=1, started_at=clock.wall(),
+                    sync_interval_s=0.5)
+    rec.write((np.sin(np.arange(20 * RATE) * 0.3) * 8000).astype(np.int16).reshape(-1, 1))
+    rec.sync_now()  # a crash here: the .part is on disk, the row says "recording"
+    part = rec.part
+    before = part.read_bytes()
+    limit = 128 * 1024  # the index and its WAL stay under it; the salvaged copy of the audio does not
+    assert part.stat().st_size > limit and (data_dir / "index.db").stat().st_size < limit // 2
+    hk = housekeeping(index, data_dir, clock, StorageConfig(codec="wav"))
+    with disk_refusing_files_over(limit):
+        hk.recover_previous_run()
+        assert hk.unsalvaged == [part] and "DISK_WRITE_FAILED" in active(hk)
+        assert "1 unfinished recording" in active(hk)["DISK_WRITE_FAILED"]
+        assert hk.alarms.active()[0].severity == "critical"
+        hk.retry_failed()  # the disk is still full: still the alarm, the file untouched
+        assert "DISK_WRITE_FAILED" in active(hk) and part.read_bytes() == before
+    hk.retry_failed()  # space again
+    assert hk.unsalvaged == [] and "DISK_WRITE_FAILED" not in active(hk)
+    row = index.get_call(rec.id)
+    assert row["status"] == "recovered" and row["duration_s"] == pytest.approx(20.0, abs=0.05)
+    assert calls_unchained(index) == []  # recovered on the retry, then chained
+
+
+def test_a_recorder_will_not_start_with_an_encryption_key_it_cannot_load(tmp_path: Path, data_dir: Path) -> None:
+    cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": "null"}],
+                            storage={"encrypt_to": str(tmp_path / "missing.pub")}))
+    with pytest.raises(ConfigError, match=r"storage\.encrypt_to: .*missing\.pub"):
+        Recorder(cfg)
+
+
+def test_key_removed_after_start_alarms_within_one_housekeeping_period_and_restored_seals_the_backlog(
+        alsa, tmp_path: Path, data_dir: Path, keypair: tuple[Path, Path]) -> None:
+    """End to end through ALSA: the call is recorded, it cannot be sealed, the alarm is raised
+    within one housekeeping period (1 s) of the call's end; the key comes back, the retry (every
+    10 s) seals it, and the alarm clears. At no moment is the plaintext there without the alarm."""
+    pub, _ = keypair
+    (line,) = alsa.lines(1)
+    pcm, _ = render([("idle", 1), ("call", 3), ("idle", 3)], seed=4)
+    cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm, "vox_hang_s": 1.0}],
+                            recorder={"queue_s": 120}, storage={"codec": "wav", "encrypt_to": str(pub)},
+                            health={"check_clock": False, "alarm_clear_s": 0.5}))
+    rec = Recorder(cfg, clock=SystemClock())
+    events: list[dict] = []
+    rec.listeners.subscribe(events.append)
+    hidden = pub.with_name("moved-away")
+    feeder = line.feed(pcm, speed=1.0)
+    rec.start()
+    try:
+        pub.rename(hidden)
+        ended = wait_for(lambda: [e for e in events if e["type"] == "call_ended"], timeout=30)
+        ended_at = time.monotonic()
+        raised = wait_for(lambda: [e for e in events if e["type"] == "alarm_raised"
+                                   and e["code"] == "EVIDENCE_FAILED"], timeout=5)
+        assert time.monotonic() - ended_at <= 2.0  # one housekeeping period (1 s) and margin for load
+        assert raised[0]["severity"] == "critical"
+        plain = data_dir / rec.index.get_call(ended[0]["call_id"])["path"]
+        assert plain.is_file() and not plain.name.endswith(crypto.SUFFIX)
+        hidden.rename(pub)
+        wait_for(lambda: [e for e in events if e["type"] == "alarm_cleared" and e["code"] == "EVIDENCE_FAILED"],
+                 timeout=SLOW_CHECK_S + 10)
+        row = rec.index.get_call(ended[0]["call_id"])
+        assert row["path"].endswith(crypto.SUFFIX) and not plain.exists()
+        assert calls_unchained(rec.index) == []
+    finally:
+        rec.stop()
+        feeder.stop()
