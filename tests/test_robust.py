@@ -5,8 +5,11 @@ a real key pair and, end to end, the real capture path."""
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from linetap.recorder import Recorder
 from linetap.sim.line import render
 from linetap.store.recordings import Recording
 from helpers import wait_for, write_config
+from mqtt_broker import broker  # noqa: F401  (the fixture)
 
 RATE = 8000
 
@@ -168,6 +172,109 @@ def test_key_removed_after_start_alarms_within_one_housekeeping_period_and_resto
         row = rec.index.get_call(ended[0]["call_id"])
         assert row["path"].endswith(crypto.SUFFIX) and not plain.exists()
         assert calls_unchained(rec.index) == []
+    finally:
+        rec.stop()
+        feeder.stop()
+
+
+# --- only capture may stop recording ---------------------------------------------------------
+
+def run_recorder(alsa, cfg: Path) -> subprocess.Popen:
+    env = alsa.env()
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen([sys.executable, "-m", "linetap", "run", "-c", str(cfg)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def status(data_dir: Path) -> dict:
+    try:
+        return json.loads((data_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out.decode(errors="replace")
+
+
+def test_a_missing_mqtt_password_file_is_an_alarm_the_lines_record_and_the_link_comes_up_when_it_appears(
+        alsa, broker, tmp_path: Path, data_dir: Path) -> None:
+    """The installer's mistake from the issue: the config names a password file that is not on the
+    box. ``linetap run`` (a real process) records anyway, raises BROKER_UNREACHABLE naming the
+    problem, and once the file is there (the retry runs every 10 s) the link connects and the
+    events queued meanwhile arrive."""
+    b = broker(users={"recorder": "s3cret"})
+    sub = b.subscribe("linetap/test-01/#")
+    (line,) = alsa.lines(1)
+    pw = tmp_path / "mqtt-password"
+    cfg = write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm, "vox_hang_s": 1.0}],
+                       recorder={"queue_s": 120}, health={"check_clock": False, "alarm_clear_s": 0.5},
+                       mqtt={"host": b.host, "port": b.port, "username": "recorder", "password_file": str(pw),
+                             "allow_plaintext_password": True, "health_interval_s": 2})
+    pcm, _ = render([("idle", 1), ("call", 3), ("idle", 3)], seed=6)
+    feeder = line.feed(pcm, speed=1.0)
+    proc = run_recorder(alsa, cfg)
+    try:
+        doc = wait_for(lambda: status(data_dir) if "BROKER_UNREACHABLE" in status(data_dir).get("alarms", [])
+                       else None, timeout=20)
+        assert proc.poll() is None
+        wait_for(lambda: any(r["status"] != "recording" for r in _calls(data_dir)), timeout=30)
+        assert doc["lines"]["line1"]["state"] in ("idle", "recording")
+        pw.write_text("s3cret\n")
+        sub.wait_for(lambda m: m.topic.endswith("/status") and m.text == "online", timeout=SLOW_CHECK_S + 15)
+        sub.wait_for(lambda m: m.topic.endswith("/event") and json.loads(m.payload)["type"] == "call_ended",
+                     timeout=15)
+        raised = [json.loads(m.payload) for m in sub.on("linetap/test-01/event")
+                  if json.loads(m.payload)["type"] == "alarm_raised"]
+        broker_alarm = [e for e in raised if e["code"] == "BROKER_UNREACHABLE"]
+        assert broker_alarm and "mqtt.password_file" in broker_alarm[0]["detail"]
+    finally:
+        out = stop(proc)
+        feeder.stop()
+    assert proc.returncode == 0, out
+    assert "MQTT not started: mqtt.password_file" in out
+
+
+def _calls(data_dir: Path) -> list[dict]:
+    from linetap.index.db import open_index
+    try:
+        index = open_index(data_dir)
+    except Exception:  # noqa: BLE001 - not created yet
+        return []
+    try:
+        return index.calls()
+    finally:
+        index.close()
+
+
+def test_leds_that_cannot_be_driven_are_an_alarm_not_an_exit(alsa, tmp_path: Path, data_dir: Path) -> None:
+    from linetap.gpio import HookInput, mock_factory
+    (line,) = alsa.lines(1)
+    cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm, "led": 6}],
+                            leds={"status": 5}, health={"check_clock": False}))
+    pins = mock_factory()
+    holder = HookInput(5, pin_factory=pins)  # something else holds the status LED's pin
+    feeder = line.feed(render([("idle", 2)], seed=1)[0], speed=1.0)
+    rec = Recorder(cfg, clock=SystemClock(), pin_factory=pins)
+    rec.start()
+    try:
+        assert rec.leds is not None and rec.leds.lines_with_led == {"line1"}
+        alarm = {a.code: a for a in rec.alarms.active()}["GPIO_FAILED"]
+        assert alarm.severity == "warning" and alarm.detail.startswith("LEDs: status on GPIO 5: ")
+        rec.housekeeping.slow_checks()  # still taken: still the alarm
+        assert "GPIO_FAILED" in {a.code for a in rec.alarms.active()}
+        holder.close()  # the pin is free again: the retry takes it
+        rec.housekeeping.slow_checks()
+        assert rec.leds is not None and rec.health_loop.leds is rec.leds and not rec.leds.errors
+        assert "status" in rec.leds.devices
+        wait_for(lambda: "GPIO_FAILED" not in {a.code for a in rec.alarms.active()}, timeout=10)
     finally:
         rec.stop()
         feeder.stop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .alarms.manager import AlarmManager
@@ -39,7 +40,8 @@ STATUS_FILE = "status.json"
 class Housekeeping(threading.Thread):
     def __init__(self, *, index: Index, data_dir: Path, storage: StorageConfig, health: HealthConfig,
                  clock: Clock, alarms: AlarmManager, sweeper: Sweeper, board: StatusBoard,
-                 to_seal: queue.Queue[int], heartbeat_s: float) -> None:
+                 to_seal: queue.Queue[int], heartbeat_s: float,
+                 retry: Callable[[], None] | None = None) -> None:
         super().__init__(name="housekeeping", daemon=True)
         self.index = index
         self.data_dir = data_dir
@@ -50,6 +52,7 @@ class Housekeeping(threading.Thread):
         self.sweeper = sweeper
         self.board = board
         self.to_seal = to_seal
+        self.retry = retry  # the recorder's retry of what is not capture (MQTT link, LEDs)
         self.interval_s = min(1.0, heartbeat_s)
         self.stopping = threading.Event()
         self.unsealed: set[int] = set()  # calls whose sealing/chaining failed: retried, EVIDENCE_FAILED
@@ -158,6 +161,11 @@ class Housekeeping(threading.Thread):
     def slow_checks(self) -> None:
         """Disk (retention sweep, DISK_LOW), clock (CLOCK_UNSYNCED) and the retries: every 10 s."""
         self.retry_failed()
+        if self.retry is not None:
+            try:
+                self.retry()
+            except Exception:  # noqa: BLE001
+                logger.exception("retry of the MQTT link / LEDs failed")
         try:
             res = self.sweeper.sweep()
         except Exception as e:  # noqa: BLE001

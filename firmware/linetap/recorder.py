@@ -30,7 +30,7 @@ from .events_fanout import EventRelay, Listeners
 from .health.board import StatusBoard
 from .health.loop import HealthLoop
 from .health.sdnotify import Notifier, ProgressWatchdog
-from .housekeeping import STATUS_FILE, Housekeeping
+from .housekeeping import SLOW_CHECK_S, STATUS_FILE, Housekeeping
 from .index.db import open_index
 from .pipeline import Pipeline
 from .retention.sweeper import Sweeper
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # built only when configured (gpiozero, paho behind them)
     from .gpio import HookInput
     from .leds.driver import LedPanel
     from .mqtt.link import MqttLink
+    from .mqtt.outbox import EventSpool
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +77,9 @@ class Recorder:
             self.alarms = AlarmManager(self.index, clock, clear_after_s=cfg.health.alarm_clear_s,
                                        listener=self.events)
             self.gaps = GapTracker(self.index, clock)
+            self._pin_factory = pin_factory
             self.leds: LedPanel | None = None
-            if cfg.leds is not None or any(ln.led is not None for ln in cfg.lines):
-                from .leds.driver import LedPanel
-                self.leds = LedPanel(cfg.leds, cfg.lines, pin_factory=pin_factory)
-                built.callback(self.leds.close)
+            self._leds_problem: str | None = None
             self.syncs = SyncBatch(self.data_dir)  # the recordings' periodic syncs, one per round
             self.line_calls: dict[str, LineCalls] = {}
             for line in enabled:
@@ -88,12 +87,11 @@ class Recorder:
                 self.line_calls[line.name] = LineCalls(line, open_recording=self._open_recording, hook=hook,
                                                        listener=self.events)
             self.link: MqttLink | None = None
-            if cfg.mqtt is not None and mqtt:
-                from .mqtt.link import MqttLink
-                self.link = MqttLink(cfg.mqtt, recorder_id=cfg.recorder.id, data_dir=self.data_dir,
-                                     version=__version__, lines=[ln.name for ln in cfg.lines], clock=clock)
-                built.callback(self.link.stop)
-                self.listeners.subscribe(self.link.publish_event)
+            self._want_mqtt = cfg.mqtt is not None and mqtt
+            self._mqtt_problem: str | None = None
+            self._spool: EventSpool | None = None  # the outbox, while the link cannot be built
+            if self._want_mqtt:
+                self.listeners.subscribe(self._to_mqtt)
             self.supervisor = LineSupervisor(enabled, cfg.health, alarms=self.alarms, gaps=self.gaps)
             self.blocks = BlockQueue()
             max_queued = max(50, int(cfg.recorder.queue_s * 50 * max(1, len(enabled))))
@@ -119,13 +117,17 @@ class Recorder:
                                              health=cfg.health, clock=clock, alarms=self.alarms,
                                              sweeper=Sweeper.from_config(self.index, cfg, clock=clock),
                                              board=self.board, to_seal=self.to_seal,
-                                             heartbeat_s=cfg.recorder.heartbeat_s)
+                                             heartbeat_s=cfg.recorder.heartbeat_s,
+                                             retry=self._set_up_peripherals)
             self._closers = built.pop_all()  # link, hooks, LEDs, index, notifier: closed last in stop()
+        # Monitoring and LEDs are not capture: a problem with them is an alarm and a retry, never a
+        # reason not to record (README "Alarms"). Built here, so that events from the start-up
+        # accounting already go to the MQTT outbox; a failure is retried by housekeeping.
+        self._build_link()
+        self._build_leds()
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
-        if self.link is not None:
-            self.link.start()  # first: the downtime alarm below is an event for the broker too
         account_for_downtime(self.index, gaps=self.gaps, alarms=self.alarms, lines=list(self.readers),
                              now=self.clock.wall())
         self.housekeeping.recover_previous_run()
@@ -134,7 +136,107 @@ class Recorder:
             reader.start()
         self.health_loop.start()
         self.housekeeping.start()
+        self._start_link()  # after the lines: the events before it wait in the outbox
+        self._raise_setup_alarms()
         logger.info("recording %d line(s) into %s", len(self.line_calls), self.data_dir)
+
+    # ------------------------------------------------------------------ monitoring and LEDs
+    def _build_link(self) -> None:
+        """The MQTT link; an unusable setting (password or CA file missing or unreadable, the
+        outbox not openable) leaves it None and says why in ``_mqtt_problem``."""
+        if not self._want_mqtt or self.link is not None:
+            return
+        from .mqtt.link import MqttLink
+        assert self.cfg.mqtt is not None
+        try:
+            link = MqttLink(self.cfg.mqtt, recorder_id=self.cfg.recorder.id, data_dir=self.data_dir,
+                            version=__version__, lines=[ln.name for ln in self.cfg.lines], clock=self.clock)
+        except Exception as e:  # noqa: BLE001 - ConfigError, OSError, sqlite3.Error: never fatal
+            self._mqtt_problem = _one_line(e)
+            self._open_spool()
+            return
+        self._mqtt_problem = None
+        self._closers.callback(link.stop)
+        self.link = link
+
+    def _open_spool(self) -> None:
+        """Keep the events for the broker in its outbox meanwhile (delivered once the link is up)."""
+        if self._spool is not None or self.cfg.mqtt is None:
+            return
+        from .mqtt.outbox import OUTBOX_FILE, EventSpool
+        from .mqtt.topics import Topics
+        topics = Topics.build(prefix=self.cfg.mqtt.topic_prefix, recorder_id=self.cfg.recorder.id,
+                              discovery_prefix=self.cfg.mqtt.discovery_prefix)
+        try:
+            self._spool = EventSpool(self.data_dir / OUTBOX_FILE, max_rows=self.cfg.mqtt.outbox_max,
+                                     topic=topics.event, recorder_id=self.cfg.recorder.id, now=self.clock.wall)
+        except Exception as e:  # noqa: BLE001 - the events are in the index anyway
+            logger.error("cannot keep MQTT events while the link is down: %s", e)
+            return
+        self._closers.callback(self._spool.close)
+
+    def _to_mqtt(self, event: dict[str, Any]) -> None:
+        """Listener: each event to the MQTT link, or to its outbox while the link cannot be built."""
+        link = self.link
+        if link is not None:
+            link.publish_event(event)
+        elif self._spool is not None:
+            self._spool.publish_event(event)
+
+    def _start_link(self) -> None:
+        if self.link is None:
+            return
+        try:
+            self.link.start()
+        except Exception as e:  # noqa: BLE001 - e.g. TLS files that do not load
+            self._mqtt_problem = _one_line(e)
+            return
+        self.health_loop.link = self.link  # from now on the health side judges BROKER_UNREACHABLE
+
+    def _build_leds(self) -> None:
+        """The LED panel; pins it could not take (busy, no GPIO chip) are in ``_leds_problem``
+        and the panel is built afresh on the retry until it has them all."""
+        if self.cfg.leds is None and all(ln.led is None for ln in self.cfg.lines):
+            return
+        old = self.leds
+        if old is not None:
+            if not old.errors:
+                return
+            self.health_loop.leds = None  # released first: the new panel needs its pins
+            old.close()
+        try:
+            from .leds.driver import LedPanel
+            leds = LedPanel(self.cfg.leds, self.cfg.lines, pin_factory=self._pin_factory)
+        except Exception as e:  # noqa: BLE001 - GPIO missing altogether: the lines still record
+            self.leds = None
+            self._leds_problem = _one_line(e)
+            return
+        self._leds_problem = "; ".join(leds.errors) or None
+        self._closers.callback(leds.close)
+        self.leds = leds
+        self.health_loop.leds = leds
+
+    def _raise_setup_alarms(self) -> None:
+        if self._mqtt_problem is not None:
+            logger.error("MQTT not started: %s (recording continues; retried every %g s)",
+                         self._mqtt_problem, SLOW_CHECK_S)
+        if self._want_mqtt and self.health_loop.link is None:
+            self.alarms.set("BROKER_UNREACHABLE", None, True,
+                            f"MQTT not started: {self._mqtt_problem}; retried every {SLOW_CHECK_S:g} s")
+        if self._leds_problem is not None:
+            logger.error("LEDs not available: %s (recording continues; retried every %g s)",
+                         self._leds_problem, SLOW_CHECK_S)
+        self.alarms.set("GPIO_FAILED", None, self._leds_problem is not None,
+                        f"LEDs: {self._leds_problem}" if self._leds_problem else "")
+
+    def _set_up_peripherals(self) -> None:
+        """Housekeeping's retry (every ``SLOW_CHECK_S``) of an MQTT link or LED panel that failed."""
+        if self._want_mqtt and self.health_loop.link is None:
+            self._build_link()
+            self._start_link()
+        if self._leds_problem is not None:
+            self._build_leds()
+        self._raise_setup_alarms()
 
     def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Clean shutdown: stop capture, process what was captured, finalise open calls,
@@ -196,6 +298,10 @@ class Recorder:
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
         return self.board.snapshot()
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _check_encryption_key(cfg: Config) -> None:

@@ -21,7 +21,8 @@ Severity decisions:
   configuration the box did not take: CONFIG_REJECTED (first boot refused a
   new ``linetap.toml``; the old one runs) and CONFIG_ROLLED_BACK (a new one
   made the recorder fail to start, so the last one that ran was restored).
-  Both mean "the box records, but not as you asked": an installer must look,
+  GPIO_FAILED (the LEDs could not be driven: the box records but cannot
+  show it locally; MQTT still can). CONFIG_* both mean "the box records, but not as you asked": an installer must look,
   yet no audio is being lost, so they must not hide the line LEDs.
 
 Scope: ``line`` alarms are about one line and are always raised with that
@@ -75,6 +76,8 @@ _SPECS = (
     AlarmSpec("CONFIG_ROLLED_BACK", WARNING, SYSTEM,
               "a new config made the recorder fail to start repeatedly; the last-known-good config "
               "was restored (detail: why the start failed)"),
+    AlarmSpec("GPIO_FAILED", WARNING, SYSTEM,
+              "the LEDs (or buzzer) could not be set up; recording continues, retried every 10 s"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
 )

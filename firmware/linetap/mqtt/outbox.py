@@ -28,7 +28,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,28 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class EventSpool:
+    """Events written to the outbox while the MQTT link itself cannot be built (a password or CA
+    file missing, ``recorder.py``): when the link comes up, on a retry, it finds them in the same
+    ``outbox.db`` and delivers them in order, with the same ``seq`` numbering, like any backlog."""
+
+    def __init__(self, path: Path, *, max_rows: int, topic: str, recorder_id: str,
+                 now: Callable[[], float]) -> None:
+        self.outbox = Outbox(path, max_rows=max_rows)
+        self.topic = topic
+        self.recorder_id = recorder_id
+        self.now = now
+
+    def publish_event(self, event: dict[str, Any]) -> int:
+        from .topics import event_payload
+        at = self.now()
+        return self.outbox.append(self.topic, lambda seq: event_payload(event, seq=seq, recorder_id=self.recorder_id,
+                                                                         now=at)).seq
+
+    def close(self) -> None:
+        self.outbox.close()
 
 
 def purge_calls(path: Path, call_ids: set[int] | frozenset[int]) -> int:
