@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, rollback
 from .alarms.gaps import GapTracker
 from .alarms.manager import AlarmManager
 from .calls.line import LineCalls
@@ -125,6 +125,11 @@ class Recorder:
         # accounting already go to the MQTT outbox; a failure is retried by housekeeping.
         self._build_link()
         self._build_leds()
+        # The config's own story (rollback.py): rolled back, rejected by first boot, or why the
+        # previous start failed; and when this one counts as good.
+        self._config_sha256 = rollback.sha256(_read_bytes(Path(cfg.source)))
+        self._good_at_mono: float | None = None
+        self._started = False
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -138,6 +143,9 @@ class Recorder:
         self.housekeeping.start()
         self._start_link()  # after the lines: the events before it wait in the outbox
         self._raise_setup_alarms()
+        self._raise_config_alarms()
+        self._good_at_mono = self.clock.mono() + rollback.GOOD_AFTER_S
+        self._started = True
         logger.info("recording %d line(s) into %s", len(self.line_calls), self.data_dir)
 
     # ------------------------------------------------------------------ monitoring and LEDs
@@ -229,8 +237,30 @@ class Recorder:
         self.alarms.set("GPIO_FAILED", None, self._leds_problem is not None,
                         f"LEDs: {self._leds_problem}" if self._leds_problem else "")
 
+    def _raise_config_alarms(self) -> None:
+        try:
+            marks = rollback.read_marks(self.cfg.source, self.data_dir)
+        except Exception:  # noqa: BLE001 - reading the markers must not stop a start
+            logger.exception("cannot read the config's rollback/rejection markers")
+            return
+        self.alarms.set("CONFIG_ROLLED_BACK", None, marks.rolled_back is not None, marks.rolled_back or "")
+        self.alarms.set("CONFIG_REJECTED", None, marks.rejected is not None, marks.rejected or "")
+        if marks.last_start_failure:
+            self.board.last_start_failure = marks.last_start_failure
+            logger.warning("the previous start failed at %s: %s", marks.last_start_failure.get("at"),
+                           marks.last_start_failure.get("reason"))
+
+    def _mark_good_when_due(self, *, clean_stop: bool = False) -> None:
+        """The config is known to work once the recorder ran ``GOOD_AFTER_S`` (or stopped cleanly)."""
+        if self._good_at_mono is None or not (clean_stop or self.clock.mono() >= self._good_at_mono):
+            return
+        if rollback.mark_good(self.data_dir, self._config_sha256):
+            self._good_at_mono = None
+
     def _set_up_peripherals(self) -> None:
-        """Housekeeping's retry (every ``SLOW_CHECK_S``) of an MQTT link or LED panel that failed."""
+        """Housekeeping's retry (every ``SLOW_CHECK_S``) of an MQTT link or LED panel that failed;
+        and the moment the config counts as good."""
+        self._mark_good_when_due()
         if self._want_mqtt and self.health_loop.link is None:
             self._build_link()
             self._start_link()
@@ -250,6 +280,8 @@ class Recorder:
             for loop in (self.health_loop, self.housekeeping):
                 _join(loop, drain_timeout_s)
             self._close_the_books()
+            if self._started:
+                self._mark_good_when_due(clean_stop=True)
         finally:
             self._closers.close()
 
@@ -298,6 +330,13 @@ class Recorder:
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
         return self.board.snapshot()
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _one_line(e: BaseException) -> str:

@@ -19,7 +19,28 @@ STATUS_STALE_AFTER_S = 10.0
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..service import run_service
-    return run_service(load_config(args))
+    try:
+        return run_service(load_config(args))
+    except BaseException as e:
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+            # Why this start failed, on the data partition: the journal is in RAM, and the
+            # next start shows it (rollback.py).
+            from ..rollback import record_failure
+            record_failure(Path(args.config), " ".join(str(e).split()) or type(e).__name__, now=time.time())
+        raise
+
+
+def cmd_start_guard(args: argparse.Namespace) -> int:
+    """Run by systemd as root before each start (ExecStartPre=+): never fails the start."""
+    from ..rollback import guard_start
+    try:
+        res = guard_start(Path(args.config), now=time.time())
+    except Exception as e:  # noqa: BLE001 - a broken guard must not keep the recorder from starting
+        print(f"linetap start-guard: {e}", file=sys.stderr)
+        return EXIT_OK
+    if res.action == "rollback":
+        print(f"linetap start-guard: {res.detail}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -31,9 +52,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..service import read_status
     cfg = load_config(args)
     doc = read_status(cfg)
+    from ..rollback import last_failure
+    failure = last_failure(Path(cfg.recorder.data_dir))
     if doc is None:
         print(f"linetap is not running (no status in {cfg.recorder.data_dir})", file=sys.stderr)
+        if failure:
+            print(f"its last start failed at {failure.get('at')}: {failure.get('reason')}", file=sys.stderr)
         return EXIT_FAIL
+    if failure and failure != doc.get("last_start_failure"):
+        # A start failed after this snapshot was written (failure.json is removed once a start
+        # has run well): the snapshot is stale, the failure is the news.
+        doc = {**doc, "last_start_failure": {k: failure.get(k) for k in ("at", "reason")}}
     if args.json:
         print(json.dumps(doc))
     else:
@@ -60,5 +89,7 @@ COMMANDS = (
     Command("run", "run the recorder until SIGTERM/SIGINT", cmd_run),
     Command("check", "validate the config and probe lines, data dir and broker", cmd_check),
     Command("status", "the running recorder's health snapshot", cmd_status, _status_arguments),
+    Command("start-guard", "before a start (systemd, as root): roll a config that keeps failing back to the "
+            "last-known-good one", cmd_start_guard),
     Command("demo", "record a simulated phone line (no hardware needed)", cmd_demo, _demo_arguments, config="none"),
 )

@@ -32,6 +32,8 @@ class StatusBoard:
         self.started_wall = clock.wall()
         self.disk: dict[str, Any] | None = None  # the ``disk`` object of the last sweep (Sweeper.health)
         self.clock_synced: bool | None = None  # None: not checked, or cannot tell
+        # Why the previous start failed ({"at", "reason", ...}; rollback.py), shown until it runs well.
+        self.last_start_failure: dict[str, Any] | None = None
 
     def line_statuses(self) -> list[LineStatus]:
         statuses = []
@@ -51,6 +53,9 @@ class StatusBoard:
             d = self.disk
             disk = DiskStatus(free_bytes=int(d["free_mb"] * MiB), used_bytes=int(d["used_mb"] * MiB),
                               recordings=d["recordings"], hours_left=d["hours_left"])
-        return build_snapshot(recorder_id=self.recorder_id, version=__version__, now=self.clock.wall(),
-                              started_at=self.started_wall, lines=self.line_statuses(),
-                              alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced)
+        doc = build_snapshot(recorder_id=self.recorder_id, version=__version__, now=self.clock.wall(),
+                             started_at=self.started_wall, lines=self.line_statuses(),
+                             alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced)
+        if self.last_start_failure:
+            doc["last_start_failure"] = {k: self.last_start_failure.get(k) for k in ("at", "reason")}
+        return doc
