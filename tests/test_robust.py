@@ -278,3 +278,18 @@ def test_leds_that_cannot_be_driven_are_an_alarm_not_an_exit(alsa, tmp_path: Pat
     finally:
         rec.stop()
         feeder.stop()
+
+
+def test_a_failing_retention_sweep_is_an_alarm_and_is_retried(index: Index, data_dir: Path, clock: FakeClock) -> None:
+    from linetap.config import Config, RecorderConfig
+    from linetap.retention.sweeper import Sweeper
+    gone = data_dir / "unmounted"  # statvfs fails: the sweep cannot measure free space
+    cfg = Config(source="t", recorder=RecorderConfig(id="t", data_dir=gone), lines=(), storage=StorageConfig(),
+                 health=HealthConfig(check_clock=False), mqtt=None, leds=None)
+    hk = housekeeping(index, data_dir, clock, StorageConfig(codec="wav"))
+    hk.sweeper = Sweeper.from_config(index, cfg, clock=clock)
+    hk.slow_checks()
+    assert "DISK_LOW" in active(hk) and active(hk)["DISK_LOW"].startswith("retention sweep failed: ")
+    gone.mkdir()  # mounted again: the next sweep works and the alarm clears
+    hk.slow_checks()
+    assert "DISK_LOW" not in active(hk)

@@ -168,8 +168,11 @@ class Housekeeping(threading.Thread):
                 logger.exception("retry of the MQTT link / LEDs failed")
         try:
             res = self.sweeper.sweep()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - retried every SLOW_CHECK_S; recording goes on
             logger.error("retention sweep failed: %s", e)
+            # Space is no longer being managed: the disk may fill. Said, not just logged.
+            self.alarms.set("DISK_LOW", None, True,
+                            f"retention sweep failed: {' '.join(str(e).split())}; retried every {SLOW_CHECK_S:g} s")
         else:
             self.board.disk = res.health()
             low = res.disk_low or (res.hours_left is not None and res.hours_left < self.health.disk_low_hours)
