@@ -13,7 +13,11 @@ from linetap.clock import iso
 from linetap.index.db import Index
 
 CONTRACT_CODES = {"LINE_NO_DEVICE", "LINE_DEAD", "LINE_OVERRUN", "LINE_CLIPPING", "DISK_LOW",
-                  "DISK_WRITE_FAILED", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE", "RECORDER_RESTARTED"}
+                  "DISK_WRITE_FAILED", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE", "RECORDER_RESTARTED",
+                  # the contract's additions (docs/CONTRACT.md "Alarm codes"), as they are built
+                  "EVIDENCE_FAILED", "CONFIG_REJECTED", "CONFIG_ROLLED_BACK",
+                  # LEDs or buzzer that cannot be driven (README "Alarms, gaps and LEDs")
+                  "GPIO_FAILED"}
 
 
 class Recorder:

@@ -1,7 +1,7 @@
 """A config that keeps the recorder from starting is rolled back, and why survives (rollback.py).
 
 The decisions are pure and tested exactly; the service-level test runs the real commands the unit
-runs (``linetap start-guard`` as ExecStartPre, ``linetap run``) as processes, several times, with a
+runs (``python -m linetap.rollback`` as ExecStartPre, ``linetap run``) as processes, several times, with a
 config that fails — what systemd's ``Restart=always`` does — without rebooting anything."""
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def linetap(alsa, *args: str, timeout: float = 60) -> subprocess.CompletedProces
                           text=True, timeout=timeout)
 
 
+def guard(alsa, *args: str) -> subprocess.CompletedProcess:
+    """The unit's ExecStartPre= step."""
+    return subprocess.run([sys.executable, "-m", "linetap.rollback", *args], env=alsa.env(), capture_output=True,
+                          text=True, timeout=60)
+
+
 def start_recorder(alsa, cfg: Path) -> subprocess.Popen:
     env = alsa.env()
     env["PYTHONUNBUFFERED"] = "1"
@@ -94,7 +100,7 @@ def test_a_config_that_fails_to_start_three_times_is_rolled_back_with_an_alarm_a
     feeder = line.feed(_noise(), speed=1.0)
     try:
         # A config that runs, stopped cleanly: it is the last-known-good one from now on.
-        assert linetap(alsa, "start-guard", "-c", str(cfg)).returncode == 0
+        assert guard(alsa, "-c", str(cfg)).returncode == 0
         proc = start_recorder(alsa, cfg)
         wait_for(lambda: status(data_dir).get("lines"), timeout=30)
         out = stop(proc)
@@ -104,8 +110,8 @@ def test_a_config_that_fails_to_start_three_times_is_rolled_back_with_an_alarm_a
                           storage={"encrypt_to": str(tmp_path / "missing.pub")})
         cfg.write_text(bad)
         for attempt in (1, 2, 3):  # what Restart=always does: the guard, then the start that fails
-            guard = linetap(alsa, "start-guard", "-c", str(cfg))
-            assert guard.returncode == 0 and cfg.read_text() == bad, guard.stderr
+            pre = guard(alsa, "-c", str(cfg))
+            assert pre.returncode == 0 and cfg.read_text() == bad, pre.stderr
             run = linetap(alsa, "run", "-c", str(cfg))
             assert run.returncode == 2 and "storage.encrypt_to" in run.stderr
         # Not running: `linetap status` says why the last start failed (from the data partition),
@@ -115,8 +121,8 @@ def test_a_config_that_fails_to_start_three_times_is_rolled_back_with_an_alarm_a
         (data_dir / "status.json").unlink()  # a box whose recorder never ran since this data dir began
         st = linetap(alsa, "status", "-c", str(cfg))
         assert st.returncode == 1 and "its last start failed" in st.stderr and "storage.encrypt_to" in st.stderr
-        guard = linetap(alsa, "start-guard", "-c", str(cfg))  # the fourth start
-        assert guard.returncode == 0 and "restored" in guard.stderr
+        pre = guard(alsa, "-c", str(cfg))  # the fourth start
+        assert pre.returncode == 0 and "restored" in pre.stderr
         assert cfg.read_text() == good
         assert (config_dir / rollback.ROLLED_BACK_CONFIG).read_text() == bad  # kept for the installer
         proc = start_recorder(alsa, cfg)
@@ -131,7 +137,7 @@ def test_a_config_that_fails_to_start_three_times_is_rolled_back_with_an_alarm_a
         assert "storage.encrypt_to" in rolled[0]["detail"]
         # The good config starts again and again without being counted.
         for _ in range(5):
-            assert linetap(alsa, "start-guard", "-c", str(cfg)).returncode == 0
+            assert guard(alsa, "-c", str(cfg)).returncode == 0
         assert cfg.read_text() == good
     finally:
         feeder.stop()
@@ -153,7 +159,7 @@ def _alarm_rows(data_dir: Path) -> list[dict]:
 
 
 def test_the_guard_never_fails_a_start_even_without_a_config(alsa, tmp_path: Path) -> None:
-    res = linetap(alsa, "start-guard", "-c", str(tmp_path / "nothing-here.toml"))
+    res = guard(alsa, "-c", str(tmp_path / "nothing-here.toml"))
     assert res.returncode == 0
 
 

@@ -8,8 +8,8 @@ only at start). With ``Restart=always`` that is a restart loop that records noth
 - **good**: the recorder marks the config it runs as good (the SHA-256 of its bytes, in
   ``<data_dir>/start-guard/good``) once it has run ``GOOD_AFTER_S`` or stopped cleanly after a
   successful start; it needs no privilege for that (its own data dir).
-- **guard** (``linetap start-guard``, run by systemd as root before every start:
-  ``ExecStartPre=+``): keeps ``linetap.toml.last-good`` (the last config marked good) beside the
+- **guard** (``python -m linetap.rollback -c CONFIG``, run by systemd as root before every
+  start: ``ExecStartPre=+``): keeps ``linetap.toml.last-good`` (the last config marked good) beside the
   config, counts the starts of a config not yet marked good, and after ``MAX_FAILED_STARTS`` of
   them restores the last-good one (the failed one is kept as ``linetap.toml.rolled-back``) and
   leaves ``rolled-back.json``: the recorder then raises CONFIG_ROLLED_BACK with the reason. It
@@ -154,9 +154,12 @@ def last_failure(data_dir: Path) -> dict[str, Any] | None:
 def record_failure(config_path: Path, reason: str, *, now: float) -> Path | None:
     """``linetap run`` could not start: say why, on the data partition (best effort)."""
     text = _read(config_path)
-    guard = data_dir_of(text) / GUARD_DIR
+    data_dir = data_dir_of(text)
+    if not data_dir.is_dir():  # never create a data dir for a config that did not start
+        return None
+    guard = data_dir / GUARD_DIR
     try:
-        guard.mkdir(mode=0o750, parents=True, exist_ok=True)
+        guard.mkdir(mode=0o750, exist_ok=True)
         path = guard / FAILURE_FILE
         _write_json(path, {"at": iso(now), "reason": reason, "config_sha256": sha256(text)})
     except OSError as e:
@@ -193,7 +196,7 @@ class GuardResult:
 
 
 def guard_start(config_path: Path, *, now: float, max_failed: int = MAX_FAILED_STARTS) -> GuardResult:
-    """``linetap start-guard``: before a start, promote a config marked good, count this start,
+    """The guard (``python -m linetap.rollback``): before a start, promote a config marked good, count this start,
     roll back after ``max_failed`` failed ones. Writes only beside the config (root's)."""
     config_path = config_path.resolve()
     cdir = config_path.parent
@@ -262,3 +265,29 @@ def read_marks(config_source: str | Path, data_dir: Path) -> ConfigMarks:
         rejected=("first boot rejected the new linetap.toml (see linetap-error.txt on the card): "
                   + str(rejected.get("detail") or "")) if rejected and marker_active(rejected, running) else None,
         last_start_failure=last_failure(data_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m linetap.rollback -c CONFIG``: exit 0 always (a broken guard must not keep the
+    recorder from starting); a rollback is said on stderr (the journal)."""
+    import argparse
+    import sys
+    import time
+    ap = argparse.ArgumentParser(prog="python -m linetap.rollback",
+                                 description="before a start: roll a config that keeps failing back to the "
+                                             "last-known-good one")
+    ap.add_argument("-c", "--config", required=True, help="the config linetap run will read")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        res = guard_start(Path(args.config), now=time.time())
+    except Exception as e:  # noqa: BLE001
+        print(f"linetap start guard: {e}", file=sys.stderr)
+        return 0
+    if res.action == "rollback":
+        print(f"linetap start guard: {res.detail}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,19 +30,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
 
 
-def cmd_start_guard(args: argparse.Namespace) -> int:
-    """Run by systemd as root before each start (ExecStartPre=+): never fails the start."""
-    from ..rollback import guard_start
-    try:
-        res = guard_start(Path(args.config), now=time.time())
-    except Exception as e:  # noqa: BLE001 - a broken guard must not keep the recorder from starting
-        print(f"linetap start-guard: {e}", file=sys.stderr)
-        return EXIT_OK
-    if res.action == "rollback":
-        print(f"linetap start-guard: {res.detail}", file=sys.stderr)
-    return EXIT_OK
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from ..service import run_checks
     return run_checks(load_config(args))
@@ -89,7 +76,5 @@ COMMANDS = (
     Command("run", "run the recorder until SIGTERM/SIGINT", cmd_run),
     Command("check", "validate the config and probe lines, data dir and broker", cmd_check),
     Command("status", "the running recorder's health snapshot", cmd_status, _status_arguments),
-    Command("start-guard", "before a start (systemd, as root): roll a config that keeps failing back to the "
-            "last-known-good one", cmd_start_guard),
     Command("demo", "record a simulated phone line (no hardware needed)", cmd_demo, _demo_arguments, config="none"),
 )
