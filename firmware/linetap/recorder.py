@@ -90,6 +90,7 @@ class Recorder:
             self._want_mqtt = cfg.mqtt is not None and mqtt
             self._mqtt_problem: str | None = None
             self._spool: EventSpool | None = None  # the outbox, while the link cannot be built
+            self._logged: set[str] = set()  # setup problems already logged
             if self._want_mqtt:
                 self.listeners.subscribe(self._to_mqtt)
             self.supervisor = LineSupervisor(enabled, cfg.health, alarms=self.alarms, gaps=self.gaps)
@@ -225,13 +226,15 @@ class Recorder:
         self.health_loop.leds = leds
 
     def _raise_setup_alarms(self) -> None:
-        if self._mqtt_problem is not None:
+        if self._mqtt_problem is not None and self._mqtt_problem not in self._logged:
+            self._logged.add(self._mqtt_problem)  # once per distinct problem, not every retry
             logger.error("MQTT not started: %s (recording continues; retried every %g s)",
                          self._mqtt_problem, SLOW_CHECK_S)
         if self._want_mqtt and self.health_loop.link is None:
             self.alarms.set("BROKER_UNREACHABLE", None, True,
                             f"MQTT not started: {self._mqtt_problem}; retried every {SLOW_CHECK_S:g} s")
-        if self._leds_problem is not None:
+        if self._leds_problem is not None and self._leds_problem not in self._logged:
+            self._logged.add(self._leds_problem)
             logger.error("LEDs not available: %s (recording continues; retried every %g s)",
                          self._leds_problem, SLOW_CHECK_S)
         self.alarms.set("GPIO_FAILED", None, self._leds_problem is not None,
