@@ -199,6 +199,10 @@ class Recorder:
             self.link.start()
         except Exception as e:  # noqa: BLE001 - e.g. TLS files that do not load
             self._mqtt_problem = _one_line(e)
+            link, self.link = self.link, None  # built afresh on the retry (start() runs once per link)
+            with contextlib.suppress(Exception):
+                link.stop()
+            self._open_spool()
             return
         self.health_loop.link = self.link  # from now on the health side judges BROKER_UNREACHABLE
 
