@@ -49,6 +49,25 @@ def test_without_a_last_good_config_nothing_is_rolled_back() -> None:
     assert decide(B, None, GuardState(B, 9), max_failed=3) == ("start", GuardState(B, 10))
 
 
+def test_systemd_s_reason_is_kept_only_for_a_run_that_could_not_say_it_itself() -> None:
+    assert rollback.stop_reason("success", "exited", "0") is None
+    assert rollback.stop_reason("exit-code", "exited", "2") is None  # linetap run wrote its own
+    assert rollback.stop_reason("watchdog", "killed", "ABRT") == "the systemd watchdog killed it (hung) (killed ABRT)"
+    assert rollback.stop_reason("oom-kill", "killed", "KILL").startswith("killed for lack of memory")
+
+
+def test_the_stop_step_writes_systemd_s_reason_where_linetap_status_finds_it(alsa, tmp_path: Path,
+                                                                              data_dir: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": "null"}])
+    (data_dir / rollback.GUARD_DIR).mkdir()  # made by the recorder at its first start
+    env = {**alsa.env(), "SERVICE_RESULT": "watchdog", "EXIT_CODE": "killed", "EXIT_STATUS": "ABRT"}
+    res = subprocess.run([sys.executable, "-m", "linetap.rollback", "--stopped", "-c", str(cfg)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    st = linetap(alsa, "status", "-c", str(cfg))
+    assert "its last start failed" in st.stderr and "watchdog" in st.stderr
+
+
 def test_a_marker_holds_while_the_config_it_kept_runs() -> None:
     assert marker_active({"kept_sha256": A}, A)
     assert not marker_active({"kept_sha256": A}, B)

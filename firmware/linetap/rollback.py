@@ -15,7 +15,9 @@ only at start). With ``Restart=always`` that is a restart loop that records noth
   leaves ``rolled-back.json``: the recorder then raises CONFIG_ROLLED_BACK with the reason. It
   never fails itself: a guard that cannot do its work must not add a reason not to record.
 - **why**: ``linetap run`` writes the reason it could not start to
-  ``<data_dir>/start-guard/failure.json`` (the data partition survives reboots); ``linetap
+  ``<data_dir>/start-guard/failure.json`` (the data partition survives reboots); for a run that
+  could not say it (killed by the watchdog, for memory, a crash) the unit's ``ExecStopPost=``
+  step writes systemd's reason there (``--stopped``); ``linetap
   status`` shows it and the next start puts it in the health document (``last_start_failure``).
 - **rejected**: first boot leaves ``config-rejected.json`` in the data dir when it rejects a new
   one; the recorder raises CONFIG_REJECTED while the config it kept is the one running.
@@ -168,6 +170,34 @@ def record_failure(config_path: Path, reason: str, *, now: float) -> Path | None
     return path
 
 
+def stop_reason(service_result: str | None, exit_code: str | None, exit_status: str | None) -> str | None:
+    """Why systemd says the run ended, for a run that ended badly without saying so itself
+    (``ExecStopPost=``'s ``$SERVICE_RESULT`` etc.); None when there is nothing to add: a clean
+    stop, or an exit code (``linetap run`` wrote its own reason before exiting)."""
+    if service_result in (None, "", "success", "exit-code"):
+        return None
+    what = {"watchdog": "the systemd watchdog killed it (hung)", "oom-kill": "killed for lack of memory (MemoryMax)",
+            "timeout": "it did not start or stop in time", "core-dump": "it crashed (core dump)",
+            "signal": "it was killed by a signal"}.get(service_result, service_result)
+    return f"{what} ({exit_code or '?'} {exit_status or '?'})"
+
+
+def record_stop(config_path: Path, reason: str, *, now: float) -> Path | None:
+    """As root after a bad stop: the reason goes where the recorder's own would (only into its
+    existing ``start-guard`` directory, owned by the recorder's user, so it can move it later)."""
+    guard = data_dir_of(_read(config_path)) / GUARD_DIR
+    if not guard.is_dir():
+        return None
+    path = guard / FAILURE_FILE
+    _write_json(path, {"at": iso(now), "reason": reason, "config_sha256": sha256(_read(config_path))})
+    try:
+        st = guard.stat()
+        os.chown(path, st.st_uid, st.st_gid)
+    except OSError:
+        pass
+    return path
+
+
 def mark_good(data_dir: Path, config_sha256: str | None) -> bool:
     """The recorder ran on this config: the guard keeps it as the last-good one from now on.
     A failure recorded before is kept as ``failure.previous.json`` (history, not a current fault)."""
@@ -277,9 +307,18 @@ def main(argv: list[str] | None = None) -> int:
                                  description="before a start: roll a config that keeps failing back to the "
                                              "last-known-good one")
     ap.add_argument("-c", "--config", required=True, help="the config linetap run will read")
+    ap.add_argument("--stopped", action="store_true",
+                    help="after a stop (ExecStopPost=): record why systemd says it ended badly")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.stopped:
+            import os as _os
+            reason = stop_reason(_os.environ.get("SERVICE_RESULT"), _os.environ.get("EXIT_CODE"),
+                                 _os.environ.get("EXIT_STATUS"))
+            if reason:
+                record_stop(Path(args.config), reason, now=time.time())
+            return 0
         res = guard_start(Path(args.config), now=time.time())
     except Exception as e:  # noqa: BLE001
         print(f"linetap start guard: {e}", file=sys.stderr)
