@@ -313,7 +313,7 @@ def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[
     is the window's time ``f / RATE`` after the sources' start), in the same 20 ms writes: the
     codec floor of the real-time run, measured in the same process right after it."""
     from linetap.clock import parse_iso
-    from linetap.index import open_index
+    from linetap.index.db import open_index
     from linetap.store.audio import AudioWriter
 
     index = open_index(data_dir)

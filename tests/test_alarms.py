@@ -14,6 +14,7 @@ from linetap.index.db import Index
 
 CONTRACT_CODES = {"LINE_NO_DEVICE", "LINE_DEAD", "LINE_OVERRUN", "LINE_CLIPPING", "DISK_LOW",
                   "DISK_WRITE_FAILED", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE", "RECORDER_RESTARTED",
+                  "EVIDENCE_INTEGRITY",  # contract "Additions", Evidence
                   # the contract's additions (docs/CONTRACT.md "Alarm codes"), as they are built
                   "EVIDENCE_FAILED", "CONFIG_REJECTED", "CONFIG_ROLLED_BACK",
                   # LEDs or buzzer that cannot be driven (README "Alarms, gaps and LEDs")

@@ -44,3 +44,12 @@ def test_the_floor_benchmark_measures_each_mandated_step_beside_the_codec_alone(
                           "2 lines, fsync each 0.4s", "2 lines, syncfs 0.4s",
                           "... + level"], p.stdout
     assert float(rows["codec-only"]) == 1.0 and float(rows["read"]) > 0  # ALSA delivered the audio
+
+
+def test_the_verification_benchmark_measures_beside_plain_sha256_and_alarms_on_a_flipped_byte():
+    p = subprocess.run([sys.executable, str(BENCH.with_name("verification.py")), "--n", "500", "--hours", "0.05",
+                        "--flip"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    rows = dict(re.findall(r"^(background check|baseline: plain sha256).*?\s+([\d.]+)\s+[\d.]+%$", p.stdout, re.M))
+    assert set(rows) == {"background check", "baseline: plain sha256"}, p.stdout
+    assert "flipped byte: EVIDENCE_INTEGRITY raised: call " in p.stdout

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from linetap import sign
 from linetap.cli import main
 from linetap.clock import FakeClock
 from linetap.config import StorageConfig
@@ -120,11 +121,12 @@ def test_verify_with_a_bad_config_is_a_usage_error(capsys: pytest.CaptureFixture
 # --- export / erase -------------------------------------------------------------------------------
 
 def test_export_writes_a_self_checking_export(capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path,
-                                              store: list) -> None:
+                                              data_dir: Path, store: list) -> None:
     out_dir = tmp_path / "evidence"
     code, _, _ = run(capsys, "export", "2", "--to", str(out_dir), "-c", str(cfg))
-    proc = subprocess.run([sys.executable, "-I", str(out_dir / "verify_export.py"), str(out_dir)],
-                          capture_output=True, text=True, timeout=30)
+    fp = sign.load_or_create(data_dir).fingerprint  # read off the box, as the owner would
+    proc = subprocess.run([sys.executable, "-I", str(out_dir / "verify_export.py"), str(out_dir),
+                           "--fingerprint", fp], capture_output=True, text=True, timeout=30)
     assert (code, proc.returncode) == (0, 0)
 
 
@@ -217,3 +219,19 @@ def test_verify_as_a_process_exits_1_and_names_the_tampering_without_a_traceback
 def test_a_missing_config_as_a_process_exits_2_in_one_line(tmp_path: Path) -> None:
     proc = linetap("hold", "1", "-c", str(tmp_path / "none.toml"))
     assert (proc.returncode, proc.stderr.count("\n")) == (2, 1)
+
+
+def test_export_into_an_existing_directory_is_refused_and_a_planted_verifier_kept_out(
+        capsys: pytest.CaptureFixture[str], cfg: Path, tmp_path: Path, store: list) -> None:
+    out_dir = tmp_path / "evidence"
+    out_dir.mkdir()
+    (out_dir / "verify_export.py").write_text("print('OK')\n")
+    code, _, err = run(capsys, "export", "2", "--to", str(out_dir), "-c", str(cfg))
+    assert (code, "already exists; export into a new directory" in err, sorted(p.name for p in out_dir.iterdir())) \
+        == (1, True, ["verify_export.py"])
+
+
+def test_verify_with_a_malformed_checkpoint_is_a_usage_error(capsys: pytest.CaptureFixture[str], cfg: Path,
+                                                            store: list) -> None:
+    code, _, err = run(capsys, "verify", "-c", str(cfg), "--checkpoint", '{"id": "x"}')
+    assert (code, "--checkpoint: not a checkpoint" in err) == (2, True)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from linetap import sign
 from linetap.clock import FakeClock
 from linetap.config import StorageConfig
 from linetap.evidence import EvidenceError, UnknownCall, audit, chain, hold
@@ -53,6 +54,11 @@ def store(index: Index, data_dir: Path, clock: FakeClock) -> list[dict[str, Any]
 
 def problems(index: Index, data_dir: Path) -> list[tuple[str, int | None]]:
     return [(p.kind, p.call_id) for p in verify(index, data_dir).problems]
+
+
+def device_fingerprint(data_dir: Path) -> str:
+    """What the owner reads off the box (``linetap status``)."""
+    return sign.load_or_create(data_dir).fingerprint
 
 
 def drop_guard(index: Index, table: str) -> None:
@@ -219,9 +225,9 @@ def test_an_exported_call_verifies_with_only_the_exported_files(index: Index, da
     elsewhere = tmp_path / "received"
     shutil.copytree(tmp_path / "out", elsewhere)
     # -I: isolated; the checker sees no linetap, only the standard library.
-    proc = subprocess.run([sys.executable, "-I", "verify_export.py", "."], cwd=elsewhere, capture_output=True,
-                          text=True, timeout=30)
-    assert (proc.returncode, proc.stdout.strip()) == (0, "OK")
+    proc = subprocess.run([sys.executable, "-I", "verify_export.py", ".", "--fingerprint", device_fingerprint(data_dir)],
+                          cwd=elsewhere, capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout.strip().splitlines()[-1]) == (0, "OK")
 
 
 def test_export_writes_audio_sidecar_proof_and_checker(index: Index, data_dir: Path, tmp_path: Path,
@@ -278,6 +284,9 @@ def test_export_is_audited_with_who(index: Index, data_dir: Path, tmp_path: Path
                                     store: list[dict[str, Any]]) -> None:
     export_call(index, data_dir, 3, tmp_path / "out", who="clerk")
     assert [(r.who, r.action, r.call_id) for r in audit.rows(index)] == [("clerk", "export", 3)]
+    newest = list(chain.entries(index))[-1]
+    assert (newest.kind, newest.call_id, newest.payload["action"], newest.payload["by"]) == ("audit", 3, "export",
+                                                                                           "clerk")
 
 
 # --- legal hold --------------------------------------------------------------------------------
@@ -334,7 +343,8 @@ def test_erase_is_recorded_in_the_chain_and_verifies_clean(index: Index, data_di
                                                            store: list[dict[str, Any]]) -> None:
     erase_number(index, data_dir, NUMBER, who="dpo")
     kinds = [e.kind for e in chain.entries(index)]
-    assert (kinds[-2:], problems(index, data_dir)) == (["erasure", "erasure"], [])
+    # the two erasures, then the request itself (who asked), as an audit entry
+    assert (kinds[-3:], problems(index, data_dir)) == (["erasure", "erasure", "audit"], [])
 
 
 def test_erased_number_is_gone_from_the_index_files(index: Index, data_dir: Path,

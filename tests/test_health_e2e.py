@@ -26,7 +26,7 @@ from helpers import FlakySource, wait_for, write_config
 
 T0 = 1_795_000_000.0
 PERIOD_S = 0.02
-STATUS_PIN, LINE_PIN = 5, 6
+STATUS_PIN, LINE_PIN, BUZZER_PIN, BUTTON_PIN = 5, 6, 19, 26
 HEALTH = {"check_clock": False, "alarm_clear_s": 1.0}
 # With time taken from the audio, the capture thread runs ahead of the pipeline by the
 # queue's length: the stall check (tested on its own, in real time) is kept out of the way.
@@ -64,11 +64,11 @@ def feed_paused(line, pcm, seconds: float):
     return feeder
 
 
-def make(alsa_line, data_dir, tmp_path, *, clock=None, source_factory=None, line=None, **tables):
+def make(alsa_line, data_dir, tmp_path, *, clock=None, source_factory=None, line=None, leds=None, **tables):
     cfg = load(write_config(tmp_path / "c.toml", data_dir,
                             [{"name": "line1", "pcm": alsa_line.pcm, "led": LINE_PIN, **(line or {})}],
                             recorder={"queue_s": 120}, health={**HEALTH, **tables.pop("health", {})},
-                            leds={"status": STATUS_PIN}, **tables))
+                            leds={"status": STATUS_PIN, **(leds or {})}, **tables))
     pins = mock_factory()
     rec = Recorder(cfg, clock=clock or FakeClock(wall=T0), source_factory=source_factory, pin_factory=pins)
     if isinstance(clock, AudioClock):
@@ -277,8 +277,8 @@ def test_a_disk_below_the_ring_buffer_floor_raises_disk_low_on_the_status_led(al
     rec.start()
     try:
         wait_for(lambda: rec.alarms.is_active("DISK_LOW"), timeout=5)
-        wait_for(lambda: rec.leds.pattern("status") == "fast_blink", timeout=1)
-        assert rec.leds.pattern("line1") == "fast_blink"  # a system fault: every light says so
+        wait_for(lambda: rec.leds.pattern("status") == "heartbeat", timeout=1)
+        assert rec.leds.pattern("line1") == "slow_pulse"  # a warning: the line still shows what it does
         doc = rec.snapshot()
         assert doc["alarms"] == ["DISK_LOW"] and doc["disk"]["free_mb"] > 0
     finally:
@@ -286,3 +286,28 @@ def test_a_disk_below_the_ring_buffer_floor_raises_disk_low_on_the_status_led(al
         line.feeder.stop()
     (alarm,) = open_index(data_dir).query("select * from alarms where code = 'DISK_LOW'")
     assert alarm["severity"] == "warning"
+
+
+def test_the_mute_button_silences_the_buzzer_until_a_new_critical_alarm(alsa, data_dir, tmp_path):
+    (line,) = alsa.lines(1)
+    pcm, _ = render([("idle", 30)], seed=1)
+    rec, pins, _ = make(line, data_dir, tmp_path, leds={"buzzer": BUZZER_PIN, "mute_button": BUTTON_PIN})
+    buzzer, button = pins.pin(BUZZER_PIN), pins.pin(BUTTON_PIN)
+    line.feed(pcm)
+    rec.start()
+    try:
+        wait_for(lambda: rec.leds.pattern("status") is not None, timeout=5)
+        assert not buzzer.state
+        # Critical alarms raised through the real alarm manager (their causes are tested above).
+        rec.alarms.set("DISK_WRITE_FAILED", "line1", True, "injected: the card refuses writes")
+        wait_for(lambda: buzzer.state, timeout=1)
+        button.drive_low()  # pressed
+        button.drive_high()
+        wait_for(lambda: not buzzer.state, timeout=1)
+        time.sleep(0.7)  # more than a health tick: the muted alarm stays silent
+        assert not buzzer.state and rec.leds.pattern("status") == "fast_blink"  # the LEDs still say so
+        rec.alarms.set("LINE_DEAD", "line1", True, "injected: a new critical alarm")
+        wait_for(lambda: buzzer.state, timeout=1)  # the mute ends
+    finally:
+        rec.stop()
+        line.feeder.stop()

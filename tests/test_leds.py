@@ -10,9 +10,11 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from linetap.alarms import Alarm
 from linetap.config import LedsConfig, LineConfig
 from linetap.leds.driver import FAST_BLINK_S, LedPanel
-from linetap.leds.patterns import led_patterns
+from linetap.leds.patterns import (HEARTBEAT_S, HEARTBEAT_STEP_S, buzzer_silenced, critical_keys, heartbeat_steps,
+                                   led_patterns, muted_after)
+from helpers import wait_for
 
-STATUS_PIN, LINE1_PIN, LINE2_PIN, BUZZER_PIN = 5, 6, 13, 19
+STATUS_PIN, LINE1_PIN, LINE2_PIN, BUZZER_PIN, BUTTON_PIN = 5, 6, 13, 19, 26
 
 
 def alarm(code: str, line: str | None = None) -> Alarm:
@@ -40,14 +42,34 @@ def test_a_fault_on_a_line_blinks_that_lines_led_fast():
     assert (p["line1"], p["line2"]) == ("fast_blink", "steady")
 
 
-def test_a_warning_on_a_line_blinks_it_too():
+def test_a_warning_on_a_line_leaves_its_led_alone_and_heartbeats_the_status_led():
     p = led_patterns({"line1": "recording", "line2": "idle"}, [alarm("LINE_CLIPPING", "line1")])
-    assert p["line1"] == "fast_blink" and p["buzzer"] == "off"
+    assert p == {"status": "heartbeat", "line1": "steady", "line2": "slow_pulse", "buzzer": "off"}
 
 
-def test_a_system_fault_blinks_every_led_fast():
-    p = led_patterns({"line1": "recording", "line2": "idle"}, [alarm("DISK_LOW")])
-    assert (p["status"], p["line1"], p["line2"]) == ("fast_blink", "fast_blink", "fast_blink")
+@pytest.mark.parametrize("code", ["DISK_LOW", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE"])
+def test_a_system_warning_never_hides_the_lines(code):
+    p = led_patterns({"line1": "recording", "line2": "idle"}, [alarm(code)])
+    assert p == {"status": "heartbeat", "line1": "steady", "line2": "slow_pulse", "buzzer": "off"}
+
+
+def test_a_box_with_no_network_at_all_still_shows_its_lines_plainly():
+    no_network = [alarm("CLOCK_UNSYNCED"), alarm("BROKER_UNREACHABLE")]
+    assert led_patterns({"line1": "recording", "line2": "idle"}, no_network) == \
+        {"status": "heartbeat", "line1": "steady", "line2": "slow_pulse", "buzzer": "off"}
+    assert led_patterns({"line1": "fault", "line2": "idle"}, no_network + [alarm("LINE_DEAD", "line1")]) == \
+        {"status": "heartbeat", "line1": "fast_blink", "line2": "slow_pulse", "buzzer": "steady"}
+
+
+def test_a_critical_system_alarm_blinks_every_led_fast():
+    p = led_patterns({"line1": "recording", "line2": "idle"}, [alarm("DISK_WRITE_FAILED")])
+    assert p == {"status": "fast_blink", "line1": "fast_blink", "line2": "fast_blink", "buzzer": "steady"}
+
+
+def test_critical_outranks_warning_on_the_status_led():
+    alarms = [alarm("BROKER_UNREACHABLE"), alarm("LINE_NO_DEVICE", "line2")]
+    assert led_patterns(IDLE, alarms, lines_with_led={"line1"})["status"] == "fast_blink"
+    assert led_patterns(IDLE, alarms, lines_with_led={"line1", "line2"})["status"] == "heartbeat"
 
 
 def test_a_system_alarm_naming_a_line_is_still_a_system_fault():
@@ -74,6 +96,48 @@ def test_the_buzzer_sounds_while_a_critical_alarm_is_active_unless_muted():
     assert led_patterns(IDLE, [alarm("LINE_DEAD", "line1")])["buzzer"] == "steady"
     assert led_patterns(IDLE, [alarm("CLOCK_UNSYNCED")])["buzzer"] == "off"
     assert led_patterns(IDLE, [alarm("LINE_DEAD", "line1")], buzzer_muted=True)["buzzer"] == "off"
+    assert led_patterns(IDLE, [], process_fault=True)["buzzer"] == "off"  # no alarm to mute: LEDs only
+
+
+def test_the_heartbeat_is_on_off_on_then_a_long_off_in_50_ms_steps():
+    assert heartbeat_steps() == [1, 1, 0, 0, 1, 1] + [0] * 24
+    assert len(heartbeat_steps()) * HEARTBEAT_STEP_S == pytest.approx(sum(HEARTBEAT_S)) == pytest.approx(1.5)
+
+
+DEAD1, NODEV2, DISKFAIL = ("LINE_DEAD", "line1"), ("LINE_NO_DEVICE", "line2"), ("DISK_WRITE_FAILED", None)
+
+
+def test_critical_keys_are_the_active_critical_alarms_only():
+    assert critical_keys([alarm("LINE_DEAD", "line1"), alarm("DISK_LOW"), alarm("LINE_NO_DEVICE", "line2")]) == \
+        {DEAD1, NODEV2}
+
+
+def test_a_press_mutes_the_critical_alarms_active_now():
+    muted = muted_after(frozenset(), frozenset({DEAD1}), pressed=True)
+    assert muted == {DEAD1} and buzzer_silenced(muted, frozenset({DEAD1}))
+
+
+def test_a_new_critical_alarm_ends_the_mute():
+    muted = frozenset({DEAD1})
+    now = frozenset({DEAD1, NODEV2})
+    assert muted_after(muted, now, pressed=False) == {DEAD1}
+    assert not buzzer_silenced(muted_after(muted, now, pressed=False), now)
+
+
+def test_a_muted_alarm_that_clears_and_comes_back_sounds_again():
+    muted = muted_after(frozenset({DEAD1}), frozenset(), pressed=False)  # cleared: forgotten
+    assert muted == frozenset()
+    assert not buzzer_silenced(muted_after(muted, frozenset({DEAD1}), pressed=False), frozenset({DEAD1}))
+
+
+def test_one_of_two_muted_alarms_clearing_keeps_the_other_muted():
+    muted = muted_after(frozenset(), frozenset({DEAD1, DISKFAIL}), pressed=True)
+    assert buzzer_silenced(muted_after(muted, frozenset({DISKFAIL}), pressed=False), frozenset({DISKFAIL}))
+
+
+def test_a_buzzer_muted_in_the_config_never_sounds():
+    assert buzzer_silenced(frozenset(), frozenset({DEAD1}), config_muted=True)
+    assert not buzzer_silenced(frozenset(), frozenset({DEAD1}), config_muted=False)
 
 
 # --- the panel on mock pins ---
@@ -168,6 +232,26 @@ def test_with_pwm_a_slow_pulse_fades(pwm_factory):
         panel.close()
 
 
+def test_the_heartbeat_double_blinks_every_1_5_s(panel, factory):
+    pin = factory.pin(STATUS_PIN)
+    pin.clear_states()
+    panel.apply({"status": "heartbeat"})
+    time.sleep(1.9)
+    changes = transitions(pin)
+    # on 0.1, off 0.1, on 0.1, off 1.2, on ...: gpiozero's 50 ms steps are never early, and
+    # may each be late on a busy machine; the short flashes stay far shorter than the pause.
+    assert [state for _, state in changes[:5]] == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert changes[0][0] < 0.25  # on at once
+    on1, off1, on2, pause = (seconds for seconds, _ in changes[1:5])
+    assert all(0.09 <= x <= 0.35 for x in (on1, off1, on2)), changes
+    assert 1.15 <= pause <= 1.6, changes
+    panel.apply({"status": "steady"})  # another pattern stops the heartbeat
+    time.sleep(0.2)
+    pin.clear_states()
+    time.sleep(0.3)
+    assert transitions(pin) == [] and pin.state
+
+
 def test_the_buzzer_follows_its_pattern(panel, factory):
     panel.apply({"buzzer": "steady"})
     assert factory.pin(BUZZER_PIN).state
@@ -213,3 +297,60 @@ def test_patterns_from_alarms_reach_the_pins(panel, factory):
     assert panel.pattern("line1") == "fast_blink"
     assert factory.pin(LINE2_PIN).state and factory.pin(BUZZER_PIN).state
     assert panel.pattern("status") == "steady"
+
+
+def test_the_mute_button_is_a_press_counted_once_and_wakes_the_health_thread(factory):
+    panel = LedPanel(LedsConfig(status=STATUS_PIN, buzzer=BUZZER_PIN, mute_button=BUTTON_PIN), [],
+                     pin_factory=factory)
+    woken: list[bool] = []
+    panel.on_mute = lambda: woken.append(True)
+    try:
+        button = factory.pin(BUTTON_PIN)
+        assert button.state  # pulled up: not pressed
+        assert panel.take_press() is False
+        button.drive_low()  # pressed (to ground)
+        wait_for(lambda: woken, timeout=1)
+        button.drive_high()
+        assert panel.take_press() is True
+        assert panel.take_press() is False  # one press, taken once
+    finally:
+        panel.close()
+
+
+def test_a_mute_button_that_cannot_be_set_up_is_reported_and_recording_goes_on(factory):
+    panel = LedPanel(LedsConfig(status=STATUS_PIN, mute_button=STATUS_PIN), [], pin_factory=factory)
+    try:
+        assert panel.button is None and len(panel.errors) == 1 and "mute button on GPIO 5" in panel.errors[0]
+        assert panel.take_press() is False
+    finally:
+        panel.close()
+
+
+def test_the_buzzer_can_be_muted_in_the_config(factory):
+    panel = LedPanel(LedsConfig(buzzer=BUZZER_PIN, buzzer_muted=True), [], pin_factory=factory)
+    try:
+        assert panel.config_muted
+    finally:
+        panel.close()
+
+
+# --- the picture of the patterns ---
+
+def test_the_diagram_draws_each_pattern_from_its_definition():
+    from linetap.leds.diagram import wave
+    assert wave("steady") == [(0.0, 1.0), (3.0, 1.0)]
+    assert wave("off") == [(0.0, 0.0), (3.0, 0.0)]
+    assert wave("slow_pulse") == [(0.0, 0.0), (1.0, 1.0), (2.0, 0.0), (3.0, 1.0)]
+    assert wave("heartbeat")[:9] == [(0.0, 1.0), (0.1, 1.0), (0.1, 0.0), (0.2, 0.0), (0.2, 1.0), (0.3, 1.0),
+                                     (0.3, 0.0), (1.5, 0.0), (1.5, 1.0)]
+    blink = wave("fast_blink")
+    assert blink[:4] == [(0.0, 1.0), (0.1, 1.0), (0.1, 0.0), (0.2, 0.0)] and blink[-1] == (3.0, 0.0)
+    assert wave("slow_pulse", 2.5)[-1] == (2.5, 0.5)  # a ramp cut mid-way
+
+
+def test_the_committed_diagram_is_what_the_definitions_draw():
+    from pathlib import Path
+
+    from linetap.leds.diagram import svg
+    committed = Path(__file__).resolve().parents[1] / "docs" / "led-patterns.svg"
+    assert committed.read_text() == svg(), "run ./scripts/gen-led-diagram"

@@ -138,7 +138,7 @@ def test_caller_id_before_a_call_and_keys_inside_it_land_in_the_index_row(alsa, 
     # mqtt.publish_dtmf is not set.
     ended = [e for e in events if e["type"] == "call_ended"]
     assert [set(e) for e in ended] == [{"type", "ts", "call_id", "line", "started_at", "ended_at", "duration_s",
-                                        "caller_number", "caller_name", "dtmf", "end_reason"}] * 2
+                                        "caller_number", "caller_name", "dtmf", "end_reason", "checkpoint"}] * 2
     assert [(e["call_id"], e["dtmf"], e["caller_name"]) for e in ended] == [
         (first["id"], "*" * len(KEYS), "ACME PIZZA"), (second["id"], None, "J SMITH")]
     assert (second["caller_number"], second["caller_name"]) == ("0201234567", "J SMITH")

@@ -156,10 +156,11 @@ def test_offhook_a_bounce_shorter_than_the_debounce_starts_nothing():
     assert run(seg, [False] * 100 + [True] * 2 + [False] * 10 + [True, False] * 20) == []
 
 
-def test_offhook_on_hook_ends_the_call_after_the_debounce():
-    # Off-hook blocks 100..399 (48000 frames held); on-hook from block 400, stable at block 402.
+def test_offhook_on_hook_ends_the_call_at_the_edge_once_debounced():
+    # Off-hook blocks 100..399 (48000 frames held); on-hook from block 400, stable at block 402:
+    # decided then, but the call ends where the phone was put down (block 400's first frame).
     acts = run(OffhookSegmenter(LINE), [False] * 100 + [True] * 300 + [False] * 10)
-    assert acts == [(102, Start(12000)), (402, End(403 * N, "onhook"))]
+    assert acts == [(102, Start(12000)), (402, End(400 * N, "onhook"))]
 
 
 def test_offhook_a_bounce_during_the_call_does_not_end_it():
@@ -170,9 +171,38 @@ def test_offhook_a_bounce_during_the_call_does_not_end_it():
 def test_offhook_a_call_held_less_than_the_minimum_is_discarded():
     # Held from 16000 to 31840 (99 blocks): less than 16000 frames.
     acts = run(OffhookSegmenter(LINE), [False] * 100 + [True] * 99 + [False] * 10)
-    assert acts == [(102, Start(12000)), (201, End(202 * N, "onhook", discard=True))]
+    assert acts == [(102, Start(12000)), (201, End(199 * N, "onhook", discard=True))]
     acts = run(OffhookSegmenter(LINE), [False] * 100 + [True] * 100 + [False] * 10)
-    assert acts[-1] == (202, End(203 * N, "onhook"))
+    assert acts[-1] == (202, End(200 * N, "onhook"))
+
+
+def test_offhook_edges_stamped_inside_a_block_start_and_end_the_call_at_their_frame():
+    seg = OffhookSegmenter(LINE)  # debounce 480 frames, pre-roll 4000
+    acts = []
+    for k in range(400):
+        s = k * N
+        # Off-hook at frame 16037 (inside block 100), on-hook at frame 56111 (inside block 350).
+        offhook, since = (True, 16037) if 16037 < s + N <= 56111 else (False, 56111 if s + N > 56111 else None)
+        acts += [(k, a) for a in seg.step(offhook, s, N, since)]
+    # Stable 480 frames after each edge: decided at blocks 103 and 353, dated at the edges.
+    assert acts == [(103, Start(16037 - 4000)), (353, End(56111, "onhook"))]
+
+
+def test_offhook_an_on_hook_edge_being_debounced_is_the_pending_end():
+    seg = OffhookSegmenter(LINE)
+    run(seg, [False] * 100 + [True] * 200)
+    assert seg.pending_end is None
+    seg.step(False, 300 * N, N, since_frame=300 * N + 17)
+    assert seg.pending_end == 300 * N + 17
+    seg.step(True, 301 * N, N, since_frame=301 * N + 5)  # a bounce: the call goes on
+    assert seg.pending_end is None and seg.in_call
+
+
+def test_an_edge_stamped_before_the_stream_or_after_the_block_is_clamped_to_it():
+    seg = OffhookSegmenter(line(offhook_debounce_ms=0, preroll_s=0))
+    assert seg.step(True, 0, N, since_frame=-500) == [Start(0)]
+    seg2 = OffhookSegmenter(line(offhook_debounce_ms=0, preroll_s=0))
+    assert seg2.step(True, 0, N, since_frame=10 * N) == []  # clamped to the block's end: not yet held
 
 
 def test_offhook_max_length_splits_into_continuations():
@@ -184,7 +214,7 @@ def test_offhook_max_length_splits_into_continuations():
 
 def test_offhook_with_no_debounce_follows_every_block():
     acts = run(OffhookSegmenter(line(offhook_debounce_ms=0, preroll_s=0)), [False, True] + [True] * 200 + [False])
-    assert acts == [(1, Start(160)), (202, End(203 * N, "onhook"))]
+    assert acts == [(1, Start(160)), (202, End(202 * N, "onhook"))]
 
 
 # --- continuous -----------------------------------------------------------------

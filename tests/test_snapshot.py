@@ -158,3 +158,15 @@ def test_a_stale_snapshot_says_the_recorder_is_not_updating_it():
 
 def test_no_alarms_says_so():
     assert "alarms: none" in render_status(snapshot(alarms=[]))
+
+
+def test_the_snapshot_carries_the_checkpoint_and_the_background_checks_last_full_pass():
+    from linetap.health.snapshot import EvidenceStatus
+    cp = {"id": "box", "ts": "2026-01-01T00:00:00.000Z", "length": 3, "head": "ab" * 32, "key": "cd" * 32,
+          "signature": "ef" * 64}
+    doc = snapshot(checkpoint=cp, evidence=EvidenceStatus("abcd-ef01-2345-6789", 1_767_225_600.0, True, 12))
+    assert (doc["checkpoint"], doc["evidence"]) == (cp, {"key_fingerprint": "abcd-ef01-2345-6789",
+                                                         "last_full_pass": "2026-01-01T00:00:00.000Z",
+                                                         "last_full_pass_ok": True, "rehashed": 12})
+    assert snapshot()["evidence"] == {"key_fingerprint": None, "last_full_pass": None, "last_full_pass_ok": None,
+                                      "rehashed": 0}

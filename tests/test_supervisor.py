@@ -17,8 +17,8 @@ from linetap.alarms.manager import AlarmManager
 from linetap.capture import Block, Run
 from linetap.clock import FakeClock, iso, parse_iso
 from linetap.config import HealthConfig, LineConfig
-from linetap.index import Index
-from linetap.supervisor import LineSupervisor, ReaderSnapshot, account_for_downtime
+from linetap.index.db import Index
+from linetap.supervisor import LineSupervisor, ReaderSnapshot, account_for_downtime, starved
 
 T0 = parse_iso("2026-11-28T00:00:00Z")
 RATE = 8000
@@ -248,6 +248,49 @@ def test_a_stalled_line_losing_its_device_is_no_device_not_dead(sup, alarms, ind
     clock.advance(2.5)
     alarms.tick()
     assert [a.code for a in alarms.active()] == ["LINE_NO_DEVICE"]
+
+
+def test_a_starved_tick_is_half_the_stall_time_late():
+    assert not starved(0.25, 0.5) and starved(0.26, 0.5) and not starved(0.0, 0.5)
+
+
+def test_a_late_tick_after_the_process_was_starved_raises_no_stall(sup, alarms, index, clock):
+    # Nothing ran for 2 s (the reader included): the tick comes 1.6 s late and sees old frames.
+    sup.check_reader(LINE, open_reader(clock, 2.0), clock.mono(), clock.wall(), late_s=1.6)
+    assert alarms.active() == [] and gap_rows(index) == []
+    # The next, on-time tick: the reader has run again and frames are fresh.
+    clock.advance(0.1)
+    sup.check_reader(LINE, open_reader(clock, 0.02), clock.mono(), clock.wall())
+    assert alarms.active() == [] and gap_rows(index) == []
+
+
+def test_a_real_stall_is_still_raised_after_a_starved_tick_one_stall_time_later(sup, alarms, index, clock):
+    sup.check_reader(LINE, open_reader(clock, 2.0), clock.mono(), clock.wall(), late_s=1.6)
+    starved_at = clock.wall()
+    clock.advance(0.4)  # on time, but no frames since: not yet 0.5 s since the process ran again
+    sup.check_reader(LINE, open_reader(clock, 2.4), clock.mono(), clock.wall())
+    assert alarms.active() == []
+    clock.advance(0.2)
+    sup.check_reader(LINE, open_reader(clock, 2.6), clock.mono(), clock.wall())
+    # Raised, dated from when the process ran again (what was missing before proves nothing).
+    assert alarm_rows(index) == [("LINE_DEAD", LINE, iso(starved_at), None)]
+    assert gap_rows(index) == [(LINE, iso(starved_at), None, "stalled")]
+
+
+def test_a_stall_already_raised_is_not_cleared_by_a_starved_tick(sup, alarms, index, clock):
+    sup.check_reader(LINE, open_reader(clock, 0.8), clock.mono(), clock.wall())
+    assert alarms.is_active("LINE_DEAD", LINE)
+    clock.advance(2.0)
+    sup.check_reader(LINE, open_reader(clock, 2.8), clock.mono(), clock.wall(), late_s=1.9)
+    assert gap_rows(index) == [(LINE, iso(T0 - 0.8), None, "stalled")]
+    clock.advance(0.1)
+    sup.check_reader(LINE, open_reader(clock, 2.9), clock.mono(), clock.wall())
+    assert gap_rows(index) == [(LINE, iso(T0 - 0.8), None, "stalled")]
+
+
+def test_an_on_time_tick_sees_a_stall_as_before(sup, alarms, index, clock):
+    sup.check_reader(LINE, open_reader(clock, 0.51), clock.mono(), clock.wall(), late_s=0.05)
+    assert alarm_rows(index) == [("LINE_DEAD", LINE, iso(T0 - 0.51), None)]
 
 
 def test_line_dead_stays_while_either_cause_lasts(sup, alarms, clock, index):

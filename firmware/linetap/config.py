@@ -258,10 +258,22 @@ class MqttConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EvidenceConfig:
+    tsa_url: str | None = key(None, doc="RFC 3161 time-stamping authority: each new signed checkpoint is also "
+                              "time-stamped there (at most one request per 10 s)",
+                              check=Matches(r"^https?://\S+$", "must be an http(s) URL, not {v!r}", "an http(s) URL"))
+    tsa_timeout_s: float = key(5.0, doc="how long one time-stamp request may take", check=between(0.5, 60))
+
+
+@dataclass(frozen=True, slots=True)
 class LedsConfig:
     status: int | None = key(None, doc="BCM pin of the status LED", check=PIN)
     buzzer: int | None = key(None, doc="BCM pin of the buzzer", check=PIN)
     active_high: bool = key(True, doc="the LEDs and buzzer are on when their pin is high")
+    buzzer_muted: bool = key(False, doc="never sound the buzzer (critical alarms still blink the LEDs "
+                                        "and reach MQTT)")
+    mute_button: int | None = key(None, doc="BCM pin of a push button (to ground) that silences the "
+                                            "buzzer until a new critical alarm is raised", check=PIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +285,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     mqtt: MqttConfig | None = None
     leds: LedsConfig | None = None
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
 
     def line(self, name: str) -> LineConfig:
         for line in self.lines:
@@ -299,6 +312,7 @@ SECTIONS = (
     Section("health", HealthConfig, "alarm thresholds"),
     Section("mqtt", MqttConfig, "reporting to a broker; absent: no MQTT", optional=True),
     Section("leds", LedsConfig, "status LED and buzzer; absent: none", optional=True),
+    Section("evidence", EvidenceConfig, "signed checkpoints and trusted time-stamps"),
 )
 
 
@@ -513,10 +527,14 @@ def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> C
         leds = LedsConfig(**_read_section(lr, LedsConfig, to_path))
         lr.finish()
 
+    ev = _Table(errors, "evidence", top.raw("evidence", dict, {}))
+    evidence = EvidenceConfig(**_read_section(ev, EvidenceConfig, to_path))
+    ev.finish()
+
     top.finish()
     _check_pins(errors, leds, lines)
     return Config(source=source, recorder=recorder, lines=tuple(lines), storage=storage,
-                  health=health, mqtt=mqtt, leds=leds)
+                  health=health, mqtt=mqtt, leds=leds, evidence=evidence)
 
 
 def _line(errors: list[str], prefix: str, raw: Any, to_path: Callable[[str], Path]) -> LineConfig | None:
@@ -562,6 +580,7 @@ def _check_pins(errors: list[str], leds: LedsConfig | None, lines: list[LineConf
     if leds:
         claim(leds.status, "leds.status")
         claim(leds.buzzer, "leds.buzzer")
+        claim(leds.mute_button, "leds.mute_button")
     for i, line in enumerate(lines):
         claim(line.led, f"line[{i}].led")
         claim(line.offhook_gpio, f"line[{i}].offhook_gpio")

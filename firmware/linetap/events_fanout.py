@@ -48,12 +48,15 @@ class EventRelay:
     ``seal(call_id)`` when a call ends (a ``CallListener`` and an ``AlarmListener``)."""
 
     def __init__(self, listeners: Listeners, *, clock: Clock, wake: Callable[[], None],
-                 seal: Callable[[int], None], publish_dtmf: bool = False) -> None:
+                 seal: Callable[[int], None],
+                 checkpoint: Callable[[], dict[str, Any] | None] = lambda: None,
+                 publish_dtmf: bool = False) -> None:
         self.listeners = listeners
         self.publish_dtmf = publish_dtmf  # mqtt.publish_dtmf: digits unmasked only when asked for
         self.clock = clock
         self.wake = wake
         self.seal = seal
+        self.checkpoint = checkpoint  # the newest signed checkpoint (w-evidence: evidence/checkpoint.py)
 
     # --- LineCalls' listener (pipeline thread) ---
     def call_started(self, line: str, call_id: int, started_at: float) -> None:
@@ -68,6 +71,9 @@ class EventRelay:
                                caller_name=summary.get("caller_name"), dtmf=summary.get("dtmf"),
                                end_reason=summary["end_reason"], publish_dtmf=self.publish_dtmf,
                                ts=self.clock.wall())
+        # The newest checkpoint at the call's end: it covers the chain *before* this call (which is
+        # chained after the event); the one covering it follows on the checkpoint topic within 10 s.
+        ev["checkpoint"] = self.checkpoint()
         self.listeners.emit(ev)
         self.seal(summary["id"])
         self.wake()

@@ -490,6 +490,16 @@ def _chown_group(path: Path | int, group: str | None) -> None:
 
 # --- command line ------------------------------------------------------------
 
+def make_device_key(data_dir: Path) -> None:
+    """The box's signing key (linetap.sign), made here as root, so the recorder (user linetap)
+    can read it but not replace it. (w-evidence: the recorder makes it too if it is missing.)"""
+    from .sign import SigningError, load_or_create
+    try:
+        load_or_create(data_dir)
+    except (OSError, SigningError) as e:
+        logger.error("could not make the device signing key: %s", e)
+
+
 def main(argv: list[str] | None = None, *, signal_fault: FaultSignal | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m linetap.firstboot",
@@ -519,6 +529,7 @@ def main(argv: list[str] | None = None, *, signal_fault: FaultSignal | None = No
         where = f" ({e.filename})" if e.filename else ""
         logger.error("could not apply %s: %s%s", BOOT_NAME, e.strerror or e, where)
         return 1
+    make_device_key(layout.data_dir)
     # Rejected: the unit shows as failed (systemctl --failed, the journal); the
     # recorder still starts with the previous config (Wants=, not Requires=).
     return 1 if result.action == "rejected" else 0

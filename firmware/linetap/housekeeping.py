@@ -1,9 +1,12 @@
 """The housekeeping thread: the slow, I/O-bound chores, every second, off the pipeline.
 
 Every ``heartbeat_s`` (at most 1 s): seal and chain the recordings that ended (their ids
-come through ``to_seal``), write the heartbeat (after a crash, the downtime is counted
-from it) and ``status.json``. Every ``SLOW_CHECK_S``: the retention sweep and DISK_LOW,
-CLOCK_UNSYNCED, and the retries below. At start-up, ``recover_previous_run`` salvages the
+come through ``to_seal``), sign a checkpoint if the chain grew (so one covering a call is
+published about a second after it is chained, well within the contract's 10 s), write the
+heartbeat (after a crash, the downtime is counted from it) and ``status.json``. Every
+``SLOW_CHECK_S``: the retention sweep and DISK_LOW, CLOCK_UNSYNCED, the retries below, and a
+step of the background evidence check (evidence/background.py) and the checkpoints' trusted
+time-stamps (evidence/timestamps.py). At start-up, ``recover_previous_run`` salvages the
 recordings an unclean stop left open and seals those the previous run did not.
 
 Nothing is left weaker in silence: a recording that could not be sealed or chained (the
@@ -18,8 +21,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .alarms.manager import AlarmManager
 from .clock import Clock, iso
@@ -31,6 +34,9 @@ from .index.db import Index
 from .retention.sweeper import Sweeper
 from .store.recordings import salvage, unsalvaged
 
+if TYPE_CHECKING:
+    from .evidence.checkpoint import Checkpointer
+
 logger = logging.getLogger(__name__)
 
 SLOW_CHECK_S = 10.0  # disk, clock, retention sweep
@@ -40,7 +46,8 @@ STATUS_FILE = "status.json"
 class Housekeeping(threading.Thread):
     def __init__(self, *, index: Index, data_dir: Path, storage: StorageConfig, health: HealthConfig,
                  clock: Clock, alarms: AlarmManager, sweeper: Sweeper, board: StatusBoard,
-                 to_seal: queue.Queue[int], heartbeat_s: float,
+                 to_seal: queue.Queue[int], heartbeat_s: float, checkpointer: Checkpointer | None = None,
+                 evidence_steps: Sequence[Callable[[], object]] = (),
                  retry: Callable[[], None] | None = None) -> None:
         super().__init__(name="housekeeping", daemon=True)
         self.index = index
@@ -54,6 +61,8 @@ class Housekeeping(threading.Thread):
         self.to_seal = to_seal
         self.retry = retry  # the recorder's retry of what is not capture (MQTT link, LEDs)
         self.interval_s = min(1.0, heartbeat_s)
+        self.checkpointer = checkpointer
+        self.evidence_steps = evidence_steps  # the background check, the time-stamps: every SLOW_CHECK_S
         self.stopping = threading.Event()
         self.unsealed: set[int] = set()  # calls whose sealing/chaining failed: retried, EVIDENCE_FAILED
         self.unsalvaged: list[Path] = []  # .part files the start-up salvage could not recover yet
@@ -63,6 +72,7 @@ class Housekeeping(threading.Thread):
         while not self.stopping.wait(self.interval_s):
             try:
                 self.seal_finished()
+                self.sign_checkpoint()
                 self.heartbeat()
                 now_mono = self.clock.mono()
                 if now_mono >= next_slow:
@@ -152,6 +162,15 @@ class Housekeeping(threading.Thread):
                         f"{n} unfinished recording(s) from before the restart could not be recovered "
                         f"(disk full or I/O error); retried every {SLOW_CHECK_S:g} s" if n else "")
 
+    def sign_checkpoint(self) -> None:
+        """A signed checkpoint of the chain if it grew since the last (evidence/checkpoint.py)."""
+        if self.checkpointer is None:
+            return
+        try:
+            self.checkpointer.tick()
+        except Exception as e:  # noqa: BLE001 - retried next second; recording goes on
+            logger.error("cannot sign a checkpoint: %s", e)
+
     def heartbeat(self) -> None:
         try:
             self.index.set_meta("heartbeat", iso(self.clock.wall()))
@@ -185,6 +204,11 @@ class Housekeeping(threading.Thread):
             if synced is not None:
                 self.alarms.set("CLOCK_UNSYNCED", None, not synced,
                                 "the system clock is not NTP-synchronised" if not synced else "")
+        for step in self.evidence_steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - the next slow check tries again
+                logger.error("evidence step %s failed: %s", getattr(step, "__qualname__", step), e)
 
     def write_status(self) -> None:
         try:

@@ -11,14 +11,15 @@ per line (capture/reader.py) -> ``Pipeline`` (pipeline.py) -> ``LineSupervisor``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import __version__, rollback
+from . import __version__, rollback, sign
 from .alarms.gaps import GapTracker
 from .alarms.manager import AlarmManager
 from .calls.line import LineCalls
@@ -27,8 +28,12 @@ from .capture.reader import BlockQueue, LineReader
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, LineConfig
 from .events_fanout import EventRelay, Listeners
+from .evidence.background import BackgroundCheck
+from .evidence.checkpoint import Checkpoint, Checkpointer
+from .evidence.timestamps import Stamper
 from .health.board import StatusBoard
 from .health.loop import HealthLoop
+from .health.snapshot import EvidenceStatus
 from .health.sdnotify import Notifier, ProgressWatchdog
 from .housekeeping import SLOW_CHECK_S, STATUS_FILE, Housekeeping
 from .index.db import open_index
@@ -72,7 +77,9 @@ class Recorder:
             self.listeners = Listeners()
             self.wake_health = threading.Event()
             self.to_seal: queue.Queue[int] = queue.Queue()  # ended calls' ids, for the housekeeping thread
+            self.device_key = sign.load_or_create(self.data_dir)  # made here if first boot did not
             self.events = EventRelay(self.listeners, clock=clock, wake=self.wake_health.set, seal=self.to_seal.put,
+                                     checkpoint=lambda: self.board.checkpoint,
                                      publish_dtmf=cfg.mqtt is not None and cfg.mqtt.publish_dtmf)
             self.alarms = AlarmManager(self.index, clock, clear_after_s=cfg.health.alarm_clear_s,
                                        listener=self.events)
@@ -83,7 +90,7 @@ class Recorder:
             self.syncs = SyncBatch(self.data_dir)  # the recordings' periodic syncs, one per round
             self.line_calls: dict[str, LineCalls] = {}
             for line in enabled:
-                hook = _hook_input(line, pin_factory, built)
+                hook = _hook_input(line, pin_factory, built, clock)
                 self.line_calls[line.name] = LineCalls(line, open_recording=self._open_recording, hook=hook,
                                                        listener=self.events)
             self.link: MqttLink | None = None
@@ -114,12 +121,23 @@ class Recorder:
                                           notifier=self.notifier, watchdog=self.watchdog, wake=self.wake_health,
                                           publish_every_s=cfg.mqtt.health_interval_s if cfg.mqtt else 30.0,
                                           stall_after_s=cfg.health.stall_after_ms / 1000)
+            self.checkpointer = Checkpointer(self.index, self.device_key, recorder_id=cfg.recorder.id, clock=clock,
+                                             publish=self._checkpoint_signed)
+            self.background = BackgroundCheck(self.index, self.data_dir, alarms=self.alarms, clock=clock,
+                                              step_s=SLOW_CHECK_S, key_fingerprint=self.device_key.fingerprint,
+                                              on_status=self._evidence_status)
+            self.board.evidence = self.background.status()
+            steps: list[Callable[[], object]] = [self.background.step]
+            if cfg.evidence.tsa_url:
+                steps.append(Stamper(self.index, self.data_dir, url=cfg.evidence.tsa_url,
+                                     timeout_s=cfg.evidence.tsa_timeout_s,
+                                     latest=lambda: self.checkpointer.latest).step)
             self.housekeeping = Housekeeping(index=self.index, data_dir=self.data_dir, storage=cfg.storage,
                                              health=cfg.health, clock=clock, alarms=self.alarms,
                                              sweeper=Sweeper.from_config(self.index, cfg, clock=clock),
                                              board=self.board, to_seal=self.to_seal,
-                                             heartbeat_s=cfg.recorder.heartbeat_s,
-                                             retry=self._set_up_peripherals)
+                                             heartbeat_s=cfg.recorder.heartbeat_s, checkpointer=self.checkpointer,
+                                             evidence_steps=steps, retry=self._set_up_peripherals)
             self._closers = built.pop_all()  # link, hooks, LEDs, index, notifier: closed last in stop()
         # Monitoring and LEDs are not capture: a problem with them is an alarm and a retry, never a
         # reason not to record (README "Alarms"). Built here, so that events from the start-up
@@ -137,6 +155,10 @@ class Recorder:
         account_for_downtime(self.index, gaps=self.gaps, alarms=self.alarms, lines=list(self.readers),
                              now=self.clock.wall())
         self.housekeeping.recover_previous_run()
+        self._chain_config()
+        if self.checkpointer.latest is not None:  # the newest one again, for a broker that lost it
+            self._checkpoint_signed(self.checkpointer.latest)
+        self.housekeeping.sign_checkpoint()
         self.pipeline.start()
         for reader in self.readers.values():
             reader.start()
@@ -159,7 +181,8 @@ class Recorder:
         assert self.cfg.mqtt is not None
         try:
             link = MqttLink(self.cfg.mqtt, recorder_id=self.cfg.recorder.id, data_dir=self.data_dir,
-                            version=__version__, lines=[ln.name for ln in self.cfg.lines], clock=self.clock)
+                            version=__version__, lines=[ln.name for ln in self.cfg.lines], clock=self.clock,
+                            key_fingerprint=self.device_key.fingerprint)
         except Exception as e:  # noqa: BLE001 - ConfigError, OSError, sqlite3.Error: never fatal
             self._mqtt_problem = _one_line(e)
             self._open_spool()
@@ -312,6 +335,7 @@ class Recorder:
 
     def _close_the_books(self) -> None:
         self.housekeeping.seal_finished()
+        self.housekeeping.sign_checkpoint()  # covering the calls just finished, while the link is still up
         now = self.clock.wall()
         self.gaps.close_all(now)
         self.alarms.clear_all(now)
@@ -321,6 +345,25 @@ class Recorder:
         except Exception as e:  # noqa: BLE001
             logger.error("cannot record the clean stop: %s", e)
         self.housekeeping.write_status()
+
+    def _chain_config(self) -> None:
+        """The configuration this run applies, in the evidence chain if it changed since the last run."""
+        from .evidence import audit, chain
+        try:
+            chain.config_applied(self.index, dataclasses.asdict(self.cfg), source=self.cfg.source,
+                                 by=audit.current_user(), at=self.clock.wall())
+        except Exception:  # noqa: BLE001 - evidence work must not keep the recorder from starting
+            logger.exception("could not record the configuration in the evidence chain")
+
+    def _checkpoint_signed(self, cp: Checkpoint) -> None:
+        """A new signed checkpoint: into status.json and call_ended events, retained on MQTT."""
+        doc = cp.as_dict()
+        self.board.checkpoint = doc
+        if self.link is not None:
+            self.link.publish_checkpoint(doc)
+
+    def _evidence_status(self, status: EvidenceStatus) -> None:
+        self.board.evidence = status
 
     def _open_recording(self, line: LineConfig, started_at: float) -> Recording:
         """A new recording for ``LineCalls``; a write failure is the line's DISK_WRITE_FAILED."""
@@ -365,12 +408,15 @@ def _check_encryption_key(cfg: Config) -> None:
                            f"{getattr(e, 'strerror', None) or e}"]) from None
 
 
-def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack) -> HookInput | None:
-    """The off-hook detector of an ``offhook`` line (a GPIO input), closed with the recorder."""
+def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack,
+                clock: Clock) -> HookInput | None:
+    """The off-hook detector of an ``offhook`` line (a GPIO input), closed with the recorder;
+    its edges are stamped with the clock the readers stamp blocks with (w-leds: exact hang-ups)."""
     if line.trigger != "offhook" or line.offhook_gpio is None:
         return None
     from .gpio import HookInput
-    hook = HookInput(line.offhook_gpio, active_low=line.offhook_active_low, pin_factory=pin_factory)
+    hook = HookInput(line.offhook_gpio, active_low=line.offhook_active_low, pin_factory=pin_factory,
+                     mono=clock.mono)
     closers.callback(hook.close)
     return hook
 

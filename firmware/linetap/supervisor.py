@@ -18,6 +18,9 @@ The rules:
   outage shorter than one health tick is still an alarm interval and a gap.
 - RECORDER_RESTARTED: the time between the previous run's last heartbeat and this
   start is a gap on every line, clean stop or not.
+- A starved process is not a stalled PCM: a health tick that ran more than half the
+  stall time late (``starved``: on 2 busy cores the reader thread had no more chance to
+  run than the health thread) judges no stall; frames missing from then on count.
 """
 
 from __future__ import annotations
@@ -35,6 +38,18 @@ logger = logging.getLogger(__name__)
 
 LOST_PERIODS = 1.5  # more than this many 20 ms periods missing between two runs is lost audio
 PERIOD_S = 1 / 50
+STARVED_FRACTION = 0.5  # a tick later than this share of the stall time: the process did not run
+
+
+def starved(late_s: float, stall_after_s: float) -> bool:
+    """Was the whole process starved, as a health tick ``late_s`` past its planned time says?
+
+    Frames missing while nothing ran prove nothing about the PCM (the reader simply did not
+    read), so such a tick judges no stall. Half the stall time (250 ms of the default 500):
+    a tick is planned 10 ms after a stall could be declared, so an on-time tick sees a real
+    stall at once, and a stall is still alarmed within one stall time after the process
+    runs again (``benchmarks/detection.py``: alarm within 1 s)."""
+    return late_s > STARVED_FRACTION * stall_after_s
 
 
 class Alarms(Protocol):
@@ -89,6 +104,7 @@ class _LineWatch:
         self.prev_stream = -1
         self.no_device = False
         self.outages_seen = 0
+        self.resumed_mono: float | None = None  # the last starved tick: frames missing before it do not count
 
 
 class LineSupervisor:
@@ -137,9 +153,16 @@ class LineSupervisor:
             self._audio_change(first.line, lw, ch.code, ch.active, ch.at, ch.detail)
 
     # --- from the capture reader (health thread) ---
-    def check_reader(self, line: str, reader: ReaderSnapshot, now_mono: float, now_wall: float) -> None:
-        """Can the PCM be opened (LINE_NO_DEVICE), do frames arrive (a stall: LINE_DEAD)."""
+    def check_reader(self, line: str, reader: ReaderSnapshot, now_mono: float, now_wall: float, *,
+                     late_s: float = 0.0) -> None:
+        """Can the PCM be opened (LINE_NO_DEVICE), do frames arrive (a stall: LINE_DEAD).
+
+        ``late_s``: how late the health tick calling this ran (``starved``)."""
         lw = self._watch[line]
+        if starved(late_s, lw.stall.stall_after_ms / 1000):
+            logger.info("line %s: health check %.2f s late (the process was starved): no stall judged",
+                        line, late_s)
+            lw.resumed_mono = now_mono
         if reader.error is not None:
             if not lw.no_device:
                 lw.no_device = True
@@ -165,7 +188,12 @@ class LineSupervisor:
                 self.gaps.close(line, end)
                 self.alarms.record_interval("LINE_NO_DEVICE", line, start, end, why)
         if reader.is_open:
-            ch = lw.stall.check(reader.last_frames_mono, now_mono, now_wall, since_mono=reader.opened_mono)
+            since = reader.opened_mono
+            if lw.resumed_mono is not None and not lw.stall.stalled:
+                # Measured from when the process ran again, not across the time it was starved
+                # (a stall already raised is not undone by it).
+                since = lw.resumed_mono if since is None else max(since, lw.resumed_mono)
+            ch = lw.stall.check(reader.last_frames_mono, now_mono, now_wall, since_mono=since)
             if ch is not None:
                 lw.stalled, lw.stall_detail = ch.active, ch.detail
                 self._dead_state(line, lw, ch.at)

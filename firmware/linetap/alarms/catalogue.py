@@ -80,6 +80,8 @@ _SPECS = (
               "the LEDs (or buzzer) could not be set up; recording continues, retried every 10 s"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
+    AlarmSpec("EVIDENCE_INTEGRITY", CRITICAL, SYSTEM,
+              "the background check found a recording or the evidence chain changed (detail: what broke)"),
 )
 
 CATALOGUE: dict[str, AlarmSpec] = {s.code: s for s in _SPECS}

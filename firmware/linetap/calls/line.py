@@ -30,6 +30,7 @@ from ..detect.callerid import CallerId
 from ..detect.dtmf import DtmfDigit
 from ..detect.level import FLOOR_DBFS, block_dbfs, dbfs
 from ..detect.tones import ToneEvent
+from .hook import TimedHook
 from .segmenter import ContinuousSegmenter, End, OffhookSegmenter, Start, VoxSegmenter
 
 logger = logging.getLogger(__name__)
@@ -71,10 +72,11 @@ OpenRecording = Callable[[LineConfig, float], RecordingLike]
 
 class LineCalls:
     def __init__(self, line: LineConfig, *, open_recording: OpenRecording,
-                 hook: Callable[[], bool] | None = None, listener: CallListener | None = None) -> None:
+                 hook: Callable[[], bool] | TimedHook | None = None, listener: CallListener | None = None) -> None:
         self.line = line
         self.open_recording = open_recording
         self.hook = hook
+        self._timed_hook = hook if isinstance(hook, TimedHook) else None  # edges stamped as they happen
         self.listener = listener or NullListener()
         if line.trigger == "vox":
             self.segmenter: Any = VoxSegmenter(line)
@@ -159,7 +161,7 @@ class LineCalls:
             if trigger == "vox":
                 actions = seg.step(self._vox_level(level, n), s, n)
             elif trigger == "offhook":
-                actions = seg.step(self._offhook(), s, n)
+                actions = self._offhook_step(b, s, n)
             else:
                 actions = seg.step(b.t_wall, s, n)
             if actions:
@@ -222,6 +224,9 @@ class LineCalls:
         if self.recording is None:
             return
         limit = self.analyzer.ready_to if final else self.analyzer.released_to
+        pending = None if final else getattr(self.segmenter, "pending_end", None)
+        if pending is not None:  # an on-hook edge being debounced: the call may end there
+            limit = min(limit, pending)
         b = min(frame, limit)
         if b > self._written_to:
             self._written_to = b
@@ -229,6 +234,11 @@ class LineCalls:
     def _flush(self) -> None:
         """Write what was released and not yet written, in one piece (the ring keeps it)."""
         rec = self.recording
+        pending = getattr(self.segmenter, "pending_end", None)
+        if pending is not None and self._written_to > pending:
+            # Released before the segmenter saw the on-hook edge: kept back until the edge is
+            # known to be the end (the call ends there) or a bounce (released again).
+            self._written_to = max(pending, self._flushed_to)
         if rec is not None and self._written_to > self._flushed_to:
             x = self.analyzer.audio(self._flushed_to, self._written_to)
             if len(x):
@@ -242,6 +252,8 @@ class LineCalls:
         rec = self.recording
         if rec is None:
             return None
+        if frame is not None:  # released but not yet written past the end: not the call's
+            self._written_to = max(self._flushed_to, min(self._written_to, frame))
         self._flush()  # what the blocks before released: the call's audio stays in order
         for ev in self.analyzer.drain():
             self._on_event(ev, ending=True)
@@ -359,13 +371,26 @@ class LineCalls:
             self._tone_hold = False
         return FLOOR_DBFS
 
-    def _offhook(self) -> bool:
-        offhook = bool(self.hook()) if self.hook else False
+    def _offhook_step(self, b: Block, s: int, n: int) -> list[Any]:
+        """Step the off-hook segmenter with the hook state at the end of block ``b``.
+
+        A ``TimedHook`` (``gpio.HookInput``) is asked for its state *at the block's end* and
+        the edge that made it, mapped to a frame through the block's ``t_mono``: the call
+        starts and ends at the edge, however late the pipeline handles the block. A plain
+        callable (or a block without ``t_mono``) is read now, as the block is handled."""
+        since: int | None = None
+        if self._timed_hook is not None and b.t_mono is not None:
+            offhook, changed_mono = self._timed_hook.at(b.t_mono + n / b.rate)
+            if changed_mono is not None:
+                since = s + round((changed_mono - b.t_mono) * b.rate)
+        else:
+            offhook = bool(self.hook()) if callable(self.hook) else False
         if self._tone_hold:
             if offhook:
-                return False  # still off-hook after the tone ended the call: wait for on-hook
-            self._tone_hold = False
-        return offhook
+                offhook, since = False, None  # still off-hook after the tone ended the call: wait for on-hook
+            else:
+                self._tone_hold = False
+        return self.segmenter.step(offhook, s, n, since)
 
     def _new_stream(self, stream: int) -> None:
         # A reopened PCM starts counting frames from zero: nothing carries over.

@@ -113,7 +113,14 @@ class VoxSegmenter:
 
 
 class OffhookSegmenter:
-    """Loop current: off-hook starts a call, on-hook ends it, each debounced in audio time."""
+    """Loop current: off-hook starts a call, on-hook ends it, each debounced in audio time.
+
+    The hook state is given per block with the frame it changed at (``since_frame``: the edge,
+    stamped when it happened; default the block's first frame). A change counts once it has
+    held ``offhook_debounce_ms``; the call then starts (with its pre-roll) or ends *at the
+    edge*, not where the debounce ran out: a hang-up cuts the call where the phone was put
+    down. While an on-hook edge is being debounced, ``pending_end`` is its frame, so the
+    caller writes no audio past it until it is known to be a bounce or the end."""
 
     def __init__(self, line: LineConfig) -> None:
         r = line.rate
@@ -127,11 +134,13 @@ class OffhookSegmenter:
         self._rec_start = 0
         self._offhook_at = 0
 
-    def step(self, offhook: bool, start_frame: int, n: int) -> list[Action]:
+    def step(self, offhook: bool, start_frame: int, n: int, since_frame: int | None = None) -> list[Action]:
         end_frame = start_frame + n
         if offhook != self._raw:
             self._raw = offhook
-            self._raw_since = start_frame
+            # An edge stamped before this block (the pin's callback, or a late block) is still
+            # where it happened; never before the stream or after this block.
+            self._raw_since = start_frame if since_frame is None else max(0, min(since_frame, end_frame))
         stable = end_frame - self._raw_since >= max(self.debounce_frames, 1)
         actions: list[Action] = []
         if stable and offhook and not self.in_call:
@@ -142,11 +151,16 @@ class OffhookSegmenter:
         elif stable and not offhook and self.in_call:
             self.in_call = False
             held = self._raw_since - self._offhook_at
-            actions.append(End(end_frame, "onhook", discard=held < self.min_call_frames))
+            actions.append(End(max(self._raw_since, self._rec_start), "onhook", discard=held < self.min_call_frames))
         elif self.in_call and end_frame - self._rec_start >= self.max_call_frames:
             actions += [End(end_frame, "max_length"), Start(end_frame, continuation=True)]
             self._rec_start = end_frame
         return actions
+
+    @property
+    def pending_end(self) -> int | None:
+        """The frame of an on-hook edge still being debounced during a call, else None."""
+        return self._raw_since if self.in_call and self._raw is False else None
 
     def reset(self) -> None:
         self.in_call = False

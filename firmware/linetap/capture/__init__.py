@@ -62,6 +62,8 @@ class Block:
     ``start_frame`` counts frames since the line's stream was (re)opened;
     ``t_wall`` is the UTC time of the first frame: the stream's anchor plus
     ``frames / rate``. ``overrun`` marks that samples were lost just before it.
+    ``t_mono`` is the same instant on the monotonic clock (anchored with ``t_wall``, and
+    immune to clock steps): what hook edges are mapped to frames by.
     """
 
     line: str
@@ -71,6 +73,7 @@ class Block:
     rate: int
     overrun: bool = False
     stream: int = 0  # increments on every reopen
+    t_mono: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

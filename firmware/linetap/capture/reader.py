@@ -143,6 +143,7 @@ class LineReader(threading.Thread):
         frames = 0
         anchor_frame = 0
         anchor_wall: float | None = None
+        anchor_mono = 0.0
         overrun = False
         out, name, stream = self.out, self.line.name, self.stream
         sleep_s = min(float(getattr(source, "drain_s", 0.0)), self.max_sleep_s)
@@ -167,11 +168,13 @@ class LineReader(threading.Thread):
                 # first frame was (n + pending)/rate ago.
                 behind = pending() if pending is not None else 0
                 anchor_wall = self.clock.wall() - (n + behind) / rate
+                anchor_mono = self.clock.mono() - (n + behind) / rate
                 anchor_frame = frames
             t = anchor_wall + (frames - anchor_frame) / rate
             self.last_frames_mono = self.clock.mono()
             self.frames_read += n
-            if out.offer(Block(name, r.frames, frames, t, rate, overrun, stream), self.max_queued):
+            if out.offer(Block(name, r.frames, frames, t, rate, overrun, stream,
+                               anchor_mono + (frames - anchor_frame) / rate), self.max_queued):
                 overrun = False
             else:
                 self.dropped_blocks += 1

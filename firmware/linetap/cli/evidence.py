@@ -56,12 +56,29 @@ def cmd_release(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _device_key_hex(data_dir: Path) -> str | None:
+    """The box's public key, if this user may read the key file (else the checkpoint's own key is used)."""
+    from .. import sign
+    try:
+        return sign.load(sign.key_path(data_dir)).public_hex
+    except sign.SigningError:
+        return None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ..evidence import EvidenceError, checkpoint
     from ..evidence.verify import verify
     cfg = load_config(args)
+    against = None
+    if args.checkpoint is not None:
+        try:
+            against = checkpoint.parse(args.checkpoint)
+        except EvidenceError as e:
+            raise UsageError(f"--checkpoint: {e}") from e
     index = _index(cfg)
     try:
-        report = verify(index, cfg.recorder.data_dir, rehash=not args.quick)
+        report = verify(index, cfg.recorder.data_dir, rehash=not args.quick, against=against,
+                        recorder_id=cfg.recorder.id, device_key_hex=_device_key_hex(Path(cfg.recorder.data_dir)))
     finally:
         index.close()
     if args.json:
@@ -74,6 +91,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for p in report.problems:
             print(p)
         state = "intact" if report.ok else f"{len(report.problems)} problem(s)"
+        if against is not None and report.ok:
+            state += f", and holds every entry up to the checkpoint of {against.ts} ({against.length} entries, " \
+                     f"key {against.fingerprint})"
         print(f"{report.recordings} recordings, {report.files_checked} files checked, chain of {report.entries} "
               f"entries (head {report.head_seq} {report.head_hash[:16]}): {state}")
     return EXIT_OK if report.ok else EXIT_FAIL
@@ -164,6 +184,9 @@ def _hold_arguments(sp: argparse.ArgumentParser) -> None:
 def _verify_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--json", action="store_true", help="one JSON document")
     sp.add_argument("--quick", action="store_true", help="compare file sizes only, do not re-hash")
+    sp.add_argument("--checkpoint", metavar="FILE|JSON",
+                    help="a signed checkpoint seen off the box (MQTT linetap/<id>/checkpoint): fail unless the chain "
+                         "still holds, unchanged, every entry up to it")
 
 
 def _export_arguments(sp: argparse.ArgumentParser) -> None:

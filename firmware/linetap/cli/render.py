@@ -56,6 +56,15 @@ def render_status(doc: dict[str, Any], *, now: float | None = None,
         left = f", about {hl:g} h of recording left" if hl is not None else ""
         out.append(f"disk:   {disk['free_mb']:g} MB free, {disk.get('used_mb') or 0:g} MB in "
                    f"{disk.get('recordings') or 0} recordings{left}")
+    ev = doc.get("evidence") or {}
+    cp = doc.get("checkpoint") or {}
+    if ev.get("key_fingerprint") or cp:
+        key = ev.get("key_fingerprint") or "?"
+        signed = f", chain of {cp['length']} entries signed {cp.get('ts')}" if cp.get("length") is not None else ""
+        passed = {True: "intact", False: "PROBLEMS FOUND", None: ""}[ev.get("last_full_pass_ok")]
+        last = f"last full check {ev['last_full_pass']} {passed}" if ev.get("last_full_pass") else \
+            "no full check yet"
+        out.append(f"evidence: key {key}{signed}; {last}")
     out.append("lines:")
     lines = doc.get("lines") or {}
     width = max((len(n) for n in lines), default=4)

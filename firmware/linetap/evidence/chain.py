@@ -1,4 +1,5 @@
-"""The hash chain: every finished recording, and every deletion, committed in order.
+"""The hash chain: every finished recording, deletion, hold, audited read and configuration change,
+committed in order (signed checkpoints of its head: :mod:`.checkpoint`).
 
 Entry *i* (table ``chain``, ``seq`` = i, from 1) commits to entry *i-1*::
 
@@ -21,6 +22,20 @@ Payload kinds:
 ``deletion`` / ``erasure``
     call_id, why (space | retention | request), by, recording_seq, sha256, and
     file_missing (the file had gone before linetap deleted it).
+``hold`` / ``release``
+    call_id, by, reason: a legal hold placed or lifted.
+``audit``
+    call_id (or null), by, action (export | decrypt | play | download | erase), detail:
+    every read of a recording's audio leaving linetap, and every privacy erasure request.
+``config``
+    by, sha256 of the configuration applied (canonical JSON of the parsed values), source (its file).
+``rebuild``
+    by, detail: the index was rebuilt from the recordings (the entries after it say what it found).
+
+``by`` is the authenticated actor (:func:`linetap.evidence.audit.current_user` for the CLI:
+the OS user and its login uid, never an environment variable; the web user's name for the web).
+Only ``recording``, ``deletion`` and ``erasure`` change which recordings exist (``STATE_KINDS``);
+the others name a call without changing it.
 
 Values are strings, integers, booleans and null only (floats do not round-trip
 identically in every language).
@@ -28,6 +43,7 @@ identically in every language).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -43,7 +59,8 @@ logger = logging.getLogger(__name__)
 
 VERSION = 1
 SEALED_SUFFIX = ".sealed"  # = linetap.crypto.SUFFIX (not imported: this module must not need nacl)
-KINDS = ("recording", "deletion", "erasure")
+STATE_KINDS = ("recording", "deletion", "erasure")  # these decide which recordings exist
+KINDS = (*STATE_KINDS, "hold", "release", "audit", "config", "rebuild")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,35 @@ def _append(index: Index, kind: str, call_id: int | None, body: dict[str, Any], 
     db.chain_append(index, seq=seq + 1, kind=kind, call_id=call_id, at=payload["at"],
                     payload=json.dumps(payload, sort_keys=True), digest=d, prev_hash=prev, hash=h)
     return Entry(seq + 1, kind, call_id, payload, d, prev, h)
+
+
+def append_event(index: Index, kind: str, call_id: int | None, body: dict[str, Any], *, at: float,
+                 in_transaction: bool = False) -> Entry:
+    """Commit a happening that changes no recording's existence (hold, release, audit, config,
+    rebuild). ``in_transaction``: the caller already holds :meth:`Index.write_transaction` (so
+    the entry commits with the change it records)."""
+    if kind not in KINDS or kind in STATE_KINDS:
+        raise ValueError(f"not an event kind: {kind!r}")
+    if in_transaction:
+        return _append(index, kind, call_id, body, at)
+    with index.write_transaction():
+        return _append(index, kind, call_id, body, at)
+
+
+def config_applied(index: Index, applied: dict[str, Any], *, source: str, by: str, at: float) -> Entry | None:
+    """A ``config`` entry if the configuration now applied differs from the last one chained.
+
+    ``applied`` is the parsed configuration (``dataclasses.asdict(Config)``): its sha256 over
+    canonical JSON (paths as strings) is what is committed, so a comment or key order in the
+    file does not count as a change, and any value that takes effect does.
+    """
+    sha = hashlib.sha256(json.dumps(applied, sort_keys=True, default=str,
+                                    separators=(",", ":")).encode("utf-8")).hexdigest()
+    with index.write_transaction():
+        last = db.chain_newest_of_kind(index, "config")
+        if last is not None and json.loads(last["payload"]).get("sha256") == sha:
+            return None
+        return _append(index, "config", None, {"by": by, "sha256": sha, "source": source}, at)
 
 
 def recording_payload(row: dict[str, Any], salt: str, plain_sha256: str | None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Legal hold: a held recording is exempt from every deletion (space, retention, erasure).
 
 Holds live in their own table (``holds``), so they can be placed on a call
-that is still being recorded. Each hold and release is audited.
+that is still being recorded. Each hold and release is audited and is a chain entry (kind
+``hold``/``release``, with who and why), written in the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def hold(index: Index, call_id: int, *, reason: str | None = None, who: str | No
         if db.is_held(index, call_id):
             return False
         db.hold_add(index, call_id, held_at=iso(clock.wall()), held_by=who, reason=reason)
-        audit.record(index, "hold", call_id, who=who, detail=reason, clock=clock)
+        audit.record(index, "hold", call_id, who=who, detail=reason, clock=clock, in_transaction=True)
     logger.info("call %d placed on legal hold by %s", call_id, who)
     return True
 
@@ -50,7 +51,7 @@ def release(index: Index, call_id: int, *, who: str | None = None, clock: Clock 
                 raise UnknownCall(f"no recording with id {call_id}")
             return False
         db.hold_remove(index, call_id)
-        audit.record(index, "release", call_id, who=who, clock=clock)
+        audit.record(index, "release", call_id, who=who, clock=clock, in_transaction=True)
     logger.info("legal hold on call %d released by %s", call_id, who)
     return True
 

@@ -12,8 +12,14 @@ Problem kinds:
                   hash, caller number/name, dtmf...)
 ``inserted``      a calls row or a file under recordings/ that no chain entry accounts for
 
-Limits: the newest entries can be cut off together with their rows and files without a trace
-inside the box; publish :func:`linetap.evidence.chain.head` somewhere else to catch that.
+With a checkpoint seen off the box (``verify --checkpoint``, :mod:`.checkpoint`), also:
+
+``truncated``     the chain is shorter than the checkpoint: its newest entries were removed
+``rewritten``     the chain's entry at the checkpoint's length is not the one signed (rebuilt chain)
+``checkpoint``    the checkpoint's signature does not verify, or it is of another box or key
+
+Without one, the newest entries can be cut off together with their rows and files without a
+trace inside the box: that is what the published checkpoints are for.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from ..clock import Clock
 from ..index import evidence as db
 from ..index.db import Index
 from ..store.recordings import sha256_file
-from . import audit, chain
+from . import audit, chain, checkpoint
+from .checkpoint import Checkpoint
 from .export_verify import COMMITTED_FIELDS, GENESIS, digest, duration_ms, link, private_commitment
 
 logger = logging.getLogger(__name__)
@@ -46,8 +53,8 @@ class Problem:
     detail: str
 
     def __str__(self) -> str:
-        what = f"call {self.call_id}" if self.call_id is not None else "chain" if self.kind == "chain_broken" \
-            else "file"
+        what = f"call {self.call_id}" if self.call_id is not None else "file" if self.kind in ("inserted", "missing",
+                                                                                               "altered") else "chain"
         where = f" ({self.path})" if self.path else ""
         return f"{self.kind}: {what}{where}: {self.detail}"
 
@@ -67,9 +74,15 @@ class Report:
 
 
 def verify(index: Index, data_dir: Path, *, rehash: bool = True, who: str | None = None,
-           clock: Clock | None = None, record_audit: bool = True) -> Report:
+           clock: Clock | None = None, record_audit: bool = True, against: Checkpoint | None = None,
+           recorder_id: str | None = None, device_key_hex: str | None = None) -> Report:
+    """Everything wrong with the chain, the index and the files; with ``against``, also whether
+    the chain still holds, unchanged, every entry up to that checkpoint."""
     data_dir = Path(data_dir)
     problems: list[Problem] = []
+    if against is not None:
+        problems += [Problem(kind, None, None, detail) for kind, detail in
+                     checkpoint.check(index, against, recorder_id=recorder_id, device_key_hex=device_key_hex)]
 
     # 1. the chain itself, and the state it describes
     live: dict[int, dict[str, Any]] = {}

@@ -16,7 +16,7 @@ from ..alarms.manager import AlarmManager
 from ..calls.line import LineCalls
 from ..clock import Clock
 from ..config import LineConfig
-from .snapshot import DiskStatus, LineStatus, build_snapshot
+from .snapshot import DiskStatus, EvidenceStatus, LineStatus, build_snapshot
 
 MiB = 1024 * 1024
 
@@ -32,6 +32,9 @@ class StatusBoard:
         self.started_wall = clock.wall()
         self.disk: dict[str, Any] | None = None  # the ``disk`` object of the last sweep (Sweeper.health)
         self.clock_synced: bool | None = None  # None: not checked, or cannot tell
+        # Written by the housekeeping thread (evidence): the newest signed checkpoint, the background check.
+        self.checkpoint: dict[str, Any] | None = None
+        self.evidence: EvidenceStatus | None = None
         # Why the previous start failed ({"at", "reason", ...}; rollback.py), shown until it runs well.
         self.last_start_failure: dict[str, Any] | None = None
 
@@ -55,7 +58,8 @@ class StatusBoard:
                               recordings=d["recordings"], hours_left=d["hours_left"])
         doc = build_snapshot(recorder_id=self.recorder_id, version=__version__, now=self.clock.wall(),
                              started_at=self.started_wall, lines=self.line_statuses(),
-                             alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced)
+                             alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced,
+                             checkpoint=self.checkpoint, evidence=self.evidence)
         if self.last_start_failure:
             doc["last_start_failure"] = {k: self.last_start_failure.get(k) for k in ("at", "reason")}
         return doc

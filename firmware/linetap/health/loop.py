@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from ..alarms.manager import Alarm, AlarmManager
 from ..capture.reader import LineReader
 from ..clock import Clock
-from ..leds.patterns import led_patterns
+from ..leds.patterns import AlarmKey, buzzer_silenced, critical_keys, led_patterns, muted_after
 from ..supervisor import LineSupervisor, ReaderSnapshot
 from .broker import BROKER_UNREACHABLE, broker_alarm
 from .board import StatusBoard
@@ -91,6 +91,7 @@ class HealthLoop(threading.Thread):
         self.publish_every_s = publish_every_s
         self.stall_after_s = stall_after_s
         self.stopping = threading.Event()
+        self.late_s = 0.0  # how late the current tick ran (0 when ticked directly)
         self.ready = False
         self.started_mono = clock.mono()
         self._ping_every_s = notifier.watchdog_interval_s() / 2 if notifier.watchdog_interval_s() else None
@@ -98,12 +99,18 @@ class HealthLoop(threading.Thread):
         self._next_link = 0.0
         self._next_publish = 0.0
         self._last_published: tuple[Any, ...] | None = None
+        self._muted: frozenset[AlarmKey] = frozenset()  # critical alarms the mute button silenced
+        if leds is not None:
+            leds.on_mute = wake.set  # a press silences the buzzer at once, not at the next tick
 
     def run(self) -> None:
         wait_s = HEALTH_TICK_S
         while not self.stopping.is_set():
+            planned_mono = self.clock.mono() + wait_s
             self.wake.wait(wait_s)
             self.wake.clear()
+            # A tick long past its planned time says the process was starved (supervisor.starved).
+            self.late_s = max(0.0, self.clock.mono() - planned_mono)
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the health thread must survive anything
@@ -160,13 +167,20 @@ class HealthLoop(threading.Thread):
         """Per line: can the PCM be opened (LINE_NO_DEVICE), do frames arrive (a stall)."""
         now_mono, now_wall = self.clock.mono(), self.clock.wall()
         for name, r in self.readers.items():
-            self.supervisor.check_reader(name, reader_snapshot(r), now_mono, now_wall)
+            self.supervisor.check_reader(name, reader_snapshot(r), now_mono, now_wall, late_s=self.late_s)
 
     def _led_patterns(self, leds: LedPanel, states: dict[str, tuple[str, tuple[str, ...]]],
                       active: list[Alarm]) -> dict[str, str]:
+        critical = critical_keys(active)
+        pressed = leds.take_press()
+        self._muted = muted_after(self._muted, critical, pressed=pressed)
+        if pressed:
+            logger.info("buzzer muted until a new critical alarm (silenced: %s)",
+                        ", ".join(f"{c}/{ln or '-'}" for c, ln in sorted(critical, key=str)) or "nothing")
         return led_patterns({name: st for name, (st, _) in states.items()}, active,
                             lines_with_led=leds.lines_with_led,
-                            process_fault=bool(self.watchdog.stale()) and self.ready)
+                            process_fault=bool(self.watchdog.stale()) and self.ready,
+                            buzzer_muted=buzzer_silenced(self._muted, critical, config_muted=leds.config_muted))
 
     def _maybe_ready(self) -> None:
         if self.ready:

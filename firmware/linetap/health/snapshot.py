@@ -15,7 +15,14 @@ Document (the contract's fields, plus ``clock_synced`` and ``alarm_details``)::
               "hours_left": float|null},
      "alarms": [active codes, sorted, unique],
      "alarm_details": [{"code", "severity", "line", "raised_at", "cleared_at", "detail"}],
-     "clock_synced": bool|null}
+     "clock_synced": bool|null,
+     "checkpoint": the newest signed checkpoint (evidence/checkpoint.py) | null,
+     "evidence": {"key_fingerprint": str|null, "last_full_pass": ISO|null,
+                  "last_full_pass_ok": bool|null, "rehashed": int}}
+
+``evidence`` is the background check's (evidence/background.py): when it last finished
+re-hashing every recording, whether that pass found them all intact, and how many it has
+re-hashed in the pass under way.
 
 A line is in ``fault`` while it has an active *critical* line alarm
 (LINE_NO_DEVICE, LINE_DEAD): it is not being captured. Warnings on a line
@@ -56,6 +63,14 @@ class DiskStatus:
     hours_left: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class EvidenceStatus:
+    key_fingerprint: str | None
+    last_full_pass: float | None  # wall time the last complete re-hash of every recording ended
+    last_full_pass_ok: bool | None
+    rehashed: int = 0  # recordings re-hashed so far in the pass under way
+
+
 def line_state(enabled: bool, recording: bool, line_alarms: Iterable[str]) -> str:
     if not enabled:
         return "disabled"
@@ -88,7 +103,8 @@ def line_states(lines: Iterable[LineStatus], alarms: Iterable[Alarm]) -> dict[st
 
 def build_snapshot(*, recorder_id: str, version: str, now: float, started_at: float,
                    lines: Iterable[LineStatus], alarms: Iterable[Alarm], disk: DiskStatus | None,
-                   clock_synced: bool | None) -> dict[str, Any]:
+                   clock_synced: bool | None, checkpoint: dict[str, Any] | None = None,
+                   evidence: EvidenceStatus | None = None) -> dict[str, Any]:
     """The health document from plain values; ``now`` and ``started_at`` are wall times."""
     lines = list(lines)
     active = sorted(alarms, key=_alarm_order)
@@ -117,6 +133,14 @@ def build_snapshot(*, recorder_id: str, version: str, now: float, started_at: fl
         "alarms": sorted({a.code for a in active}),
         "alarm_details": [a.as_dict() for a in active],
         "clock_synced": clock_synced,
+        "checkpoint": checkpoint,
+        "evidence": {
+            "key_fingerprint": evidence.key_fingerprint if evidence else None,
+            "last_full_pass": None if evidence is None or evidence.last_full_pass is None
+            else iso(evidence.last_full_pass),
+            "last_full_pass_ok": evidence.last_full_pass_ok if evidence else None,
+            "rehashed": evidence.rehashed if evidence else 0,
+        },
     }
 
 

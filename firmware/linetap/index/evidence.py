@@ -35,8 +35,16 @@ def chain_newest_recording(index: Index, call_id: int) -> dict[str, Any] | None:
 
 
 def chain_newest_for_call(index: Index, call_id: int) -> dict[str, Any] | None:
-    """The newest entry of any kind for ``call_id``."""
-    rows = index.query("select * from chain where call_id = ? order by seq desc limit 1", [call_id])
+    """The newest entry for ``call_id`` that changes whether it exists (recording, deletion, erasure;
+    not a hold, release or audit entry that merely names it)."""
+    rows = index.query("select * from chain where call_id = ? and kind in ('recording', 'deletion', 'erasure') "
+                       "order by seq desc limit 1", [call_id])
+    return rows[0] if rows else None
+
+
+def chain_newest_of_kind(index: Index, kind: str) -> dict[str, Any] | None:
+    """The newest entry of ``kind`` (e.g. the last ``config`` applied)."""
+    rows = index.query("select * from chain where kind = ? order by seq desc limit 1", [kind])
     return rows[0] if rows else None
 
 
@@ -55,7 +63,8 @@ def calls_unchained(index: Index) -> list[int]:
     or chained before a deletion freed the id), oldest first."""
     rows = index.query(
         "select id from calls c where c.status != 'recording' and coalesce((select kind from chain "
-        "where chain.call_id = c.id order by seq desc limit 1), '') != 'recording' order by id")
+        "where chain.call_id = c.id and kind in ('recording', 'deletion', 'erasure') order by seq desc limit 1), '') "
+        "!= 'recording' order by id")
     return [r["id"] for r in rows]
 
 
@@ -115,3 +124,26 @@ def audit_rows(index: Index, call_id: int | None = None) -> list[dict[str, Any]]
     if call_id is None:
         return index.query("select * from audit order by id")
     return index.query("select * from audit where call_id = ? order by id", [call_id])
+
+
+# --- checkpoints and the background check ---
+
+
+def chain_entry(index: Index, seq: int) -> dict[str, Any] | None:
+    """The entry ``seq`` (every column), None if the chain has no such entry."""
+    rows = index.query("select * from chain where seq = ?", [seq])
+    return rows[0] if rows else None
+
+
+def chain_recordings_after(index: Index, seq: int, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` ``recording`` entries after ``seq`` whose call was not removed since (the files
+    the background check re-hashes, a slice at a time)."""
+    return index.query(
+        "select c.* from chain c where c.seq > ? and c.kind = 'recording' and not exists (select 1 from chain r "
+        "where r.call_id = c.call_id and r.seq > c.seq and r.kind in ('recording', 'deletion', 'erasure')) "
+        "order by c.seq limit ?", [seq, limit])
+
+
+def finished_calls_count(index: Index) -> int:
+    """How many finished recordings the index holds (sizes the background check's slice)."""
+    return int(index.query("select count(*) as n from calls where status != 'recording'")[0]["n"])

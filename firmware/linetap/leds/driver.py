@@ -8,22 +8,28 @@ a new fault within a few milliseconds of ``apply``.
 
 GPIO trouble never stops recording: an LED that cannot be set up is logged,
 listed in ``errors`` (for ``linetap check``) and left out.
+
+The mute button (``leds.mute_button``) is here too: a press is counted on
+gpiozero's pin thread and taken by the health thread (``take_press``), which
+decides what it silences (``patterns.muted_after``); ``on_mute`` wakes it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..config import LedsConfig, LineConfig
-from ..gpio import Buzzer, Led
-from .patterns import BUZZER, FAST_BLINK, OFF, SLOW_PULSE, STATUS, STEADY
+from ..gpio import Buzzer, Led, MuteButton
+from .patterns import (BUZZER, FAST_BLINK, FAST_BLINK_S, HEARTBEAT, HEARTBEAT_STEP_S, OFF, SLOW_PULSE,
+                       SLOW_PULSE_S, STATUS, STEADY, heartbeat_steps)
 
 logger = logging.getLogger(__name__)
 
-FAST_BLINK_S = (0.1, 0.1)  # on, off: 5 Hz, unmistakably "look at me"
-SLOW_PULSE_S = (1.0, 1.0)  # fade in, fade out (or on, off without PWM): a 2 s breath
+__all__ = ["FAST_BLINK_S", "SLOW_PULSE_S", "LedPanel"]
+
+HEARTBEAT_LEVELS = heartbeat_steps()  # 30 steps of 50 ms: on, off, on, then off for 1.2 s
 
 
 class LedPanel:
@@ -49,6 +55,32 @@ class LedPanel:
                 msg = f"{key} on GPIO {pin}: {e}"
                 logger.error("LED unavailable: %s", msg)
                 self.errors.append(msg)
+        self.config_muted = bool(leds_cfg is not None and leds_cfg.buzzer_muted)
+        self.on_mute: Callable[[], None] | None = None  # called on each press (the health loop's wake)
+        self.button: MuteButton | None = None
+        self._presses = 0
+        self._presses_taken = 0
+        if leds_cfg is not None and leds_cfg.mute_button is not None:
+            try:
+                self.button = MuteButton(leds_cfg.mute_button, self._pressed, pin_factory=pin_factory)
+            except Exception as e:  # noqa: BLE001
+                msg = f"mute button on GPIO {leds_cfg.mute_button}: {e}"
+                logger.error("mute button unavailable: %s", msg)
+                self.errors.append(msg)
+
+    def _pressed(self) -> None:
+        """On gpiozero's pin thread: count the press (an int store is atomic) and wake the taker."""
+        self._presses += 1
+        logger.info("mute button pressed")
+        if self.on_mute is not None:
+            self.on_mute()
+
+    def take_press(self) -> bool:
+        """Was the mute button pressed since the last call? (The health thread asks each tick.)"""
+        presses = self._presses
+        pressed = presses != self._presses_taken
+        self._presses_taken = presses
+        return pressed
 
     @property
     def lines_with_led(self) -> set[str]:
@@ -56,7 +88,7 @@ class LedPanel:
         return set(self.devices) - {STATUS, BUZZER}
 
     def apply(self, patterns: Mapping[str, str]) -> None:
-        """Show ``patterns`` (key -> steady | slow_pulse | fast_blink | off); keys
+        """Show ``patterns`` (key -> steady | slow_pulse | fast_blink | heartbeat | off); keys
         without a device are ignored, devices without a key keep their pattern."""
         with self._lock:
             for key, pattern in patterns.items():
@@ -76,6 +108,9 @@ class LedPanel:
 
     def close(self) -> None:
         """Everything off and released (at shutdown, in reverse of creation)."""
+        if self.button is not None:
+            self.button.close()
+            self.button = None
         with self._lock:
             for key in reversed(list(self.devices)):
                 dev = self.devices.pop(key)
@@ -96,5 +131,7 @@ def _show(dev: Any, pattern: str) -> None:
         dev.blink(*FAST_BLINK_S)
     elif pattern == SLOW_PULSE:
         dev.pulse(*SLOW_PULSE_S)
+    elif pattern == HEARTBEAT:
+        dev.play(HEARTBEAT_LEVELS, HEARTBEAT_STEP_S)
     else:
         raise ValueError(f"unknown LED pattern {pattern!r}")

@@ -31,8 +31,12 @@ _ALARM_EVENT_TEMPLATE = (
 
 
 def discovery_document(*, recorder_id: str, version: str, lines: list[str] | tuple[str, ...],
-                       topics: Topics, health_interval_s: float) -> dict[str, Any]:
+                       topics: Topics, health_interval_s: float,
+                       key_fingerprint: str | None = None) -> dict[str, Any]:
     """The discovery payload for one recorder.
+
+    ``key_fingerprint``: the device signing key's fingerprint (:mod:`linetap.sign`), shown as the
+    device's serial number, so the owner can read it in Home Assistant to check an export.
 
     Line names and the recorder id are ``[a-z0-9_-]`` (validated by the config), so they are
     safe inside component ids and Jinja string literals.
@@ -68,9 +72,12 @@ def discovery_document(*, recorder_id: str, version: str, lines: list[str] | tup
     add("alarm", "event", "Alarm", state_topic=topics.event, event_types=[ALARM_RAISED, ALARM_CLEARED],
         value_template=_ALARM_EVENT_TEMPLATE)
 
+    dev: dict[str, Any] = {"ids": [uid], "name": f"linetap {recorder_id}", "mf": "linetap",
+                           "mdl": "call recorder", "sw": version}
+    if key_fingerprint:
+        dev["sn"] = key_fingerprint
     return {
-        "dev": {"ids": [uid], "name": f"linetap {recorder_id}", "mf": "linetap",
-                "mdl": "call recorder", "sw": version},
+        "dev": dev,
         "o": {"name": "linetap", "sw": version},
         "cmps": cmps,
         "state_topic": topics.health,

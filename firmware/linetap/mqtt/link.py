@@ -106,7 +106,8 @@ class MqttLink:
 
     def __init__(self, cfg: MqttConfig, *, recorder_id: str, data_dir: Path, version: str,
                  lines: list[str] | tuple[str, ...], clock: Clock,
-                 reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0) -> None:
+                 reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
+                 key_fingerprint: str | None = None) -> None:
         self.cfg = cfg
         self.recorder_id = recorder_id
         self.topics = Topics.build(prefix=cfg.topic_prefix, recorder_id=recorder_id,
@@ -116,7 +117,8 @@ class MqttLink:
         self._clock = clock
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         self._discovery = dumps(discovery_document(recorder_id=recorder_id, version=version, lines=list(lines),
-                                                   topics=self.topics, health_interval_s=cfg.health_interval_s))
+                                                   topics=self.topics, health_interval_s=cfg.health_interval_s,
+                                                   key_fingerprint=key_fingerprint))
         self.outbox = Outbox(data_dir / OUTBOX_FILE, max_rows=cfg.outbox_max)
 
         self._lock = threading.Condition()
@@ -131,6 +133,7 @@ class MqttLink:
         self._last_error: str | None = None
         self._fall_back = False
         self._health: bytes | None = None
+        self._checkpoint: bytes | None = None
         self._inflight: _InFlight | None = None
         self._early_acks: dict[int, ReasonCode] = {}
         self._last_birth = float("-inf")
@@ -205,6 +208,19 @@ class MqttLink:
             client = self._client if self._connected else None
         if client is not None:
             self._send_health(client, payload)
+
+    def publish_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Publish the newest signed checkpoint (retained, QoS 1, no expiry) if connected; always
+        remember it: it is sent again on every connect, so a fresh broker has it at once.
+
+        Not through the outbox: only the newest matters, and a retained message replaces the older.
+        """
+        payload = dumps(checkpoint)
+        with self._lock:
+            self._checkpoint = payload
+            client = self._client if self._connected else None
+        if client is not None:
+            client.publish(self.topics.checkpoint, payload, qos=1, retain=True)
 
     def tick(self) -> None:
         """Housekeeping, called by the recorder about twice a second: protocol fall-back, a stuck send."""
@@ -432,7 +448,7 @@ class MqttLink:
         flood of birth messages) must not pile copies up in paho's memory.
         """
         with self._lock:
-            last, health = self._announced, self._health
+            last, health, checkpoint = self._announced, self._health, self._checkpoint
         if not all(acknowledged(info) for info in last):  # outside our lock: paho's own lock inside
             logger.debug("MQTT: not re-announcing; the last announcement is not acknowledged yet")
         else:
@@ -443,6 +459,8 @@ class MqttLink:
                 self._announced = announced
         if health is not None:
             self._send_health(client, health)
+        if checkpoint is not None:
+            client.publish(self.topics.checkpoint, checkpoint, qos=1, retain=True)
 
     def _send_health(self, client: Client, payload: bytes) -> None:
         props = publish_properties(self._protocol, expiry_s=max(1, round(3 * self.cfg.health_interval_s)))

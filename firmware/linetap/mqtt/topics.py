@@ -27,13 +27,14 @@ class Topics:
     event: str       # non-retained JSON events, QoS 1
     discovery: str   # retained Home Assistant device discovery document
     ha_status: str   # Home Assistant's birth/will topic (the only subscription)
+    checkpoint: str  # retained signed checkpoint of the evidence chain (evidence/checkpoint.py)
 
     @classmethod
     def build(cls, *, prefix: str, recorder_id: str, discovery_prefix: str = "homeassistant") -> Topics:
         base = f"{prefix}/{recorder_id}"
         return cls(status=f"{base}/status", health=f"{base}/health", event=f"{base}/event",
                    discovery=f"{discovery_prefix}/device/{recorder_id}/config",
-                   ha_status=f"{discovery_prefix}/status")
+                   ha_status=f"{discovery_prefix}/status", checkpoint=f"{base}/checkpoint")
 
 
 def client_id_for(recorder_id: str) -> str:
