@@ -16,7 +16,11 @@ CONTRACT_CODES = {"LINE_NO_DEVICE", "LINE_DEAD", "LINE_OVERRUN", "LINE_CLIPPING"
                   "DISK_WRITE_FAILED", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE", "RECORDER_RESTARTED",
                   "EVIDENCE_INTEGRITY",  # contract "Additions", Evidence
                   "INDEX_REBUILT",  # CONTRACT.md "Additions"
-                  "DELETION_HELD"}  # README "Alarms": a mass deletion waiting for storage.confirm_deletion
+                  "DELETION_HELD",  # README "Alarms": a mass deletion waiting for storage.confirm_deletion
+                  # the contract's additions (docs/CONTRACT.md "Alarm codes"), as they are built
+                  "EVIDENCE_FAILED", "CONFIG_REJECTED", "CONFIG_ROLLED_BACK",
+                  # LEDs or buzzer that cannot be driven (README "Alarms, gaps and LEDs")
+                  "GPIO_FAILED"}
 
 
 class Recorder:

@@ -383,3 +383,48 @@ def test_tables_are_created_once_when_processes_start_together(tmp_path: Path) -
         index = Index(path)
         assert {"chain", "audit", "deletions", "holds", "deleting", "chain_salts"} <= set(index.table_names())
         assert index.schema_version() == schema.LATEST
+
+
+def test_erase_removes_every_file_of_a_salvaged_unreadable_recording(index: Index, data_dir: Path,
+                                                                       clock: FakeClock,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A crash left only ``.part`` garbage: salvage kept it aside as ``.unreadable`` (the row says
+    0 s). Erasing the number removes that file too and does not call it "removed outside linetap"."""
+    from linetap.store.recordings import salvage
+    rec = Recording(data_dir, index, line="line1", codec="flac", rate=RATE, channels=1,
+                    started_at=clock.wall(), sync_interval_s=0.5)
+    rec.set_caller(NUMBER, None)
+    rec.writer.close()
+    rec.part.write_bytes(b"\0" * 100)  # a power cut before the header reached the disk
+    salvage(data_dir, index)
+    unreadable = rec.final.with_name(rec.final.name + ".unreadable")
+    assert unreadable.exists() and not rec.final.exists()
+    sidecar = rec.final.with_name(rec.final.name + ".json")  # any sidecar beside it goes too
+    sidecar.write_text("{}")
+    res = erase_number(index, data_dir, NUMBER, who="dpo")
+    assert res.erased == (rec.id,)
+    assert list((data_dir / "recordings").rglob("*")) == [p for p in (data_dir / "recordings").rglob("*")
+                                                           if p.is_dir()]
+    (deleted,) = index.query("select detail from deletions")
+    assert "outside linetap" not in (deleted["detail"] or "")
+    assert "already gone" not in caplog.text
+
+
+def test_erase_purges_the_erased_calls_events_from_the_mqtt_outbox(index: Index, data_dir: Path,
+                                                                   store: list[dict[str, Any]]) -> None:
+    from linetap import events
+    from linetap.mqtt.outbox import OUTBOX_FILE, Outbox
+    box = Outbox(data_dir / OUTBOX_FILE, max_rows=100)  # a running recorder's, broker unreachable
+    for row in store:
+        ev = events.call_ended(call_id=row["id"], line="line1", started_at=0.0, ended_at=1.0, duration_s=1.0,
+                               caller_number=NUMBER if row["id"] in (2, 4) else "5550000")
+        box.append("linetap/box/event", lambda seq, ev=ev: json.dumps({**ev, "seq": seq}).encode())
+    box.append("linetap/box/event", lambda seq: json.dumps({"type": "alarm_raised", "seq": seq}).encode())
+    res = erase_number(index, data_dir, NUMBER, who="dpo")
+    assert res.events_purged == 2
+    left = [json.loads(r.payload) for r in box.rows()]
+    assert [e.get("call_id") for e in left] == [1, 3, 5, None]
+    assert len(box) == 4  # the recorder's own count follows what another process removed
+    on_disk = b"".join(p.read_bytes() for p in data_dir.glob(OUTBOX_FILE + "*"))
+    assert NUMBER.encode() not in on_disk
+    box.close()

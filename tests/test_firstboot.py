@@ -471,7 +471,8 @@ def test_judging_a_change_leaves_no_file_beside_the_index(box, fault):
     before = sorted(p.name for p in box.data_dir.iterdir())
     box.candidate.write_text(storage_change(box, "retention_days = 0", "retention_days = 1"))
     assert run(box, fault).action == "rejected"
-    assert sorted(p.name for p in box.data_dir.iterdir()) == before  # no -wal/-shm owned by root
+    # No -wal/-shm owned by root; the one new file is the rejection's marker (CONFIG_REJECTED).
+    assert sorted(p.name for p in box.data_dir.iterdir()) == sorted([*before, "config-rejected.json"])
 
 
 def test_a_change_that_deletes_nothing_needs_no_confirmation(box, fault):

@@ -126,12 +126,21 @@ def keys_start_s(truth) -> float:
 
 
 def test_caller_id_before_a_call_and_keys_inside_it_land_in_the_index_row(alsa, data_dir, tmp_path):
-    fed, truth, rows = record(alsa, data_dir, tmp_path, cid_script(), {"callerid": ["bell202", "v23"]})
+    events: list[dict] = []
+    fed, truth, rows = record(alsa, data_dir, tmp_path, cid_script(), {"callerid": ["bell202", "v23"]},
+                              events=events)
     # The caller ID bursts alone are too short to be calls; the two conversations are two calls.
     assert len(rows) == 2, rows
     first, second = rows
     assert (first["caller_number"], first["caller_name"]) == ("5551234567", "ACME PIZZA")
     assert first["dtmf"] == KEYS
+    # The event that leaves the box has the documented fields only (no path) and the keys masked:
+    # mqtt.publish_dtmf is not set.
+    ended = [e for e in events if e["type"] == "call_ended"]
+    assert [set(e) for e in ended] == [{"type", "ts", "call_id", "line", "started_at", "ended_at", "duration_s",
+                                        "caller_number", "caller_name", "dtmf", "end_reason", "checkpoint"}] * 2
+    assert [(e["call_id"], e["dtmf"], e["caller_name"]) for e in ended] == [
+        (first["id"], "*" * len(KEYS), "ACME PIZZA"), (second["id"], None, "J SMITH")]
     assert (second["caller_number"], second["caller_name"]) == ("0201234567", "J SMITH")
     assert second["dtmf"] is None
     assert [r["end_reason"] for r in rows] == ["vox_timeout", "vox_timeout"]

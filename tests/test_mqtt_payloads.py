@@ -63,7 +63,15 @@ def test_call_ended_carries_every_contract_field() -> None:
                    caller_number="5551234", end_reason="onhook")
     assert e == {"type": "call_ended", "call_id": 42, "line": "line1", "started_at": "2026-11-18T11:06:40.125Z",
                  "ended_at": "2026-11-18T11:07:41.625Z", "duration_s": 61.5, "caller_number": "5551234",
-                 "end_reason": "onhook"}
+                 "caller_name": None, "dtmf": None, "end_reason": "onhook"}
+
+
+def test_call_ended_masks_dtmf_digits_unless_publishing_them_is_configured() -> None:
+    common = dict(call_id=42, line="line1", started_at=T0, ended_at=T0 + 1, duration_s=1.0, dtmf="4111#")
+    assert call_ended(**common)["dtmf"] == "*****"
+    assert call_ended(**common, publish_dtmf=False)["dtmf"] == "*****"
+    assert call_ended(**common, publish_dtmf=True)["dtmf"] == "4111#"
+    assert call_ended(**{**common, "dtmf": None})["dtmf"] is None
 
 
 def test_alarm_events_carry_code_severity_line_detail() -> None:

@@ -22,7 +22,7 @@ from linetap.clock import iso, parse_iso
 from linetap.index.db import open_index
 from linetap.sim.line import render
 from linetap.store import audio
-from linetap.store.recordings import PART, Recording, relative_path, salvage, unsalvaged
+from linetap.store.recordings import PART, Recording, recording_files, relative_path, salvage, unsalvaged
 
 RATE = 8000
 T0 = datetime(2026, 11, 28, 15, 30, 0, 125000, tzinfo=timezone.utc).timestamp()
@@ -397,3 +397,20 @@ def test_syncfs_syncs_the_filesystem_of_a_directory_and_names_what_it_could_not(
     syncfs(tmp_path)
     with pytest.raises(OSError, match="missing"):
         syncfs(tmp_path / "missing")
+
+
+def test_recording_files_lists_every_file_of_one_call_and_no_other(data_dir):
+    day = data_dir / "recordings" / "line1" / "2026" / "11" / "28"
+    day.mkdir(parents=True)
+    mine = ["line1_20261128T153059.500Z_81.opus", "line1_20261128T153059.500Z_81.opus.part",
+            "line1_20261128T153059.500Z_81.opus.unreadable", "line1_20261128T153059.500Z_81.opus.sealed",
+            "line1_20261128T153059.500Z_81.json"]
+    others = ["line1_20261128T153059.500Z_812.opus", "line1_20261128T153100.000Z_8.opus"]
+    for n in mine + others:
+        (day / n).write_bytes(b"x")
+    expected = sorted(day / n for n in mine)
+    assert recording_files(day / mine[0]) == expected
+    assert recording_files(day / mine[3]) == expected  # named by its sealed path
+    (day / mine[0]).unlink()
+    assert recording_files(day / mine[0]) == [
+        p for p in expected if p.name != mine[0]]

@@ -260,6 +260,8 @@ class MqttConfig:
     outbox_max: int = key(10000, doc="events kept on disk while the broker is unreachable "
                           "(when full, the oldest go)",
                           check=between(10, 10**7))
+    publish_dtmf: bool = key(False, doc="publish the DTMF digits dialled during a call in `call_ended` "
+                             "(default: one `*` per digit; digits are often card numbers or PINs)")
     protocol: str = key("5", doc="MQTT protocol version", check=one_of(("5", "3.1.1", "auto")))
     publish_caller_id: bool = key(True, doc="send the caller's number, name and DTMF digits in call "
                                   "events; false sends them as null (the index on the box keeps them)")

@@ -30,12 +30,23 @@ def call_started(*, call_id: int, line: str, started_at: float | str, ts: float 
 
 
 def call_ended(*, call_id: int, line: str, started_at: float | str, ended_at: float | str, duration_s: float,
-               caller_number: str | None = None, end_reason: str | None = None,
+               caller_number: str | None = None, caller_name: str | None = None, dtmf: str | None = None,
+               end_reason: str | None = None, publish_dtmf: bool = False,
                ts: float | None = None) -> dict[str, Any]:
-    """A ``call_ended`` event; ``duration_s`` is rounded to the millisecond."""
+    """A ``call_ended`` event; ``duration_s`` is rounded to the millisecond.
+
+    Exactly the documented fields (``mqtt/TOPICS.md``), nothing the recorder happens to know
+    (never the file's path). ``dtmf`` is masked, one ``*`` per digit, unless ``publish_dtmf``:
+    digits dialled during a call are often card numbers or PINs, and an event leaves the box."""
     return _event(CALL_ENDED, ts, call_id=call_id, line=line, started_at=_when(started_at),
                   ended_at=_when(ended_at), duration_s=round(float(duration_s), 3),
-                  caller_number=caller_number, end_reason=end_reason)
+                  caller_number=caller_number, caller_name=caller_name,
+                  dtmf=dtmf if publish_dtmf else mask_dtmf(dtmf), end_reason=end_reason)
+
+
+def mask_dtmf(digits: str | None) -> str | None:
+    """``"1234#"`` -> ``"*****"``: how many keys were pressed, not which (None stays None)."""
+    return None if digits is None else "*" * len(digits)
 
 
 def alarm_raised(*, code: str, severity: str, line: str | None = None, detail: str = "",

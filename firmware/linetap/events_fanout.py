@@ -49,8 +49,10 @@ class EventRelay:
 
     def __init__(self, listeners: Listeners, *, clock: Clock, wake: Callable[[], None],
                  seal: Callable[[int], None],
-                 checkpoint: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
+                 checkpoint: Callable[[], dict[str, Any] | None] = lambda: None,
+                 publish_dtmf: bool = False) -> None:
         self.listeners = listeners
+        self.publish_dtmf = publish_dtmf  # mqtt.publish_dtmf: digits unmasked only when asked for
         self.clock = clock
         self.wake = wake
         self.seal = seal
@@ -66,10 +68,9 @@ class EventRelay:
         ev = events.call_ended(call_id=summary["id"], line=line, started_at=summary["started_at"],
                                ended_at=summary["ended_at"], duration_s=summary["duration_s"],
                                caller_number=summary.get("caller_number"),
-                               end_reason=summary["end_reason"], ts=self.clock.wall())
-        ev["caller_name"] = summary.get("caller_name")
-        ev["dtmf"] = summary.get("dtmf")  # "*" per digit when the line masks DTMF
-        ev["path"] = summary.get("path")
+                               caller_name=summary.get("caller_name"), dtmf=summary.get("dtmf"),
+                               end_reason=summary["end_reason"], publish_dtmf=self.publish_dtmf,
+                               ts=self.clock.wall())
         # The newest checkpoint at the call's end: it covers the chain *before* this call (which is
         # chained after the event); the one covering it follows on the checkpoint topic within 10 s.
         ev["checkpoint"] = self.checkpoint()

@@ -42,7 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from linetap import bootfiles, config
+from linetap import bootfiles, config, rollback
 from linetap.fsutil import atomic_file, fsync_dir, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -270,6 +270,9 @@ def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSign
     cand.unlink()
     fsync_dir(layout.boot_dir)
     _remove(layout.error_report)
+    # A config applied ends CONFIG_REJECTED / CONFIG_ROLLED_BACK (rollback.py; w-robust).
+    _remove(layout.data_dir / rollback.REJECTED)
+    _remove(layout.config_dir / rollback.ROLLED_BACK)
     _write_atomic(layout.receipt, _receipt(now, backup, prep), dir_fsync=False)
     _write_atomic(layout.running_copy, _running_copy(text, now), dir_fsync=True)
     logger.info("applied %s from the boot partition%s", BOOT_NAME,
@@ -327,6 +330,10 @@ def _reject(layout: Layout, errors: list[str], now: datetime, signal_fault: Faul
             os.replace(cand, layout.rejected)
     _write_atomic(layout.error_report, error_report(errors, now, kept), dir_fsync=True)
     _remove(layout.receipt)
+    try:  # the recorder raises CONFIG_REJECTED at its next start (rollback.py; w-robust)
+        rollback.record_rejected(layout.data_dir, layout.active, errors, now=now.timestamp())
+    except OSError as e:
+        logger.error("cannot leave the rejection marker for the recorder: %s", e)
     try:
         signal_fault(current_status_led(layout))
     except Exception as e:  # noqa: BLE001

@@ -4,10 +4,16 @@ Every ``heartbeat_s`` (at most 1 s): seal and chain the recordings that ended (t
 come through ``to_seal``), sign a checkpoint if the chain grew (so one covering a call is
 published about a second after it is chained, well within the contract's 10 s), write the
 heartbeat (after a crash, the downtime is counted from it) and ``status.json``. Every
-``SLOW_CHECK_S``: the retention sweep and DISK_LOW, CLOCK_UNSYNCED, and a step of the
-background evidence check (evidence/background.py) and the checkpoints' trusted time-stamps
-(evidence/timestamps.py). At start-up, ``recover_previous_run`` salvages the recordings an
-unclean stop left open and seals those the previous run did not.
+``SLOW_CHECK_S``: the retention sweep and DISK_LOW, CLOCK_UNSYNCED, the retries below, and a
+step of the background evidence check (evidence/background.py) and the checkpoints' trusted
+time-stamps (evidence/timestamps.py). At start-up, ``recover_previous_run`` salvages the
+recordings an unclean stop left open and seals those the previous run did not.
+
+Nothing is left weaker in silence: a recording that could not be sealed or chained (the
+``encrypt_to`` key gone, a disk error) raises EVIDENCE_FAILED (critical) at once and is retried
+every ``SLOW_CHECK_S`` until it is — the alarm clears with the backlog; a ``.part`` the start-up
+salvage could not recover (disk full, I/O error) keeps DISK_WRITE_FAILED (critical) active and is
+retried the same way (``store.recordings.salvage(parts=...)``).
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from .health.board import StatusBoard
 from .health.snapshot import write_snapshot
 from .index.db import Index
 from .retention.sweeper import Sweeper
-from .store.recordings import salvage
+from .store.recordings import salvage, unsalvaged
 
 if TYPE_CHECKING:
     from .evidence.checkpoint import Checkpointer
+
+from .evidence.keywatch import EncryptionKey
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +49,8 @@ class Housekeeping(threading.Thread):
     def __init__(self, *, index: Index, data_dir: Path, storage: StorageConfig, health: HealthConfig,
                  clock: Clock, alarms: AlarmManager, sweeper: Sweeper, board: StatusBoard,
                  to_seal: queue.Queue[int], heartbeat_s: float, checkpointer: Checkpointer | None = None,
-                 evidence_steps: Sequence[Callable[[], object]] = ()) -> None:
+                 evidence_steps: Sequence[Callable[[], object]] = (),
+                 retry: Callable[[], None] | None = None, key: EncryptionKey | None = None) -> None:
         super().__init__(name="housekeeping", daemon=True)
         self.index = index
         self.data_dir = data_dir
@@ -52,15 +61,20 @@ class Housekeeping(threading.Thread):
         self.sweeper = sweeper
         self.board = board
         self.to_seal = to_seal
+        self.retry = retry  # the recorder's retry of what is not capture (MQTT link, LEDs)
+        self.key = key  # storage.encrypt_to, watched every cycle (evidence/keywatch.py)
         self.interval_s = min(1.0, heartbeat_s)
         self.checkpointer = checkpointer
         self.evidence_steps = evidence_steps  # the background check, the time-stamps: every SLOW_CHECK_S
         self.stopping = threading.Event()
+        self.unsealed: set[int] = set()  # calls whose sealing/chaining failed: retried, EVIDENCE_FAILED
+        self.unsalvaged: list[Path] = []  # .part files the start-up salvage could not recover yet
 
     def run(self) -> None:
         next_slow = 0.0
         while not self.stopping.wait(self.interval_s):
             try:
+                self.watch_key()
                 self.seal_finished()
                 self.sign_checkpoint()
                 self.heartbeat()
@@ -76,27 +90,91 @@ class Housekeeping(threading.Thread):
         self.stopping.set()
 
     def recover_previous_run(self) -> None:
-        """Recordings an unclean stop left open are salvaged; any not yet sealed are sealed."""
-        for row in salvage(self.data_dir, self.index):
-            logger.warning("call %s recovered after an unclean stop", row.get("id"))
+        """Recordings an unclean stop left open are salvaged; any not yet sealed are sealed.
+
+        Runs before any line opens, so every ``.part`` still on disk afterwards is one the
+        salvage could not recover now, and every finished call not in the chain is one that
+        could not be sealed or chained: both are alarms, retried by ``slow_checks``."""
+        try:
+            for row in salvage(self.data_dir, self.index):
+                logger.warning("call %s recovered after an unclean stop", row.get("id"))
+        except Exception:  # noqa: BLE001 - a failing disk must not keep the lines from recording
+            logger.exception("could not salvage the recordings left by the previous run")
+        self.unsalvaged = unsalvaged(self.data_dir)
+        self._salvage_alarm()
         from .evidence.finalize import finalize_pending
+        from .index.evidence import calls_unchained
         try:
             finalize_pending(self.index, self.data_dir, self.storage, clock=self.clock)
+            self.unsealed = set(calls_unchained(self.index))
         except Exception:  # noqa: BLE001 - evidence work must not keep the recorder from starting
             logger.exception("could not finalize the recordings left by the previous run")
+        self._evidence_alarm()
 
     def seal_finished(self) -> None:
         """Seal and chain every recording that ended since the last call (ids in ``to_seal``)."""
-        from .evidence.finalize import finalize_recording
         while True:
             try:
                 call_id = self.to_seal.get_nowait()
             except queue.Empty:
                 return
+            self._finalize(call_id)
+            self._evidence_alarm()
+
+    def _finalize(self, call_id: int) -> bool:
+        """Seal and chain one call; a failure keeps it in ``unsealed`` (retried, EVIDENCE_FAILED)."""
+        from .evidence.finalize import finalize_recording
+        try:
+            finalize_recording(self.index, self.data_dir, {"id": call_id}, self.storage, clock=self.clock)
+        except LookupError:  # deleted meanwhile (erased): nothing left to seal
+            self.unsealed.discard(call_id)
+            return True
+        except Exception as e:  # noqa: BLE001 - retried every SLOW_CHECK_S, and at the next start
+            logger.error("call %d: could not seal/chain its recording: %s", call_id, e)
+            self.unsealed.add(call_id)
+            return False
+        self.unsealed.discard(call_id)
+        return True
+
+    def retry_failed(self) -> None:
+        """Retry what failed before: sealing/chaining (``unsealed``) and salvage (``unsalvaged``)."""
+        for call_id in sorted(self.unsealed):
+            if self._finalize(call_id):
+                logger.warning("call %d: sealed and chained on a retry", call_id)
+        self._evidence_alarm()
+        if self.unsalvaged:
             try:
-                finalize_recording(self.index, self.data_dir, {"id": call_id}, self.storage, clock=self.clock)
-            except Exception as e:  # noqa: BLE001 - retried at the next start (finalize_pending)
-                logger.error("call %d: could not seal/chain its recording: %s", call_id, e)
+                for row in salvage(self.data_dir, self.index, parts=self.unsalvaged):
+                    logger.warning("call %s recovered on a retry", row.get("id"))
+                    if row.get("id") is not None:
+                        self._finalize(int(row["id"]))
+            except Exception:  # noqa: BLE001 - retried again
+                logger.exception("salvage retry failed")
+            self.unsalvaged = [p for p in self.unsalvaged if p.exists()]
+            self._salvage_alarm()
+            self._evidence_alarm()
+
+    def watch_key(self) -> None:
+        """The encryption key still loads (every cycle: a lost key is an alarm within one period)."""
+        if self.key is not None and self.key.path is not None:
+            before = self.key.problem
+            self.key.check()
+            if self.key.problem != before:
+                self._evidence_alarm()
+
+    def _evidence_alarm(self) -> None:
+        n = len(self.unsealed)
+        parts = [f"{n} recording(s) not sealed/chained (first: call {min(self.unsealed)}); "
+                 f"retried every {SLOW_CHECK_S:g} s"] if n else []
+        if self.key is not None and self.key.problem:
+            parts.insert(0, self.key.problem)
+        self.alarms.set("EVIDENCE_FAILED", None, bool(parts), "; ".join(parts))
+
+    def _salvage_alarm(self) -> None:
+        n = len(self.unsalvaged)
+        self.alarms.set("DISK_WRITE_FAILED", None, n > 0,
+                        f"{n} unfinished recording(s) from before the restart could not be recovered "
+                        f"(disk full or I/O error); retried every {SLOW_CHECK_S:g} s" if n else "")
 
     def sign_checkpoint(self) -> None:
         """A signed checkpoint of the chain if it grew since the last (evidence/checkpoint.py)."""
@@ -114,11 +192,20 @@ class Housekeeping(threading.Thread):
             logger.error("cannot write the heartbeat: %s", e)
 
     def slow_checks(self) -> None:
-        """Disk (retention sweep, DISK_LOW) and clock (CLOCK_UNSYNCED): every 10 s."""
+        """Disk (retention sweep, DISK_LOW), clock (CLOCK_UNSYNCED) and the retries: every 10 s."""
+        self.retry_failed()
+        if self.retry is not None:
+            try:
+                self.retry()
+            except Exception:  # noqa: BLE001
+                logger.exception("retry of the MQTT link / LEDs failed")
         try:
             res = self.sweeper.sweep()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - retried every SLOW_CHECK_S; recording goes on
             logger.error("retention sweep failed: %s", e)
+            # Space is no longer being managed: the disk may fill. Said, not just logged.
+            self.alarms.set("DISK_LOW", None, True,
+                            f"retention sweep failed: {' '.join(str(e).split())}; retried every {SLOW_CHECK_S:g} s")
         else:
             self.board.disk = res.health()
             low = res.disk_low or (res.hours_left is not None and res.hours_left < self.health.disk_low_hours)

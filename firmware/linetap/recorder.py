@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import __version__, sign
+from . import __version__, rollback, sign
 from .alarms.gaps import GapTracker
 from .alarms.manager import AlarmManager
 from .calls.line import LineCalls
@@ -29,6 +29,7 @@ from .clock import Clock, SystemClock
 from .config import Config, LineConfig
 from .events import without_caller
 from .events_fanout import EventRelay, Listeners
+from .evidence.keywatch import EncryptionKey
 from .evidence.background import BackgroundCheck
 from .evidence.checkpoint import Checkpoint, Checkpointer
 from .evidence.timestamps import Stamper
@@ -45,9 +46,9 @@ from .supervisor import LineSupervisor, account_for_downtime
 
 if TYPE_CHECKING:  # built only when configured (gpiozero, paho behind them)
     from .gpio import HookInput
-    from .store.audio import OpenEncrypted
     from .leds.driver import LedPanel
     from .mqtt.link import MqttLink
+    from .mqtt.outbox import EventSpool
 
 logger = logging.getLogger(__name__)
 
@@ -81,37 +82,30 @@ class Recorder:
             self.to_seal: queue.Queue[int] = queue.Queue()  # ended calls' ids, for the housekeeping thread
             self.device_key = sign.load_or_create(self.data_dir)  # made here if first boot did not
             self.events = EventRelay(self.listeners, clock=clock, wake=self.wake_health.set, seal=self.to_seal.put,
-                                     checkpoint=lambda: self.board.checkpoint)
+                                     checkpoint=lambda: self.board.checkpoint,
+                                     publish_dtmf=cfg.mqtt is not None and cfg.mqtt.publish_dtmf)
             self.alarms = AlarmManager(self.index, clock, clear_after_s=cfg.health.alarm_clear_s,
                                        listener=self.events)
             self.gaps = GapTracker(self.index, clock)
+            self._pin_factory = pin_factory
             self.leds: LedPanel | None = None
-            if cfg.leds is not None or any(ln.led is not None for ln in cfg.lines):
-                from .leds.driver import LedPanel
-                self.leds = LedPanel(cfg.leds, cfg.lines, pin_factory=pin_factory)
-                built.callback(self.leds.close)
+            self._leds_problem: str | None = None
             self.syncs = SyncBatch(self.data_dir)  # the recordings' periodic syncs, one per round
-            self.encrypt: OpenEncrypted | None = None  # [storage] encrypt_to: recordings encrypted as written
-            if cfg.storage.encrypt_to is not None:
-                from .crypto import stream_opener  # PyNaCl/pyrage only on a box that encrypts
-                self.encrypt = stream_opener(Path(cfg.storage.encrypt_to))
+            # [storage] encrypt_to: recordings encrypted as written; a key that does not load is an
+            # alarm, never a reason not to record (evidence/keywatch.py)
+            self.key = EncryptionKey(Path(cfg.storage.encrypt_to) if cfg.storage.encrypt_to else None)
             self.line_calls: dict[str, LineCalls] = {}
             for line in enabled:
                 hook = _hook_input(line, pin_factory, built, clock)
                 self.line_calls[line.name] = LineCalls(line, open_recording=self._open_recording, hook=hook,
                                                        listener=self.events)
             self.link: MqttLink | None = None
-            if cfg.mqtt is not None and mqtt:
-                from .mqtt.link import MqttLink
-                self.link = MqttLink(cfg.mqtt, recorder_id=cfg.recorder.id, data_dir=self.data_dir,
-                                     version=__version__, lines=[ln.name for ln in cfg.lines], clock=clock,
-                                     key_fingerprint=self.device_key.fingerprint)
-                built.callback(self.link.stop)
-                if cfg.mqtt.publish_caller_id:
-                    self.listeners.subscribe(self.link.publish_event)
-                else:  # the caller's identity stays on the box (README: "what stays in clear")
-                    link = self.link
-                    self.listeners.subscribe(lambda ev: link.publish_event(without_caller(ev)))
+            self._want_mqtt = cfg.mqtt is not None and mqtt
+            self._mqtt_problem: str | None = None
+            self._spool: EventSpool | None = None  # the outbox, while the link cannot be built
+            self._logged: set[str] = set()  # setup problems already logged
+            if self._want_mqtt:
+                self.listeners.subscribe(self._to_mqtt)
             self.supervisor = LineSupervisor(enabled, cfg.health, alarms=self.alarms, gaps=self.gaps)
             self.blocks = BlockQueue()
             max_queued = max(50, int(cfg.recorder.queue_s * 50 * max(1, len(enabled))))
@@ -150,13 +144,22 @@ class Recorder:
                                                                          clock_synced=_clock_check(cfg)),
                                              board=self.board, to_seal=self.to_seal,
                                              heartbeat_s=cfg.recorder.heartbeat_s, checkpointer=self.checkpointer,
-                                             evidence_steps=steps)
+                                             evidence_steps=steps, retry=self._set_up_peripherals,
+                                             key=self.key)
             self._closers = built.pop_all()  # link, hooks, LEDs, index, notifier: closed last in stop()
+        # Monitoring and LEDs are not capture: a problem with them is an alarm and a retry, never a
+        # reason not to record (README "Alarms"). Built here, so that events from the start-up
+        # accounting already go to the MQTT outbox; a failure is retried by housekeeping.
+        self._build_link()
+        self._build_leds()
+        # The config's own story (rollback.py): rolled back, rejected by first boot, or why the
+        # previous start failed; and when this one counts as good.
+        self._config_sha256 = rollback.sha256(_read_bytes(Path(cfg.source)))
+        self._good_at_mono: float | None = None
+        self._started = False
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
-        if self.link is not None:
-            self.link.start()  # first: the downtime alarm below is an event for the broker too
         account_for_downtime(self.index, gaps=self.gaps, alarms=self.alarms, lines=list(self.readers),
                              now=self.clock.wall())
         _report_rebuild(self.rebuilt, self.alarms)
@@ -170,7 +173,143 @@ class Recorder:
             reader.start()
         self.health_loop.start()
         self.housekeeping.start()
+        self._start_link()  # after the lines: the events before it wait in the outbox
+        self._raise_setup_alarms()
+        self._raise_config_alarms()
+        self._good_at_mono = self.clock.mono() + rollback.GOOD_AFTER_S
+        self._started = True
         logger.info("recording %d line(s) into %s", len(self.line_calls), self.data_dir)
+
+    # ------------------------------------------------------------------ monitoring and LEDs
+    def _build_link(self) -> None:
+        """The MQTT link; an unusable setting (password or CA file missing or unreadable, the
+        outbox not openable) leaves it None and says why in ``_mqtt_problem``."""
+        if not self._want_mqtt or self.link is not None:
+            return
+        from .mqtt.link import MqttLink
+        assert self.cfg.mqtt is not None
+        try:
+            link = MqttLink(self.cfg.mqtt, recorder_id=self.cfg.recorder.id, data_dir=self.data_dir,
+                            version=__version__, lines=[ln.name for ln in self.cfg.lines], clock=self.clock,
+                            key_fingerprint=self.device_key.fingerprint)
+        except Exception as e:  # noqa: BLE001 - ConfigError, OSError, sqlite3.Error: never fatal
+            self._mqtt_problem = _one_line(e)
+            self._open_spool()
+            return
+        self._mqtt_problem = None
+        self._closers.callback(link.stop)
+        self.link = link
+
+    def _open_spool(self) -> None:
+        """Keep the events for the broker in its outbox meanwhile (delivered once the link is up)."""
+        if self._spool is not None or self.cfg.mqtt is None:
+            return
+        from .mqtt.outbox import OUTBOX_FILE, EventSpool
+        from .mqtt.topics import Topics
+        topics = Topics.build(prefix=self.cfg.mqtt.topic_prefix, recorder_id=self.cfg.recorder.id,
+                              discovery_prefix=self.cfg.mqtt.discovery_prefix)
+        try:
+            self._spool = EventSpool(self.data_dir / OUTBOX_FILE, max_rows=self.cfg.mqtt.outbox_max,
+                                     topic=topics.event, recorder_id=self.cfg.recorder.id, now=self.clock.wall)
+        except Exception as e:  # noqa: BLE001 - the events are in the index anyway
+            logger.error("cannot keep MQTT events while the link is down: %s", e)
+            return
+        self._closers.callback(self._spool.close)
+
+    def _to_mqtt(self, event: dict[str, Any]) -> None:
+        """Listener: each event to the MQTT link, or to its outbox while the link cannot be built.
+        Without ``mqtt.publish_caller_id`` the caller's identity stays on the box (README: "what
+        stays in clear")."""
+        if self.cfg.mqtt is not None and not self.cfg.mqtt.publish_caller_id:
+            event = without_caller(event)
+        link = self.link
+        if link is not None:
+            link.publish_event(event)
+        elif self._spool is not None:
+            self._spool.publish_event(event)
+
+    def _start_link(self) -> None:
+        if self.link is None:
+            return
+        try:
+            self.link.start()
+        except Exception as e:  # noqa: BLE001 - e.g. TLS files that do not load
+            self._mqtt_problem = _one_line(e)
+            link, self.link = self.link, None  # built afresh on the retry (start() runs once per link)
+            with contextlib.suppress(Exception):
+                link.stop()
+            self._open_spool()
+            return
+        self.health_loop.link = self.link  # from now on the health side judges BROKER_UNREACHABLE
+
+    def _build_leds(self) -> None:
+        """The LED panel; pins it could not take (busy, no GPIO chip) are in ``_leds_problem``
+        and the panel is built afresh on the retry until it has them all."""
+        if self.cfg.leds is None and all(ln.led is None for ln in self.cfg.lines):
+            return
+        old = self.leds
+        if old is not None:
+            if not old.errors:
+                return
+            self.health_loop.leds = None  # released first: the new panel needs its pins
+            old.close()
+        try:
+            from .leds.driver import LedPanel
+            leds = LedPanel(self.cfg.leds, self.cfg.lines, pin_factory=self._pin_factory)
+        except Exception as e:  # noqa: BLE001 - GPIO missing altogether: the lines still record
+            self.leds = None
+            self._leds_problem = _one_line(e)
+            return
+        self._leds_problem = "; ".join(leds.errors) or None
+        self._closers.callback(leds.close)
+        self.leds = leds
+        self.health_loop.leds = leds
+
+    def _raise_setup_alarms(self) -> None:
+        if self._mqtt_problem is not None and self._mqtt_problem not in self._logged:
+            self._logged.add(self._mqtt_problem)  # once per distinct problem, not every retry
+            logger.error("MQTT not started: %s (recording continues; retried every %g s)",
+                         self._mqtt_problem, SLOW_CHECK_S)
+        if self._want_mqtt and self.health_loop.link is None:
+            self.alarms.set("BROKER_UNREACHABLE", None, True,
+                            f"MQTT not started: {self._mqtt_problem}; retried every {SLOW_CHECK_S:g} s")
+        if self._leds_problem is not None and self._leds_problem not in self._logged:
+            self._logged.add(self._leds_problem)
+            logger.error("LEDs not available: %s (recording continues; retried every %g s)",
+                         self._leds_problem, SLOW_CHECK_S)
+        self.alarms.set("GPIO_FAILED", None, self._leds_problem is not None,
+                        f"LEDs: {self._leds_problem}" if self._leds_problem else "")
+
+    def _raise_config_alarms(self) -> None:
+        try:
+            marks = rollback.read_marks(self.cfg.source, self.data_dir)
+        except Exception:  # noqa: BLE001 - reading the markers must not stop a start
+            logger.exception("cannot read the config's rollback/rejection markers")
+            return
+        self.alarms.set("CONFIG_ROLLED_BACK", None, marks.rolled_back is not None, marks.rolled_back or "")
+        self.alarms.set("CONFIG_REJECTED", None, marks.rejected is not None, marks.rejected or "")
+        if marks.last_start_failure:
+            self.board.last_start_failure = marks.last_start_failure
+            logger.warning("the previous start failed at %s: %s", marks.last_start_failure.get("at"),
+                           marks.last_start_failure.get("reason"))
+
+    def _mark_good_when_due(self, *, clean_stop: bool = False) -> None:
+        """The config is known to work once the recorder ran ``GOOD_AFTER_S`` (or stopped cleanly)."""
+        if self._good_at_mono is None or not (clean_stop or self.clock.mono() >= self._good_at_mono):
+            return
+        if rollback.mark_good(self.data_dir, self._config_sha256):
+            self._good_at_mono = None
+
+    def _set_up_peripherals(self) -> None:
+        """Housekeeping's retry (every ``SLOW_CHECK_S``) of an MQTT link or LED panel that failed;
+        and the moment the config counts as good."""
+        self._mark_good_when_due()
+        if self._want_mqtt and self.health_loop.link is None:
+            self._build_link()
+            self._start_link()
+        if self._leds_problem is not None:
+            self._build_leds()
+        self._raise_setup_alarms()
 
     def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Clean shutdown: stop capture, process what was captured, finalise open calls,
@@ -184,6 +323,8 @@ class Recorder:
             for loop in (self.health_loop, self.housekeeping):
                 _join(loop, drain_timeout_s)
             self._close_the_books()
+            if self._started:
+                self._mark_good_when_due(clean_stop=True)
         finally:
             self._closers.close()
 
@@ -247,7 +388,7 @@ class Recorder:
         return Recording(self.data_dir, self.index, line=name, codec=self.cfg.storage.codec,
                          rate=line.rate, channels=line.channels, started_at=started_at,
                          sync_interval_s=self.cfg.storage.sync_interval_s, on_error=on_error,
-                         syncs=self.syncs, encrypt=self.encrypt)
+                         syncs=self.syncs, encrypt=self.key.opener)
 
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
@@ -267,6 +408,17 @@ def _report_rebuild(report: RebuildReport | None, alarms: AlarmManager) -> None:
     alarms table keep it after that)."""
     if report is not None:
         alarms.set("INDEX_REBUILT", None, True, report.detail())
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack,

@@ -12,13 +12,22 @@ Severity decisions:
   (DISK_WRITE_FAILED), and RECORDER_RESTARTED, because the interval the
   recorder was down is audio that was never captured on any line. INDEX_REBUILT is
   critical because evidence was compromised: the chain before the rebuild is gone, and
-  whatever the index knew that no sidecar did (alarms, gaps, the audit) with it.
+  whatever the index knew that no sidecar did (alarms, gaps, the audit) with it. And
+  EVIDENCE_FAILED, because a recording left unsealed and unchained is
+  weaker evidence (plaintext on the card, not in the tamper-evident chain)
+  than the owner configured, which must never happen in silence.
 - ``warning`` means recording continues but someone should look: a short
   loss (LINE_OVERRUN), degraded audio (LINE_CLIPPING), space running out
   (DISK_LOW), timestamps that may be wrong (CLOCK_UNSYNCED), and no
   monitoring link (BROKER_UNREACHABLE; recordings are unaffected), deletions
   held back until someone confirms them (DELETION_HELD: recordings are kept
-  longer, none is lost; space eviction, which keeps recording possible, goes on).
+  longer, none is lost; space eviction, which keeps recording possible, goes on),
+  and a configuration the box did not take: CONFIG_REJECTED (first boot refused a
+  new ``linetap.toml``; the old one runs) and CONFIG_ROLLED_BACK (a new one
+  made the recorder fail to start, so the last one that ran was restored).
+  GPIO_FAILED (the LEDs could not be driven: the box records but cannot
+  show it locally; MQTT still can). CONFIG_* both mean "the box records, but not as you asked": an installer must look,
+  yet no audio is being lost, so they must not hide the line LEDs.
 
 Scope: ``line`` alarms are about one line and are always raised with that
 line's name; ``system`` alarms are about the box (they may still name a line,
@@ -69,6 +78,17 @@ _SPECS = (
               "deletions that would remove many recordings at once wait: a config change not confirmed "
               "with storage.confirm_deletion, or retention while the clock is unsynchronised or just stepped "
               "(detail: how many and the value that allows it); space eviction goes on"),
+    AlarmSpec("EVIDENCE_FAILED", CRITICAL, SYSTEM,
+              "a finished recording could not be sealed (storage.encrypt_to) or chained; retried every "
+              "10 s, cleared when the backlog is sealed"),
+    AlarmSpec("CONFIG_REJECTED", WARNING, SYSTEM,
+              "first boot rejected the new linetap.toml (reason in linetap-error.txt on the card); "
+              "the previous config runs; cleared when a later config is applied"),
+    AlarmSpec("CONFIG_ROLLED_BACK", WARNING, SYSTEM,
+              "a new config made the recorder fail to start repeatedly; the last-known-good config "
+              "was restored (detail: why the start failed)"),
+    AlarmSpec("GPIO_FAILED", WARNING, SYSTEM,
+              "the LEDs (or buzzer) could not be set up; recording continues, retried every 10 s"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
     AlarmSpec("EVIDENCE_INTEGRITY", CRITICAL, SYSTEM,

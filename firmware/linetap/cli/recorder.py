@@ -20,7 +20,15 @@ STATUS_STALE_AFTER_S = 10.0
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..service import run_service
-    return run_service(load_config(args))
+    try:
+        return run_service(load_config(args))
+    except BaseException as e:
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+            # Why this start failed, on the data partition: the journal is in RAM, and the
+            # next start shows it (rollback.py).
+            from ..rollback import record_failure
+            record_failure(Path(args.config), " ".join(str(e).split()) or type(e).__name__, now=time.time())
+        raise
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -32,9 +40,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..service import read_status
     cfg = load_config(args)
     doc = read_status(cfg)
+    from ..rollback import last_failure
+    failure = last_failure(Path(cfg.recorder.data_dir))
     if doc is None:
         print(f"linetap is not running (no status in {cfg.recorder.data_dir})", file=sys.stderr)
+        if failure:
+            print(f"its last start failed at {failure.get('at')}: {failure.get('reason')}", file=sys.stderr)
         return EXIT_FAIL
+    if failure and failure != doc.get("last_start_failure"):
+        # A start failed after this snapshot was written (failure.json is removed once a start
+        # has run well): the snapshot is stale, the failure is the news.
+        doc = {**doc, "last_start_failure": {k: failure.get(k) for k in ("at", "reason")}}
     if args.json:
         print(json.dumps(doc))
     else:

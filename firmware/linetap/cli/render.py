@@ -44,6 +44,9 @@ def render_status(doc: dict[str, Any], *, now: float | None = None,
     out.append(head)
     if age is not None and stale_after_s is not None and age > stale_after_s:
         out.append(f"WARNING: the snapshot is {int(age)} s old: the recorder is not running or is stuck")
+    failure = doc.get("last_start_failure")
+    if failure:
+        out.append(f"last start failure: {failure.get('at', '?')}: {failure.get('reason', '?')}")
     synced = doc.get("clock_synced")
     out.append("clock:  " + {True: "synchronised", False: "NOT synchronised (timestamps may be wrong)",
                              None: "synchronisation unknown"}[synced])

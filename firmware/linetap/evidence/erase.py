@@ -1,7 +1,9 @@
 """Privacy requests: ``linetap erase --number DIGITS``.
 
 Every recording whose caller number is DIGITS is deleted: the file, the calls row and the
-salt of its commitment in the chain (so the chain entry can no longer be linked to the number).
+salt of its commitment in the chain (so the chain entry can no longer be linked to the number),
+and the calls' events still waiting in the MQTT outbox (``<data_dir>/outbox.db``), so a broker
+that comes back later never receives their caller number.
 Each is logged in ``deletions`` with why ``request`` (without the number) and in the chain as an
 ``erasure`` entry, so ``verify`` stays clean. Held recordings are kept and listed; so are calls
 still being recorded (run the erasure again once they end).
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from ..clock import Clock
 from ..index.db import Index
+from ..mqtt.outbox import OUTBOX_FILE, purge_calls
 from ..retention import deletions
 from . import audit
 
@@ -31,6 +34,7 @@ class EraseResult:
     held: tuple[int, ...]  # kept: legal hold wins over a privacy request
     recording: tuple[int, ...]  # kept: still being written
     freed_bytes: int
+    events_purged: int = 0  # undelivered MQTT events of the erased calls
 
 
 def erase_number(index: Index, data_dir: Path, number: str, *, who: str | None = None,
@@ -40,6 +44,8 @@ def erase_number(index: Index, data_dir: Path, number: str, *, who: str | None =
     index.secure_delete()
     res = deletions.delete_recordings(index, Path(data_dir), [(i, "request") for i in ids], by=who,
                                       detail="privacy request (erase by caller number)", clock=clock)
+    erased = frozenset(d.call_id for d in res.deleted)
+    purged = purge_calls(Path(data_dir) / OUTBOX_FILE, erased)
     try:
         index.checkpoint_wal()
     except Exception as e:  # noqa: BLE001 - best effort: a reader may hold the WAL open
@@ -49,6 +55,7 @@ def erase_number(index: Index, data_dir: Path, number: str, *, who: str | None =
         held=tuple(r.call_id for r in res.refused if r.reason == "held"),
         recording=tuple(r.call_id for r in res.refused if r.reason == "recording"),
         freed_bytes=res.freed_bytes,
+        events_purged=purged,
     )
     audit.record(index, "erase", None, who=who, clock=clock,
                  detail=f"privacy request: {len(result.erased)} erased, {len(result.held)} kept on hold, "

@@ -35,6 +35,8 @@ class StatusBoard:
         # Written by the housekeeping thread (evidence): the newest signed checkpoint, the background check.
         self.checkpoint: dict[str, Any] | None = None
         self.evidence: EvidenceStatus | None = None
+        # Why the previous start failed ({"at", "reason", ...}; rollback.py), shown until it runs well.
+        self.last_start_failure: dict[str, Any] | None = None
 
     def line_statuses(self) -> list[LineStatus]:
         statuses = []
@@ -54,7 +56,10 @@ class StatusBoard:
             d = self.disk
             disk = DiskStatus(free_bytes=int(d["free_mb"] * MiB), used_bytes=int(d["used_mb"] * MiB),
                               recordings=d["recordings"], hours_left=d["hours_left"])
-        return build_snapshot(recorder_id=self.recorder_id, version=__version__, now=self.clock.wall(),
-                              started_at=self.started_wall, lines=self.line_statuses(),
-                              alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced,
-                              checkpoint=self.checkpoint, evidence=self.evidence)
+        doc = build_snapshot(recorder_id=self.recorder_id, version=__version__, now=self.clock.wall(),
+                             started_at=self.started_wall, lines=self.line_statuses(),
+                             alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced,
+                             checkpoint=self.checkpoint, evidence=self.evidence)
+        if self.last_start_failure:
+            doc["last_start_failure"] = {k: self.last_start_failure.get(k) for k in ("at", "reason")}
+        return doc

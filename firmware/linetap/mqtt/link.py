@@ -40,7 +40,7 @@ from linetap.clock import Clock
 from linetap.config import MqttConfig
 from linetap.mqtt.credentials import credentials
 from linetap.mqtt.discovery import discovery_document
-from linetap.mqtt.outbox import Outbox
+from linetap.mqtt.outbox import OUTBOX_FILE, Outbox
 from linetap.mqtt.paho_client import (
     AUTH_REASONS,
     PROTOCOL_NAMES,
@@ -119,7 +119,7 @@ class MqttLink:
         self._discovery = dumps(discovery_document(recorder_id=recorder_id, version=version, lines=list(lines),
                                                    topics=self.topics, health_interval_s=cfg.health_interval_s,
                                                    key_fingerprint=key_fingerprint))
-        self.outbox = Outbox(data_dir / "outbox.db", max_rows=cfg.outbox_max)
+        self.outbox = Outbox(data_dir / OUTBOX_FILE, max_rows=cfg.outbox_max)
 
         self._lock = threading.Condition()
         self._client: PahoClient | None = None

@@ -22,16 +22,18 @@ Thread safety: one connection, used under one lock; any thread may call any meth
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+OUTBOX_FILE = "outbox.db"  # in the data dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -98,7 +100,10 @@ class Outbox:
                 cur = self._db.execute("INSERT INTO outbox (topic, payload) VALUES (?, x'')", (topic,))
                 seq = int(cur.lastrowid or 0)
                 self._db.execute("UPDATE outbox SET payload = ? WHERE seq = ?", (build(seq), seq))
-                excess = self._count + 1 - self.max_rows
+                # Counted afresh (cheap: at most max_rows rows): ``purge_calls`` in another
+                # process may have removed rows since.
+                count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+                excess = count - self.max_rows
                 dropped = 0
                 if excess > 0:
                     dropped = self._db.execute(
@@ -111,7 +116,7 @@ class Outbox:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._count += 1 - dropped
+            self._count = count - dropped
             self._dropped += dropped
             return Appended(seq=seq, dropped=dropped)
 
@@ -120,8 +125,10 @@ class Outbox:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                n = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
-                count = self._count - n
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                # Counted afresh: another process (``purge_calls`` for ``linetap erase``) may have
+                # removed rows too. One COUNT over at most ``max_rows`` rows, per delivered event.
+                count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
                 if count == 0 and self._dropped:
                     # The backlog is delivered: the overflow episode is over.
                     self._db.execute("DELETE FROM meta WHERE key = 'dropped'")
@@ -148,7 +155,10 @@ class Outbox:
         return [Row(seq=r[0], topic=r[1], payload=bytes(r[2])) for r in rs]
 
     def __len__(self) -> int:
-        return self._count
+        # Counted, not cached: ``purge_calls`` (another process) may have removed rows.
+        with self._lock:
+            self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            return self._count
 
     @property
     def dropped(self) -> int:
@@ -158,3 +168,64 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class EventSpool:
+    """Events written to the outbox while the MQTT link itself cannot be built (a password or CA
+    file missing, ``recorder.py``): when the link comes up, on a retry, it finds them in the same
+    ``outbox.db`` and delivers them in order, with the same ``seq`` numbering, like any backlog."""
+
+    def __init__(self, path: Path, *, max_rows: int, topic: str, recorder_id: str,
+                 now: Callable[[], float]) -> None:
+        self.outbox = Outbox(path, max_rows=max_rows)
+        self.topic = topic
+        self.recorder_id = recorder_id
+        self.now = now
+
+    def publish_event(self, event: dict[str, Any]) -> int:
+        from .topics import event_payload
+        at = self.now()
+        return self.outbox.append(self.topic, lambda seq: event_payload(event, seq=seq, recorder_id=self.recorder_id,
+                                                                         now=at)).seq
+
+    def close(self) -> None:
+        self.outbox.close()
+
+
+def purge_calls(path: Path, call_ids: set[int] | frozenset[int]) -> int:
+    """Delete every undelivered event about one of ``call_ids``; returns how many (``linetap erase``).
+
+    A privacy erasure must not leave the erased calls' ``call_ended`` (caller number, name) waiting
+    in the outbox to be published later. Runs in the erasing process beside a running recorder:
+    its own connection, one transaction; the recorder's outbox recounts its rows on each delivery.
+    A missing outbox (no MQTT configured) holds nothing: 0. The ``seq`` numbers of the purged
+    events are not reused, so a consumer sees the same gap it would see after an overflow."""
+    if not call_ids or not path.is_file():
+        return 0
+    db = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+    try:
+        db.execute("PRAGMA secure_delete=ON")  # the payloads must not linger in free pages
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            doomed = [seq for seq, payload in db.execute("SELECT seq, payload FROM outbox")
+                      if _call_id(bytes(payload)) in call_ids]
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in doomed])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    if doomed:
+        logger.info("purged %d undelivered event(s) of erased calls from %s", len(doomed), path)
+    return len(doomed)
+
+
+def _call_id(payload: bytes) -> int | None:
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    cid = doc.get("call_id") if isinstance(doc, dict) else None
+    return cid if isinstance(cid, int) else None

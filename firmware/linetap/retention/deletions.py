@@ -10,7 +10,9 @@ Three steps, so that a power cut at any point leaves nothing that looks like tam
    the disk would make the next sweep find the file gone with no intent, and log a false
    "removed outside linetap" in the chain. Step 3 needs no FULL: if it is lost, the intent
    is still there and :func:`finish_pending` completes it as a recovery;
-2. the files are unlinked (no lock held);
+2. the files are unlinked (no lock held): every file of the recording
+   (:func:`linetap.store.recordings.recording_files`: the audio, ``.part``, ``.unreadable``,
+   ``.sealed``, sidecars);
 3. one transaction per batch: a ``deletions`` row (what, when, why, by) and a chain entry
    (``deletion``, or ``erasure`` for a privacy request) per call, the calls row and its
    commitment salt removed, the intent cleared.
@@ -32,7 +34,8 @@ from ..clock import Clock, SystemClock, iso
 from ..evidence import chain
 from ..index import retention as db
 from ..index.db import Index
-from ..store.sidecar import remove_sidecar
+from ..store.recordings import recording_files
+from ..store.sidecar import SIDECAR
 
 logger = logging.getLogger(__name__)
 
@@ -111,16 +114,14 @@ def _finish(index: Index, data_dir: Path, pending: list[dict[str, Any]], clock: 
         if not p["path"]:
             continue
         f = data_dir / p["path"]
-        try:
-            f.unlink()
+        if _unlink_all(recording_files(f)):
             dirs.add(f.parent)
-        except FileNotFoundError:
+        else:
             # After a crash we may have unlinked it ourselves; otherwise it went behind our back.
             missing[p["call_id"]] = not recovering and not bool(p["file_missing"])
             if missing[p["call_id"]]:
                 logger.error("recording %s of call %d was already gone when linetap deleted it",
                              p["path"], p["call_id"])
-        remove_sidecar(f)  # w-rebuild: the recording's metadata copy goes with it
     at = clock.wall()
     done: list[Deleted] = []
     with index.write_transaction():
@@ -139,6 +140,20 @@ def _finish(index: Index, data_dir: Path, pending: list[dict[str, Any]], clock: 
     for d in dirs:
         _prune_empty_dirs(d, data_dir / "recordings", at)
     return done
+
+
+def _unlink_all(files: list[Path]) -> bool:
+    """Unlink ``files``; True if any of its audio was there (a salvaged call may have only its
+    ``.unreadable``). A sidecar alone does not count: it is a copy of the index's row, and audio
+    gone while its sidecar stayed was removed behind linetap's back."""
+    removed = False
+    for f in files:
+        try:
+            f.unlink()
+            removed = removed or not f.name.endswith(SIDECAR)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def _detail(detail: str | None, file_missing: bool) -> str | None:

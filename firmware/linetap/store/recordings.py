@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import hashlib
 import logging
 import os
@@ -435,6 +436,25 @@ def salvage(data_dir: Path, index: Index, *, parts: Iterable[Path] | None = None
             # Crashed before the file existed: nothing was captured into it.
             index.delete_call(row["id"])
     return recovered
+
+
+def recording_files(final: Path) -> list[Path]:
+    """Every file on disk that belongs to the recording whose index path is ``final``.
+
+    All of a call's files share its name up to the extension (``<line>_<UTC start>_<id>``, see
+    :func:`relative_path`; the id makes it unique): the audio, ``.part`` while it is written or
+    awaits a salvage, ``.unreadable`` after one, ``.sealed`` and ``.sealing`` with ``encrypt_to``,
+    and any sidecar beside it. ``final`` may itself be any of those. Erasure and retention remove
+    them all, so nothing of a deleted call stays on the disk."""
+    name = final.name
+    try:
+        stem = name[: name.index(".", name.rindex("_"))]
+    except ValueError:
+        return [final] if final.exists() else []
+    try:
+        return sorted(p for p in final.parent.glob(glob.escape(stem) + ".*") if p.is_file())
+    except OSError:
+        return []
 
 
 def unsalvaged(data_dir: Path) -> list[Path]:
