@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import boot, calls, coverage, evidence, recorder
+from . import boot, calls, coverage, evidence, fleet, recorder
 from .base import Command
 from .errors import UsageError
 
@@ -21,6 +21,7 @@ COMMANDS: tuple[Command, ...] = (
     *coverage.COMMANDS,
     *evidence.COMMANDS,
     *boot.COMMANDS,
+    *fleet.COMMANDS,
 )
 
 class _Parser(argparse.ArgumentParser):
