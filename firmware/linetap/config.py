@@ -138,7 +138,8 @@ def key(default: Any = _NO_DEFAULT, *, doc: str, check: Check | None = None, req
 @dataclass(frozen=True, slots=True)
 class RecorderConfig:
     id: str = key(doc="the box's name on MQTT and in exports", check=NAME,
-                  fallback=lambda: default_recorder_id(), shown_default="from `/etc/machine-id`")
+                  fallback=lambda: default_recorder_id(),
+                  shown_default="from the board's serial number, else `/etc/machine-id`")
     data_dir: Path = key(doc="recordings, `index.db`, `outbox.db`, `status.json`",
                          check=Matches(r"\S", 'must name a directory, not ""', "a directory"),
                          fallback=Path("/var/lib/linetap"), shown_default="`/var/lib/linetap`")
@@ -227,14 +228,15 @@ class HealthConfig:
                                "(no flapping)", check=between(0, 3600))
 
 
+TOPIC_PREFIX = Matches(r"^[^#+]*[^#+/]$", "must be a topic level without # + or a trailing /",
+                       "no `#`, `+` or trailing `/`")
+
+
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
     host: str = key("127.0.0.1", doc="the broker's host name or address", required=True)
     port: int = key(1883, doc="the broker's port", check=between(1, 65535))
-    topic_prefix: str = key("linetap", doc="first topic level (`<prefix>/<id>/...`)",
-                            check=Matches(r"^[^#+]*[^#+/]$",
-                                          "must be a topic level without # + or a trailing /",
-                                          "no `#`, `+` or trailing `/`"))
+    topic_prefix: str = key("linetap", doc="first topic level (`<prefix>/<id>/...`)", check=TOPIC_PREFIX)
     username: str | None = key(None, doc="MQTT user name")
     password_file: Path | None = key(None, doc="file holding the password (never the password itself); "
                                      "needs `username`, and `tls_ca` or `allow_plaintext_password`")
@@ -248,7 +250,10 @@ class MqttConfig:
     unreachable_after_s: float = key(60.0, doc="BROKER_UNREACHABLE after this long disconnected",
                                      check=between(0, 86400))
     discovery: bool = key(True, doc="publish Home Assistant discovery")
-    discovery_prefix: str = key("homeassistant", doc="Home Assistant's discovery prefix")
+    discovery_prefix: str = key("homeassistant", doc="Home Assistant's discovery prefix", check=TOPIC_PREFIX)
+    discovery_delay_max_s: float = key(5.0, doc="after Home Assistant's birth message, re-announce after a "
+                                       "random delay up to this long (spreads a fleet's announcements)",
+                                       check=between(0, 300))
     outbox_max: int = key(10000, doc="events kept on disk while the broker is unreachable "
                           "(when full, the oldest go)",
                           check=between(10, 10**7))
@@ -426,10 +431,45 @@ def _path(base: Path) -> Callable[[str], Path]:
     return to_path
 
 
-def default_recorder_id() -> str:
-    """A stable id for a box without one configured: from /etc/machine-id."""
+SERIAL_FILES = (Path("/proc/device-tree/serial-number"), Path("/proc/cpuinfo"))
+MODEL_FILE = Path("/proc/device-tree/model")
+
+
+def board_serial(files: tuple[Path, ...] = SERIAL_FILES) -> str | None:
+    """The board's serial number (a Pi: the device tree's ``serial-number``, or ``Serial`` in
+    /proc/cpuinfo), lower-case hex/alphanumerics; None on a machine without one (or all zeros)."""
+    for path in files:
+        try:
+            text = path.read_bytes().decode("ascii", "replace")
+        except OSError:
+            continue
+        if path.name == "cpuinfo":
+            m = re.search(r"^Serial\s*:\s*(\S+)", text, re.M)
+            text = m.group(1) if m else ""
+        serial = re.sub(r"[^0-9a-z]", "", text.strip("\x00 \n").lower())
+        if serial.strip("0"):
+            return serial
+    return None
+
+
+def board_model(path: Path = MODEL_FILE) -> str | None:
+    """The board's model (``Raspberry Pi 4 Model B Rev 1.5``), or None."""
     try:
-        mid = Path("/etc/machine-id").read_text().strip()
+        return path.read_bytes().decode("utf-8", "replace").strip("\x00 \n") or None
+    except OSError:
+        return None
+
+
+def default_recorder_id(serial_files: tuple[Path, ...] = SERIAL_FILES,
+                        machine_id: Path = Path("/etc/machine-id")) -> str:
+    """A stable id for a box without ``recorder.id``: the board's serial number, which survives
+    a reflash (so Home Assistant keeps the device and its history), else /etc/machine-id
+    (kept across boots by firstboot.py, but new after a reflash)."""
+    serial = board_serial(serial_files)
+    if serial:
+        return f"linetap-{serial[-8:]}"
+    try:
+        mid = machine_id.read_text().strip()
     except OSError:
         mid = ""
     return f"linetap-{mid[:8]}" if mid else "linetap"

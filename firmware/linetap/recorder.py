@@ -130,6 +130,9 @@ class Recorder:
         self.pipeline.start()
         for reader in self.readers.values():
             reader.start()
+        # Disk, clock and call figures before the first health document (else HA shows "unknown"
+        # until the housekeeping thread's first slow check, up to 10 s later).
+        self.housekeeping.slow_checks()
         self.health_loop.start()
         self.housekeeping.start()
         logger.info("recording %d line(s) into %s", len(self.line_calls), self.data_dir)

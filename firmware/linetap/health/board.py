@@ -32,6 +32,9 @@ class StatusBoard:
         self.started_wall = clock.wall()
         self.disk: dict[str, Any] | None = None  # the ``disk`` object of the last sweep (Sweeper.health)
         self.clock_synced: bool | None = None  # None: not checked, or cannot tell
+        # ``last_call`` and ``calls_today`` of the last slow check (housekeeping.calls_summary), for
+        # Home Assistant's last-call and calls-today sensors; None until the first check.
+        self.calls: dict[str, Any] | None = None
 
     def line_statuses(self) -> list[LineStatus]:
         statuses = []
@@ -51,6 +54,9 @@ class StatusBoard:
             d = self.disk
             disk = DiskStatus(free_bytes=int(d["free_mb"] * MiB), used_bytes=int(d["used_mb"] * MiB),
                               recordings=d["recordings"], hours_left=d["hours_left"])
-        return build_snapshot(recorder_id=self.recorder_id, version=__version__, now=self.clock.wall(),
-                              started_at=self.started_wall, lines=self.line_statuses(),
-                              alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced)
+        doc = build_snapshot(recorder_id=self.recorder_id, version=__version__, now=self.clock.wall(),
+                             started_at=self.started_wall, lines=self.line_statuses(),
+                             alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced)
+        if self.calls is not None:
+            doc.update(self.calls)
+        return doc

@@ -190,6 +190,15 @@ class Index:
               " order by started_at, id"
         return self.query(sql, params)
 
+    def last_call(self) -> dict[str, Any] | None:
+        """The most recently ended call (the health document's ``last_call``), or None."""
+        rows = self.query("select * from calls where ended_at is not null order by ended_at desc, id desc limit 1")
+        return rows[0] if rows else None
+
+    def count_calls_since(self, since: str) -> int:
+        """How many calls started at or after ``since`` (ISO, the index's form)."""
+        return int(self.query("select count(*) as n from calls where started_at >= ?", [since])[0]["n"])
+
     # --- alarms and gaps ---
     def alarm_raised(self, code: str, severity: str, line: str | None, raised_at: str, detail: str) -> int:
         return self._insert("alarms", {"code": code, "severity": severity, "line": line,
