@@ -52,6 +52,7 @@ FILE_KEYS: dict[str, bool] = {
     "mqtt.tls_cert": False,
     "mqtt.tls_key": True,
     "storage.encrypt_to": False,
+    "archive.rclone_config": True,  # holds the remote's credentials
 }
 
 # ALSA PCM names as aplay -L prints them and the contract allows: a name ("default", "line1"), or a

@@ -261,6 +261,22 @@ class MqttConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    remote: str = key("", doc="rclone remote, `name:bucket/prefix`: recordings keep their index `path` under it",
+                      required=True,
+                      check=Matches(r"^[A-Za-z0-9_][A-Za-z0-9_. -]*:\S*$", 'must be "name:bucket/prefix"',
+                                    "`name:bucket/prefix`"))
+    rclone_config: Path | None = key(None, doc="rclone's config file (a secret: imported from the boot partition "
+                                     "at first boot)")
+    required: bool = key(False, doc="never evict a recording that is not archived yet")
+    bandwidth: str = key("1M", doc="upload bandwidth limit (rclone `--bwlimit`: `512k`, `1M`, `off`)",
+                         check=Matches(r"^(off|[0-9]+(\.[0-9]+)?[BbKkMmGgTtPp]?)$", 'must be like "1M", "512k" or "off"',
+                                       "`1M`, `512k`, `off`"))
+    behind_after_h: float = key(24.0, doc="`ARCHIVE_BEHIND` while a recording that ended this long ago is not "
+                                "archived", check=between(0.01, 8760))
+
+
+@dataclass(frozen=True, slots=True)
 class LedsConfig:
     status: int | None = key(None, doc="BCM pin of the status LED", check=PIN)
     buzzer: int | None = key(None, doc="BCM pin of the buzzer", check=PIN)
@@ -276,6 +292,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     mqtt: MqttConfig | None = None
     leds: LedsConfig | None = None
+    archive: ArchiveConfig | None = None
 
     def line(self, name: str) -> LineConfig:
         for line in self.lines:
@@ -302,6 +319,7 @@ SECTIONS = (
     Section("health", HealthConfig, "alarm thresholds"),
     Section("mqtt", MqttConfig, "reporting to a broker; absent: no MQTT", optional=True),
     Section("leds", LedsConfig, "status LED and buzzer; absent: none", optional=True),
+    Section("archive", ArchiveConfig, "copies of the recordings off the box (rclone); absent: none", optional=True),
 )
 
 
@@ -551,10 +569,16 @@ def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> C
         leds = LedsConfig(**_read_section(lr, LedsConfig, to_path))
         lr.finish()
 
+    archive = None
+    if "archive" in doc:
+        ar = _Table(errors, "archive", top.raw("archive", dict, {}))
+        archive = ArchiveConfig(**_read_section(ar, ArchiveConfig, to_path))
+        ar.finish()
+
     top.finish()
     _check_pins(errors, leds, lines)
     return Config(source=source, recorder=recorder, lines=tuple(lines), storage=storage,
-                  health=health, mqtt=mqtt, leds=leds)
+                  health=health, mqtt=mqtt, leds=leds, archive=archive)
 
 
 def _line(errors: list[str], prefix: str, raw: Any, to_path: Callable[[str], Path]) -> LineConfig | None:

@@ -27,7 +27,7 @@ from . import schema
 CALL_COLUMNS = {
     "id": int, "line": str, "started_at": str, "ended_at": str, "duration_s": float, "path": str,
     "codec": str, "bytes": int, "sha256": str, "caller_number": str, "caller_name": str,
-    "dtmf": str, "end_reason": str, "status": str,
+    "dtmf": str, "end_reason": str, "status": str, "archived_at": str,
 }
 CONTRACT_FIELDS = tuple(CALL_COLUMNS)
 

@@ -171,8 +171,15 @@ _V1: tuple[str, ...] = (
 )""",
 ) + tuple(t for table in APPEND_ONLY for t in _append_only_triggers(table))
 
+# 2 (archive): when a recording's copy off the box was verified (ISO, null: not archived yet).
+_ARCHIVED_AT = (
+    """ALTER TABLE "calls" ADD COLUMN "archived_at" TEXT""",
+    """CREATE INDEX IF NOT EXISTS "idx_calls_archived_at" ON "calls" ("archived_at")""",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,  # 1: the schema of the releases before numbered migrations
+    _ARCHIVED_AT,  # 2: calls.archived_at (firmware/linetap/archive/)
 )
 LATEST = len(MIGRATIONS)
 
