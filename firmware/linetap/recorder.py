@@ -89,7 +89,8 @@ class Recorder:
             if cfg.mqtt is not None and mqtt:
                 from .mqtt.link import MqttLink
                 self.link = MqttLink(cfg.mqtt, recorder_id=cfg.recorder.id, data_dir=self.data_dir,
-                                     version=__version__, lines=[ln.name for ln in cfg.lines], clock=clock)
+                                     version=__version__, lines=[ln.name for ln in cfg.lines], clock=clock,
+                                     archive=cfg.archive is not None)
                 built.callback(self.link.stop)
                 self.listeners.subscribe(self.link.publish_event)
             self.supervisor = LineSupervisor(enabled, cfg.health, alarms=self.alarms, gaps=self.gaps)
@@ -118,6 +119,12 @@ class Recorder:
                                              sweeper=Sweeper.from_config(self.index, cfg, clock=clock),
                                              board=self.board, to_seal=self.to_seal,
                                              heartbeat_s=cfg.recorder.heartbeat_s)
+            self.archiver = None
+            if cfg.archive is not None:  # [archive]: its own thread; recording never waits for it
+                from .archive.uploader import Archiver
+                self.archiver = Archiver(index=self.index, data_dir=self.data_dir, cfg=cfg.archive,
+                                         recorder_id=cfg.recorder.id, alarms=self.alarms, clock=clock)
+                self.board.archive_status = self.archiver.status
             self._closers = built.pop_all()  # link, hooks, LEDs, index, notifier: closed last in stop()
 
     # ------------------------------------------------------------------ life cycle
@@ -135,6 +142,8 @@ class Recorder:
         self.housekeeping.slow_checks()
         self.health_loop.start()
         self.housekeeping.start()
+        if self.archiver is not None:
+            self.archiver.start()
         logger.info("recording %d line(s) into %s", len(self.line_calls), self.data_dir)
 
     def stop(self, drain_timeout_s: float = 5.0) -> None:
@@ -144,9 +153,10 @@ class Recorder:
         try:
             self._stop_capture(drain_timeout_s)
             self._finish_calls()
-            for loop in (self.health_loop, self.housekeeping):
+            loops = [self.health_loop, self.housekeeping, *([self.archiver] if self.archiver else [])]
+            for loop in loops:
                 loop.stop()
-            for loop in (self.health_loop, self.housekeeping):
+            for loop in loops:
                 _join(loop, drain_timeout_s)
             self._close_the_books()
         finally:

@@ -58,6 +58,9 @@ _SPECS = (
               "the system clock is not NTP-synchronised; timestamps may be wrong"),
     AlarmSpec("BROKER_UNREACHABLE", WARNING, SYSTEM,
               "the MQTT broker cannot be reached; recording continues, events are queued"),
+    AlarmSpec("ARCHIVE_BEHIND", WARNING, SYSTEM,
+              "a recording that ended more than archive.behind_after_h ago is not archived yet (remote "
+              "unreachable, credentials, bandwidth too low); with archive.required the disk may fill"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
 )

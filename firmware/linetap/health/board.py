@@ -9,7 +9,7 @@ the housekeeping thread writes it to ``status.json`` every second.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
 from ..alarms.manager import AlarmManager
@@ -35,6 +35,8 @@ class StatusBoard:
         # ``last_call`` and ``calls_today`` of the last slow check (housekeeping.calls_summary), for
         # Home Assistant's last-call and calls-today sensors; None until the first check.
         self.calls: dict[str, Any] | None = None
+        # The archive thread's figures (Archiver.status: backlog, oldest_unarchived_s, ...), with [archive].
+        self.archive_status: Callable[[], dict[str, Any]] | None = None
 
     def line_statuses(self) -> list[LineStatus]:
         statuses = []
@@ -59,4 +61,6 @@ class StatusBoard:
                              alarms=self.alarms.active(), disk=disk, clock_synced=self.clock_synced)
         if self.calls is not None:
             doc.update(self.calls)
+        if self.archive_status is not None:
+            doc["archive"] = self.archive_status()
         return doc

@@ -10,14 +10,17 @@ from typing import Any
 
 from .db import Index
 
-# Finished and sealed/chained: "complete" or "recovered" rows with their final path and hash.
-_FINISHED = "status != 'recording' and path is not null and sha256 is not null"
+# Finished and chained (so sealed, if encryption is on): the file is final, and its chain entry
+# goes into the sidecar.
+_FINISHED = ("status != 'recording' and path is not null and sha256 is not null and exists "
+             "(select 1 from chain where chain.kind = 'recording' and chain.call_id = calls.id)")
 
 
-def unarchived(index: Index, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` finished recordings not archived yet, oldest first."""
-    return index.query(f"select * from calls where archived_at is null and {_FINISHED} "
-                       "order by started_at, id limit ?", [limit])
+def unarchived(index: Index, limit: int, *, skip: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    """Up to ``limit`` finished recordings not archived yet, oldest first (not those in ``skip``)."""
+    not_in = f" and id not in ({','.join('?' * len(skip))})" if skip else ""
+    return index.query(f"select * from calls where archived_at is null and {_FINISHED}{not_in} "
+                       "order by started_at, id limit ?", [*skip, limit])
 
 
 def mark_archived(index: Index, call_id: int, *, at: str, sha256: str) -> bool:
@@ -42,6 +45,15 @@ def archived(index: Index) -> list[dict[str, Any]]:
     """Every archived recording {id, path, bytes, sha256, archived_at}, by id (``linetap archive verify``)."""
     return index.query("select id, path, bytes, sha256, archived_at from calls where archived_at is not null "
                        "order by id")
+
+
+def chain_seq_archived(index: Index) -> int:
+    """The last chain entry already copied to the remote (0: none)."""
+    return int(index.get_meta("archive_chain_seq") or 0)
+
+
+def set_chain_seq_archived(index: Index, seq: int) -> None:
+    index.set_meta("archive_chain_seq", str(seq))
 
 
 def last_archived_at(index: Index) -> str | None:

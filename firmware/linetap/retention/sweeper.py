@@ -246,6 +246,8 @@ class Sweeper:
             why.append("recordings on legal hold")
         if p.blocked_by_min_retention:
             why.append("recordings younger than min_retention_days")
+        if p.blocked_by_archive:
+            why.append("recordings not archived yet (archive.required)")
         if not why:
             why.append("recordings still being written")
         return (f"{free / MB:.1f} MB free, {(self.policy.keep_free_bytes + reserve) / MB:.1f} MB needed; "
