@@ -43,7 +43,8 @@ class SftpRemote:
         log = open(self.workdir / "serve.log", "ab")
         self._proc = subprocess.Popen([self.exe, "serve", "sftp", str(self.root), "--addr", f"127.0.0.1:{self.port}",
                                        "--user", "test", "--pass", "test-pass",
-                                       "--cache-dir", str(self.workdir / "cache")],
+                                       "--cache-dir", str(self.workdir / "cache"),
+                                       "--dir-cache-time", "0s"],  # see files the test changes at once
                                       stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout_s

@@ -166,3 +166,48 @@ def test_archive_behind_is_raised_past_the_threshold():
 
 def test_backoff_doubles_and_is_capped():
     assert [layout.backoff_s(n, min_s=5, max_s=600) for n in (0, 1, 2, 3, 8, 30)] == [0, 5, 10, 20, 600, 600]
+
+
+# --- linetap archive status|verify ----------------------------------------------------------
+
+
+def config_file(tmp_path: Path, data_dir: Path, remote: SftpRemote) -> Path:
+    from helpers import write_config
+    path = write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": "null"}],
+                        recorder={"id": "shop-01"})
+    with open(path, "a") as f:
+        f.write(f'\n[archive]\nremote = "{remote.remote(PREFIX)}"\nrclone_config = "{remote.config}"\n')
+    return path
+
+
+def test_archive_status_and_verify_compare_the_remote_with_the_index(index, data_dir, clock, remote, tmp_path,
+                                                                     capsys):
+    from linetap.cli import main
+    calls = [make_call(index, data_dir, clock) for _ in range(3)]
+    archiver(index, data_dir, clock, remote).round()
+    make_call(index, data_dir, clock)  # one left in the backlog
+    cfg = str(config_file(tmp_path, data_dir, remote))
+    assert main(["archive", "status", "--json", "-c", cfg]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["archived"], status["backlog"]) == (3, 1)
+    assert main(["archive", "verify", "-c", cfg]) == 0
+    assert "3 archived recording(s) checked" in capsys.readouterr().out
+
+    (remote.root / PREFIX / calls[1]["path"]).unlink()  # lost on the remote
+    assert main(["archive", "verify", "-c", cfg]) == 1
+    out = capsys.readouterr().out
+    assert f"missing: call {calls[1]['id']}" in out
+
+
+def test_archive_verify_finds_an_altered_chain_on_the_remote(index, data_dir, clock, remote, tmp_path, capsys):
+    from linetap.cli import main
+    for _ in range(2):
+        make_call(index, data_dir, clock)
+    archiver(index, data_dir, clock, remote).round()
+    [seg] = (remote.root / PREFIX / "chain").iterdir()
+    lines = seg.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["payload"]["bytes"] += 1
+    seg.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    assert main(["archive", "verify", "-c", str(config_file(tmp_path, data_dir, remote))]) == 1
+    assert "chain: " in capsys.readouterr().out

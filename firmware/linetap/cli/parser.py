@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import boot, calls, coverage, evidence, fleet, recorder
+from . import archive, boot, calls, coverage, evidence, fleet, recorder
 from .base import Command
 from .errors import UsageError
 
@@ -20,6 +20,7 @@ COMMANDS: tuple[Command, ...] = (
     *calls.COMMANDS,
     *coverage.COMMANDS,
     *evidence.COMMANDS,
+    *archive.COMMANDS,
     *boot.COMMANDS,
     *fleet.COMMANDS,
 )
