@@ -13,7 +13,8 @@ from linetap.clock import iso
 from linetap.index.db import Index
 
 CONTRACT_CODES = {"LINE_NO_DEVICE", "LINE_DEAD", "LINE_OVERRUN", "LINE_CLIPPING", "DISK_LOW",
-                  "DISK_WRITE_FAILED", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE", "RECORDER_RESTARTED"}
+                  "DISK_WRITE_FAILED", "CLOCK_UNSYNCED", "BROKER_UNREACHABLE", "RECORDER_RESTARTED",
+                  "ARCHIVE_BEHIND"}
 
 
 class Recorder:
