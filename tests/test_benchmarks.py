@@ -44,3 +44,12 @@ def test_the_floor_benchmark_measures_each_mandated_step_beside_the_codec_alone(
                           "2 lines, fsync each 0.4s", "2 lines, syncfs 0.4s",
                           "... + level"], p.stdout
     assert float(rows["codec-only"]) == 1.0 and float(rows["read"]) > 0  # ALSA delivered the audio
+
+
+def test_the_fleet_benchmark_measures_the_view_beside_a_bare_subscriber():
+    p = subprocess.run([sys.executable, str(BENCH.with_name("fleet.py")), "--boxes", "20", "--interval", "2",
+                        "--seconds", "3"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = dict(re.findall(r"^(bare|fleet)\s+(\d+)\s+[\d.]+%\s+[\d.]+$", p.stdout, re.M))
+    assert set(rows) == {"bare", "fleet"} and int(rows["bare"]) > 0 and int(rows["fleet"]) > 0, p.stdout
+    assert "20 boxes seen" in p.stdout
