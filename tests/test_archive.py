@@ -211,3 +211,55 @@ def test_archive_verify_finds_an_altered_chain_on_the_remote(index, data_dir, cl
     seg.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     assert main(["archive", "verify", "-c", str(config_file(tmp_path, data_dir, remote))]) == 1
     assert "chain: " in capsys.readouterr().out
+
+
+# --- in the recorder -------------------------------------------------------------------------
+
+
+def test_the_recorder_records_while_the_remote_is_away_and_archives_when_it_is_back(alsa, data_dir, tmp_path,
+                                                                                    remote):
+    from helpers import wait_for
+    from linetap.config import load
+    from linetap.recorder import Recorder
+    from linetap.sim.line import render
+    from test_record_e2e import FAST, T0, run_until_fed
+
+    remote.stop()  # away from the start
+    (line,) = alsa.lines(1)
+    script = [("idle", 3), ("call", 6), ("idle", 8), ("call", 6), ("idle", 8)]
+    pcm_audio, _ = render(script, seed=3)
+    cfg_path = config_file(tmp_path, data_dir, remote)
+    text = cfg_path.read_text().replace('[[line]]\nname = "line1"\npcm = "null"',
+                                        f'[[line]]\nname = "line1"\npcm = "{line.pcm}"')
+    cfg_path.write_text(text.replace('id = "shop-01"', 'id = "shop-01"\nqueue_s = 120'))
+    cfg = load(cfg_path)
+    assert cfg.archive is not None and cfg.lines[0].pcm == line.pcm
+    rec = Recorder(cfg, clock=FakeClock(wall=T0))
+    assert rec.archiver is not None
+    rec.archiver.backoff, rec.archiver.idle_s = (0.1, 0.5), 0.2
+    line.feed(pcm_audio)
+    rec.start()
+    try:
+        run_until_fed(rec, ["line1"], sum(s[1] for s in script))  # recording did not wait for the archive
+        index = rec.index
+        wait_for(lambda: len(index.calls()) == 2 and all(r["status"] != "recording" for r in index.calls()))
+        wait_for(lambda: (rec.snapshot().get("archive") or {}).get("backlog") == 2, timeout=30)
+        assert "connection refused" in rec.snapshot()["archive"]["error"]
+        remote.start()
+        wait_for(lambda: rec.snapshot()["archive"]["backlog"] == 0, timeout=60)
+        assert rec.snapshot()["archive"]["error"] is None
+    finally:
+        rec.stop()
+        line.feeder.stop()
+    from linetap.index.db import open_index
+    for row in open_index(data_dir).calls():
+        assert row["archived_at"] is not None
+        assert sha256(remote.root / PREFIX / row["path"]) == row["sha256"]
+
+
+def test_rclones_error_is_one_line_without_its_timestamp():
+    from linetap.archive.rclone import _last_error
+    plain = b'2026/12/07 05:18:42 Failed to create file system for "arc:x": connection refused\n'
+    assert _last_error(plain) == 'Failed to create file system for "arc:x": connection refused'
+    logged = b'{"level":"error","msg":"Failed to copy: permission denied\\n","object":"a.wav"}\n'
+    assert _last_error(logged) == "a.wav: Failed to copy: permission denied"

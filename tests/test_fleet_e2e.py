@@ -147,3 +147,19 @@ def test_a_box_in_critical_alarm_makes_exit_2_a_warning_exit_1(broker, capsys): 
 def test_an_unreachable_broker_is_exit_3(capsys):
     assert main(["fleet", "--broker", f"127.0.0.1:{free_port()}", "--json"]) == 3
     assert "broker unreachable" in capsys.readouterr().err
+
+
+def test_the_fleet_view_connects_with_tls_and_a_password(broker, tmp_path, capsys):  # noqa: F811
+    b = broker(tls=True, users={"fleet": "s3cret"})
+    b.publish("linetap/tls-box/status", "online", retain=True)
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    code, doc = run_json(capsys, "--broker", f"127.0.0.1:{b.port}", "--tls", str(b.pki.ca), "--username", "fleet",
+                         "--password-file", str(pw))
+    assert [x["id"] for x in doc["boxes"]] == ["tls-box"] and doc["boxes"][0]["state"] == "stale"
+    assert code == 1
+    pw.write_text("wrong\n")
+    assert main(["fleet", "--broker", f"127.0.0.1:{b.port}", "--tls", str(b.pki.ca), "--username", "fleet",
+                 "--password-file", str(pw), "--json"]) == 3
+    err = capsys.readouterr().err
+    assert "broker unreachable" in err and ("Not authorized" in err or "Bad user name or password" in err), err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -102,14 +103,17 @@ def md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
+_TIMESTAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+(ERROR\s*:\s*|CRITICAL:\s*|NOTICE:\s*)?")
+
+
 def _last_error(stderr: bytes) -> str:
     """The last error rclone logged (JSON log lines: their ``msg``), else its last stderr line."""
     lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     for ln in reversed(lines):
         try:
             doc = json.loads(ln)
-        except ValueError:
-            return ln.strip()[:300]
+        except ValueError:  # rclone's fatal errors are plain lines: "2026/12/07 05:18:42 Failed to ..."
+            return _TIMESTAMP.sub("", ln.strip())[:300]
         if isinstance(doc, dict) and doc.get("msg"):
             obj = f"{doc.get('object')}: " if doc.get("object") else ""
             return f"{obj}{str(doc['msg']).strip()}"[:300]
