@@ -198,6 +198,10 @@ class Sweeper:
             days = self.policy.default.effective().min_retention_days
             if days:
                 protected += db.unheld_bytes_since(self.index, iso(now - days * DAY_S), other_than=named)
+        if self.archive and self.policy.archive_required:
+            # Never evicted until archived. Conservative: one also held or protected counts twice.
+            from ..index.archive import backlog
+            protected += backlog(self.index)["bytes"]
         return max(0, finished_bytes - held - protected)
 
     # --- sweeping ----------------------------------------------------------------
