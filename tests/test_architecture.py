@@ -424,5 +424,5 @@ def test_only_the_rclone_adapter_runs_rclone():
     """archive/rclone.py is rclone's one module, as paho_client.py is paho's: the executable is
     named nowhere else (a second subprocess call would escape its nice level and timeouts)."""
     users = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
-                   if re.search(r"""["']rclone["']""", p.read_text()))
+                   if re.search(r"""(["'])rclone\1""", p.read_text()))
     assert users == ["archive/rclone.py"]
