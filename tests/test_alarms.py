@@ -20,7 +20,8 @@ CONTRACT_CODES = {"LINE_NO_DEVICE", "LINE_DEAD", "LINE_OVERRUN", "LINE_CLIPPING"
                   # the contract's additions (docs/CONTRACT.md "Alarm codes"), as they are built
                   "EVIDENCE_FAILED", "CONFIG_REJECTED", "CONFIG_ROLLED_BACK",
                   # LEDs or buzzer that cannot be driven (README "Alarms, gaps and LEDs")
-                  "GPIO_FAILED"}
+                  "GPIO_FAILED",
+                  "ARCHIVE_BEHIND"}
 
 
 class Recorder:

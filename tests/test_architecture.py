@@ -430,3 +430,11 @@ def test_the_blocking_importer_would_see_a_leak() -> None:
                           capture_output=True, text=True, timeout=120, cwd=PACKAGE.parents[1])
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["attempts"] and "paho is blocked" in result["errors"][adapter]
+
+
+def test_only_the_rclone_adapter_runs_rclone():
+    """archive/rclone.py is rclone's one module, as paho_client.py is paho's: the executable is
+    named nowhere else (a second subprocess call would escape its nice level and timeouts)."""
+    users = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+                   if re.search(r"""(["'])rclone\1""", p.read_text()))
+    assert users == ["archive/rclone.py"]

@@ -53,3 +53,12 @@ def test_the_verification_benchmark_measures_beside_plain_sha256_and_alarms_on_a
     rows = dict(re.findall(r"^(background check|baseline: plain sha256).*?\s+([\d.]+)\s+[\d.]+%$", p.stdout, re.M))
     assert set(rows) == {"background check", "baseline: plain sha256"}, p.stdout
     assert "flipped byte: EVIDENCE_INTEGRITY raised: call " in p.stdout
+
+
+def test_the_fleet_benchmark_measures_the_view_beside_a_bare_subscriber():
+    p = subprocess.run([sys.executable, str(BENCH.with_name("fleet.py")), "--boxes", "20", "--interval", "2",
+                        "--seconds", "3"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = dict(re.findall(r"^(bare|fleet)\s+(\d+)\s+[\d.]+%\s+[\d.]+$", p.stdout, re.M))
+    assert set(rows) == {"bare", "fleet"} and int(rows["bare"]) > 0 and int(rows["fleet"]) > 0, p.stdout
+    assert "20 boxes seen" in p.stdout

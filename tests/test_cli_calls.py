@@ -17,7 +17,7 @@ from linetap.store.recordings import Recording
 from helpers import write_config
 
 CONTRACT_FIELDS = ["id", "line", "started_at", "ended_at", "duration_s", "path", "codec", "bytes", "sha256",
-                   "caller_number", "caller_name", "dtmf", "end_reason", "status"]
+                   "caller_number", "caller_name", "dtmf", "end_reason", "status", "archived_at"]
 T = parse_iso("2026-11-28T15:00:00Z")
 
 

@@ -83,7 +83,7 @@ def test_every_command_of_the_contract_is_registered_once():
     names = [c.name for c in COMMANDS]
     assert len(names) == len(set(names))
     assert {"run", "check", "calls", "status", "verify", "coverage", "hold", "release", "export", "erase",
-            "decrypt", "keygen", "demo", "firstboot", "web", "user"} == set(names)
+            "decrypt", "keygen", "demo", "firstboot", "web", "user", "fleet", "archive"} == set(names)
 
 
 def test_a_command_gets_a_config_option_as_it_declares():

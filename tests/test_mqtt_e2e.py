@@ -54,7 +54,7 @@ def test_a_dashboard_sees_online_health_discovery_calls_and_a_dead_line_within_a
     try:
         sub.wait_for(lambda m: m.topic == STATUS and m.text == "online")
         sub.wait_for(lambda m: m.topic == DISCOVERY)
-        sub.wait_for(lambda m: m.topic == HEALTH)
+        first = json.loads(sub.wait_for(lambda m: m.topic == HEALTH).payload)
         raised = sub.wait_for(lambda m: m.topic == EVENT and json.loads(m.payload)["type"] == "alarm_raised",
                               timeout=15)
         arrived = time.time()
@@ -75,6 +75,10 @@ def test_a_dashboard_sees_online_health_discovery_calls_and_a_dead_line_within_a
     faulty = [json.loads(m.payload) for m in sub.on(HEALTH)]
     assert any(d["lines"]["line1"]["state"] == "fault" and d["alarms"] == ["LINE_DEAD"] for d in faulty)
     assert faulty[-1]["id"] == ID and set(faulty[-1]["disk"]) >= {"free_mb", "used_mb", "recordings", "hours_left"}
+    # The first snapshot after the start already has the disk and call figures (HA shows no "unknown");
+    # hours_left stays null on a box that has never recorded a minute (the rate is not known yet).
+    assert all(first["disk"][k] is not None for k in ("free_mb", "used_mb", "recordings")), first
+    assert first["calls_today"] == 0 and first["last_call"] is None
     late = b.subscribe(STATUS)
     assert late.wait_for(lambda m: True).text == "offline"  # retained after a clean stop
 

@@ -217,3 +217,38 @@ def test_planner_stops_reading_where_min_retention_protects_every_line() -> None
     p = plan(lazily(), Space(free_bytes=0, used_bytes=1000 * MB),
              Policy(keep_free_bytes=2000 * MB, default=LinePolicy(min_retention_days=1500)), NOW)
     assert (len(read), p.blocked_by_min_retention) == (1, True)
+
+
+# --- [archive]: archived recordings go first; with required, unarchived ones never ----------
+
+
+def archived_store(archived_ids: set[int]) -> list[RecordingInfo]:
+    return [RecordingInfo(r.id, r.line, r.started_at, r.bytes, r.held, r.status, archived=r.id in archived_ids)
+            for r in store()]
+
+
+SHORT_3MB = Space(free_bytes=7 * MB, used_bytes=10 * MB)
+
+
+def test_space_eviction_takes_archived_recordings_before_older_unarchived_ones() -> None:
+    p = plan(archived_store({4, 5, 6, 7}), SHORT_3MB, Policy(keep_free_bytes=10 * MB), NOW)
+    assert p.ids == (4, 5, 6)
+
+
+def test_without_enough_archived_the_oldest_unarchived_go_too() -> None:
+    p = plan(archived_store({5}), SHORT_3MB, Policy(keep_free_bytes=10 * MB), NOW)
+    assert p.ids == (1, 2, 5)
+
+
+def test_archive_required_never_evicts_an_unarchived_recording() -> None:
+    p = plan(archived_store({5}), SHORT_3MB, Policy(keep_free_bytes=10 * MB, archive_required=True), NOW)
+    assert (p.ids, p.shortfall_bytes, p.blocked_by_archive) == ((5,), 2 * MB, True)
+
+
+def test_archive_required_still_lets_retention_expire_unarchived_recordings() -> None:
+    policy = Policy(default=LinePolicy(retention_days=9), archive_required=True)
+    assert plan(archived_store(set()), ROOMY, policy, NOW).ids == (1, 2)
+
+
+def test_without_an_archive_nothing_changes() -> None:
+    assert plan(store(), SHORT_3MB, Policy(keep_free_bytes=10 * MB, archive_required=True), NOW).ids == (1, 2, 3)

@@ -54,6 +54,7 @@ FILE_KEYS: dict[str, bool] = {
     "storage.encrypt_to": False,
     "web.tls_cert": False,  # w-web: the installer's own HTTPS certificate and key
     "web.tls_key": True,
+    "archive.rclone_config": True,  # holds the remote's credentials
 }
 
 # ALSA PCM names as aplay -L prints them and the contract allows: a name ("default", "line1"), or a

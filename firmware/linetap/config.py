@@ -137,7 +137,8 @@ def key(default: Any = _NO_DEFAULT, *, doc: str, check: Check | None = None, req
 @dataclass(frozen=True, slots=True)
 class RecorderConfig:
     id: str = key(doc="the box's name on MQTT and in exports", check=NAME,
-                  fallback=lambda: default_recorder_id(), shown_default="from `/etc/machine-id`")
+                  fallback=lambda: default_recorder_id(),
+                  shown_default="from the board's serial number, else `/etc/machine-id`")
     data_dir: Path = key(doc="recordings, `index.db`, `outbox.db`, `status.json`",
                          check=Matches(r"\S", 'must name a directory, not ""', "a directory"),
                          fallback=Path("/var/lib/linetap"), shown_default="`/var/lib/linetap`")
@@ -235,14 +236,15 @@ class HealthConfig:
                                "(no flapping)", check=between(0, 3600))
 
 
+TOPIC_PREFIX = Matches(r"^[^#+]*[^#+/]$", "must be a topic level without # + or a trailing /",
+                       "no `#`, `+` or trailing `/`")
+
+
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
     host: str = key("127.0.0.1", doc="the broker's host name or address", required=True)
     port: int = key(1883, doc="the broker's port", check=between(1, 65535))
-    topic_prefix: str = key("linetap", doc="first topic level (`<prefix>/<id>/...`)",
-                            check=Matches(r"^[^#+]*[^#+/]$",
-                                          "must be a topic level without # + or a trailing /",
-                                          "no `#`, `+` or trailing `/`"))
+    topic_prefix: str = key("linetap", doc="first topic level (`<prefix>/<id>/...`)", check=TOPIC_PREFIX)
     username: str | None = key(None, doc="MQTT user name")
     password_file: Path | None = key(None, doc="file holding the password (never the password itself); "
                                      "needs `username`, and `tls_ca` or `allow_plaintext_password`")
@@ -256,7 +258,10 @@ class MqttConfig:
     unreachable_after_s: float = key(60.0, doc="BROKER_UNREACHABLE after this long disconnected",
                                      check=between(0, 86400))
     discovery: bool = key(True, doc="publish Home Assistant discovery")
-    discovery_prefix: str = key("homeassistant", doc="Home Assistant's discovery prefix")
+    discovery_prefix: str = key("homeassistant", doc="Home Assistant's discovery prefix", check=TOPIC_PREFIX)
+    discovery_delay_max_s: float = key(5.0, doc="after Home Assistant's birth message, re-announce after a "
+                                       "random delay up to this long (spreads a fleet's announcements)",
+                                       check=between(0, 300))
     outbox_max: int = key(10000, doc="events kept on disk while the broker is unreachable "
                           "(when full, the oldest go)",
                           check=between(10, 10**7))
@@ -273,6 +278,22 @@ class EvidenceConfig:
                               "time-stamped there (at most one request per 10 s)",
                               check=Matches(r"^https?://\S+$", "must be an http(s) URL, not {v!r}", "an http(s) URL"))
     tsa_timeout_s: float = key(5.0, doc="how long one time-stamp request may take", check=between(0.5, 60))
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveConfig:
+    remote: str = key("", doc="rclone remote, `name:bucket/prefix`: recordings keep their index `path` under it",
+                      required=True,
+                      check=Matches(r"^[A-Za-z0-9_][A-Za-z0-9_. -]*:\S*$", 'must be "name:bucket/prefix"',
+                                    "`name:bucket/prefix`"))
+    rclone_config: Path | None = key(None, doc="rclone's config file (a secret: imported from the boot partition "
+                                     "at first boot)")
+    required: bool = key(False, doc="never evict a recording that is not archived yet")
+    bandwidth: str = key("1M", doc="upload bandwidth limit (rclone `--bwlimit`: `512k`, `1M`, `off`)",
+                         check=Matches(r"^(off|[0-9]+(\.[0-9]+)?[BbKkMmGgTtPp]?)$", 'must be like "1M", "512k" or "off"',
+                                       "`1M`, `512k`, `off`"))
+    behind_after_h: float = key(24.0, doc="`ARCHIVE_BEHIND` while a recording that ended this long ago is not "
+                                "archived", check=between(0.01, 8760))
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +332,7 @@ class Config:
     leds: LedsConfig | None = None
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    archive: ArchiveConfig | None = None
 
     def line(self, name: str) -> LineConfig:
         for line in self.lines:
@@ -339,6 +361,7 @@ SECTIONS = (
     Section("leds", LedsConfig, "status LED and buzzer; absent: none", optional=True),
     Section("evidence", EvidenceConfig, "signed checkpoints and trusted time-stamps"),
     Section("web", WebConfig, "the web interface (`linetap web`)"),
+    Section("archive", ArchiveConfig, "copies of the recordings off the box (rclone); absent: none", optional=True),
 )
 
 
@@ -468,10 +491,45 @@ def _path(base: Path) -> Callable[[str], Path]:
     return to_path
 
 
-def default_recorder_id() -> str:
-    """A stable id for a box without one configured: from /etc/machine-id."""
+SERIAL_FILES = (Path("/proc/device-tree/serial-number"), Path("/proc/cpuinfo"))
+MODEL_FILE = Path("/proc/device-tree/model")
+
+
+def board_serial(files: tuple[Path, ...] = SERIAL_FILES) -> str | None:
+    """The board's serial number (a Pi: the device tree's ``serial-number``, or ``Serial`` in
+    /proc/cpuinfo), lower-case hex/alphanumerics; None on a machine without one (or all zeros)."""
+    for path in files:
+        try:
+            text = path.read_bytes().decode("ascii", "replace")
+        except OSError:
+            continue
+        if path.name == "cpuinfo":
+            m = re.search(r"^Serial\s*:\s*(\S+)", text, re.M)
+            text = m.group(1) if m else ""
+        serial = re.sub(r"[^0-9a-z]", "", text.strip("\x00 \n").lower())
+        if serial.strip("0"):
+            return serial
+    return None
+
+
+def board_model(path: Path = MODEL_FILE) -> str | None:
+    """The board's model (``Raspberry Pi 4 Model B Rev 1.5``), or None."""
     try:
-        mid = Path("/etc/machine-id").read_text().strip()
+        return path.read_bytes().decode("utf-8", "replace").strip("\x00 \n") or None
+    except OSError:
+        return None
+
+
+def default_recorder_id(serial_files: tuple[Path, ...] = SERIAL_FILES,
+                        machine_id: Path = Path("/etc/machine-id")) -> str:
+    """A stable id for a box without ``recorder.id``: the board's serial number, which survives
+    a reflash (so Home Assistant keeps the device and its history), else /etc/machine-id
+    (kept across boots by firstboot.py, but new after a reflash)."""
+    serial = board_serial(serial_files)
+    if serial:
+        return f"linetap-{serial[-8:]}"
+    try:
+        mid = machine_id.read_text().strip()
     except OSError:
         mid = ""
     return f"linetap-{mid[:8]}" if mid else "linetap"
@@ -562,11 +620,16 @@ def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> C
     if (web.tls_cert is None) != (web.tls_key is None):
         errors.append("web.tls_cert: tls_cert and tls_key go together (set both or neither)")
     _check_timezone(errors, recorder.timezone)
+    archive = None
+    if "archive" in doc:
+        ar = _Table(errors, "archive", top.raw("archive", dict, {}))
+        archive = ArchiveConfig(**_read_section(ar, ArchiveConfig, to_path))
+        ar.finish()
 
     top.finish()
     _check_pins(errors, leds, lines)
     return Config(source=source, recorder=recorder, lines=tuple(lines), storage=storage,
-                  health=health, mqtt=mqtt, leds=leds, evidence=evidence, web=web)
+                  health=health, mqtt=mqtt, leds=leds, evidence=evidence, web=web, archive=archive)
 
 
 def _check_timezone(errors: list[str], name: str) -> None:

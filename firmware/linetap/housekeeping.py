@@ -4,7 +4,8 @@ Every ``heartbeat_s`` (at most 1 s): seal and chain the recordings that ended (t
 come through ``to_seal``), sign a checkpoint if the chain grew (so one covering a call is
 published about a second after it is chained, well within the contract's 10 s), write the
 heartbeat (after a crash, the downtime is counted from it) and ``status.json``. Every
-``SLOW_CHECK_S``: the retention sweep and DISK_LOW, CLOCK_UNSYNCED, the retries below, and a
+``SLOW_CHECK_S``: the retention sweep and DISK_LOW, CLOCK_UNSYNCED, the last call and today's
+count for the health document, the retries below, and a
 step of the background evidence check (evidence/background.py) and the checkpoints' trusted
 time-stamps (evidence/timestamps.py). At start-up, ``recover_previous_run`` salvages the
 recordings an unclean stop left open and seals those the previous run did not.
@@ -21,8 +22,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .alarms.manager import AlarmManager
 from .clock import Clock, iso
@@ -215,6 +217,10 @@ class Housekeeping(threading.Thread):
             low, detail = low or bool(res.mass_eviction), detail or res.mass_eviction
             self.alarms.set("DISK_LOW", None, low, detail)
             self.alarms.set("DELETION_HELD", None, bool(res.held_back), res.held_back)
+        try:
+            self.board.calls = calls_summary(self.index, self.clock.wall())
+        except Exception as e:  # noqa: BLE001 - the index may be on a failing disk
+            logger.error("cannot count today's calls: %s", e)
         if self.health.check_clock:
             synced = system.clock_synchronized()
             self.board.clock_synced = synced
@@ -232,3 +238,14 @@ class Housekeeping(threading.Thread):
             write_snapshot(self.data_dir / STATUS_FILE, self.board.snapshot())
         except Exception as e:  # noqa: BLE001
             logger.error("cannot write %s: %s", STATUS_FILE, e)
+
+
+def calls_summary(index: Index, now: float) -> dict[str, Any]:
+    """``last_call`` (line, ended_at, duration_s, caller_number, caller_name, or None) and
+    ``calls_today`` (calls started since local midnight) for the health document."""
+    lt = time.localtime(now)
+    midnight = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
+    last = index.last_call()
+    return {"last_call": None if last is None else {k: last.get(k) for k in (
+                "line", "ended_at", "duration_s", "caller_number", "caller_name")},
+            "calls_today": index.count_calls_since(iso(midnight))}

@@ -146,6 +146,12 @@ class Recorder:
                                              heartbeat_s=cfg.recorder.heartbeat_s, checkpointer=self.checkpointer,
                                              evidence_steps=steps, retry=self._set_up_peripherals,
                                              key=self.key)
+            self.archiver = None
+            if cfg.archive is not None:  # [archive]: its own thread; recording never waits for it
+                from .archive.uploader import Archiver
+                self.archiver = Archiver(index=self.index, data_dir=self.data_dir, cfg=cfg.archive,
+                                         recorder_id=cfg.recorder.id, alarms=self.alarms, clock=clock)
+                self.board.archive_status = self.archiver.status
             self._closers = built.pop_all()  # link, hooks, LEDs, index, notifier: closed last in stop()
         # Monitoring and LEDs are not capture: a problem with them is an alarm and a retry, never a
         # reason not to record (README "Alarms"). Built here, so that events from the start-up
@@ -171,6 +177,9 @@ class Recorder:
         self.pipeline.start()
         for reader in self.readers.values():
             reader.start()
+        # Disk, clock and call figures before the first health document (else HA shows "unknown"
+        # until the housekeeping thread's first slow check, up to 10 s later).
+        self.housekeeping.slow_checks()
         self.health_loop.start()
         self.housekeeping.start()
         self._start_link()  # after the lines: the events before it wait in the outbox
@@ -178,6 +187,8 @@ class Recorder:
         self._raise_config_alarms()
         self._good_at_mono = self.clock.mono() + rollback.GOOD_AFTER_S
         self._started = True
+        if self.archiver is not None:
+            self.archiver.start()
         logger.info("recording %d line(s) into %s", len(self.line_calls), self.data_dir)
 
     # ------------------------------------------------------------------ monitoring and LEDs
@@ -191,7 +202,7 @@ class Recorder:
         try:
             link = MqttLink(self.cfg.mqtt, recorder_id=self.cfg.recorder.id, data_dir=self.data_dir,
                             version=__version__, lines=[ln.name for ln in self.cfg.lines], clock=self.clock,
-                            key_fingerprint=self.device_key.fingerprint)
+                            key_fingerprint=self.device_key.fingerprint, archive=self.cfg.archive is not None)
         except Exception as e:  # noqa: BLE001 - ConfigError, OSError, sqlite3.Error: never fatal
             self._mqtt_problem = _one_line(e)
             self._open_spool()
@@ -318,9 +329,10 @@ class Recorder:
         try:
             self._stop_capture(drain_timeout_s)
             self._finish_calls()
-            for loop in (self.health_loop, self.housekeeping):
+            loops = [self.health_loop, self.housekeeping, *([self.archiver] if self.archiver else [])]
+            for loop in loops:
                 loop.stop()
-            for loop in (self.health_loop, self.housekeeping):
+            for loop in loops:
                 _join(loop, drain_timeout_s)
             self._close_the_books()
             if self._started:

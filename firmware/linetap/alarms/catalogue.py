@@ -89,6 +89,9 @@ _SPECS = (
               "was restored (detail: why the start failed)"),
     AlarmSpec("GPIO_FAILED", WARNING, SYSTEM,
               "the LEDs (or buzzer) could not be set up; recording continues, retried every 10 s"),
+    AlarmSpec("ARCHIVE_BEHIND", WARNING, SYSTEM,
+              "a recording that ended more than archive.behind_after_h ago is not archived yet (remote "
+              "unreachable, credentials, bandwidth too low); with archive.required the disk may fill"),
     AlarmSpec("RECORDER_RESTARTED", CRITICAL, SYSTEM,
               "the recorder was down (from its last heartbeat to its restart); no line was captured"),
     AlarmSpec("EVIDENCE_INTEGRITY", CRITICAL, SYSTEM,

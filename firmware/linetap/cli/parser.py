@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import boot, calls, coverage, evidence, recorder, users, web
+from . import archive, boot, calls, coverage, evidence, fleet, recorder, users, web
 from .base import Command
 from .errors import UsageError
 
@@ -20,9 +20,11 @@ COMMANDS: tuple[Command, ...] = (
     *calls.COMMANDS,
     *coverage.COMMANDS,
     *evidence.COMMANDS,
+    *archive.COMMANDS,
     *boot.COMMANDS,
     *web.COMMANDS,
     *users.COMMANDS,
+    *fleet.COMMANDS,
 )
 
 class _Parser(argparse.ArgumentParser):

@@ -9,7 +9,7 @@ the housekeeping thread writes it to ``status.json`` every second.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
 from ..alarms.manager import AlarmManager
@@ -37,6 +37,11 @@ class StatusBoard:
         self.evidence: EvidenceStatus | None = None
         # Why the previous start failed ({"at", "reason", ...}; rollback.py), shown until it runs well.
         self.last_start_failure: dict[str, Any] | None = None
+        # ``last_call`` and ``calls_today`` of the last slow check (housekeeping.calls_summary), for
+        # Home Assistant's last-call and calls-today sensors; None until the first check.
+        self.calls: dict[str, Any] | None = None
+        # The archive thread's figures (Archiver.status: backlog, oldest_unarchived_s, ...), with [archive].
+        self.archive_status: Callable[[], dict[str, Any]] | None = None
 
     def line_statuses(self) -> list[LineStatus]:
         statuses = []
@@ -62,4 +67,8 @@ class StatusBoard:
                              checkpoint=self.checkpoint, evidence=self.evidence)
         if self.last_start_failure:
             doc["last_start_failure"] = {k: self.last_start_failure.get(k) for k in ("at", "reason")}
+        if self.calls is not None:
+            doc.update(self.calls)
+        if self.archive_status is not None:
+            doc["archive"] = self.archive_status()
         return doc

@@ -28,7 +28,7 @@ from . import schema
 CALL_COLUMNS = {
     "id": int, "line": str, "started_at": str, "ended_at": str, "duration_s": float, "path": str,
     "codec": str, "bytes": int, "sha256": str, "caller_number": str, "caller_name": str,
-    "dtmf": str, "end_reason": str, "status": str,
+    "dtmf": str, "end_reason": str, "status": str, "archived_at": str,
 }
 CONTRACT_FIELDS = tuple(CALL_COLUMNS)
 
@@ -217,6 +217,15 @@ class Index:
         sql = "select * from calls" + (" where " + " and ".join(where) if where else "") + \
               " order by started_at, id"
         return self.query(sql, params)
+
+    def last_call(self) -> dict[str, Any] | None:
+        """The most recently ended call (the health document's ``last_call``), or None."""
+        rows = self.query("select * from calls where ended_at is not null order by ended_at desc, id desc limit 1")
+        return rows[0] if rows else None
+
+    def count_calls_since(self, since: str) -> int:
+        """How many calls started at or after ``since`` (ISO, the index's form)."""
+        return int(self.query("select count(*) as n from calls where started_at >= ?", [since])[0]["n"])
 
     # --- alarms and gaps ---
     def alarm_raised(self, code: str, severity: str, line: str | None, raised_at: str, detail: str) -> int:

@@ -101,7 +101,7 @@ def first_recording_start(index: Index) -> str | None:
     return min(firsts) if firsts else None
 
 
-_PAGE = ("select c.id, c.line, c.started_at, c.bytes, c.status, h.call_id as held from calls c "
+_PAGE = ("select c.id, c.line, c.started_at, c.bytes, c.status, c.archived_at, h.call_id as held from calls c "
          "left join holds h on h.call_id = c.id ")
 
 

@@ -216,9 +216,16 @@ _V2_WEB: tuple[str, ...] = (
     """CREATE INDEX idx_calls_duration_s ON calls ("duration_s")""",
 ) + _append_only_triggers("web_audit")
 
+# 2 (archive): when a recording's copy off the box was verified (ISO, null: not archived yet).
+_ARCHIVED_AT = (
+    """ALTER TABLE "calls" ADD COLUMN "archived_at" TEXT""",
+    """CREATE INDEX IF NOT EXISTS "idx_calls_archived_at" ON "calls" ("archived_at")""",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,  # 1: the schema of the releases before numbered migrations
     _V2_WEB,  # 2: the web interface (w-web; the lead renumbers at merge)
+    _ARCHIVED_AT,  # 3: calls.archived_at (firmware/linetap/archive/)
 )
 LATEST = len(MIGRATIONS)
 

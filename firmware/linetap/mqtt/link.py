@@ -30,16 +30,19 @@ Event delivery (see also outbox.py):
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from linetap.clock import Clock
-from linetap.config import MqttConfig
+from linetap.config import MqttConfig, board_model, board_serial
+from linetap.fsutil import write_atomic
 from linetap.mqtt.credentials import credentials
-from linetap.mqtt.discovery import discovery_document
+from linetap.mqtt.discovery import Device, discovery_document, plan_announcement
 from linetap.mqtt.outbox import OUTBOX_FILE, Outbox
 from linetap.mqtt.paho_client import (
     AUTH_REASONS,
@@ -64,6 +67,7 @@ from linetap.mqtt.topics import OFFLINE, ONLINE, Topics, client_id_for, dumps, e
 
 logger = logging.getLogger(__name__)
 
+DISCOVERY_STATE = "discovery.json"  # in data_dir: the last announced discovery topic and components
 MAX_INBOUND_BYTES = 1024           # anything bigger on a subscribed topic is ignored
 BIRTH_MIN_INTERVAL_S = 1.0         # a flood of birth messages re-announces at most once a second
 _HOSTILE_LOG_BUDGET = 10           # ignored-message log lines per minute, then one summary
@@ -107,7 +111,8 @@ class MqttLink:
     def __init__(self, cfg: MqttConfig, *, recorder_id: str, data_dir: Path, version: str,
                  lines: list[str] | tuple[str, ...], clock: Clock,
                  reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
-                 key_fingerprint: str | None = None) -> None:
+                 key_fingerprint: str | None = None, device: Device | None = None,
+                 archive: bool = False) -> None:
         self.cfg = cfg
         self.recorder_id = recorder_id
         self.topics = Topics.build(prefix=cfg.topic_prefix, recorder_id=recorder_id,
@@ -116,9 +121,18 @@ class MqttLink:
         self._creds = credentials(cfg)  # read once, here
         self._clock = clock
         self._reconnect = (reconnect_min_s, reconnect_max_s)
-        self._discovery = dumps(discovery_document(recorder_id=recorder_id, version=version, lines=list(lines),
-                                                   topics=self.topics, health_interval_s=cfg.health_interval_s,
-                                                   key_fingerprint=key_fingerprint))
+        doc = discovery_document(recorder_id=recorder_id, version=version, lines=list(lines), topics=self.topics,
+                                 health_interval_s=cfg.health_interval_s, archive=archive,
+                                 key_fingerprint=key_fingerprint,
+                                 device=device or Device(serial_number=board_serial(), hw_version=board_model()))
+        # What was announced last (discovery.py, "Removal"): the removals to send with this
+        # announcement, and the set to remember once it has been sent.
+        self._discovery_state_path = data_dir / DISCOVERY_STATE
+        plan = plan_announcement(doc if cfg.discovery else None, self.topics.discovery,
+                                 _read_json(self._discovery_state_path))
+        self._discovery_msgs = [(topic, b"" if d is None else dumps(d)) for topic, d in plan.messages]
+        self._discovery_state = plan.state
+        self._discovery_saved = False
         self.outbox = Outbox(data_dir / OUTBOX_FILE, max_rows=cfg.outbox_max)
 
         self._lock = threading.Condition()
@@ -435,8 +449,20 @@ class MqttLink:
             if now - self._last_birth < BIRTH_MIN_INTERVAL_S:
                 return
             self._last_birth = now
-        logger.info("MQTT: Home Assistant came online; re-announcing")
-        self._announce(client)
+        # A fleet of boxes answering one birth at the same instant would flood HA: a random delay.
+        delay_s = random.uniform(0.0, self.cfg.discovery_delay_max_s)
+        logger.info("MQTT: Home Assistant came online; re-announcing in %.1f s", delay_s)
+        timer = threading.Timer(delay_s, self._announce_again, args=(client,))
+        timer.daemon = True
+        timer.start()
+
+    @_guarded
+    def _announce_again(self, client: Client) -> None:
+        """The delayed re-announcement after HA's birth, if that client is still ours and connected."""
+        with self._lock:
+            current = client is self._client and self._connected and not self._stopping
+        if current:
+            self._announce(client)
 
     # --- sending --------------------------------------------------------------------
 
@@ -453,14 +479,29 @@ class MqttLink:
             logger.debug("MQTT: not re-announcing; the last announcement is not acknowledged yet")
         else:
             announced = [client.publish(self.topics.status, ONLINE, qos=1, retain=True)]
-            if self.cfg.discovery:
-                announced.append(client.publish(self.topics.discovery, self._discovery, qos=1, retain=True))
+            for topic, payload in self._discovery_msgs:
+                announced.append(client.publish(topic, payload, qos=1, retain=True))
             with self._lock:
                 self._announced = announced
+            self._save_discovery_state()
         if health is not None:
             self._send_health(client, health)
         if checkpoint is not None:
             client.publish(self.topics.checkpoint, checkpoint, qos=1, retain=True)
+
+    def _save_discovery_state(self) -> None:
+        """Remember what was announced (once per run), so the next start can remove what it drops."""
+        if self._discovery_saved:
+            return
+        self._discovery_saved = True
+        try:
+            if self._discovery_state is None:
+                self._discovery_state_path.unlink(missing_ok=True)
+            else:
+                write_atomic(self._discovery_state_path, json.dumps(self._discovery_state, sort_keys=True))
+        except OSError as e:
+            logger.warning("MQTT: cannot keep the announced discovery components in %s: %s",
+                           self._discovery_state_path, e)
 
     def _send_health(self, client: Client, payload: bytes) -> None:
         props = publish_properties(self._protocol, expiry_s=max(1, round(3 * self.cfg.health_interval_s)))
@@ -545,3 +586,11 @@ class MqttLink:
             logger.warning("MQTT: ignored a message on %s: %s", topic, why)
         elif n == _HOSTILE_LOG_BUDGET + 1:
             logger.warning("MQTT: more ignored messages; not logging them for a minute")
+
+
+def _read_json(path: Path) -> Any:
+    """A small JSON state file, or None when absent or unreadable (then nothing is removed)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -32,7 +32,8 @@ ProtocolVersion = MQTTProtocolVersion
 error_string = paho.error_string
 MessageInfo = paho.MQTTMessageInfo
 __all__ = ["Client", "ErrorCode", "Message", "MessageInfo", "PahoClient", "ProtocolVersion", "ReasonCode",
-           "acknowledged", "connect_properties", "error_string", "make_client", "publish_properties"]
+           "acknowledged", "connect_properties", "error_string", "make_client", "make_watcher", "message_expiry_s",
+           "publish_properties"]
 
 # The broker's CONNACK reason strings the link and the probe explain to a human.
 AUTH_REASONS = ("Bad user name or password", "Not authorized")
@@ -149,3 +150,29 @@ def acknowledged(info: paho.MQTTMessageInfo) -> bool:
         return info.is_published()
     except (RuntimeError, ValueError):
         return True
+
+
+def make_watcher(*, client_id: str, username: str | None = None, password: str | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
+                 tls_insecure: bool = False) -> PahoClient:
+    """A subscriber (``linetap fleet``): MQTT 5, so retained health arrives with its remaining
+    message expiry; no Last Will; not connected. Only the watcher's own queue limits apply:
+    it publishes nothing."""
+    c = PahoClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5,
+                   reconnect_on_failure=True)
+    c.suppress_exceptions = True
+    c.on_log = _paho_log
+    if username:
+        c.username_pw_set(username, password)
+    if tls_ca is not None:
+        c.tls_set(ca_certs=tls_ca, certfile=tls_cert, keyfile=tls_key, cert_reqs=ssl.CERT_REQUIRED)
+        if tls_insecure:
+            c.tls_insecure_set(True)
+    return c
+
+
+def message_expiry_s(msg: paho.MQTTMessage) -> int | None:
+    """The MQTT 5 message expiry the broker passed on with ``msg`` (what is left of it), or None."""
+    props = msg.properties
+    value = getattr(props, "MessageExpiryInterval", None) if props is not None else None
+    return int(value) if isinstance(value, int) else None

@@ -43,6 +43,7 @@ class RecordingInfo:
     bytes: int
     held: bool
     status: str  # recording | complete | recovered
+    archived: bool | None = None  # None: no archive configured; else whether its copy is verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,9 @@ class Policy:
     default: LinePolicy = field(default_factory=LinePolicy)
     lines: tuple[tuple[str, LinePolicy], ...] = ()  # per-line overrides, already merged with default
     on_min_retention_conflict: str = "alarm"
+    # [archive]: space eviction takes archived recordings first (oldest first), then the rest;
+    # with ``archive_required`` never one that is not archived (like a hold: DISK_LOW instead).
+    archive_required: bool = False
 
     def for_line(self, line: str) -> LinePolicy:
         for name, lp in self.lines:
@@ -80,8 +84,8 @@ class Policy:
         return min((d for d in days if d > 0), default=0)
 
     @classmethod
-    def from_config(cls, storage: object, lines: Iterable[object] = ()) -> Policy:
-        """From a ``StorageConfig`` and its ``LineConfig`` list (per-line overrides)."""
+    def from_config(cls, storage: object, lines: Iterable[object] = (), archive: object | None = None) -> Policy:
+        """From a ``StorageConfig``, its ``LineConfig`` list (per-line overrides) and the ``ArchiveConfig``."""
         g_ret = int(getattr(storage, "retention_days", 0) or 0)
         g_min = int(getattr(storage, "min_retention_days", 0) or 0)
         per_line: list[tuple[str, LinePolicy]] = []
@@ -93,7 +97,8 @@ class Policy:
         return cls(keep_free_bytes=int(getattr(storage, "keep_free_mb", 0)) * 1024 * 1024,
                    max_use_bytes=int(getattr(storage, "max_use_mb", 0)) * 1024 * 1024,
                    default=LinePolicy(g_ret, g_min), lines=tuple(per_line),
-                   on_min_retention_conflict=str(getattr(storage, "on_min_retention_conflict", "alarm")))
+                   on_min_retention_conflict=str(getattr(storage, "on_min_retention_conflict", "alarm")),
+                   archive_required=bool(getattr(archive, "required", False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,7 @@ class Plan:
     shortfall_bytes: int  # what is still missing after this plan: > 0 means DISK_LOW
     blocked_by_hold: bool = False  # short, and held recordings are what could not be deleted
     blocked_by_min_retention: bool = False  # short, and min_retention_days kept recordings
+    blocked_by_archive: bool = False  # short, and [archive] required kept unarchived recordings
 
     @property
     def ids(self) -> tuple[int, ...]:
@@ -157,8 +163,9 @@ def plan(recordings: Iterable[RecordingInfo], space: Space, policy: Policy, now:
     expired: list[RecordingInfo] = []
     candidates: list[RecordingInfo] = []  # evictable for space, oldest first
     protected: list[RecordingInfo] = []  # evictable only by breaking min_retention_days
+    unarchived: list[RecordingInfo] = []  # evictable for space once no archived one is left
     expired_bytes = candidate_bytes = 0
-    held_seen = False
+    held_seen = unarchived_kept = False
     for r in recordings:
         if r.started_at > horizon and (expired_bytes + candidate_bytes >= need or r.started_at > protected_from):
             if r.started_at > protected_from and expired_bytes + candidate_bytes < need:
@@ -178,12 +185,18 @@ def plan(recordings: Iterable[RecordingInfo], space: Space, policy: Policy, now:
             continue
         elif lp.min_retention_days and age < lp.min_retention_days * DAY_S:
             protected.append(r)
+        elif r.archived is False:
+            # Not counted toward ``need``: the scan goes on looking for archived ones.
+            if policy.archive_required:
+                unarchived_kept = True
+            else:
+                unarchived.append(r)
         else:
             candidates.append(r)
             candidate_bytes += r.bytes
     chosen: list[tuple[RecordingInfo, Eviction]] = [(r, Eviction(r.id, WHY_RETENTION, r.bytes)) for r in expired]
     remaining = need - expired_bytes
-    for r in candidates:
+    for r in (*candidates, *unarchived):
         if remaining <= 0:
             break
         chosen.append((r, Eviction(r.id, WHY_SPACE, r.bytes)))
@@ -203,6 +216,7 @@ def plan(recordings: Iterable[RecordingInfo], space: Space, policy: Policy, now:
         shortfall_bytes=shortfall,
         blocked_by_hold=shortfall > 0 and held_seen,
         blocked_by_min_retention=shortfall > 0 and kept_protected,
+        blocked_by_archive=shortfall > 0 and unarchived_kept,
     )
 
 

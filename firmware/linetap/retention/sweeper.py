@@ -99,8 +99,9 @@ class Sweeper:
     def __init__(self, index: Index, data_dir: Path, policy: Policy, *, clock: Clock | None = None,
                  space: SpaceProbe | None = None, reserve_s: float = 30.0, rate_window_s: float = DAY_S,
                  page_rows: int = 256, who: str = "linetap", confirm_deletion: int = 0,
-                 clock_synced: Callable[[], bool | None] | None = None) -> None:
+                 clock_synced: Callable[[], bool | None] | None = None, archive: bool = False) -> None:
         self.index = index
+        self.archive = archive  # [archive] configured: the plan is told which recordings are archived
         self.data_dir = Path(data_dir)
         self.policy = policy
         self.clock = clock or SystemClock()
@@ -124,7 +125,10 @@ class Sweeper:
     def from_config(cls, index: Index, cfg: Any, **kwargs: Any) -> Sweeper:
         """From a :class:`linetap.config.Config`."""
         kwargs.setdefault("confirm_deletion", int(getattr(cfg.storage, "confirm_deletion", 0)))
-        return cls(index, Path(cfg.recorder.data_dir), Policy.from_config(cfg.storage, cfg.lines), **kwargs)
+        archive = getattr(cfg, "archive", None)
+        kwargs.setdefault("archive", archive is not None)
+        return cls(index, Path(cfg.recorder.data_dir), Policy.from_config(cfg.storage, cfg.lines, archive),
+                   **kwargs)
 
     # --- measuring ---------------------------------------------------------------
     def _open_bytes(self) -> int:
@@ -168,6 +172,11 @@ class Sweeper:
     def _reserve_bytes(self, rate: float | None) -> int:
         return int((rate or 0.0) * self.reserve_s)
 
+    def _info(self, r: dict[str, Any]) -> RecordingInfo:
+        return RecordingInfo(r["id"], r["line"], _epoch(r["started_at"]), int(r["bytes"] or 0),
+                             r["held"] is not None, r["status"],
+                             archived=(r.get("archived_at") is not None) if self.archive else None)
+
     def _recordings(self) -> Iterator[RecordingInfo]:
         """Every recording, oldest first, a page at a time (the planner stops early).
 
@@ -179,15 +188,13 @@ class Sweeper:
             rows = db.recordings_from(self.index, started, self.page_rows)
             fresh = [r for r in rows if r["started_at"] != started or r["id"] > last_id]
             for r in fresh:
-                yield RecordingInfo(r["id"], r["line"], _epoch(r["started_at"]), int(r["bytes"] or 0),
-                                    r["held"] is not None, r["status"])
+                yield self._info(r)
             if len(rows) < self.page_rows:
                 return
             if not fresh:  # a whole page at one instant: step past it by id
                 rows = db.recordings_at(self.index, started, last_id)
                 for r in rows:
-                    yield RecordingInfo(r["id"], r["line"], _epoch(r["started_at"]), int(r["bytes"] or 0),
-                                        r["held"] is not None, r["status"])
+                    yield self._info(r)
                 started, last_id = started + "\x00", -1  # strictly after this instant (ISO strings sort)
                 continue
             started, last_id = rows[-1]["started_at"], rows[-1]["id"]
@@ -205,6 +212,10 @@ class Sweeper:
             days = self.policy.default.effective().min_retention_days
             if days:
                 protected += db.unheld_bytes_since(self.index, iso(now - days * DAY_S), other_than=named)
+        if self.archive and self.policy.archive_required:
+            # Never evicted until archived. Conservative: one also held or protected counts twice.
+            from ..index.archive import backlog
+            protected += backlog(self.index)["bytes"]
         return max(0, finished_bytes - held - protected)
 
     # --- sweeping ----------------------------------------------------------------
@@ -315,6 +326,8 @@ class Sweeper:
             why.append("recordings on legal hold")
         if p.blocked_by_min_retention:
             why.append("recordings younger than min_retention_days")
+        if p.blocked_by_archive:
+            why.append("recordings not archived yet (archive.required)")
         if not why:
             why.append("recordings still being written")
         return (f"{free / MB:.1f} MB free, {(self.policy.keep_free_bytes + reserve) / MB:.1f} MB needed; "
