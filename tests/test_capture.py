@@ -314,3 +314,34 @@ def test_a_self_paced_source_keeps_its_own_thread_beside_a_drainer():
     _run(readers["fifo"], 0.5)
     assert card.threads == {"capture-fifo"}
     assert len([x for x in q.take_all() if isinstance(x, Block)]) >= 15
+
+
+def test_offer_all_queues_the_first_items_that_fit_and_says_how_many():
+    q = BlockQueue()
+    assert q.offer_all([1, 2, 3], limit=5) == 3
+    assert q.offer_all([4, 5, 6], limit=5) == 2  # room for two
+    assert q.offer_all([7], limit=5) == 0
+    assert q.offer_all([], limit=5) == 0
+    assert q.take_all() == [1, 2, 3, 4, 5]
+
+
+def test_a_drained_card_with_the_queue_full_counts_its_drops_and_flags_the_next_block_queued():
+    card = ThreadNotingCard(prebuffered_s=0.2)
+    drainer = CardDrainer()
+    readers, q = _shared_readers({"a": [card]}, drainer)
+    r = readers["a"]
+    r.max_queued = 5  # the pipeline far behind: a drain finds room for only part of what it read
+    r.start()
+    time.sleep(0.35)
+    first = [x for x in q.take_all() if isinstance(x, Block)]
+    time.sleep(0.3)
+    r.stop()
+    r.join(timeout=2)
+    rest = [x for x in q.take_all() if isinstance(x, Block)]
+    assert len(first) == 4  # the "opened" event took one place
+    assert r.dropped_blocks > 0 and r.frames_read == PERIOD * len(card.served)
+    assert len(first) + len(rest) + r.dropped_blocks == len(card.served)
+    # The blocks queued stay dated from the sample count, with the dropped ones showing as a jump.
+    assert rest[0].start_frame > first[-1].start_frame + PERIOD
+    for b in first + rest:
+        assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)

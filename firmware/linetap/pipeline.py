@@ -11,7 +11,6 @@ broker, the chain or a deletion: those are the health and housekeeping threads' 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from typing import Callable, Iterator, Mapping
 
@@ -25,8 +24,7 @@ from .supervisor import LineSupervisor
 logger = logging.getLogger(__name__)
 
 RUN_BLOCKS = 10  # a line's queued blocks handled as one run: at most 200 ms of its audio (GATHER_S)
-GATHER_S = 0.2  # with little queued, the pipeline waits this long for more before a round
-IDLE_WAIT_S = 0.1  # an empty queue is waited on this long, then the watchdog hears of progress
+GATHER_S = 0.2  # with no backlog, a round every 200 ms: what was queued meanwhile (an empty queue too)
 LOGGED_ERRORS = 5  # the first errors are logged in full, then one in 1000
 
 
@@ -78,22 +76,23 @@ class Pipeline(threading.Thread):
         self.errors = 0  # runs whose handling failed, and failed round syncs
 
     def run(self) -> None:
-        q = self.blocks
+        q, backlog = self.blocks, RUN_BLOCKS * len(self.line_calls)
         while not self.stopping.is_set():
-            try:
-                first = q.get(timeout=IDLE_WAIT_S)
-            except queue.Empty:
-                self.watchdog.progress("pipeline")
-                continue
-            if q.qsize() < RUN_BLOCKS * len(self.line_calls):
-                # In real time a line's next block comes 20 ms later: let a few gather, so that
-                # each line's are handled as a run (one numpy call, one write), not one by one.
-                # (Fault onsets are dated from the samples; only the alarm comes this much later.)
-                self.stopping.wait(GATHER_S)
-            for item in runs([first, *q.take_all()], RUN_BLOCKS):
+            items = q.take_all()
+            for item in runs(items, RUN_BLOCKS):
                 self._handle(item)
                 self.watchdog.progress("pipeline")
-            self._sync()
+            if items:
+                self._sync()
+                if len(items) >= backlog:
+                    continue  # behind (a backlog, a burst): the next round at once
+            else:
+                self.watchdog.progress("pipeline")
+            # In real time a line's next block comes 20 ms later: a round every GATHER_S, so that
+            # each line's blocks are handled as a run (one numpy call, one write), not one by one,
+            # and the thread wakes 5 times a second, not once for the first block and once for the
+            # rest. (Fault onsets are dated from the samples; only the alarm comes this much later.)
+            self.stopping.wait(GATHER_S)
 
     def stop(self) -> None:
         self.stopping.set()

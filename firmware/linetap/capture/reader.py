@@ -50,6 +50,19 @@ class BlockQueue(queue.Queue):
             self.not_empty.notify()
             return True
 
+    def offer_all(self, items: list, limit: int) -> int:
+        """``offer`` of each of ``items`` in order, under one lock: how many were queued (the
+        first ones; the rest found the queue full)."""
+        with self.mutex:
+            room = limit - self._qsize()
+            if room < len(items):
+                items = items[:max(0, room)]
+            if items:
+                self.queue.extend(items)
+                self.unfinished_tasks += len(items)
+                self.not_empty.notify()
+            return len(items)
+
     def take_all(self) -> list:
         """Everything queued now, oldest first (never blocks)."""
         with self.mutex:
@@ -188,39 +201,53 @@ class _Stream:
         self.overrun = False  # samples were lost before the next block
         self.error: SourceError | None = None  # why the drainer handed the stream back
 
-    def drain(self) -> None:
+    def drain(self, together: bool = False) -> None:
         """Read until the source has nothing more now (a read found none), or the reader stops.
-        Raises ``SourceError``."""
+        Raises ``SourceError``. ``together``: the periods read are queued at the end, under one
+        lock (a card's drain never waits; a self-paced source may never find nothing)."""
         reader = self.reader
         read, stopping, clock, rate = self.source.read, reader.stopping, reader.clock, reader.line.rate
         out, name, stream, limit = reader.out, reader.line.name, reader.stream, reader.max_queued
-        while not stopping.is_set():
-            r = read()
-            if r.overrun:
-                # Samples were lost: the count since the anchor no longer tells the time.
-                # Re-anchor on the next block and flag it, so the gap shows.
-                reader.overruns += 1
-                self.overrun = True
-                self.anchor_wall = None
-                continue
-            if r.frames is None or not len(r.frames):
-                return
-            n = len(r.frames)
-            frames = self.frames
-            if self.anchor_wall is None:
-                # The block just returned ends now, less what the source captured since: its
-                # first frame was (n + pending)/rate ago.
-                behind = self.pending() if self.pending is not None else 0
-                self.anchor_wall = clock.wall() - (n + behind) / rate
-                self.anchor_frame = frames
-            t = self.anchor_wall + (frames - self.anchor_frame) / rate
-            reader.last_frames_mono = clock.mono()
-            reader.frames_read += n
-            if out.offer(Block(name, r.frames, frames, t, rate, self.overrun, stream), limit):
-                self.overrun = False
-            else:
-                reader.dropped_blocks += 1
-            self.frames = frames + n
+        held: list[Block] = []
+        try:
+            while not stopping.is_set():
+                r = read()
+                if r.overrun:
+                    # Samples were lost: the count since the anchor no longer tells the time.
+                    # Re-anchor on the next block and flag it, so the gap shows.
+                    reader.overruns += 1
+                    self.overrun = True
+                    self.anchor_wall = None
+                    continue
+                if r.frames is None or not len(r.frames):
+                    return
+                n = len(r.frames)
+                frames = self.frames
+                if self.anchor_wall is None:
+                    # The block just returned ends now, less what the source captured since: its
+                    # first frame was (n + pending)/rate ago.
+                    behind = self.pending() if self.pending is not None else 0
+                    self.anchor_wall = clock.wall() - (n + behind) / rate
+                    self.anchor_frame = frames
+                t = self.anchor_wall + (frames - self.anchor_frame) / rate
+                reader.last_frames_mono = clock.mono()
+                reader.frames_read += n
+                block = Block(name, r.frames, frames, t, rate, self.overrun, stream)
+                if together:
+                    held.append(block)
+                    self.overrun = False
+                elif out.offer(block, limit):
+                    self.overrun = False
+                else:
+                    reader.dropped_blocks += 1
+                self.frames = frames + n
+        finally:
+            if held:
+                queued = out.offer_all(held, limit)
+                if queued < len(held):
+                    reader.dropped_blocks += len(held) - queued
+                    # The first block queued after these carries an overrun they carried.
+                    self.overrun = self.overrun or any(b.overrun for b in held[queued:])
 
 
 class CardDrainer:
@@ -271,7 +298,7 @@ class CardDrainer:
             with self._lock:
                 for reader, (stream, _) in list(self._streams.items()):
                     try:
-                        stream.drain()
+                        stream.drain(together=True)
                     except SourceError as e:
                         stream.error = e
                         del self._streams[reader]
