@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from ..clock import Clock
 from ..config import LineConfig
@@ -250,6 +251,13 @@ class _Stream:
                     self.overrun = self.overrun or any(b.overrun for b in held[queued:])
 
 
+def next_tick_s(now_s: float, every_s: float) -> float:
+    """The first multiple of ``every_s`` after ``now_s`` (monotonic seconds): the drainer ticks on
+    them, so that the pipeline's rounds (``pipeline.ROUND_PHASE_S``) keep their place between two
+    drains however long a drain takes."""
+    return now_s + every_s - (now_s % every_s)
+
+
 class CardDrainer:
     """One thread that drains every sound card, instead of a thread per line waking for its own.
 
@@ -293,7 +301,7 @@ class CardDrainer:
                     self._thread = None
                     return
                 interval_s = min(i for _, i in self._streams.values())
-            self._wake.wait(interval_s)
+            self._wake.wait(max(0.0, next_tick_s(time.monotonic(), interval_s) - time.monotonic()))
             self._wake.clear()
             with self._lock:
                 for reader, (stream, _) in list(self._streams.items()):
