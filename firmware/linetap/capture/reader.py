@@ -108,6 +108,10 @@ class LineReader(threading.Thread):
         self.stopping.set()
         self._handed_back.set()
 
+    def hand_back(self) -> None:
+        """The drainer let go of this reader's stream (it failed: ``_Stream.error``): reopen it."""
+        self._handed_back.set()
+
     def _event(self, kind: str, detail: str = "") -> None:
         self.out.put_nowait(SourceEvent(self.line.name, kind, self.clock.wall(), detail, self.stream))
 
@@ -261,9 +265,9 @@ def next_tick_s(now_s: float, every_s: float) -> float:
 class CardDrainer:
     """One thread that drains every sound card, instead of a thread per line waking for its own.
 
-    On this 2-core VM a Python thread's wake-up costs tens of microseconds of CPU, about what
-    the work of a drain costs: 32 readers waking 10 times a second were about 2 % of a core
-    (README, Benchmarks). Here every card is drained on one tick (the shortest ``interval_s`` of
+    On this 2-core VM a Python thread's wake-up costs tens of microseconds of CPU, as much as
+    the work of a drain: 32 lines' readers waking 10 times a second each took 1.1-1.4 % of a core,
+    this one thread 0.5-0.6 % (``benchmarks/pipeline.py --realtime``, README: Benchmarks). Here every card is drained on one tick (the shortest ``interval_s`` of
     the streams attached, 100 ms by default): 10 wake-ups a second for all the lines. A card read
     non-blocking never waits, so one slow line cannot hold the others up; a PCM that paces itself
     (a ``file`` PCM waits on its FIFO) is not attached and keeps its own thread.
@@ -310,9 +314,9 @@ class CardDrainer:
                     except SourceError as e:
                         stream.error = e
                         del self._streams[reader]
-                        reader._handed_back.set()
+                        reader.hand_back()
                     except Exception as e:  # noqa: BLE001 - one line's failure must not end the others'
                         stream.error = SourceError(f"{reader.line.pcm}: {e!r}")
                         logger.exception("line %s: draining failed", reader.line.name)
                         del self._streams[reader]
-                        reader._handed_back.set()
+                        reader.hand_back()
