@@ -7,14 +7,15 @@ has them); the self-paced PCM is the real ALSA ``file`` PCM reading a FIFO.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from linetap.capture import Block, Read
+from linetap.capture import Block, Read, SourceError, SourceEvent
 from linetap.capture.alsa import BUFFER_PERIODS, AlsaSource, drain_interval
-from linetap.capture.reader import BlockQueue, LineReader
+from linetap.capture.reader import BlockQueue, CardDrainer, LineReader
 from linetap.clock import SystemClock
 from linetap.config import load_text
 
@@ -219,3 +220,128 @@ def test_the_recorder_lets_its_readers_sleep_a_quarter_of_the_stall_time_at_most
         assert 15 <= card.empty_reads / (time.monotonic() - card.t0) <= 25  # ~20 drains a second
     finally:
         rec.stop()
+
+
+class ThreadNotingCard(FakeCard):
+    """A ``FakeCard`` that notes which threads read it, and can fail once (a card unplugged)."""
+
+    def __init__(self, fail_at_read: int | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.threads: set[str] = set()
+        self.fail_at_read = fail_at_read
+
+    def read(self) -> Read:
+        self.threads.add(threading.current_thread().name)
+        if self.fail_at_read is not None and self.reads + 1 == self.fail_at_read:
+            self.reads += 1
+            raise SourceError("card: read failed (-EIO)")
+        return super().read()
+
+
+def _shared_readers(sources: dict[str, list], drainer: CardDrainer) -> tuple[dict[str, LineReader], BlockQueue]:
+    """One reader per line name over the same queue; each line's factory hands out its sources in turn."""
+    lines = load_text("[recorder]\nid = 't'\ndata_dir = '/nonexistent'\n" + "".join(
+        f"[[line]]\nname = '{n}'\npcm = 'card-{n}'\n" for n in sources)).lines
+    q = BlockQueue()
+    readers = {ln.name: LineReader(ln, q, source_factory=lambda *a, s=iter(sources[ln.name]): next(s),
+                                   clock=SystemClock(), max_queued=10_000, backoff_s=(0.05, 0.05),
+                                   drainer=drainer)
+               for ln in lines}
+    return readers, q
+
+
+def test_one_drainer_thread_reads_every_card_with_each_period_its_own_block_and_time():
+    cards = {n: ThreadNotingCard(prebuffered_s=0.2) for n in ("a", "b", "c")}
+    drainer = CardDrainer()
+    readers, q = _shared_readers({n: [c] for n, c in cards.items()}, drainer)
+    for r in readers.values():
+        r.start()
+    time.sleep(1.5)
+    for r in readers.values():
+        r.stop()
+    for r in readers.values():
+        r.join(timeout=2)
+        assert not r.is_alive()
+    items = q.take_all()
+    for name, card in cards.items():
+        assert card.threads == {"capture-cards"}, "only the drainer reads the cards"
+        blocks = [x for x in items if isinstance(x, Block) and x.line == name]
+        assert [b.start_frame for b in blocks] == [PERIOD * i for i in range(len(blocks))]
+        assert card.served == [b.start_frame for b in blocks]
+        assert len(blocks) * PERIOD >= (1.5 + 0.2 - 0.15) * RATE
+        for b in blocks:
+            assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)
+        # Drained ~10 times a second (an empty read ends each drain), on one tick for all.
+        assert card.empty_reads <= 13 * 1.5
+        assert card.overruns == 0
+    # With no stream left the drainer's thread ends.
+    deadline = time.monotonic() + 2
+    while any(t.name == "capture-cards" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "capture-cards" for t in threading.enumerate())
+
+
+def test_a_card_that_fails_is_handed_back_and_reopened_while_the_others_go_on():
+    failing = ThreadNotingCard(fail_at_read=8)
+    again = ThreadNotingCard()
+    steady = ThreadNotingCard()
+    drainer = CardDrainer()
+    readers, q = _shared_readers({"bad": [failing, again], "good": [steady]}, drainer)
+    for r in readers.values():
+        r.start()
+    time.sleep(1.0)
+    for r in readers.values():
+        r.stop()
+    for r in readers.values():
+        r.join(timeout=2)
+    items = q.take_all()
+    events = [(x.line, x.kind, x.stream) for x in items if isinstance(x, SourceEvent)]
+    assert ("bad", "lost", 1) in events and ("bad", "opened", 2) in events
+    assert readers["bad"].outages == 1 and readers["bad"].stream == 2
+    assert again.threads == {"capture-cards"} and len(again.served) > 10  # the reopened card is drained
+    good = [x for x in items if isinstance(x, Block) and x.line == "good"]
+    assert [b.start_frame for b in good] == [PERIOD * i for i in range(len(good))]  # never interrupted
+    assert len(good) * PERIOD >= 0.85 * RATE
+
+
+def test_a_self_paced_source_keeps_its_own_thread_beside_a_drainer():
+    """A source that sleeps no longer than two periods between reads (the ``file`` PCM: its
+    reads wait on the FIFO) could hold the other lines up: its reader thread reads it."""
+    card = ThreadNotingCard()
+    card.drain_s = 0.02
+    drainer = CardDrainer()
+    readers, q = _shared_readers({"fifo": [card]}, drainer)
+    _run(readers["fifo"], 0.5)
+    assert card.threads == {"capture-fifo"}
+    assert len([x for x in q.take_all() if isinstance(x, Block)]) >= 15
+
+
+def test_offer_all_queues_the_first_items_that_fit_and_says_how_many():
+    q = BlockQueue()
+    assert q.offer_all([1, 2, 3], limit=5) == 3
+    assert q.offer_all([4, 5, 6], limit=5) == 2  # room for two
+    assert q.offer_all([7], limit=5) == 0
+    assert q.offer_all([], limit=5) == 0
+    assert q.take_all() == [1, 2, 3, 4, 5]
+
+
+def test_a_drained_card_with_the_queue_full_counts_its_drops_and_flags_the_next_block_queued():
+    card = ThreadNotingCard(prebuffered_s=0.2)
+    drainer = CardDrainer()
+    readers, q = _shared_readers({"a": [card]}, drainer)
+    r = readers["a"]
+    r.max_queued = 5  # the pipeline far behind: a drain finds room for only part of what it read
+    r.start()
+    time.sleep(0.35)
+    first = [x for x in q.take_all() if isinstance(x, Block)]
+    time.sleep(0.3)
+    r.stop()
+    r.join(timeout=2)
+    rest = [x for x in q.take_all() if isinstance(x, Block)]
+    assert len(first) == 4  # the "opened" event took one place
+    assert r.dropped_blocks > 0 and r.frames_read == PERIOD * len(card.served)
+    assert len(first) + len(rest) + r.dropped_blocks == len(card.served)
+    # The blocks queued stay dated from the sample count, with the dropped ones showing as a jump.
+    assert rest[0].start_frame > first[-1].start_frame + PERIOD
+    for b in first + rest:
+        assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)

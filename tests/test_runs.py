@@ -225,3 +225,20 @@ def test_a_recording_written_in_runs_is_synced_at_the_same_audio_positions(tmp_p
         positions.append(list(synced))
     assert positions[0] == [4000 * i for i in range(1, 7)]
     assert positions[1] == positions[0]
+
+
+def test_rounds_fall_50_ms_after_each_pair_of_drains():
+    from linetap.capture.reader import next_tick_s
+    from linetap.pipeline import GATHER_S, ROUND_PHASE_S, next_round_s
+
+    assert next_tick_s(1000.03, 0.1) == pytest.approx(1000.1)
+    assert next_tick_s(1000.101, 0.1) == pytest.approx(1000.2)  # just after a tick: the next one
+    assert next_round_s(1000.03, 0.2, 0.05) == pytest.approx(1000.05)
+    assert next_round_s(1000.051, 0.2, 0.05) == pytest.approx(1000.25)
+    assert next_round_s(1000.24, 0.2, 0.05) == pytest.approx(1000.25)
+    # However late a round starts, the next falls on the grid: between it and the one before,
+    # exactly two drains of 100 ms happen (at 1000.3 and 1000.4 for the round at 1000.45).
+    r = next_round_s(1000.27, GATHER_S, ROUND_PHASE_S)
+    assert r == pytest.approx(1000.45)
+    ticks = [round(t, 3) for t in (1000.3, 1000.4) if r - GATHER_S < t < r]
+    assert ticks == [1000.3, 1000.4]

@@ -283,3 +283,37 @@ def test_the_recording_holds_every_frame_from_the_start_the_segmenter_chose():
     # Started at frame 12000 (see the VOX tests above): through block 102 that is 103 * 160 - 12000 frames.
     assert started_at == pytest.approx(t0 + 12000 / RATE)
     assert rec.frames == 103 * N - 12000
+
+
+def _state(seg: VoxSegmenter) -> tuple:
+    return (seg.in_call, seg._loud_since, seg._rec_start, seg._onset, seg._last_voice_end)
+
+
+@pytest.mark.parametrize("run_levels, skipped", [
+    ([LOUD] * 10, True),                          # all voiced: the hang restarts at the run's end
+    ([LOUD, QUIET, MID, QUIET, QUIET] * 2, True),  # a pause: the hang restarts after block 7
+    ([QUIET] * 10, True),                         # 10 quiet blocks, well inside the 50-block hang
+    ([LOUD] * 3 + [QUIET] * 7, True),
+])
+def test_vox_skip_in_a_call_leaves_the_state_that_stepping_each_block_leaves(run_levels, skipped):
+    lead = levels((QUIET, 10), (LOUD, 20))  # a call from block 12, last voice at block 29
+    a, b = VoxSegmenter(LINE), VoxSegmenter(LINE)
+    run(a, lead)
+    run(b, lead)
+    start = len(lead) * N
+    assert a.skip(run_levels, start, len(run_levels) * N, N) is skipped
+    assert run(b, run_levels, first_block=len(lead)) == []
+    assert _state(a) == _state(b)
+
+
+def test_vox_skip_in_a_call_declines_a_run_that_may_reach_the_hang_and_changes_nothing():
+    lead = levels((QUIET, 10), (LOUD, 20), (QUIET, 45))  # 45 of the 50 hang blocks gone
+    seg = VoxSegmenter(LINE)
+    run(seg, lead)
+    before = _state(seg)
+    assert not seg.skip([QUIET] * 10, len(lead) * N, 10 * N, N)  # block 79 would end the call
+    assert _state(seg) == before
+    assert not seg.skip([LOUD, QUIET] * 5, len(lead) * N, 10 * N, 0)  # blocks of unknown sizes
+    assert _state(seg) == before
+    # Stepped one by one it ends exactly one hang after the last voice (frame 30 * 160 + 8000).
+    assert run(seg, [QUIET] * 10, first_block=len(lead)) == [(79, End(80 * N, "vox_timeout", discard=True))]

@@ -3,7 +3,9 @@
 Every ``heartbeat_s`` (at most 1 s): seal and chain the recordings that ended (their ids
 come through ``to_seal``), sign a checkpoint if the chain grew (so one covering a call is
 published about a second after it is chained, well within the contract's 10 s), write the
-heartbeat (after a crash, the downtime is counted from it) and ``status.json``. Every
+heartbeat (after a crash, the downtime is counted from it) and ``status.json`` if what it
+says changed (a line's state, an alarm, the disk or clock figures; else every ``STATUS_EVERY_S``,
+for the levels and times: ``status_due``). Every
 ``SLOW_CHECK_S``: the retention sweep and DISK_LOW, CLOCK_UNSYNCED, the last call and today's
 count for the health document, the retries below, and a
 step of the background evidence check (evidence/background.py) and the checkpoints' trusted
@@ -31,7 +33,7 @@ from .clock import Clock, iso
 from .config import HealthConfig, StorageConfig
 from .health import system
 from .health.board import StatusBoard
-from .health.snapshot import write_snapshot
+from .health.snapshot import significant, write_snapshot
 from .index.db import Index
 from .retention.sweeper import Sweeper
 from .store.recordings import salvage, unsalvaged
@@ -45,6 +47,24 @@ logger = logging.getLogger(__name__)
 
 SLOW_CHECK_S = 10.0  # disk, clock, retention sweep
 STATUS_FILE = "status.json"
+# status.json with nothing significant changed: its levels and times are rewritten this often
+# (``linetap status`` calls a snapshot older than 10 s stale). Writing it costs ~0.25 ms of CPU
+# (JSON, a temporary file, a rename): a quarter of the housekeeping thread's CPU at 4 lines.
+STATUS_EVERY_S = 5.0
+
+
+def status_key(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """What in a snapshot makes ``status.json`` worth rewriting at once: the lines' states and
+    alarms (``significant``), the disk and the clock figures; not the levels, times or uptime."""
+    return (significant(doc), tuple(sorted(doc["disk"].items())), doc["clock_synced"])
+
+
+def status_due(key: tuple[Any, ...], last_key: tuple[Any, ...] | None, now_mono: float,
+               last_written_mono: float | None, every_s: float = STATUS_EVERY_S) -> bool:
+    """Whether to write ``status.json`` now: never written, its ``status_key`` changed, or
+    ``every_s`` since it was last written."""
+    return (last_written_mono is None or key != last_key
+            or now_mono - last_written_mono >= every_s)
 
 
 class Housekeeping(threading.Thread):
@@ -71,6 +91,8 @@ class Housekeeping(threading.Thread):
         self.stopping = threading.Event()
         self.unsealed: set[int] = set()  # calls whose sealing/chaining failed: retried, EVIDENCE_FAILED
         self.unsalvaged: list[Path] = []  # .part files the start-up salvage could not recover yet
+        self._status_key: tuple[Any, ...] | None = None  # of the status.json last written
+        self._status_mono: float | None = None  # when it was written
 
     def run(self) -> None:
         next_slow = 0.0
@@ -234,8 +256,14 @@ class Housekeeping(threading.Thread):
                 logger.error("evidence step %s failed: %s", getattr(step, "__qualname__", step), e)
 
     def write_status(self) -> None:
+        """``status.json`` when ``status_due``."""
         try:
-            write_snapshot(self.data_dir / STATUS_FILE, self.board.snapshot())
+            doc = self.board.snapshot()
+            key, now_mono = status_key(doc), self.clock.mono()
+            if not status_due(key, self._status_key, now_mono, self._status_mono):
+                return
+            write_snapshot(self.data_dir / STATUS_FILE, doc)
+            self._status_key, self._status_mono = key, now_mono
         except Exception as e:  # noqa: BLE001
             logger.error("cannot write %s: %s", STATUS_FILE, e)
 

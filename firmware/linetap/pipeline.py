@@ -11,8 +11,8 @@ broker, the chain or a deletion: those are the health and housekeeping threads' 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
 from typing import Callable, Iterator, Mapping
 
 from .calls.line import LineCalls
@@ -25,9 +25,17 @@ from .supervisor import LineSupervisor
 logger = logging.getLogger(__name__)
 
 RUN_BLOCKS = 10  # a line's queued blocks handled as one run: at most 200 ms of its audio (GATHER_S)
-GATHER_S = 0.2  # with little queued, the pipeline waits this long for more before a round
-IDLE_WAIT_S = 0.1  # an empty queue is waited on this long, then the watchdog hears of progress
+GATHER_S = 0.2  # with no backlog, a round every 200 ms: what was queued meanwhile (an empty queue too)
+# Rounds at the monotonic times 0.05 s past a multiple of GATHER_S; the card drainer drains on the
+# multiples of its 100 ms (capture.reader.next_tick_s): each round then finds exactly two drains
+# of every card, one run of 10 blocks a line, and 50 ms to spare for the drain before it.
+ROUND_PHASE_S = 0.05
 LOGGED_ERRORS = 5  # the first errors are logged in full, then one in 1000
+
+
+def next_round_s(now_s: float, every_s: float, phase_s: float) -> float:
+    """The first time after ``now_s`` that is ``phase_s`` past a multiple of ``every_s``."""
+    return now_s + every_s - ((now_s - phase_s) % every_s)
 
 
 def runs(items: list[Block | SourceEvent], max_blocks: int) -> Iterator[Run | SourceEvent]:
@@ -78,22 +86,26 @@ class Pipeline(threading.Thread):
         self.errors = 0  # runs whose handling failed, and failed round syncs
 
     def run(self) -> None:
-        q = self.blocks
+        q, behind = self.blocks, 2 * RUN_BLOCKS * len(self.line_calls)
         while not self.stopping.is_set():
-            try:
-                first = q.get(timeout=IDLE_WAIT_S)
-            except queue.Empty:
-                self.watchdog.progress("pipeline")
-                continue
-            if q.qsize() < RUN_BLOCKS * len(self.line_calls):
-                # In real time a line's next block comes 20 ms later: let a few gather, so that
-                # each line's are handled as a run (one numpy call, one write), not one by one.
-                # (Fault onsets are dated from the samples; only the alarm comes this much later.)
-                self.stopping.wait(GATHER_S)
-            for item in runs([first, *q.take_all()], RUN_BLOCKS):
+            started = time.monotonic()
+            items = q.take_all()
+            for item in runs(items, RUN_BLOCKS):
                 self._handle(item)
                 self.watchdog.progress("pipeline")
-            self._sync()
+            if items:
+                self._sync()
+                if len(items) >= behind:
+                    continue  # two rounds' worth queued (a backlog, a burst): the next round at once
+            else:
+                self.watchdog.progress("pipeline")
+            # In real time a line's next block comes 20 ms later: a round every GATHER_S, so that
+            # each line's blocks are handled as a run (one numpy call, one write), not one by one,
+            # and the thread wakes 5 times a second. (Fault onsets are dated from the samples;
+            # only the alarm comes this much later.)
+            delay = next_round_s(started, GATHER_S, ROUND_PHASE_S) - time.monotonic()
+            if delay > 0:
+                self.stopping.wait(delay)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -24,7 +24,7 @@ from .alarms.gaps import GapTracker
 from .alarms.manager import AlarmManager
 from .calls.line import LineCalls
 from .capture import SourceFactory
-from .capture.reader import BlockQueue, LineReader
+from .capture.reader import BlockQueue, CardDrainer, LineReader
 from .clock import Clock, SystemClock
 from .config import Config, LineConfig
 from .events import without_caller
@@ -109,10 +109,13 @@ class Recorder:
             self.supervisor = LineSupervisor(enabled, cfg.health, alarms=self.alarms, gaps=self.gaps)
             self.blocks = BlockQueue()
             max_queued = max(50, int(cfg.recorder.queue_s * 50 * max(1, len(enabled))))
-            # A reader sleeping between drains must not look stalled: it wakes 4x per stall time.
+            # A card left between drains must not look stalled: drained 4x per stall time. Every
+            # card is drained by one thread (CardDrainer: one wake-up per tick for all the lines).
+            drainer = CardDrainer()
             self.readers = {line.name: LineReader(line, self.blocks, source_factory=source_factory or _alsa_factory(),
                                                   clock=clock, max_queued=max_queued,
-                                                  max_sleep_s=min(0.1, cfg.health.stall_after_ms / 4000))
+                                                  max_sleep_s=min(0.1, cfg.health.stall_after_ms / 4000),
+                                                  drainer=drainer)
                             for line in enabled}
             # A part that has not moved for half the systemd watchdog time (at most 10 s) is hung.
             wd_s = self.notifier.watchdog_interval_s()

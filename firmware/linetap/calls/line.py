@@ -132,7 +132,7 @@ class LineCalls:
         cid_after = CID_IN_CALL_S * self.line.rate
         s0, total = block.start_frame, len(frames)
         if (len(blocks) > 1 and trigger == "vox" and not self._tone_hold and analyzer.follows(s0)
-                and total < analyzer.frames_to_batch and seg.skip(levels, s0, total)):
+                and total < analyzer.frames_to_batch and seg.skip(levels, s0, total, block.period)):
             # Nothing happens in this run (no batch is analysed, the segmenter does nothing):
             # the blocks are filed and stepped through at once.
             self._file(frames, 0, total, s0)

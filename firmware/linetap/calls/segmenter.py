@@ -88,22 +88,34 @@ class VoxSegmenter:
             self._onset = min(self._onset, end_frame)
         return actions
 
-    def skip(self, levels: list[float], start_frame: int, n: int) -> bool:
-        """Step through consecutive blocks (``levels``, ``n`` frames in all from ``start_frame``)
-        if none of them would start or end a call: True, and the state is what ``step`` on each
-        would leave. False, and nothing changed, if one might (then ``step`` them one by one).
+    def skip(self, levels: list[float], start_frame: int, n: int, period: int = 0) -> bool:
+        """Step through consecutive blocks (``levels``, ``n`` frames in all from ``start_frame``;
+        ``period``: frames in each, 0 if they differ) if none of them would start or end a call:
+        True, and the state is what ``step`` on each would leave. False, and nothing changed,
+        if one might (then ``step`` them one by one).
 
         Most of a line's blocks are quiet while idle or voiced while in a call: the pipeline
-        then spends one call on a run of blocks instead of one each."""
+        then spends one call on a run of blocks instead of one each. Speech has pauses: a run
+        with blocks under ``stop_dbfs`` cannot end the call either while even its end is less
+        than the hang time after the last voice before it (the hang only restarts in it)."""
         if not self.in_call:
             if max(levels) > self.start_dbfs:
                 return False
             self._loud_since = None
             return True
         end_frame = start_frame + n
-        if min(levels) < self.stop_dbfs or end_frame - self._rec_start >= self.max_call_frames:
+        if end_frame - self._rec_start >= self.max_call_frames:
             return False
-        self._last_voice_end = end_frame
+        stop = self.stop_dbfs
+        if min(levels) >= stop:
+            self._last_voice_end = end_frame
+            return True
+        if not period or end_frame - self._last_voice_end >= self.hang_frames:
+            return False
+        for k in range(len(levels) - 1, -1, -1):
+            if levels[k] >= stop:  # the last voiced block: the hang restarts at its end
+                self._last_voice_end = start_frame + (k + 1) * period
+                break
         return True
 
     def reset(self) -> None:

@@ -40,7 +40,9 @@ class Source(Protocol):
 
     - ``drain_s``: how long the reader may sleep after a read found nothing: the card's buffer
       keeps the periods meanwhile, and the reader then reads all that gathered (a few periods
-      per wake-up instead of one);
+      per wake-up instead of one). A source whose ``drain_s`` is two periods or more is read
+      by the recorder's one ``CardDrainer`` thread with the other cards, so its reads must
+      never wait;
     - ``pending()``: frames captured but not yet read, just after a read: the reader dates the
       stream from it (the period it just read is older than "now" by that much).
     """

@@ -1,10 +1,12 @@
-"""One reader thread per line: it waits on ALSA and on nothing else.
+"""One reader per line, which opens its PCM; the reading waits on ALSA and on nothing else.
 
-A sound card is read non-blocking (``alsa.py``): the reader takes every period its buffer holds,
-then sleeps until a few more have gathered (``source.drain_s``, at most ``max_sleep_s``: 100 ms),
-so it wakes 10 times a second instead of once per 20 ms period. Each period is still its own
+A sound card is read non-blocking (``alsa.py``): every period its buffer holds is taken, then
+the card is left until a few more have gathered (``source.drain_s``, at most ``max_sleep_s``:
+100 ms). In the recorder one thread, the ``CardDrainer``, drains every card on one tick, so the
+process wakes 10 times a second for all its lines, not 10 times per line; the line's reader
+thread only opens the PCM and waits to reopen it if it fails. Each period is still its own
 block, dated from the sample count. A blocking source (the ALSA ``file`` PCM of the tests and
-the demo, whose reads wait on their FIFO) is read one period per wake-up, as it comes.
+the demo, whose reads wait on their FIFO) is read by its own reader thread, as it comes.
 
 Blocks go to the shared queue with ``put_nowait``; when the pipeline falls too
 far behind, blocks are dropped and counted (never waited for). A PCM that
@@ -17,14 +19,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from ..clock import Clock
 from ..config import LineConfig
-from . import Block, SourceError, SourceEvent, SourceFactory
+from . import Block, Source, SourceError, SourceEvent, SourceFactory
 
 logger = logging.getLogger(__name__)
 
 PERIOD_MS = 20
+SHARED_MIN_PERIODS = 2  # a source that gathers this many periods between drains may be drained by a CardDrainer
 
 
 class BlockQueue(queue.Queue):
@@ -47,6 +51,19 @@ class BlockQueue(queue.Queue):
             self.not_empty.notify()
             return True
 
+    def offer_all(self, items: list, limit: int) -> int:
+        """``offer`` of each of ``items`` in order, under one lock: how many were queued (the
+        first ones; the rest found the queue full)."""
+        with self.mutex:
+            room = limit - self._qsize()
+            if room < len(items):
+                items = items[:max(0, room)]
+            if items:
+                self.queue.extend(items)
+                self.unfinished_tasks += len(items)
+                self.not_empty.notify()
+            return len(items)
+
     def take_all(self) -> list:
         """Everything queued now, oldest first (never blocks)."""
         with self.mutex:
@@ -60,7 +77,7 @@ class BlockQueue(queue.Queue):
 class LineReader(threading.Thread):
     def __init__(self, line: LineConfig, out: BlockQueue, *, source_factory: SourceFactory,
                  clock: Clock, max_queued: int, backoff_s: tuple[float, float] = (0.1, 5.0),
-                 max_sleep_s: float = 0.1) -> None:
+                 max_sleep_s: float = 0.1, drainer: CardDrainer | None = None) -> None:
         super().__init__(name=f"capture-{line.name}", daemon=True)
         self.line = line
         self.out = out
@@ -69,6 +86,8 @@ class LineReader(threading.Thread):
         self.max_queued = max_queued
         self.backoff_s = backoff_s
         self.max_sleep_s = max_sleep_s  # between drains of a non-blocking source
+        self.drainer = drainer  # drains a sound card on its shared thread (None: this one does)
+        self._handed_back = threading.Event()  # the drainer gave the stream back, or stop()
         self.period_frames = line.rate * PERIOD_MS // 1000
         self.stopping = threading.Event()
         # Read by the health monitor from other threads (plain attribute stores are atomic).
@@ -87,6 +106,11 @@ class LineReader(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+        self._handed_back.set()
+
+    def hand_back(self) -> None:
+        """The drainer let go of this reader's stream (it failed: ``_Stream.error``): reopen it."""
+        self._handed_back.set()
 
     def _event(self, kind: str, detail: str = "") -> None:
         self.out.put_nowait(SourceEvent(self.line.name, kind, self.clock.wall(), detail, self.stream))
@@ -139,43 +163,163 @@ class LineReader(threading.Thread):
                 source.close()
 
     def _pump(self, source) -> None:
-        rate = self.line.rate
-        frames = 0
-        anchor_frame = 0
-        anchor_wall: float | None = None
-        anchor_mono = 0.0
-        overrun = False
-        out, name, stream = self.out, self.line.name, self.stream
+        """Read the open ``source`` until it fails (``SourceError``) or the reader stops.
+
+        A source that gathers several periods between drains (a sound card read non-blocking)
+        goes to the shared ``drainer`` when there is one: this thread then only waits for it to
+        hand the stream back (failed) or for ``stop``. Otherwise it is read here: drained, then
+        slept on for ``drain_s`` (at most ``max_sleep_s``), or read as it comes."""
+        stream = _Stream(self, source)
         sleep_s = min(float(getattr(source, "drain_s", 0.0)), self.max_sleep_s)
-        pending = getattr(source, "pending", None)
+        if self.drainer is not None and sleep_s >= SHARED_MIN_PERIODS * PERIOD_MS / 1000:
+            self._handed_back.clear()
+            if self.stopping.is_set():  # stop() came before the clear: its wake-up is gone
+                return
+            self.drainer.attach(stream, sleep_s)
+            try:
+                self._handed_back.wait()
+            finally:
+                self.drainer.detach(self)
+            if stream.error is not None:
+                raise stream.error
+            return
         while not self.stopping.is_set():
-            r = source.read()
-            if r.overrun:
-                # Samples were lost: the count since the anchor no longer tells the time.
-                # Re-anchor on the next block and flag it, so the gap shows.
-                self.overruns += 1
-                overrun = True
-                anchor_wall = None
-                continue
-            if r.frames is None or not len(r.frames):
-                if sleep_s:
-                    # Non-blocking: the buffer is drained. It keeps what comes meanwhile.
-                    self.stopping.wait(sleep_s)
-                continue
-            n = len(r.frames)
-            if anchor_wall is None:
-                # The block just returned ends now, less what the source captured since: its
-                # first frame was (n + pending)/rate ago.
-                behind = pending() if pending is not None else 0
-                anchor_wall = self.clock.wall() - (n + behind) / rate
-                anchor_mono = self.clock.mono() - (n + behind) / rate
-                anchor_frame = frames
-            t = anchor_wall + (frames - anchor_frame) / rate
-            self.last_frames_mono = self.clock.mono()
-            self.frames_read += n
-            if out.offer(Block(name, r.frames, frames, t, rate, overrun, stream,
-                               anchor_mono + (frames - anchor_frame) / rate), self.max_queued):
-                overrun = False
-            else:
-                self.dropped_blocks += 1
-            frames += n
+            stream.drain()
+            if sleep_s:
+                # Non-blocking: the buffer is drained. It keeps what comes meanwhile.
+                self.stopping.wait(sleep_s)
+
+
+class _Stream:
+    """One open stream of a reader, as it is dated and queued: whichever thread drains it."""
+
+    __slots__ = ("reader", "source", "pending", "frames", "anchor_frame", "anchor_wall", "anchor_mono",
+                 "overrun", "error")
+
+    def __init__(self, reader: LineReader, source: Source) -> None:
+        self.reader = reader
+        self.source = source
+        self.pending = getattr(source, "pending", None)
+        self.frames = 0  # frames read since the stream opened
+        self.anchor_frame = 0
+        self.anchor_wall: float | None = None  # wall time of ``anchor_frame`` (None: date the next)
+        self.anchor_mono = 0.0  # its monotonic time (blocks carry both: hook edges are monotonic)
+        self.overrun = False  # samples were lost before the next block
+        self.error: SourceError | None = None  # why the drainer handed the stream back
+
+    def drain(self, together: bool = False) -> None:
+        """Read until the source has nothing more now (a read found none), or the reader stops.
+        Raises ``SourceError``. ``together``: the periods read are queued at the end, under one
+        lock (a card's drain never waits; a self-paced source may never find nothing)."""
+        reader = self.reader
+        read, stopping, clock, rate = self.source.read, reader.stopping, reader.clock, reader.line.rate
+        out, name, stream, limit = reader.out, reader.line.name, reader.stream, reader.max_queued
+        held: list[Block] = []
+        try:
+            while not stopping.is_set():
+                r = read()
+                if r.overrun:
+                    # Samples were lost: the count since the anchor no longer tells the time.
+                    # Re-anchor on the next block and flag it, so the gap shows.
+                    reader.overruns += 1
+                    self.overrun = True
+                    self.anchor_wall = None
+                    continue
+                if r.frames is None or not len(r.frames):
+                    return
+                n = len(r.frames)
+                frames = self.frames
+                if self.anchor_wall is None:
+                    # The block just returned ends now, less what the source captured since: its
+                    # first frame was (n + pending)/rate ago.
+                    behind = self.pending() if self.pending is not None else 0
+                    self.anchor_wall = clock.wall() - (n + behind) / rate
+                    self.anchor_mono = clock.mono() - (n + behind) / rate
+                    self.anchor_frame = frames
+                t = self.anchor_wall + (frames - self.anchor_frame) / rate
+                reader.last_frames_mono = clock.mono()
+                reader.frames_read += n
+                block = Block(name, r.frames, frames, t, rate, self.overrun, stream,
+                              self.anchor_mono + (frames - self.anchor_frame) / rate)
+                if together:
+                    held.append(block)
+                    self.overrun = False
+                elif out.offer(block, limit):
+                    self.overrun = False
+                else:
+                    reader.dropped_blocks += 1
+                self.frames = frames + n
+        finally:
+            if held:
+                queued = out.offer_all(held, limit)
+                if queued < len(held):
+                    reader.dropped_blocks += len(held) - queued
+                    # The first block queued after these carries an overrun they carried.
+                    self.overrun = self.overrun or any(b.overrun for b in held[queued:])
+
+
+def next_tick_s(now_s: float, every_s: float) -> float:
+    """The first multiple of ``every_s`` after ``now_s`` (monotonic seconds): the drainer ticks on
+    them, so that the pipeline's rounds (``pipeline.ROUND_PHASE_S``) keep their place between two
+    drains however long a drain takes."""
+    return now_s + every_s - (now_s % every_s)
+
+
+class CardDrainer:
+    """One thread that drains every sound card, instead of a thread per line waking for its own.
+
+    On this 2-core VM a Python thread's wake-up costs tens of microseconds of CPU, as much as
+    the work of a drain: 32 lines' readers waking 10 times a second each took 1.1-1.4 % of a core,
+    this one thread 0.5-0.6 % (``benchmarks/pipeline.py --realtime``, README: Benchmarks). Here every card is drained on one tick (the shortest ``interval_s`` of
+    the streams attached, 100 ms by default): 10 wake-ups a second for all the lines. A card read
+    non-blocking never waits, so one slow line cannot hold the others up; a PCM that paces itself
+    (a ``file`` PCM waits on its FIFO) is not attached and keeps its own thread.
+
+    The thread starts with the first stream attached and ends when none is left. A stream whose
+    read fails is detached and handed back to its reader (``_Stream.error``), which reopens it."""
+
+    def __init__(self, name: str = "capture-cards") -> None:
+        self.name = name
+        self._lock = threading.Lock()  # held for a sweep: detach waits until the stream is not read
+        self._streams: dict[LineReader, tuple[_Stream, float]] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def attach(self, stream: _Stream, interval_s: float) -> None:
+        """Drain ``stream`` at once, then every ``interval_s`` at most, until ``detach``."""
+        with self._lock:
+            self._streams[stream.reader] = (stream, interval_s)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        self._wake.set()  # a new stream is dated from its first read: read it now
+
+    def detach(self, reader: LineReader) -> None:
+        with self._lock:
+            self._streams.pop(reader, None)
+            last = not self._streams
+        if last:
+            self._wake.set()  # the thread ends
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._streams:
+                    self._thread = None
+                    return
+                interval_s = min(i for _, i in self._streams.values())
+            self._wake.wait(max(0.0, next_tick_s(time.monotonic(), interval_s) - time.monotonic()))
+            self._wake.clear()
+            with self._lock:
+                for reader, (stream, _) in list(self._streams.items()):
+                    try:
+                        stream.drain(together=True)
+                    except SourceError as e:
+                        stream.error = e
+                        del self._streams[reader]
+                        reader.hand_back()
+                    except Exception as e:  # noqa: BLE001 - one line's failure must not end the others'
+                        stream.error = SourceError(f"{reader.line.pcm}: {e!r}")
+                        logger.exception("line %s: draining failed", reader.line.name)
+                        del self._streams[reader]
+                        reader.hand_back()

@@ -4,7 +4,8 @@ The lines' live state comes from their ``LineCalls`` (recording? level, last aud
 the alarms from the ``AlarmManager``; the disk and clock figures are what the
 housekeeping thread's slow checks last found (``disk``, ``clock_synced``, written
 every 10 s by that one thread). The health thread publishes the snapshot over MQTT,
-the housekeeping thread writes it to ``status.json`` every second.
+the housekeeping thread writes it to ``status.json`` (at once when a line's state or an
+alarm changes, else every 5 s: ``housekeeping.status_due``).
 """
 
 from __future__ import annotations
