@@ -29,6 +29,8 @@ from typing import Any
 
 from .detect.callerid import STANDARDS as CALLERID_STANDARDS
 from .detect.tones import TONE_SETS
+# The network checks live next to the renderers they protect.
+from .netconfig import network_problems, timezone_problem
 
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 RATES = (8000, 16000, 22050, 32000, 44100, 48000)
@@ -600,12 +602,10 @@ def _check_mqtt(errors: list[str], mqtt: MqttConfig) -> None:
 
 
 def _check_network(errors: list[str], net: NetworkConfig) -> None:
-    from .netconfig import network_problems  # pure checks, next to the renderers they protect
     errors.extend(f"network.{k}: {msg}" for k, msg in network_problems(net))
 
 
 def _check_timezone(errors: list[str], name: str, given: bool) -> None:
-    from .netconfig import timezone_problem
     problem = timezone_problem(name) if given else None
     if problem:
         errors.append(f"recorder.timezone: {problem}")

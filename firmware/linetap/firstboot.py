@@ -517,7 +517,9 @@ def apply_system_settings(layout: Layout, root: Path,
             passphrase = pw_file.read_text(encoding="utf-8-sig").strip("\r\n")
         except (OSError, UnicodeDecodeError) as e:
             logger.warning("Wi-Fi not configured: cannot read %s: %s", pw_file, e)
-    return netconfig.apply(netconfig.plan(cfg, passphrase), root, run)
+    p = netconfig.plan(cfg.network, hostname=cfg.recorder.id, timezone=cfg.recorder.timezone,
+                       passphrase=passphrase)
+    return netconfig.apply(p, root, run)
 
 
 # --- command line ------------------------------------------------------------

@@ -31,12 +31,9 @@ import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .fsutil import write_atomic
-
-if TYPE_CHECKING:
-    from .config import Config, NetworkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +55,25 @@ _HEX64_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 # RFC 1123 host names: labels of letters, digits and '-', at most 63 each, 253 in all.
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+class NetworkSettings(Protocol):
+    """The ``[network]`` table as ``config.NetworkConfig`` holds it (a protocol: config imports this module)."""
+
+    @property
+    def wifi_ssid(self) -> str | None: ...
+    @property
+    def wifi_passphrase_file(self) -> Path | None: ...
+    @property
+    def wifi_country(self) -> str | None: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def gateway(self) -> str | None: ...
+    @property
+    def dns(self) -> tuple[str, ...]: ...
+    @property
+    def ntp(self) -> tuple[str, ...]: ...
 
 
 # --- checks: values in, one message per problem out (config.py names the key) ------------------
@@ -132,7 +148,7 @@ def timezone_problem(name: str) -> str | None:
     return None
 
 
-def network_problems(net: NetworkConfig) -> list[tuple[str, str]]:
+def network_problems(net: NetworkSettings) -> list[tuple[str, str]]:
     """(key, message) for every value of ``[network]`` that cannot work."""
     out: list[tuple[str, str]] = []
 
@@ -168,7 +184,7 @@ def network_problems(net: NetworkConfig) -> list[tuple[str, str]]:
 
 # --- renderers: config values in, file texts out ---------------------------------------------------
 
-def render_network(match: str, net: NetworkConfig, *, static: bool) -> str:
+def render_network(match: str, net: NetworkSettings, *, static: bool) -> str:
     """A systemd-networkd ``.network`` file for the interfaces ``match``: DHCP, or ``net``'s address."""
     lines = ["# Written by linetap at boot from linetap.toml; edits here are lost at reboot.",
              "[Match]", f"Name={match}", "", "[Network]"]
@@ -213,9 +229,9 @@ class Plan:
     commands: tuple[tuple[str, ...], ...]
 
 
-def plan(cfg: Config, passphrase: str | None) -> Plan:
-    """The files and commands for ``cfg`` (``passphrase``: the Wi-Fi passphrase file's content)."""
-    net = cfg.network
+def plan(net: NetworkSettings, *, hostname: str, timezone: str, passphrase: str | None) -> Plan:
+    """The files and commands for one config: its ``[network]``, ``recorder.id`` as the host name,
+    ``recorder.timezone``; ``passphrase`` is the Wi-Fi passphrase file's content."""
     files: list[tuple[Path, str, int]] = []
     wifi = net.wifi_ssid is not None and net.wifi_country is not None and passphrase is not None
     if net.address is not None or wifi:
@@ -231,8 +247,8 @@ def plan(cfg: Config, passphrase: str | None) -> Plan:
     written = {f[0] for f in files}
     everything = (NETWORK_DIR / WIRED_FILE, NETWORK_DIR / WIFI_FILE, WIFI_DIR / WPA_FILE,
                   TIMESYNCD_DIR / TIMESYNCD_FILE)
-    commands = (("hostnamectl", "hostname", cfg.recorder.id),
-                ("timedatectl", "set-timezone", cfg.recorder.timezone))
+    commands = (("hostnamectl", "hostname", hostname),
+                ("timedatectl", "set-timezone", timezone))
     return Plan(tuple(files), tuple(p for p in everything if p not in written), commands)
 
 
