@@ -144,8 +144,8 @@ def _examine(raw: bytes, layout: Layout,
         # directory the recorder will read the file from, not the boot partition.
         cfg = config.load_text(prep.text, source=BOOT_NAME, base=layout.config_dir)
     except config.ConfigError as e:
-        # A refused inline password is reported once, by prepare(), with advice.
-        skip = f"{BOOT_NAME}: mqtt.password:"
+        # A refused inline secret is reported once, by prepare(), with advice.
+        skip = tuple(f"{BOOT_NAME}: {s.table}.{s.key}:" for s in bootfiles.INLINE_SECRETS)
         return prep, errors + [x for x in e.errors if not (prep.had_inline_password and x.startswith(skip))]
     errors += _box_rules(cfg, layout)
     # Files still on the card were checked by their content in prepare() (and what it found wrong
@@ -153,6 +153,8 @@ def _examine(raw: bytes, layout: Layout,
     incoming = {f.key for f in prep.files} | prep.failed_keys
     if prep.password is not None:
         incoming.add("mqtt.password_file")
+    if prep.wifi_passphrase is not None:
+        incoming.add("network.wifi_passphrase_file")
     errors += [f"{BOOT_NAME}: {e}" for e in bootfiles.box_checks(cfg, service=service, skip=incoming)]
     return prep, errors
 
