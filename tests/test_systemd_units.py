@@ -176,7 +176,22 @@ def test_recorder_reads_the_config_that_tmpfiles_links_to_the_data_partition():
 
 def test_the_config_is_applied_before_the_recorder_starts():
     assert "linetap-firstboot.service" in RECORDER["Unit.After"]
-    assert unit_settings("linetap-firstboot.service")["Unit.Before"] == ["linetap.service"]
+    before = " ".join(unit_settings("linetap-firstboot.service")["Unit.Before"]).split()
+    assert "linetap.service" in before
+
+
+def test_the_network_settings_are_written_before_networkd_and_wpa_supplicant_read_them():
+    unit = unit_settings("linetap-firstboot.service")
+    before = " ".join(unit["Unit.Before"]).split()
+    assert {"systemd-networkd.service", "wpa_supplicant@wlan0.service"} <= set(before)
+    assert "--root /" in unit["Service.ExecStart"][0]
+    # May write exactly the runtime directories the daemons read, which tmpfiles makes.
+    rw = " ".join(unit["Service.ReadWritePaths"]).split()
+    assert {"/run/systemd/network", "/run/systemd/timesyncd.conf.d", "/run/linetap-wifi"} <= set(rw)
+    tmpfiles = (SYSTEMD / "tmpfiles.d/linetap.conf").read_text()
+    assert re.search(r"^d /run/linetap-wifi\s+0700 root\s+root\s+-$", tmpfiles, re.M)
+    for d in ("/run/systemd/network", "/run/systemd/timesyncd.conf.d"):
+        assert re.search(rf"^d {re.escape(d)}\s+0755 root\s+root\s+-$", tmpfiles, re.M)
 
 
 def test_hardware_watchdog_is_within_what_the_pi_can_count():

@@ -4,14 +4,15 @@ A Pi Zero 2 W has no Ethernet port and the box has no login, so Wi-Fi, a static 
 servers, the time zone and the host name come from the config's ``[network]`` table and
 ``recorder.timezone``/``recorder.id``. The root file system is read-only with a RAM overlay:
 whatever is written to ``/etc`` is gone at the next boot. So these settings are rendered again
-at *every* boot (by ``linetap-firstboot.service``, ordered before systemd-networkd,
-wpa_supplicant and systemd-timesyncd) into the runtime places those daemons read:
+at *every* boot (by ``linetap-firstboot.service``, ordered before systemd-networkd and
+wpa_supplicant) into the runtime places those daemons read:
 
 - ``/run/systemd/network/10-linetap-*.network`` (networkd reads ``/run`` before ``/usr/lib``,
   and a file there with the same or an earlier name wins over the image's ``20-wired.network``);
 - ``/run/linetap-wifi/wpa_supplicant-wlan0.conf`` (0600, root's: it holds the passphrase;
   the image's drop-in for ``wpa_supplicant@wlan0.service`` reads it from there);
-- ``/run/systemd/timesyncd.conf.d/10-linetap.conf`` (timesyncd reads ``/run/.../*.conf``);
+- ``/run/systemd/timesyncd.conf.d/10-linetap.conf`` (timesyncd reads ``/run/.../*.conf``; it
+  runs before ``sysinit.target``, earlier than first boot can, so it is restarted);
 - the host name and the time zone through ``hostnamectl`` and ``timedatectl`` (their daemons
   write ``/etc/hostname`` and the ``/etc/localtime`` link in the RAM overlay).
 
@@ -247,8 +248,12 @@ def plan(net: NetworkSettings, *, hostname: str, timezone: str, passphrase: str 
     written = {f[0] for f in files}
     everything = (NETWORK_DIR / WIRED_FILE, NETWORK_DIR / WIFI_FILE, WIFI_DIR / WPA_FILE,
                   TIMESYNCD_DIR / TIMESYNCD_FILE)
-    commands = (("hostnamectl", "hostname", hostname),
-                ("timedatectl", "set-timezone", timezone))
+    commands: tuple[tuple[str, ...], ...] = (("hostnamectl", "hostname", hostname),
+                                             ("timedatectl", "set-timezone", timezone))
+    if net.ntp:
+        # timesyncd starts before sysinit.target, long before this runs: it reads the drop-in
+        # when restarted (--no-block: the boot does not wait for it).
+        commands += (("systemctl", "try-restart", "--no-block", "systemd-timesyncd.service"),)
     return Plan(tuple(files), tuple(p for p in everything if p not in written), commands)
 
 
