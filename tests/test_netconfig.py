@@ -285,14 +285,23 @@ def test_a_missing_tool_is_a_warning_too(tmp_path):
     assert len(problems) == 1 and problems[0].startswith("linetap-no-such-tool x failed: ")
 
 
-def test_main_applies_the_settings_under_root(box, monkeypatch):
+@pytest.mark.parametrize("entry", ["module", "cli"])
+def test_main_and_the_cli_apply_the_settings_under_root(box, monkeypatch, entry):
+    """``python -m linetap.firstboot --root`` (the unit's command) and ``linetap firstboot --root``.
+    In-process, with the system tools recorded: they must never rename the test machine."""
+    from linetap.cli import main as cli_main
     layout, root = box
     layout.candidate.write_text(config_text(layout, '[network]\naddress = "10.1.2.3/16"\n'))
-    monkeypatch.setattr(netconfig, "run_command", Commands())
-    monkeypatch.setattr(firstboot.netconfig, "run_command", Commands())
-    assert firstboot.main(["--boot", str(layout.boot_dir), "--data", str(layout.data_dir),
-                           "--root", str(root)], signal_fault=lambda led: None) == 0
+    commands = Commands()
+    monkeypatch.setattr(netconfig, "run_command", commands)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    args = ["--boot", str(layout.boot_dir), "--data", str(layout.data_dir), "--root", str(root)]
+    if entry == "module":
+        assert firstboot.main(args, signal_fault=lambda led: None) == 0
+    else:
+        assert cli_main(["firstboot", *args]) == 0
     assert "Address=10.1.2.3/16" in (root / "run/systemd/network/10-linetap-wired.network").read_text()
+    assert commands.argv[0] == ("hostnamectl", "hostname", "shop-01")
 
 
 def test_a_rejected_files_passphrase_waits_off_the_card_and_the_mask_reuses_it(box):

@@ -500,8 +500,7 @@ def _chown_group(path: Path | int, group: str | None) -> None:
 
 # --- network, time zone, host name: re-applied at every boot --------------------
 
-def apply_system_settings(layout: Layout, root: Path,
-                          run: netconfig.Runner = netconfig.run_command) -> list[str]:
+def apply_system_settings(layout: Layout, root: Path, run: netconfig.Runner | None = None) -> list[str]:
     """Render the running config's ``[network]``, time zone and host name under ``root``.
 
     Every boot, because the root file system's RAM overlay forgets ``/etc`` and ``/run``. A
@@ -521,7 +520,7 @@ def apply_system_settings(layout: Layout, root: Path,
             logger.warning("Wi-Fi not configured: cannot read %s: %s", pw_file, e)
     p = netconfig.plan(cfg.network, hostname=cfg.recorder.id, timezone=cfg.recorder.timezone,
                        passphrase=passphrase)
-    return netconfig.apply(p, root, run)
+    return netconfig.apply(p, root, run or netconfig.run_command)
 
 
 # --- command line ------------------------------------------------------------

@@ -266,7 +266,7 @@ def run_command(argv: Sequence[str]) -> None:
                    capture_output=True)
 
 
-def apply(p: Plan, root: Path, run: Runner = run_command) -> list[str]:
+def apply(p: Plan, root: Path, run: Runner | None = None) -> list[str]:
     """Write ``p``'s files under ``root`` and run its commands; the problems, as warnings.
 
     Never raises for a failing write or command: the recorder must still start, and a box
@@ -288,7 +288,7 @@ def apply(p: Plan, root: Path, run: Runner = run_command) -> list[str]:
             problems.append(f"could not remove {root / rel}: {e.strerror or e}")
     for argv in p.commands:
         try:
-            run(argv)
+            (run or run_command)(argv)
         except (OSError, subprocess.SubprocessError) as e:
             detail = getattr(e, "stderr", None)
             text = detail.decode("utf-8", "replace").strip() if isinstance(detail, bytes) else ""
