@@ -126,6 +126,18 @@ def test_render_wpa_supplicant_with_a_hex_psk_is_unquoted():
     assert "\tpsk=" + psk.lower() + "\n" in netconfig.render_wpa_supplicant("h", psk, "US")
 
 
+def test_an_ssid_with_quotes_or_accents_is_written_as_hex():
+    text = netconfig.render_wpa_supplicant('Café "2"', PASSPHRASE, "FR")
+    assert "\tssid=" + 'Café "2"'.encode().hex() + "\n" in text
+    assert netconfig.ssid_problem('Café "2"') is None
+
+
+@pytest.mark.parametrize("recorder_id, hostname", [("shop-01", "shop-01"), ("shop_01", "shop-01"),
+                                                   ("_a_", "a"), ("__", "linetap")])
+def test_hostname_for(recorder_id, hostname):
+    assert netconfig.hostname_for(recorder_id) == hostname
+
+
 def test_render_timesyncd():
     assert netconfig.render_timesyncd(("ntp1.example.org", "192.168.1.1")) == (
         "# Written by linetap at boot from linetap.toml.\n[Time]\nNTP=ntp1.example.org 192.168.1.1\n")

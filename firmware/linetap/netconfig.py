@@ -83,8 +83,6 @@ def ssid_problem(ssid: str) -> str | None:
     n = len(ssid.encode("utf-8"))
     if not 1 <= n <= 32:
         return f"must be 1-32 bytes long, not {n}"
-    if any(c in ssid for c in '"\n\r\x00'):
-        return "must not contain quotes, line breaks or NUL"
     return None
 
 
@@ -199,6 +197,18 @@ def render_network(match: str, net: NetworkSettings, *, static: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hostname_for(recorder_id: str) -> str:
+    """The host name for ``recorder.id``: ids allow ``_``, host names (RFC 1123) do not."""
+    return recorder_id.replace("_", "-").strip("-") or "linetap"
+
+
+def _wpa_ssid(ssid: str) -> str:
+    # Quoted when that is unambiguous, else as hex (wpa_supplicant takes both): any SSID works.
+    if all(" " <= c <= "~" for c in ssid) and '"' not in ssid:
+        return f'"{ssid}"'
+    return ssid.encode("utf-8").hex()
+
+
 def render_wpa_supplicant(ssid: str, passphrase: str, country: str) -> str:
     """wpa_supplicant's config for one WPA2/WPA3-personal network (``country=`` sets the regulatory domain)."""
     psk = passphrase.lower() if _HEX64_RE.match(passphrase) else f'"{passphrase}"'
@@ -207,7 +217,7 @@ def render_wpa_supplicant(ssid: str, passphrase: str, country: str) -> str:
         f"country={country}",
         "update_config=0",
         "network={",
-        f'\tssid="{ssid}"',
+        f"\tssid={_wpa_ssid(ssid)}",
         f"\tpsk={psk}",
         # WPA2-PSK, and WPA3-SAE where the access point offers it.
         "\tkey_mgmt=WPA-PSK WPA-PSK-SHA256 SAE",
@@ -231,7 +241,7 @@ class Plan:
 
 
 def plan(net: NetworkSettings, *, hostname: str, timezone: str, passphrase: str | None) -> Plan:
-    """The files and commands for one config: its ``[network]``, ``recorder.id`` as the host name,
+    """The files and commands for one config: its ``[network]``, ``recorder.id`` for the host name,
     ``recorder.timezone``; ``passphrase`` is the Wi-Fi passphrase file's content."""
     files: list[tuple[Path, str, int]] = []
     wifi = net.wifi_ssid is not None and net.wifi_country is not None and passphrase is not None
@@ -248,7 +258,7 @@ def plan(net: NetworkSettings, *, hostname: str, timezone: str, passphrase: str 
     written = {f[0] for f in files}
     everything = (NETWORK_DIR / WIRED_FILE, NETWORK_DIR / WIFI_FILE, WIFI_DIR / WPA_FILE,
                   TIMESYNCD_DIR / TIMESYNCD_FILE)
-    commands: tuple[tuple[str, ...], ...] = (("hostnamectl", "hostname", hostname),
+    commands: tuple[tuple[str, ...], ...] = (("hostnamectl", "hostname", hostname_for(hostname)),
                                              ("timedatectl", "set-timezone", timezone))
     if net.ntp:
         # timesyncd starts before sysinit.target, long before this runs: it reads the drop-in
