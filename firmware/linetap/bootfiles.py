@@ -18,7 +18,9 @@ does the writing.
 Where things go: every imported file lands in the config directory on the data partition
 (``<data>/config``, root's, group ``linetap``, mode 0640), at the same relative path the config
 names, so the config text needs no rewriting. An inline password becomes ``<config>/mqtt.password``
-and the config line becomes ``password_file = "mqtt.password"``. Secrets of a *rejected* config
+and the config line becomes ``password_file = "mqtt.password"``; an inline Wi-Fi passphrase
+(``[network] wifi_passphrase = "…"``) likewise becomes ``<config>/wifi.passphrase``, but root's
+only (0600): first boot renders the Wi-Fi config from it, the recorder never reads it. Secrets of a *rejected* config
 (a password, a private key) do not stay on the card either: they move to ``<config>/pending``
 (root only, 0700), and the next file may use them again — by naming the same file, or with
 ``password = "********"`` (the mask shown in the card's copy of the running config), which means
@@ -203,16 +205,19 @@ def _inline_password(text: str, doc: dict[str, Any], config_dir: Path,
     The line is replaced as text (TOML has no writer in the standard library, and the installer's
     comments should survive); the result is parsed again and must be the same document with only
     that key changed, or the password is refused with advice rather than guessed at."""
-    mqtt = doc[spec.table]
-    value = mqtt[spec.key]
+    table = doc[spec.table]
+    value = table[spec.key]
     if not isinstance(value, str) or not value.strip():
         return text, None, f"must be the {spec.word} in quotes, e.g. {spec.key} = \"s3cret\""
-    if spec.file_key in mqtt:
+    if spec.file_key in table:
         return text, None, f"give the {spec.word} or {spec.file_key}, not both"
     if value == MASK:
         for where in (config_dir / PENDING_DIR / spec.filename, config_dir / spec.filename):
             if where.is_file():
-                value = where.read_text(encoding="utf-8").strip()
+                # A passphrase may begin or end with a space (WPA allows it); a password file's
+                # trailing white space is an editor's.
+                raw = where.read_text(encoding="utf-8")
+                value = raw.strip("\r\n") if spec.key == "wifi_passphrase" else raw.strip()
                 break
         else:
             return text, None, (f'"{MASK}" keeps the {spec.word} the box already has, but it has none: '
@@ -226,7 +231,7 @@ def _inline_password(text: str, doc: dict[str, Any], config_dir: Path,
             new_doc = tomllib.loads(candidate)
         except tomllib.TOMLDecodeError:
             continue
-        want = {**doc, spec.table: {**{k: v for k, v in mqtt.items() if k != spec.key},
+        want = {**doc, spec.table: {**{k: v for k, v in table.items() if k != spec.key},
                                     spec.file_key: spec.filename}}
         if new_doc == want:
             new_text = candidate
