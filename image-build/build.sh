@@ -169,7 +169,7 @@ stage_rootfs() {
         --customize-hook="$in_root python3 -m venv --system-site-packages /opt/linetap/venv" \
         --customize-hook="$in_root /opt/linetap/venv/bin/pip install --no-index --find-links=/tmp/linetap-wheels --no-cache-dir --disable-pip-version-check linetap $EXTRA_PYTHON" \
         --customize-hook="$in_root apt-get purge --yes --autoremove $build_only" \
-        --customize-hook="$in_root systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service" \
+        --customize-hook="$in_root systemctl enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service wpa_supplicant@wlan0.service" \
         --customize-hook="rm -rf \"\$1/tmp/linetap-wheels\"" \
         --customize-hook="ln -sfn ../run/systemd/resolve/stub-resolv.conf \"\$1/etc/resolv.conf\"" \
         --customize-hook="touch \"\$1/usr/lib/clock-epoch\"" \

@@ -255,8 +255,8 @@ def test_a_web_certificate_needs_its_key():
 def test_an_unknown_time_zone_is_named():
     with pytest.raises(ConfigError) as e:
         load_text('[recorder]\ntimezone = "Mars/Olympus"\n[[line]]\nname = "a"\npcm = "null"\n')
-    assert e.value.errors == ['<config>: recorder.timezone: no time zone named \'Mars/Olympus\' '
-                              '(an IANA name, e.g. "Europe/Berlin")']
+    assert e.value.errors == ['<config>: recorder.timezone: \'Mars/Olympus\' is not a known time zone '
+                              '(an IANA name like "Europe/Berlin")']
 
 
 def test_opus_bitrate_mode_is_an_unknown_key_since_nothing_reads_it():

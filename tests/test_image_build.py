@@ -242,6 +242,7 @@ def test_machine_id_is_left_for_the_box_to_make(image):
     "/usr/lib/systemd/system.conf.d/linetap-watchdog.conf",
     "/usr/lib/sysusers.d/linetap.conf",
     "/usr/lib/tmpfiles.d/linetap.conf",
+    "/usr/lib/systemd/system/wpa_supplicant@wlan0.service.d/linetap.conf",
     "/usr/share/linetap/linetap.toml",
     "/etc/default/raspi-firmware-custom",
 ])

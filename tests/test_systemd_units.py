@@ -75,6 +75,33 @@ def test_unit_verifies_without_a_single_warning(target_root, unit):
     assert (proc.returncode, proc.stderr) == (0, "")
 
 
+WPA_DROPIN = REPO / "image-build/files/usr/lib/systemd/system/wpa_supplicant@wlan0.service.d/linetap.conf"
+
+
+@needs_systemd
+def test_the_wifi_dropin_verifies_on_debians_wpa_supplicant_unit(target_root, tmp_path):
+    """The image's drop-in over the unit Debian bookworm's wpasupplicant 2.10 ships
+    (tests/data/wpa_supplicant@.service, copied from the package): it reads the config first
+    boot renders under /run, and is skipped when there is none."""
+    root = tmp_path / "root"
+    shutil.copytree(target_root, root, symlinks=True)
+    units = root / "usr/lib/systemd/system"
+    shutil.copy(Path(__file__).parent / "data/wpa_supplicant@.service", units)
+    (units / "wpa_supplicant@wlan0.service.d").mkdir()
+    shutil.copy(WPA_DROPIN, units / "wpa_supplicant@wlan0.service.d/linetap.conf")
+    for name in ("sbin/wpa_supplicant", "bin/kill"):  # its ExecStart= and ExecReload= programs
+        exe = root / name
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", "wpa_supplicant@wlan0.service"],
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    shown = WPA_DROPIN.read_text()
+    assert "ExecStart=\nExecStart=/sbin/wpa_supplicant -c/run/linetap-wifi/wpa_supplicant-%I.conf -i%I" in shown
+    assert "ConditionPathExists=/run/linetap-wifi/wpa_supplicant-%I.conf" in shown
+
+
 @needs_systemd
 def test_verify_would_catch_a_typo(target_root, tmp_path):
     """The check above is not vacuous: a misspelt key does produce a warning."""
@@ -176,7 +203,22 @@ def test_recorder_reads_the_config_that_tmpfiles_links_to_the_data_partition():
 
 def test_the_config_is_applied_before_the_recorder_starts():
     assert "linetap-firstboot.service" in RECORDER["Unit.After"]
-    assert unit_settings("linetap-firstboot.service")["Unit.Before"] == ["linetap.service"]
+    before = " ".join(unit_settings("linetap-firstboot.service")["Unit.Before"]).split()
+    assert "linetap.service" in before
+
+
+def test_the_network_settings_are_written_before_networkd_and_wpa_supplicant_read_them():
+    unit = unit_settings("linetap-firstboot.service")
+    before = " ".join(unit["Unit.Before"]).split()
+    assert {"systemd-networkd.service", "wpa_supplicant@wlan0.service"} <= set(before)
+    assert "--root /" in unit["Service.ExecStart"][0]
+    # May write exactly the runtime directories the daemons read, which tmpfiles makes.
+    rw = " ".join(unit["Service.ReadWritePaths"]).split()
+    assert {"/run/systemd/network", "/run/systemd/timesyncd.conf.d", "/run/linetap-wifi"} <= set(rw)
+    tmpfiles = (SYSTEMD / "tmpfiles.d/linetap.conf").read_text()
+    assert re.search(r"^d /run/linetap-wifi\s+0700 root\s+root\s+-$", tmpfiles, re.M)
+    for d in ("/run/systemd/network", "/run/systemd/timesyncd.conf.d"):
+        assert re.search(rf"^d {re.escape(d)}\s+0755 root\s+root\s+-$", tmpfiles, re.M)
 
 
 def test_hardware_watchdog_is_within_what_the_pi_can_count():

@@ -18,7 +18,9 @@ does the writing.
 Where things go: every imported file lands in the config directory on the data partition
 (``<data>/config``, root's, group ``linetap``, mode 0640), at the same relative path the config
 names, so the config text needs no rewriting. An inline password becomes ``<config>/mqtt.password``
-and the config line becomes ``password_file = "mqtt.password"``. Secrets of a *rejected* config
+and the config line becomes ``password_file = "mqtt.password"``; an inline Wi-Fi passphrase
+(``[network] wifi_passphrase = "…"``) likewise becomes ``<config>/wifi.passphrase``, but root's
+only (0600): first boot renders the Wi-Fi config from it, the recorder never reads it. Secrets of a *rejected* config
 (a password, a private key) do not stay on the card either: they move to ``<config>/pending``
 (root only, 0700), and the next file may use them again — by naming the same file, or with
 ``password = "********"`` (the mask shown in the card's copy of the running config), which means
@@ -41,6 +43,7 @@ from . import config
 BOOT_NAME = "linetap.toml"
 MASK = "********"
 INLINE_PASSWORD_FILE = "mqtt.password"
+INLINE_WIFI_FILE = "wifi.passphrase"
 PENDING_DIR = "pending"
 # A password, a certificate or a key is a few kB; anything this big is the wrong file.
 MAX_FILE_BYTES = 64 * 1024
@@ -55,14 +58,32 @@ FILE_KEYS: dict[str, bool] = {
     "web.tls_cert": False,  # w-web: the installer's own HTTPS certificate and key
     "web.tls_key": True,
     "archive.rclone_config": True,  # holds the remote's credentials
+    "network.wifi_passphrase_file": True,
 }
+# Secret files only root reads (first boot renders the Wi-Fi config from it): 0600, not 0640.
+ROOT_ONLY_KEYS = frozenset({"network.wifi_passphrase_file"})
+
+
+@dataclass(frozen=True, slots=True)
+class Inline:
+    """A secret the card's file may give inline (``[table] key = "…"``), moved into ``filename``."""
+
+    table: str
+    key: str
+    file_key: str  # the key naming the file it becomes
+    filename: str
+    word: str  # what the installer calls it, in messages
+
+
+INLINE_SECRETS = (Inline("mqtt", "password", "password_file", INLINE_PASSWORD_FILE, "password"),
+                  Inline("network", "wifi_passphrase", "wifi_passphrase_file", INLINE_WIFI_FILE, "passphrase"))
 
 # ALSA PCM names as aplay -L prints them and the contract allows: a name ("default", "line1"), or a
 # plugin with arguments ("hw:CARD=line1,DEV=0", "plughw:1,0", "dsnoop:CARD=x"). No white space or
 # control characters: those come from a copy-paste, and libasound would fail at every start.
 _PCM_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_.\-]*(:[A-Za-z0-9_=,.\-"]+)?$')
 # key = "value" lines whose value is a secret (not *_file keys: a file name is no secret).
-_SECRET_LINE_RE = re.compile(r'(?im)^(\s*(?:password|passphrase|secret|token)\s*=\s*)(".*?"|\'.*?\'|\S+)')
+_SECRET_LINE_RE = re.compile(r'(?im)^(\s*(?:password|passphrase|wifi_passphrase|secret|token)\s*=\s*)(".*?"|\'.*?\'|\S+)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +103,8 @@ class Prepared:
     text: str
     files: tuple[FileImport, ...] = ()
     password: str | None = None  # an inline mqtt.password, to become <config>/mqtt.password
-    had_inline_password: bool = False
+    had_inline_password: bool = False  # any inline secret (mqtt.password, network.wifi_passphrase)
+    wifi_passphrase: str | None = None  # an inline network.wifi_passphrase, to become <config>/wifi.passphrase
     errors: tuple[str, ...] = ()
     failed_keys: frozenset[str] = frozenset()  # the keys ``errors`` speak of
 
@@ -127,25 +149,31 @@ def prepare(text: str, boot_dir: Path, config_dir: Path) -> Prepared:
     except tomllib.TOMLDecodeError:
         return Prepared(text)
     errors: list[str] = []
-    password, had_inline = None, False
+    had_inline = False
     pending = config_dir / PENDING_DIR
-    mqtt = doc.get("mqtt") if isinstance(doc.get("mqtt"), dict) else None
-    if mqtt is not None and "password" in mqtt:
+    inline: dict[str, str] = {}  # file name -> secret
+    for spec in INLINE_SECRETS:
+        table = doc.get(spec.table) if isinstance(doc.get(spec.table), dict) else None
+        if table is None or spec.key not in table:
+            continue
         had_inline = True
-        text, password, problem = _inline_password(text, doc, config_dir)
-        if problem:
-            errors.append(_err("mqtt.password", problem))
+        text, secret, problem = _inline_password(text, doc, config_dir, spec)
+        if problem or secret is None:
+            errors.append(_err(f"{spec.table}.{spec.key}", problem or "unusable"))
             return Prepared(text, had_inline_password=True, errors=tuple(errors),
-                            failed_keys=frozenset({"mqtt.password", "mqtt.password_file"}))
+                            failed_keys=frozenset({f"{spec.table}.{spec.key}", f"{spec.table}.{spec.file_key}"}))
+        inline[spec.filename] = secret
         doc = tomllib.loads(text)
+    password = inline.get(INLINE_PASSWORD_FILE)
     files: list[FileImport] = []
     failed: set[str] = set()
     for key, secret in FILE_KEYS.items():
         value = _get(doc, key)
         if not isinstance(value, str) or not value:
             continue  # absent, or a type error config.load_text names
-        if key == "mqtt.password_file" and value == INLINE_PASSWORD_FILE and password is not None:
-            continue  # written from the inline password
+        if any(key == f"{s.table}.{s.file_key}" and value == s.filename and s.filename in inline
+               for s in INLINE_SECRETS):
+            continue  # written from the inline secret
         rel = PurePosixPath(value.replace("\\", "/"))
         if rel.is_absolute():
             continue  # a file on the box itself (an image that ships it): box_checks looks for it
@@ -168,47 +196,58 @@ def prepare(text: str, boot_dir: Path, config_dir: Path) -> Prepared:
                 failed.add(key)
                 errors.append(_err(key, f"{value!r} is neither next to {BOOT_NAME} on the card nor on the box: "
                                    f"copy the file onto the card next to {BOOT_NAME}"))
-    return Prepared(text, tuple(files), password, had_inline, tuple(errors), frozenset(failed))
+    return Prepared(text, tuple(files), password, had_inline, inline.get(INLINE_WIFI_FILE),
+                    tuple(errors), frozenset(failed))
 
 
-def _inline_password(text: str, doc: dict[str, Any], config_dir: Path) -> tuple[str, str | None, str | None]:
-    """``mqtt.password = "…"`` → the text with ``password_file`` instead, and the password.
+def _inline_password(text: str, doc: dict[str, Any], config_dir: Path,
+                     spec: Inline = INLINE_SECRETS[0]) -> tuple[str, str | None, str | None]:
+    """``mqtt.password = "…"`` → the text with ``password_file`` instead, and the password
+    (likewise ``network.wifi_passphrase`` → ``wifi_passphrase_file``, per ``spec``).
 
     The line is replaced as text (TOML has no writer in the standard library, and the installer's
     comments should survive); the result is parsed again and must be the same document with only
     that key changed, or the password is refused with advice rather than guessed at."""
-    mqtt = doc["mqtt"]
-    value = mqtt["password"]
+    table = doc[spec.table]
+    value = table[spec.key]
     if not isinstance(value, str) or not value.strip():
-        return text, None, "must be the password in quotes, e.g. password = \"s3cret\""
-    if "password_file" in mqtt:
-        return text, None, "give the password or password_file, not both"
+        return text, None, f"must be the {spec.word} in quotes, e.g. {spec.key} = \"s3cret\""
+    if spec.file_key in table:
+        return text, None, f"give the {spec.word} or {spec.file_key}, not both"
     if value == MASK:
-        for where in (config_dir / PENDING_DIR / INLINE_PASSWORD_FILE, config_dir / INLINE_PASSWORD_FILE):
+        for where in (config_dir / PENDING_DIR / spec.filename, config_dir / spec.filename):
             if where.is_file():
-                value = where.read_text(encoding="utf-8").strip()
+                # A passphrase may begin or end with a space (WPA allows it); a password file's
+                # trailing white space is an editor's.
+                raw = where.read_text(encoding="utf-8")
+                value = raw.strip("\r\n") if spec.key == "wifi_passphrase" else raw.strip()
                 break
         else:
-            return text, None, (f'"{MASK}" keeps the password the box already has, but it has none: '
-                                "write the password itself")
-    pattern = re.compile(r'(?m)^([ \t]*)password([ \t]*)=[^\n]*$')
+            return text, None, (f'"{MASK}" keeps the {spec.word} the box already has, but it has none: '
+                                f"write the {spec.word} itself")
+    pattern = re.compile(rf'(?m)^([ \t]*){spec.key}([ \t]*)=[^\n]*$')
     matches = list(pattern.finditer(text))
     new_text = None
     for m in matches:
-        candidate = text[:m.start()] + f'{m.group(1)}password_file = "{INLINE_PASSWORD_FILE}"' + text[m.end():]
+        candidate = text[:m.start()] + f'{m.group(1)}{spec.file_key} = "{spec.filename}"' + text[m.end():]
         try:
             new_doc = tomllib.loads(candidate)
         except tomllib.TOMLDecodeError:
             continue
-        want = {**doc, "mqtt": {**{k: v for k, v in mqtt.items() if k != "password"},
-                                "password_file": INLINE_PASSWORD_FILE}}
+        want = {**doc, spec.table: {**{k: v for k, v in table.items() if k != spec.key},
+                                    spec.file_key: spec.filename}}
         if new_doc == want:
             new_text = candidate
             break
     if new_text is None:
-        return text, None, 'write it on a line of its own in the [mqtt] table: password = "…"'
+        return text, None, f'write it on a line of its own in the [{spec.table}] table: {spec.key} = "…"'
     if "\n" in value or "\r" in value:
         return text, None, "must be one line"
+    if spec.key == "wifi_passphrase":
+        from .netconfig import passphrase_problem
+        problem = passphrase_problem(value)
+        if problem:
+            return text, None, problem
     return new_text, value, None
 
 
@@ -236,6 +275,15 @@ def content_problem(key: str, data: bytes, path: Path) -> str | None:
             return "is empty"
         if "\n" in pw:
             return "must hold the password on one line"
+    elif key == "network.wifi_passphrase_file":
+        from .netconfig import passphrase_problem
+        try:
+            pw = data.decode("utf-8-sig").strip("\r\n")
+        except UnicodeDecodeError:
+            return "is not plain text"
+        problem = passphrase_problem(pw)
+        if problem:
+            return f"holds no usable Wi-Fi passphrase: it {problem}"
     elif key in ("mqtt.tls_ca", "mqtt.tls_cert"):
         if b"-----BEGIN CERTIFICATE-----" not in data:
             return "is not a PEM certificate (-----BEGIN CERTIFICATE-----)"
@@ -272,7 +320,7 @@ def box_checks(cfg: config.Config, *, service: ServiceUser | None,
         problem = content_problem(key, _read(path), path)
         if problem:
             errors.append(f"{key}: {str(path)!r} {problem}")
-        elif service is not None and not _readable_by(path, service):
+        elif service is not None and key not in ROOT_ONLY_KEYS and not _readable_by(path, service):
             errors.append(f"{key}: {str(path)!r} cannot be read by the recorder's user (uid {service.uid})")
     data_dir = Path(cfg.recorder.data_dir)
     if service is not None:
@@ -288,7 +336,7 @@ def box_checks(cfg: config.Config, *, service: ServiceUser | None,
 
 def _cfg_path(cfg: config.Config, key: str) -> Path | None:
     table, name = key.split(".")
-    section = cfg.mqtt if table == "mqtt" else cfg.storage
+    section = {"mqtt": cfg.mqtt, "network": cfg.network}.get(table, cfg.storage)
     return getattr(section, name, None) if section is not None else None
 
 

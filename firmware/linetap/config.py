@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .detect.names import CALLERID_STANDARDS, TONE_SETS  # not the detectors: they load numpy
+# The network checks live next to the renderers they protect.
+from .netconfig import network_problems, timezone_problem
 
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 RATES = (8000, 16000, 22050, 32000, 44100, 48000)
@@ -146,10 +148,11 @@ class RecorderConfig:
                              "(ticks at least every 1 s)", check=between(0.1, 60))
     queue_s: float = key(10.0, doc="audio the pipeline may fall behind before blocks are dropped "
                          "(and alarmed as an overrun)", check=between(1, 120))
-    timezone: str = key("UTC", doc="IANA time zone the web pages show times in (stored times stay UTC)",
-                        check=Matches(r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$",
-                                      "must be an IANA time zone name such as \"Europe/Berlin\", not {v!r}",
-                                      "an IANA name, e.g. `Europe/Berlin`"))
+    timezone: str = key("UTC", doc="the box's time zone, an IANA name like `Europe/Berlin` (set at every boot; "
+                        "the web pages show times in it; recordings are still indexed in UTC)",
+                        check=Matches(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$",
+                                      'must be an IANA time zone name like "Europe/Berlin", not {v!r}',
+                                      "an IANA time zone name"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,9 @@ class LineConfig:
                                     check=one_of(CALLERID_STANDARDS))
     callerid_window_s: float = key(30.0, doc="caller ID heard up to this long before a recording starts "
                                    "is attached to it", check=between(0, 600))
+    capture_gain_db: float | None = key(None, doc="capture volume of the line's sound card in dB, set at line "
+                                        "open through the card's capture mixer control (none: left as it is)",
+                                        check=between(-100, 60))
     retention_days: int | None = key(None, doc="per-line override of `storage.retention_days`",
                                      check=between(0, 36500), shown_default="storage's")
     min_retention_days: int | None = key(None, doc="per-line override of `storage.min_retention_days`",
@@ -322,6 +328,21 @@ class WebConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    wifi_ssid: str | None = key(None, doc="Wi-Fi network name (a Pi Zero 2 W has no Ethernet); "
+                                "needs `wifi_country` and a passphrase")
+    wifi_passphrase_file: Path | None = key(None, doc="file holding the WPA passphrase (8-63 characters or 64 hex "
+                                            "digits); on the card, `wifi_passphrase = \"…\"` is moved into one")
+    wifi_country: str | None = key(None, doc="regulatory country of the radio, ISO 3166 alpha-2 (`DE`, `US`)")
+    address: str | None = key(None, doc="static address with prefix length (`192.168.1.50/24`); "
+                              "absent: DHCP")
+    gateway: str | None = key(None, doc="default gateway with a static `address`")
+    dns: tuple[str, ...] = key((), doc="DNS servers (addresses) with a static `address`")
+    ntp: tuple[str, ...] = key((), doc="NTP servers (host names or addresses); none: Debian's pool "
+                               "or what DHCP gives")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     recorder: RecorderConfig
@@ -333,6 +354,7 @@ class Config:
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     web: WebConfig = field(default_factory=WebConfig)
     archive: ArchiveConfig | None = None
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def line(self, name: str) -> LineConfig:
         for line in self.lines:
@@ -362,6 +384,7 @@ SECTIONS = (
     Section("evidence", EvidenceConfig, "signed checkpoints and trusted time-stamps"),
     Section("web", WebConfig, "the web interface (`linetap web`)"),
     Section("archive", ArchiveConfig, "copies of the recordings off the box (rclone); absent: none", optional=True),
+    Section("network", NetworkConfig, "Wi-Fi, static address, NTP (applied at every boot); absent: DHCP"),
 )
 
 
@@ -619,25 +642,27 @@ def _build(doc: dict[str, Any], errors: list[str], source: str, base: Path) -> C
     w.finish()
     if (web.tls_cert is None) != (web.tls_key is None):
         errors.append("web.tls_cert: tls_cert and tls_key go together (set both or neither)")
-    _check_timezone(errors, recorder.timezone)
     archive = None
     if "archive" in doc:
         ar = _Table(errors, "archive", top.raw("archive", dict, {}))
         archive = ArchiveConfig(**_read_section(ar, ArchiveConfig, to_path))
         ar.finish()
 
+    nt = _Table(errors, "network", top.raw("network", dict, {}))
+    network = NetworkConfig(**_read_section(nt, NetworkConfig, to_path))
+    if "wifi_passphrase" in nt.table:
+        nt.known.add("wifi_passphrase")
+        nt.err("wifi_passphrase", "secrets are not accepted in the config; on the boot partition's linetap.toml "
+               "it is moved into a file at the next boot, else set network.wifi_passphrase_file")
+    nt.finish()
+    _check_network(errors, network)
+    _check_timezone(errors, recorder.timezone, "timezone" in r.table)
+
     top.finish()
     _check_pins(errors, leds, lines)
     return Config(source=source, recorder=recorder, lines=tuple(lines), storage=storage,
-                  health=health, mqtt=mqtt, leds=leds, evidence=evidence, web=web, archive=archive)
-
-
-def _check_timezone(errors: list[str], name: str) -> None:
-    import zoneinfo
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        errors.append(f"recorder.timezone: no time zone named {name!r} (an IANA name, e.g. \"Europe/Berlin\")")
+                  health=health, mqtt=mqtt, leds=leds, evidence=evidence, web=web, archive=archive,
+                  network=network)
 
 
 def _line(errors: list[str], prefix: str, raw: Any, to_path: Callable[[str], Path]) -> LineConfig | None:
@@ -669,6 +694,16 @@ def _check_mqtt(errors: list[str], mqtt: MqttConfig) -> None:
                       "or mqtt.allow_plaintext_password = true on a trusted network")
 
 
+def _check_network(errors: list[str], net: NetworkConfig) -> None:
+    errors.extend(f"network.{k}: {msg}" for k, msg in network_problems(net))
+
+
+def _check_timezone(errors: list[str], name: str, given: bool) -> None:
+    problem = timezone_problem(name) if given else None
+    if problem:
+        errors.append(f"recorder.timezone: {problem}")
+
+
 def _check_pins(errors: list[str], leds: LedsConfig | None, lines: list[LineConfig]) -> None:
     used: dict[int, str] = {}
 
@@ -691,5 +726,5 @@ def _check_pins(errors: list[str], leds: LedsConfig | None, lines: list[LineConf
 
 def mask_secrets(cfg_text: str) -> str:
     """For display: the config with anything secret-looking replaced by ********."""
-    return re.sub(r'(?im)^(\s*[a-z_]*(password|secret|token)[a-z_]*\s*=\s*)(".*?"|\S+)',
+    return re.sub(r'(?im)^(\s*[a-z_]*(password|passphrase|secret|token)[a-z_]*\s*=\s*)(".*?"|\S+)',
                   r'\1"********"', cfg_text)

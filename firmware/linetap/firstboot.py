@@ -42,7 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from linetap import bootfiles, config, rollback
+from linetap import bootfiles, config, netconfig, rollback
 from linetap.fsutil import atomic_file, fsync_dir, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ def _examine(raw: bytes, layout: Layout,
         # directory the recorder will read the file from, not the boot partition.
         cfg = config.load_text(prep.text, source=BOOT_NAME, base=layout.config_dir)
     except config.ConfigError as e:
-        # A refused inline password is reported once, by prepare(), with advice.
-        skip = f"{BOOT_NAME}: mqtt.password:"
+        # A refused inline secret is reported once, by prepare(), with advice.
+        skip = tuple(f"{BOOT_NAME}: {s.table}.{s.key}:" for s in bootfiles.INLINE_SECRETS)
         return prep, errors + [x for x in e.errors if not (prep.had_inline_password and x.startswith(skip))]
     errors += _box_rules(cfg, layout)
     errors += _destructive_change(cfg, layout)
@@ -154,6 +154,8 @@ def _examine(raw: bytes, layout: Layout,
     incoming = {f.key for f in prep.files} | prep.failed_keys
     if prep.password is not None:
         incoming.add("mqtt.password_file")
+    if prep.wifi_passphrase is not None:
+        incoming.add("network.wifi_passphrase_file")
     errors += [f"{BOOT_NAME}: {e}" for e in bootfiles.box_checks(cfg, service=service, skip=incoming)]
     return prep, errors
 
@@ -267,6 +269,7 @@ def import_boot_config(layout: Layout, *, now: datetime, signal_fault: FaultSign
     for f in prep.files:
         _remove(f.source)
     _remove(layout.config_dir / bootfiles.PENDING_DIR / bootfiles.INLINE_PASSWORD_FILE)
+    _remove(layout.config_dir / bootfiles.PENDING_DIR / bootfiles.INLINE_WIFI_FILE)
     cand.unlink()
     fsync_dir(layout.boot_dir)
     _remove(layout.error_report)
@@ -285,11 +288,19 @@ def _import_files(layout: Layout, prep: bootfiles.Prepared, group: str | None) -
     for f in prep.files:
         dst = layout.config_dir.joinpath(*f.relpath.parts)
         dst.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        _write_secret(dst, f.source.read_bytes(), group)
+        if f.key in bootfiles.ROOT_ONLY_KEYS:
+            _write_secret(dst, f.source.read_bytes(), None, mode=0o600)
+        else:
+            _write_secret(dst, f.source.read_bytes(), group)
         logger.info("imported %s (%s) from %s", dst, f.key, f.source.parent)
     if prep.password is not None:
         _write_secret(layout.config_dir / bootfiles.INLINE_PASSWORD_FILE, (prep.password + "\n").encode(), group)
         logger.info("mqtt.password moved into %s", layout.config_dir / bootfiles.INLINE_PASSWORD_FILE)
+    if prep.wifi_passphrase is not None:
+        # Root's only: first boot renders the Wi-Fi config from it; the recorder never needs it.
+        _write_secret(layout.config_dir / bootfiles.INLINE_WIFI_FILE, (prep.wifi_passphrase + "\n").encode(),
+                      None, mode=0o600)
+        logger.info("network.wifi_passphrase moved into %s", layout.config_dir / bootfiles.INLINE_WIFI_FILE)
 
 
 def _write_secret(path: Path, data: bytes, group: str | None, mode: int = 0o640) -> None:
@@ -350,7 +361,7 @@ def _keep_secrets_off_the_card(layout: Layout, prep: bootfiles.Prepared) -> list
     pending = layout.config_dir / bootfiles.PENDING_DIR
     moved: list[str] = []
     secrets = [f for f in prep.files if f.secret and layout.boot_dir in f.source.parents]
-    if not secrets and prep.password is None:
+    if not secrets and prep.password is None and prep.wifi_passphrase is None:
         return moved
     pending.mkdir(mode=0o700, parents=True, exist_ok=True)
     for f in secrets:
@@ -362,6 +373,10 @@ def _keep_secrets_off_the_card(layout: Layout, prep: bootfiles.Prepared) -> list
     if prep.password is not None:
         _write_secret(pending / bootfiles.INLINE_PASSWORD_FILE, (prep.password + "\n").encode(), None, mode=0o600)
         moved.append("the MQTT password (mqtt.password)")
+    if prep.wifi_passphrase is not None:
+        _write_secret(pending / bootfiles.INLINE_WIFI_FILE, (prep.wifi_passphrase + "\n").encode(), None,
+                      mode=0o600)
+        moved.append("the Wi-Fi passphrase (network.wifi_passphrase)")
     fsync_dir(layout.boot_dir)
     return moved
 
@@ -405,11 +420,13 @@ def _receipt(now: datetime, backup: Path | None, prep: bootfiles.Prepared | None
         f"To change settings again, put a new {BOOT_NAME} here ({RUNNING_NAME} shows what the box",
         f"runs now, secrets masked: copy it, edit it, save it as {BOOT_NAME}).",
     ]
-    if prep is not None and (prep.files or prep.password is not None):
+    if prep is not None and (prep.files or prep.password is not None or prep.wifi_passphrase is not None):
         lines.append("These files were moved from this card onto the box:")
         lines += [f"  - {f.relpath} ({f.key})" for f in prep.files]
         if prep.password is not None:
             lines.append(f"  - the MQTT password (now in {bootfiles.INLINE_PASSWORD_FILE} on the box)")
+        if prep.wifi_passphrase is not None:
+            lines.append(f"  - the Wi-Fi passphrase (now in {bootfiles.INLINE_WIFI_FILE} on the box)")
     if backup is not None:
         lines.append(f"The previous config was kept on the box as {backup}.")
     return "\r\n".join(lines + [""])
@@ -535,6 +552,31 @@ def _chown_group(path: Path | int, group: str | None) -> None:
     os.chown(path, 0, gid)
 
 
+# --- network, time zone, host name: re-applied at every boot --------------------
+
+def apply_system_settings(layout: Layout, root: Path, run: netconfig.Runner | None = None) -> list[str]:
+    """Render the running config's ``[network]``, time zone and host name under ``root``.
+
+    Every boot, because the root file system's RAM overlay forgets ``/etc`` and ``/run``. A
+    config that does not load (never applied by this module, but a hand-edited one) leaves the
+    system's defaults: DHCP on the wired port, Debian's NTP pool, UTC."""
+    try:
+        cfg = config.load(layout.active)
+    except config.ConfigError as e:
+        logger.warning("network settings not applied: %s", "; ".join(e.errors))
+        return list(e.errors)
+    passphrase = None
+    pw_file = cfg.network.wifi_passphrase_file
+    if cfg.network.wifi_ssid is not None and pw_file is not None:
+        try:
+            passphrase = pw_file.read_text(encoding="utf-8-sig").strip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            logger.warning("Wi-Fi not configured: cannot read %s: %s", pw_file, e)
+    p = netconfig.plan(cfg.network, hostname=cfg.recorder.id, timezone=cfg.recorder.timezone,
+                       passphrase=passphrase)
+    return netconfig.apply(p, root, run or netconfig.run_command)
+
+
 # --- command line ------------------------------------------------------------
 
 def make_device_key(data_dir: Path) -> None:
@@ -555,6 +597,9 @@ def main(argv: list[str] | None = None, *, signal_fault: FaultSignal | None = No
     parser.add_argument("--data", type=Path, required=True, help="the mounted data partition (data dir)")
     parser.add_argument("--machine-id", type=Path, default=None,
                         help="keep this machine id file stable across boots (/etc/machine-id on the box)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="write the network, time zone and host name settings under this root "
+                             "(/ on the box; default: not applied)")
     parser.add_argument("--fault-blink-s", type=float, default=FAULT_BLINK_S,
                         help="how long the status LED blinks for a rejected file (default %(default)s)")
     args = parser.parse_args(argv)
@@ -567,14 +612,26 @@ def main(argv: list[str] | None = None, *, signal_fault: FaultSignal | None = No
         except OSError as e:
             logger.error("could not keep the machine id stable: %s", e)
     fault = signal_fault or (lambda led: blink_status_led(led, seconds=args.fault_blink_s))
+    # The LED blinks for a rejected file only after the network settings are written: this
+    # unit runs before systemd-networkd, which would otherwise wait the whole blink.
+    blinks: list[StatusLed | None] = []
     try:
-        result = import_boot_config(layout, now=datetime.now(timezone.utc), signal_fault=fault,
+        result = import_boot_config(layout, now=datetime.now(timezone.utc), signal_fault=blinks.append,
                                     service=bootfiles.ServiceUser.lookup())
     except OSError as e:
         # A read-only or full card, a missing mount: one line in the journal, the
         # unit fails, and the recorder still starts with the config it has.
         where = f" ({e.filename})" if e.filename else ""
         logger.error("could not apply %s: %s%s", BOOT_NAME, e.strerror or e, where)
+        result = None
+    if args.root is not None:
+        apply_system_settings(layout, args.root)
+    for led in blinks:
+        try:
+            fault(led)
+        except Exception as e:  # noqa: BLE001
+            logger.error("could not signal the rejected config on the status LED: %s", e)
+    if result is None:
         return 1
     make_device_key(layout.data_dir)
     # Rejected: the unit shows as failed (systemctl --failed, the journal); the

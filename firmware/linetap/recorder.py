@@ -55,9 +55,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["Recorder", "STATUS_FILE"]
 
 
-def _alsa_factory() -> SourceFactory:
+def _alsa_factory(capture_gain_db: float | None = None) -> SourceFactory:
+    """ALSA sources for one line; its ``capture_gain_db`` is set on the card at every open."""
     from .capture.alsa import AlsaSource
-    return AlsaSource
+    if capture_gain_db is None:
+        return AlsaSource
+
+    def factory(pcm: str, rate: int, channels: int, period_frames: int) -> AlsaSource:
+        return AlsaSource(pcm, rate, channels, period_frames, capture_gain_db=capture_gain_db)
+    return factory
 
 
 class Recorder:
@@ -112,7 +118,8 @@ class Recorder:
             # A card left between drains must not look stalled: drained 4x per stall time. Every
             # card is drained by one thread (CardDrainer: one wake-up per tick for all the lines).
             drainer = CardDrainer()
-            self.readers = {line.name: LineReader(line, self.blocks, source_factory=source_factory or _alsa_factory(),
+            self.readers = {line.name: LineReader(line, self.blocks,
+                                                  source_factory=source_factory or _alsa_factory(line.capture_gain_db),
                                                   clock=clock, max_queued=max_queued,
                                                   max_sleep_s=min(0.1, cfg.health.stall_after_ms / 4000),
                                                   drainer=drainer)

@@ -19,6 +19,8 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
     argv = ["--boot", str(args.boot), "--data", str(args.data)]
     if args.machine_id is not None:
         argv += ["--machine-id", str(args.machine_id)]
+    if args.root is not None:
+        argv += ["--root", str(args.root)]
     if args.fault_blink_s is not None:
         argv += ["--fault-blink-s", repr(args.fault_blink_s)]
     return firstboot.main(argv)
@@ -29,6 +31,8 @@ def _arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--data", required=True, metavar="DIR", help="the mounted data partition (data dir)")
     sp.add_argument("--machine-id", metavar="FILE",
                     help="keep this machine id file stable across boots (/etc/machine-id on the box)")
+    sp.add_argument("--root", metavar="DIR",
+                    help="write the [network] settings, time zone and host name under this root (/ on the box)")
     sp.add_argument("--fault-blink-s", type=float, metavar="S",
                     help="how long the status LED blinks for a rejected file (default 20)")
 
