@@ -53,7 +53,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02
         time.sleep(every)
 
 
-def paced_by(progress_s: Callable[[], float], lead_s: float, timeout_s: float = 120.0) -> Callable[[float], None]:
+def paced_by(progress_s: Callable[[], float], lead_s: float, timeout_s: float = 30.0) -> Callable[[float], None]:
     """An ``on_sent`` callback for a feeder: back-pressure from the system under test.
 
     A feed faster than real time (to test an hour in seconds) must not outrun the pipeline: its
@@ -62,13 +62,14 @@ def paced_by(progress_s: Callable[[], float], lead_s: float, timeout_s: float = 
     until ``progress_s()`` (audio handled, in seconds) is within ``lead_s`` of what it has sent,
     so the feed goes exactly as fast as the pipeline drains, however busy the machine. Keep
     ``lead_s`` well below the queue's length (``recorder.queue_s``): the FIFO and ALSA's buffer
-    hold a little more. ``timeout_s`` without progress fails the feeder (``FifoFeeder.error``)
-    rather than hanging the test."""
+    hold a little more. A pipeline that has not caught up ``timeout_s`` after a chunk was sent
+    is stuck (or stopped, the test over): the feeder ends with ``FifoFeeder.error`` set rather
+    than waiting forever."""
     def on_sent(sent_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while sent_s - progress_s() > lead_s:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the pipeline handled nothing for {timeout_s} s")
+                raise TimeoutError(f"the pipeline stayed {lead_s} s of audio behind the feed for {timeout_s} s")
             time.sleep(0.005)
     return on_sent
 
