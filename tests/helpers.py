@@ -53,6 +53,27 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02
         time.sleep(every)
 
 
+def paced_by(progress_s: Callable[[], float], lead_s: float, timeout_s: float = 30.0) -> Callable[[float], None]:
+    """An ``on_sent`` callback for a feeder: back-pressure from the system under test.
+
+    A feed faster than real time (to test an hour in seconds) must not outrun the pipeline: its
+    queue would fill and blocks be dropped, an artefact of the feed, not the behaviour under
+    test (the recorder's own overrun is tested on its own). After each chunk the feeder waits
+    until ``progress_s()`` (audio handled, in seconds) is within ``lead_s`` of what it has sent,
+    so the feed goes exactly as fast as the pipeline drains, however busy the machine. Keep
+    ``lead_s`` well below the queue's length (``recorder.queue_s``): the FIFO and ALSA's buffer
+    hold a little more. A pipeline that has not caught up ``timeout_s`` after a chunk was sent
+    is stuck (or stopped, the test over): the feeder ends with ``FifoFeeder.error`` set rather
+    than waiting forever."""
+    def on_sent(sent_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while sent_s - progress_s() > lead_s:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the pipeline stayed {lead_s} s of audio behind the feed for {timeout_s} s")
+            time.sleep(0.005)
+    return on_sent
+
+
 class FlakySource:
     """A PCM that vanishes after ``fail_after`` reads (ENODEV), as a USB unplug does."""
 

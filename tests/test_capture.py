@@ -18,6 +18,7 @@ from linetap.capture.alsa import BUFFER_PERIODS, AlsaSource, drain_interval
 from linetap.capture.reader import BlockQueue, CardDrainer, LineReader
 from linetap.clock import SystemClock
 from linetap.config import load_text
+from helpers import wait_for
 
 RATE = 8000
 PERIOD = 160
@@ -345,3 +346,47 @@ def test_a_drained_card_with_the_queue_full_counts_its_drops_and_flags_the_next_
     assert rest[0].start_frame > first[-1].start_frame + PERIOD
     for b in first + rest:
         assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)
+
+
+class ScriptedSource:
+    """A blocking source: ``n`` periods at once (a feed far faster than the pipeline), then
+    nothing until closed (a quiet FIFO blocks a read)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.closed = threading.Event()
+
+    def read(self) -> Read:
+        if self.left == 0:
+            self.closed.wait()
+            return Read(None)
+        self.left -= 1
+        return Read(np.zeros((PERIOD, 1), dtype=np.int16))
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_a_pipeline_that_falls_behind_loses_whole_blocks_counted_and_the_times_stay_true():
+    """What the paced feeds of the end-to-end tests (``helpers.paced_by``) keep from happening,
+    on purpose here: the queue is full, the reader drops each new block and counts it; the
+    blocks kept are the oldest, and the sample count still dates every one."""
+    (line,) = load_text("[recorder]\nid = 't'\ndata_dir = '/nonexistent'\n"
+                        "[[line]]\nname = 'l1'\npcm = 'card'\n").lines
+    source = ScriptedSource(30)
+    q = BlockQueue()
+    reader = LineReader(line, q, source_factory=lambda *a: source, clock=SystemClock(), max_queued=10)
+    reader.start()
+    try:
+        wait_for(lambda: reader.frames_read == 30 * PERIOD, timeout=10)
+    finally:
+        reader.stop()
+        source.close()
+        reader.join(timeout=2)
+    items = q.take_all()
+    blocks = [x for x in items if isinstance(x, Block)]
+    assert len(items) == 10  # the queue's bound (the "opened" event takes a place too)
+    kept = len(blocks)
+    assert kept >= 9 and reader.dropped_blocks == 30 - kept
+    assert [b.start_frame for b in blocks] == [PERIOD * i for i in range(kept)]
+    assert [b.t_wall - blocks[0].t_wall for b in blocks] == pytest.approx([PERIOD * i / RATE for i in range(kept)])

@@ -190,8 +190,8 @@ def test_a_fault_makes_the_lines_led_toggle_at_the_fast_rate_within_250_ms(panel
     pin = factory.pin(LINE1_PIN)
     pin.clear_states()
     panel.apply({"line1": "fast_blink"})
-    time.sleep(0.55)
-    changes = transitions(pin)
+    # Four changes take 0.3 s at 5 Hz; a busy machine's late steps only add to the wait.
+    changes = wait_for(lambda: len(transitions(pin)) >= 4 and transitions(pin), timeout=5)
     assert changes[0][1] == 1.0 and changes[0][0] < 0.25  # on within 250 ms of the alarm
     assert len(changes) >= 4
     on_s, off_s = FAST_BLINK_S
@@ -224,8 +224,8 @@ def test_with_pwm_a_slow_pulse_fades(pwm_factory):
     try:
         pin = pwm_factory.pin(STATUS_PIN)
         panel.apply({"status": "slow_pulse"})
-        time.sleep(0.5)
-        levels = [s.state for s in pin.states]
+        # A few fade steps (gpiozero's PWM pulse: 25 a second) are enough to tell a fade.
+        levels = wait_for(lambda: len(pin.states) >= 8 and [s.state for s in pin.states], timeout=5)
         assert any(0.0 < v < 1.0 for v in levels)  # in between: a fade, not a blink
         assert levels[-1] > levels[1]  # fading in
     finally:
@@ -236,8 +236,9 @@ def test_the_heartbeat_double_blinks_every_1_5_s(panel, factory):
     pin = factory.pin(STATUS_PIN)
     pin.clear_states()
     panel.apply({"status": "heartbeat"})
-    time.sleep(1.9)
-    changes = transitions(pin)
+    # Five changes make one whole beat (1.5 s); waited for, not slept for, so late steps on a
+    # busy machine show in the durations asserted below, not as changes missing.
+    changes = wait_for(lambda: len(transitions(pin)) >= 5 and transitions(pin), timeout=5)
     # on 0.1, off 0.1, on 0.1, off 1.2, on ...: gpiozero's 50 ms steps are never early, and
     # may each be late on a busy machine; the short flashes stay far shorter than the pause.
     assert [state for _, state in changes[:5]] == [1.0, 0.0, 1.0, 0.0, 1.0]
