@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from linetap import sign
 from linetap.archive import layout
 from linetap.archive.rclone import Rclone, RcloneError
 from linetap.archive.uploader import Archiver
 from linetap.clock import FakeClock
 from linetap.config import ArchiveConfig, StorageConfig
-from linetap.evidence.export_verify import GENESIS, digest, link
+from linetap.evidence.checkpoint import Checkpointer
+from linetap.evidence.export_verify import GENESIS, checkpoint_signed, digest, link
 from linetap.evidence.finalize import finalize_recording
 from linetap.index import archive as archive_db
 from linetap.index.db import Index, public_call
@@ -82,6 +84,9 @@ def test_recordings_arrive_intact_with_sidecars_and_are_marked_only_then(index, 
 def test_the_archived_chain_verifies_on_its_own(index, data_dir, clock, remote):
     for _ in range(4):
         make_call(index, data_dir, clock)
+    # The box signs a checkpoint of its chain (housekeeping does this as the chain grows).
+    Checkpointer(index, sign.load_or_create(data_dir), recorder_id="box-1", clock=clock,
+                 publish=lambda cp: None).tick()
     archiver(index, data_dir, clock, remote).round()
     root = remote.root / PREFIX
     entries = [json.loads(line) for seg in sorted((root / "chain").iterdir()) for line in seg.read_text().splitlines()]
@@ -92,6 +97,7 @@ def test_the_archived_chain_verifies_on_its_own(index, data_dir, clock, remote):
         assert e["hash"] == prev
     [cp] = [json.loads(p.read_text()) for p in (root / "checkpoints").iterdir()]
     assert (cp["length"], cp["head"]) == (len(entries), prev)
+    assert checkpoint_signed(cp)  # signed by the box: checkable with the standard library alone
     # every archived recording's file matches its chain entry
     for e in entries:
         assert sha256(root / e["payload"]["path"]) == e["payload"]["sha256"]

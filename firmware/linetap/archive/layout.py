@@ -7,9 +7,10 @@ Under the configured ``remote`` (``name:bucket/prefix``):
 ``<path>.json``                  its metadata sidecar: the call object and its chain entry
 ``chain/<first seq>.jsonl``      the chain entries (every kind: recordings and deletions), one
                                  JSON object a line, each segment continuing the previous one
-``checkpoints/<length>.json``    the chain head after each upload round: ``{"id", "ts",
-                                 "length", "head"}``, so the remote alone shows how long the
-                                 chain was and what its last hash was
+``checkpoints/<length>.json``    the box's signed checkpoints (evidence/checkpoint.py: ``{"id",
+                                 "ts", "length", "head", "key", "signature"}``), each once the
+                                 entries it covers are on the remote: the remote alone shows how
+                                 long the chain was and what its last hash was, signed by the box
 
 With those, ``linetap archive verify`` (and anyone with the entries) can recompute the chain
 from the remote alone: ``digest = sha256(canonical payload)``, ``hash = sha256(prev + digest)``
@@ -51,12 +52,6 @@ def entry_doc(e: Any) -> dict[str, Any]:
     """A chain entry as stored on the remote (evidence.chain.Entry -> JSON)."""
     return {"seq": e.seq, "kind": e.kind, "call_id": e.call_id, "payload": e.payload, "digest": e.digest,
             "prev_hash": e.prev_hash, "hash": e.hash}
-
-
-def checkpoint(recorder_id: str, length: int, head: str, now: float) -> dict[str, Any]:
-    # TODO(w-evidence): the signed checkpoint ({"key", "signature"}) replaces this once
-    # evidence exposes it; the fields are the contract's minus the signature.
-    return {"id": recorder_id, "ts": iso(now), "length": length, "head": head}
 
 
 def behind(*, oldest_ended_at: float | None, now: float, behind_after_s: float,

@@ -22,7 +22,7 @@ from typing import Any
 from ..alarms.manager import AlarmManager
 from ..clock import Clock, SystemClock, iso, parse_iso
 from ..config import ArchiveConfig
-from ..evidence import chain
+from ..evidence import chain, checkpoint
 from ..index import archive as db
 from ..index.db import Index
 from . import layout
@@ -47,6 +47,7 @@ class Archiver(threading.Thread):
         self.data_dir = Path(data_dir)
         self.cfg = cfg
         self.recorder_id = recorder_id
+        self._checkpoint_archived: int | None = None  # the length of the last checkpoint put
         self.alarms = alarms
         self.clock = clock or SystemClock()
         self.rclone = rclone or Rclone(remote=cfg.remote, config=cfg.rclone_config, bandwidth=cfg.bandwidth)
@@ -147,11 +148,14 @@ class Archiver(threading.Thread):
             self._put_verified(text.encode("utf-8"), layout.chain_segment_path(page[0].seq))
             last = page[-1].seq
             db.set_chain_seq_archived(self.index, last)
-            seq, head = chain.head(self.index)
-            if seq == last:
-                cp = layout.checkpoint(self.recorder_id, seq, head, self.clock.wall())
-                self._put_verified(json.dumps(cp, sort_keys=True).encode("utf-8") + b"\n",
-                                   layout.checkpoint_path(seq))
+
+
+        # The newest signed checkpoint, once every entry it covers is on the remote.
+        cp = checkpoint.latest(self.index)
+        if cp is not None and cp.length <= last and cp.length != self._checkpoint_archived:
+            self._put_verified(json.dumps(cp.as_dict(), sort_keys=True).encode("utf-8") + b"\n",
+                               layout.checkpoint_path(cp.length))
+            self._checkpoint_archived = cp.length
 
     def _verify(self, rel: str, *, md5: str, sha256: str) -> None:
         remote_md5 = self.rclone.hash_of(rel)
