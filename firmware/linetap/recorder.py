@@ -5,10 +5,11 @@ Everything is built in ``Recorder.__init__``; ``start`` starts the parts in depe
 MQTT uplink, the archive thread) and ``stop`` stops them in reverse. Each concern is its own
 object: ``Uplink`` (mqtt/uplink.py: the link's build, start, retry, outbox), ``PanelSetup``
 (leds/setup.py: the LED panel and its retry), ``EvidenceService`` (evidence/service.py: device
-key, checkpoints, self-check, time-stamps), ``RunMarks`` (rollback.py: config alarms, the good mark). The threads, each in its own module: one ``LineReader``
-per line (capture/reader.py) -> ``Pipeline`` (pipeline.py) -> ``LineSupervisor``
-(supervisor.py) and ``LineCalls`` (calls/line.py); ``HealthLoop`` (health/loop.py);
-``Housekeeping`` (housekeeping.py). README "Architecture" follows one call and one alarm.
+key, checkpoints, self-check, time-stamps), ``RunMarks`` (rollback.py: config alarms, the good
+mark). The threads, each in its own module: one ``LineReader`` per line (capture/reader.py) ->
+``Pipeline`` (pipeline.py) -> ``LineSupervisor`` (supervisor.py) and ``LineCalls``
+(calls/line.py); ``HealthLoop`` (health/loop.py); ``Housekeeping`` (housekeeping.py). README
+"Architecture" follows one call and one alarm.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import rollback
 from .alarms.gaps import GapTracker
@@ -35,9 +36,10 @@ from .evidence.keywatch import EncryptionKey
 from .evidence.service import EvidenceService
 from .health.board import StatusBoard
 from .health.loop import HealthLoop
+from .health.system import clock_synchronized
 from .health.sdnotify import Notifier, ProgressWatchdog
 from .housekeeping import SLOW_CHECK_S, STATUS_FILE, Housekeeping
-from .index.rebuild import RebuildReport, open_or_rebuild
+from .index.rebuild import open_or_rebuild
 from .leds.setup import PanelSetup
 from .mqtt.uplink import Uplink
 from .pipeline import Pipeline
@@ -141,10 +143,11 @@ class Recorder:
             self.panel = PanelSetup(cfg, alarms=self.alarms, health_loop=self.health_loop, pin_factory=pin_factory,
                                     retry_s=SLOW_CHECK_S)
             built.callback(self.panel.close)  # before the link: closed in reverse
+            # Retention waits for a synchronised clock (retention/plan.py ``retention_wait``).
+            sweeper = Sweeper.from_config(self.index, cfg, clock=clock,
+                                          clock_synced=clock_synchronized if cfg.health.check_clock else None)
             self.housekeeping = Housekeeping(index=self.index, data_dir=self.data_dir, storage=cfg.storage,
-                                             health=cfg.health, clock=clock, alarms=self.alarms,
-                                             sweeper=Sweeper.from_config(self.index, cfg, clock=clock,
-                                                                         clock_synced=_clock_check(cfg)),
+                                             health=cfg.health, clock=clock, alarms=self.alarms, sweeper=sweeper,
                                              board=self.board, to_seal=self.to_seal,
                                              heartbeat_s=cfg.recorder.heartbeat_s,
                                              checkpointer=self.evidence.checkpointer,
@@ -187,7 +190,8 @@ class Recorder:
     def start(self) -> None:
         account_for_downtime(self.index, gaps=self.gaps, alarms=self.alarms, lines=list(self.readers),
                              now=self.clock.wall())
-        _report_rebuild(self.rebuilt, self.alarms)
+        if self.rebuilt is not None:  # this run only: the chain's ``rebuild`` entry and the alarms table keep it
+            self.alarms.set("INDEX_REBUILT", None, True, self.rebuilt.detail())
         self.housekeeping.recover_previous_run()
         self.evidence.start()
         self.housekeeping.sign_checkpoint()
@@ -282,21 +286,6 @@ class Recorder:
     def snapshot(self) -> dict[str, Any]:
         """The health document now (as published on MQTT and written to ``status.json``)."""
         return self.board.snapshot()
-
-
-def _clock_check(cfg: Config) -> Callable[[], bool | None] | None:
-    """What tells retention whether the clock is synchronised (retention/plan.py ``retention_wait``)."""
-    if not cfg.health.check_clock:
-        return None
-    from .health.system import clock_synchronized
-    return clock_synchronized
-
-
-def _report_rebuild(report: RebuildReport | None, alarms: AlarmManager) -> None:
-    """INDEX_REBUILT for the run that rebuilt the index (the chain's ``rebuild`` entry and the
-    alarms table keep it after that)."""
-    if report is not None:
-        alarms.set("INDEX_REBUILT", None, True, report.detail())
 
 
 def _hook_input(line: LineConfig, pin_factory: Any, closers: contextlib.ExitStack,
