@@ -212,3 +212,36 @@ def test_a_config_rejected_by_first_boot_is_a_warning_until_a_later_one_is_appli
     assert firstboot.import_boot_config(layout, now=now, signal_fault=lambda led: None, group=None).action == \
         "applied"
     assert "CONFIG_REJECTED" not in alarms_at_start()
+
+
+# --- the recorder's side: RunMarks ------------------------------------------------------------------
+
+def test_a_run_marks_its_config_good_after_good_after_s_and_not_before(tmp_path: Path) -> None:
+    cfg = tmp_path / "linetap.toml"
+    cfg.write_bytes(b"# the config this run applies\n")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    mono = [100.0]
+    marks = rollback.RunMarks(cfg, data_dir, mono=lambda: mono[0])
+    marks.mark_good_when_due(clean_stop=True)  # never started: nothing to vouch for
+    assert rollback.good_mark(data_dir) is None
+    marks.started()
+    mono[0] = 100.0 + rollback.GOOD_AFTER_S - 0.5
+    marks.mark_good_when_due()
+    assert rollback.good_mark(data_dir) is None
+    mono[0] = 100.0 + rollback.GOOD_AFTER_S
+    marks.mark_good_when_due()
+    assert rollback.good_mark(data_dir) == rollback.sha256(cfg.read_bytes())
+
+
+def test_a_run_stopped_cleanly_marks_its_config_good_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "linetap.toml"
+    cfg.write_bytes(b"[recorder]\n")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    marks = rollback.RunMarks(cfg, data_dir, mono=lambda: 5.0)
+    marks.started()
+    marks.mark_good_when_due()
+    assert rollback.good_mark(data_dir) is None
+    marks.mark_good_when_due(clean_stop=True)
+    assert rollback.good_mark(data_dir) == rollback.sha256(b"[recorder]\n")

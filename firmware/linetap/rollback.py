@@ -36,10 +36,14 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from .clock import iso
 from .fsutil import atomic_file
+
+if TYPE_CHECKING:  # the recorder's types, for RunMarks only
+    from .alarms.manager import AlarmManager
+    from .health.board import StatusBoard
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +300,43 @@ def read_marks(config_source: str | Path, data_dir: Path) -> ConfigMarks:
                   + str(rejected.get("detail") or "")) if rejected and marker_active(rejected, running) else None,
         last_start_failure=last_failure(data_dir))
 
+
+
+class RunMarks:
+    """The recorder's side of the config's story: at start, the alarms about its config
+    (CONFIG_ROLLED_BACK, CONFIG_REJECTED) and why the previous start failed; then the moment this
+    run's config counts as good (``GOOD_AFTER_S`` of running, or a clean stop after a start)."""
+
+    def __init__(self, config_source: str | Path, data_dir: Path, *, mono: Callable[[], float]) -> None:
+        self.config_source = config_source
+        self.data_dir = data_dir
+        self.mono = mono
+        self.config_sha256 = sha256(_read(Path(config_source)))
+        self._good_at_mono: float | None = None
+
+    def raise_alarms(self, alarms: AlarmManager, board: StatusBoard) -> None:
+        try:
+            marks = read_marks(self.config_source, self.data_dir)
+        except Exception:  # noqa: BLE001 - reading the markers must not stop a start
+            logger.exception("cannot read the config's rollback/rejection markers")
+            return
+        alarms.set("CONFIG_ROLLED_BACK", None, marks.rolled_back is not None, marks.rolled_back or "")
+        alarms.set("CONFIG_REJECTED", None, marks.rejected is not None, marks.rejected or "")
+        if marks.last_start_failure:
+            board.last_start_failure = marks.last_start_failure
+            logger.warning("the previous start failed at %s: %s", marks.last_start_failure.get("at"),
+                           marks.last_start_failure.get("reason"))
+
+    def started(self) -> None:
+        """The run started: its config is good ``GOOD_AFTER_S`` from now."""
+        self._good_at_mono = self.mono() + GOOD_AFTER_S
+
+    def mark_good_when_due(self, *, clean_stop: bool = False) -> None:
+        """The config is known to work once the recorder ran ``GOOD_AFTER_S`` (or stopped cleanly)."""
+        if self._good_at_mono is None or not (clean_stop or self.mono() >= self._good_at_mono):
+            return
+        if mark_good(self.data_dir, self.config_sha256):
+            self._good_at_mono = None
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m linetap.rollback -c CONFIG``: exit 0 always (a broken guard must not keep the

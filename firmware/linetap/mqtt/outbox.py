@@ -172,7 +172,7 @@ class Outbox:
 
 class EventSpool:
     """Events written to the outbox while the MQTT link itself cannot be built (a password or CA
-    file missing, ``recorder.py``): when the link comes up, on a retry, it finds them in the same
+    file missing, ``mqtt/uplink.py``): when the link comes up, on a retry, it finds them in the same
     ``outbox.db`` and delivers them in order, with the same ``seq`` numbering, like any backlog."""
 
     def __init__(self, path: Path, *, max_rows: int, topic: str, recorder_id: str,
