@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -108,3 +112,45 @@ class Alarms:
             else:
                 state.pop(code, None)
         return state
+
+
+# --- ``linetap run`` as a real process ---------------------------------------------------------
+
+def run_linetap(env: dict[str, str], cfg: Path) -> subprocess.Popen:
+    """``linetap run -c cfg`` as the box runs it, its log (stdout and stderr) unbuffered in ``stdout``."""
+    env = {**env, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "linetap", "run", "-c", str(cfg)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def stop_process(proc: subprocess.Popen) -> str:
+    """SIGTERM (the way systemd stops it), at most 30 s for the clean stop; its output."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out.decode(errors="replace")
+
+
+def read_status(data_dir: Path) -> dict:
+    """The running recorder's ``status.json`` ({} until it is written)."""
+    try:
+        return json.loads((data_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def indexed_calls(data_dir: Path) -> list[dict]:
+    """Every call in the index of ``data_dir`` ([] until the index exists)."""
+    from linetap.index.db import open_index
+    try:
+        index = open_index(data_dir)
+    except Exception:  # noqa: BLE001 - not created yet
+        return []
+    try:
+        return index.calls()
+    finally:
+        index.close()

@@ -9,7 +9,6 @@ import json
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from linetap.index.evidence import calls_unchained
 from linetap.recorder import Recorder
 from linetap.sim.line import render
 from linetap.store.recordings import Recording
+from helpers import indexed_calls as _calls, read_status as status, run_linetap, stop_process as stop
 from helpers import wait_for, write_config
 from mqtt_broker import broker  # noqa: F401  (the fixture)
 
@@ -221,28 +221,7 @@ def test_a_key_missing_at_start_does_not_stop_recording_the_alarm_is_at_once_and
 # --- only capture may stop recording ---------------------------------------------------------
 
 def run_recorder(alsa, cfg: Path) -> subprocess.Popen:
-    env = alsa.env()
-    env["PYTHONUNBUFFERED"] = "1"
-    return subprocess.Popen([sys.executable, "-m", "linetap", "run", "-c", str(cfg)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def status(data_dir: Path) -> dict:
-    try:
-        return json.loads((data_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out.decode(errors="replace")
+    return run_linetap(alsa.env(), cfg)
 
 
 def test_a_missing_mqtt_password_file_is_an_alarm_the_lines_record_and_the_link_comes_up_when_it_appears(
@@ -281,18 +260,6 @@ def test_a_missing_mqtt_password_file_is_an_alarm_the_lines_record_and_the_link_
         feeder.stop()
     assert proc.returncode == 0, out
     assert "MQTT not started: mqtt.password_file" in out
-
-
-def _calls(data_dir: Path) -> list[dict]:
-    from linetap.index.db import open_index
-    try:
-        index = open_index(data_dir)
-    except Exception:  # noqa: BLE001 - not created yet
-        return []
-    try:
-        return index.calls()
-    finally:
-        index.close()
 
 
 def test_leds_that_cannot_be_driven_are_an_alarm_not_an_exit(alsa, tmp_path: Path, data_dir: Path) -> None:

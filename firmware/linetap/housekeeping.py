@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from .alarms.gaps import GapTracker
 from .alarms.manager import AlarmManager
 from .clock import Clock, iso
 from .config import HealthConfig, StorageConfig
@@ -209,6 +210,23 @@ class Housekeeping(threading.Thread):
         except Exception as e:  # noqa: BLE001 - retried next second; recording goes on
             logger.error("cannot sign a checkpoint: %s", e)
 
+    def close_the_books(self, gaps: GapTracker) -> None:
+        """Clean stop, once the calls are finished and the threads stopped: the last calls sealed
+        and a checkpoint covering them (while the MQTT link is still up), every open gap and alarm
+        closed now, the last heartbeat, the clean-stop mark (the next start counts no downtime as
+        a crash) and ``status.json``."""
+        self.seal_finished()
+        self.sign_checkpoint()
+        now = self.clock.wall()
+        gaps.close_all(now)
+        self.alarms.clear_all(now)
+        self.heartbeat()
+        try:
+            self.index.set_meta("stopped", "clean")
+        except Exception as e:  # noqa: BLE001
+            logger.error("cannot record the clean stop: %s", e)
+        self.write_status()
+
     def heartbeat(self) -> None:
         try:
             self.index.set_meta("heartbeat", iso(self.clock.wall()))
@@ -222,7 +240,7 @@ class Housekeeping(threading.Thread):
             try:
                 self.retry()
             except Exception:  # noqa: BLE001
-                logger.exception("retry of the MQTT link / LEDs failed")
+                logger.exception("retry of the MQTT link / LEDs / off-hook inputs failed")
         try:
             res = self.sweeper.sweep()
         except Exception as e:  # noqa: BLE001 - retried every SLOW_CHECK_S; recording goes on

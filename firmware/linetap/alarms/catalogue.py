@@ -26,7 +26,9 @@ Severity decisions:
   new ``linetap.toml``; the old one runs) and CONFIG_ROLLED_BACK (a new one
   made the recorder fail to start, so the last one that ran was restored).
   GPIO_FAILED (the LEDs could not be driven: the box records but cannot
-  show it locally; MQTT still can). CONFIG_* both mean "the box records, but not as you asked": an installer must look,
+  show it locally; MQTT still can; or an ``offhook`` line's input could not be
+  built, so that line records by voice activity: every call is still recorded,
+  only its boundaries come from the audio instead of the hook). CONFIG_* both mean "the box records, but not as you asked": an installer must look,
   yet no audio is being lost, so they must not hide the line LEDs.
 
 Scope: ``line`` alarms are about one line and are always raised with that
@@ -88,7 +90,8 @@ _SPECS = (
               "a new config made the recorder fail to start repeatedly; the last-known-good config "
               "was restored (detail: why the start failed)"),
     AlarmSpec("GPIO_FAILED", WARNING, SYSTEM,
-              "the LEDs (or buzzer) could not be set up; recording continues, retried every 10 s"),
+              "the LEDs (or buzzer) could not be set up, or (naming the line) an off-hook input could not "
+              "be built and that line records by voice activity; recording continues, retried every 10 s"),
     AlarmSpec("ARCHIVE_BEHIND", WARNING, SYSTEM,
               "a recording that ended more than archive.behind_after_h ago is not archived yet (remote "
               "unreachable, credentials, bandwidth too low); with archive.required the disk may fill"),

@@ -36,6 +36,13 @@ from .catalogue import LINE, spec
 
 logger = logging.getLogger(__name__)
 
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line for an alarm's detail (its type's name if it says nothing): the
+    set-ups that are an alarm and a retry, never an exit (mqtt/uplink.py, leds/setup.py,
+    calls/hook_inputs.py), say why in the same words."""
+    return " ".join(str(e).split()) or type(e).__name__
+
 AlarmKey = tuple[str, str | None]
 
 

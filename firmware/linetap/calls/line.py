@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -75,15 +75,9 @@ class LineCalls:
                  hook: Callable[[], bool] | TimedHook | None = None, listener: CallListener | None = None) -> None:
         self.line = line
         self.open_recording = open_recording
-        self.hook = hook
-        self._timed_hook = hook if isinstance(hook, TimedHook) else None  # edges stamped as they happen
         self.listener = listener or NullListener()
-        if line.trigger == "vox":
-            self.segmenter: Any = VoxSegmenter(line)
-        elif line.trigger == "offhook":
-            self.segmenter = OffhookSegmenter(line)
-        else:
-            self.segmenter = ContinuousSegmenter(line)
+        self._use(line, hook)
+        self._switch: tuple[LineConfig, Callable[[], bool] | TimedHook | None, Callable[[], None]] | None = None
         self.preroll_frames = int(line.preroll_s * line.rate)
         self.analyzer = LineAnalyzer(line)
         self.recording: RecordingLike | None = None
@@ -105,6 +99,27 @@ class LineCalls:
         self.calls_recorded = 0
         self.frames_seen = 0  # every frame handled, for progress checks (watchdog, tests)
 
+    def _use(self, line: LineConfig, hook: Callable[[], bool] | TimedHook | None) -> None:
+        """Run as ``line`` (its trigger decides the segmenter) with ``hook`` as the off-hook input."""
+        self.line = line
+        self.hook = hook
+        self._timed_hook = hook if isinstance(hook, TimedHook) else None  # edges stamped as they happen
+        if line.trigger == "vox":
+            self.segmenter: Any = VoxSegmenter(line)
+        elif line.trigger == "offhook":
+            self.segmenter = OffhookSegmenter(line)
+        else:
+            self.segmenter = ContinuousSegmenter(line)
+
+    def switch_trigger(self, line: LineConfig, hook: Callable[[], bool] | TimedHook | None,
+                       then: Callable[[], None] = lambda: None) -> None:
+        """Run as ``line`` from the next call boundary (any thread may ask; the pipeline thread
+        switches before a block while no call is open, so a call is never cut or restarted by a
+        change of trigger), then call ``then``. E.g. an ``offhook`` line that recorded by voice
+        activity while its input could not be built goes back to its hook input
+        (calls/hook_inputs.py)."""
+        self._switch = (line, hook, then)
+
     @property
     def state(self) -> str:
         return "recording" if self.recording is not None else "idle"
@@ -119,6 +134,12 @@ class LineCalls:
         and the audio released meanwhile goes to the codec in one write, at the end of the run
         (or before a call ends)."""
         blocks = block.blocks if isinstance(block, Run) else (block,)
+        if self._switch is not None and self.recording is None:
+            line, hook, then = self._switch
+            self._switch = None
+            self._use(line, hook)
+            self._tone_hold = False
+            then()
         if block.stream != self.stream:
             self._new_stream(block.stream)
         if len(blocks) == 1:
@@ -415,3 +436,13 @@ class LineCalls:
 
     def shutdown(self) -> dict[str, Any] | None:
         return self._end("shutdown")
+
+
+def shutdown_all(line_calls: Iterable[LineCalls]) -> None:
+    """Clean stop: every line's open call finalised (``end_reason = "shutdown"``), whatever
+    happens to one of them."""
+    for calls in line_calls:
+        try:
+            calls.shutdown()
+        except Exception:  # noqa: BLE001 - finalise the others whatever happens to one
+            logger.exception("line %s: could not finalise its open call", calls.line.name)

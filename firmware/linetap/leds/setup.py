@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..alarms.manager import one_line
+
 if TYPE_CHECKING:
     from ..alarms.manager import AlarmManager
     from ..config import Config
@@ -19,10 +21,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["PanelSetup"]
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 class PanelSetup:
@@ -55,7 +53,7 @@ class PanelSetup:
             leds = LedPanel(self.cfg.leds, self.cfg.lines, pin_factory=self.pin_factory)
         except Exception as e:  # noqa: BLE001 - GPIO missing altogether: the lines still record
             self.leds = None
-            self.problem = _one_line(e)
+            self.problem = one_line(e)
             return
         self.problem = "; ".join(leds.errors) or None
         self.leds = leds

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..alarms.manager import one_line
 from ..events import without_caller
 
 if TYPE_CHECKING:
@@ -28,12 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Uplink", "one_line"]
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one line for an alarm's detail (its type's name if it says nothing)."""
-    return " ".join(str(e).split()) or type(e).__name__
+__all__ = ["Uplink"]
 
 
 class Uplink:
