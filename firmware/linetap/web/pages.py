@@ -214,7 +214,7 @@ required maxlength="1024"></label></p><p><button id="submit">Log in</button></p>
                        f'<td>{self.when(r["requested_at"])}</td><td>{esc(r["requested_by"])}</td>'
                        f'<td>{_target(r)}</td><td>{esc(r["reason"])}</td><td class="{_state_class(r)}">'
                        f'{esc(_state(r))}</td><td>{esc(_outcome(r))}</td></tr>' for r in rows)
-        return self._doc("Erasures", form + f'<p>{total} requests; each is carried out by the recorder.</p>'
+        return self._doc("Erasures", form + f'<p>{total} request(s); each is carried out by the recorder.</p>'
                          f'<table id="erasures"><tr><th>request</th><th>asked</th><th>by</th><th>what</th>'
                          f'<th>reason</th><th>state</th><th>outcome</th></tr>{body}</table>', who)
 
