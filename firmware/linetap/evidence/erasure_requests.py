@@ -59,12 +59,15 @@ def submit(index: Index, *, requested_by: str, address: str | None, reason: str,
     entry are one transaction: there is no request the trail does not show.
     """
     if (call_id is None) == (number is None):
-        raise ValueError("name a call id or a caller number, not both")
+        raise ValueError("call_id, number: name one of them, not both")
     reason = reason.strip()
     if not reason or len(reason) > MAX_REASON:
-        raise ValueError(f"a reason is needed (at most {MAX_REASON} characters)")
+        raise ValueError(f"reason: needed, at most {MAX_REASON} characters")
     if number is not None:
-        number = normalize_number(number)
+        try:
+            number = normalize_number(number)
+        except ValueError as e:
+            raise ValueError(f"number: {e}") from None
     scope = "call" if call_id is not None else "number"
     clock = clock or SystemClock()
     at = iso(clock.wall())
