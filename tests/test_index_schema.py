@@ -23,8 +23,8 @@ from linetap.index.db import Index
 PREVIOUS_RELEASE_DDL = (Path(__file__).parent / "data" / "index_schema_v0.sql").read_text()
 CONTRACT_TABLES = ("calls", "alarms", "gaps", "meta")
 TRIGGERS = sorted(f"{t}_no_{op}" for t in ("chain", "audit", "deletions", "web_audit") for op in ("update", "delete"))
-# Tables later migrations add (empty after a migration): 2, the web interface.
-LATER_TABLES = ("web_users", "web_sessions", "web_login_failures", "web_audit")
+# Tables later migrations add (empty after a migration): 2, the web interface; 4, its erasure requests.
+LATER_TABLES = ("web_users", "web_sessions", "web_login_failures", "web_audit", "erase_requests")
 
 
 def kept(before: dict[str, list[Any]], after: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -232,3 +232,38 @@ def test_processes_opening_an_old_index_together_migrate_it_once(tmp_path: Path)
         assert index.schema_version() == schema.LATEST
         index.close()
         assert kept(before, dump(path)) == before
+
+
+def test_the_erase_requests_migration_keeps_every_row_of_the_index_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "index.db"
+    number = schema.MIGRATIONS.index(schema._ERASE_REQUESTS) + 1  # 4 (its number may change at a merge)
+    with monkeypatch.context() as m:  # a box on the release before the web's erasure requests
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:number - 1])
+        m.setattr(schema, "LATEST", number - 1)
+        Index(path).close()
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("insert into calls (id, line, started_at, status, caller_number, archived_at) values "
+                "(7, 'line1', '2026-11-28T15:30:00.125Z', 'complete', '5551234', null)")
+    con.execute("insert into web_audit (at, user, address, action) values ('2026-11-28T15:31:00.000Z', 'alice', "
+                "'10.0.0.2', 'login')")
+    con.close()
+    before = dump(path)
+    index = Index(path)
+    assert index.schema_version() == schema.LATEST
+    index.close()
+    after = dump(path)
+    assert after["erase_requests"] == [] and kept(before, after) == before
+    assert master(path) == master(_fresh(tmp_path))
+
+
+def test_the_erase_requests_table_refuses_an_unknown_scope_or_state_and_a_call_request_without_a_call(
+        tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.db")
+    row = "insert into erase_requests (requested_at, requested_by, reason, scope, call_id, state) values "
+    index.execute(row + "('t', 'alice', 'r', 'call', 7, 'pending')")
+    for bad in ("('t', 'alice', 'r', 'everything', 7, 'pending')", "('t', 'alice', 'r', 'call', 7, 'lost')",
+                "('t', 'alice', 'r', 'call', null, 'pending')"):
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            index.execute(row + bad)
+    index.close()

@@ -1,6 +1,6 @@
 """The owner's path in a real browser (Debian's headless Chromium, driven by selenium): log in, find a
 call by number, play it (the audio element gets past 1 s), seek, download it with its proof and check
-the proof with the export verifier.
+the proof with the export verifier; then erase a call from its page and watch the request get done.
 
 ``LINETAP_SCREENSHOTS=1`` also writes the screenshots the README shows (``docs/web-*.png``).
 """
@@ -19,7 +19,9 @@ import pytest
 from linetap.clock import FakeClock, iso
 from linetap.health.snapshot import write_snapshot
 from linetap.service import status_path
+from linetap.evidence.erasure_requests import carry_out_pending
 from linetap.evidence.export import verify_export
+from linetap.index.db import open_index
 
 from web_box import PASSWORDS, build_box, serve
 
@@ -128,5 +130,23 @@ def test_the_owner_logs_in_finds_plays_seeks_and_downloads_a_call_with_its_proof
             browser.get(base + "/audit")
             assert "play" in browser.find_element(By.ID, "audit").text
             shot(browser, "audit")
+
+            # An erasure: asked for on the call page, carried out by the recorder (its own connection to
+            # the index, as its housekeeping thread does every second), seen on the request's page,
+            # which reloads itself while pending.
+            browser.get(base + "/calls/2")
+            browser.find_element(By.ID, "erase-reason").send_keys("the caller asked to be forgotten")
+            browser.find_element(By.ID, "erase-confirm").send_keys("ERASE")
+            browser.find_element(By.ID, "erase").click()
+            wait(lambda: browser.find_element(By.ID, "next").click() or True)
+            wait(lambda: "pending" in browser.find_element(By.ID, "erasure-state").text)
+            recorder_index = open_index(tmp_path / "data")
+            try:
+                carry_out_pending(recorder_index, tmp_path / "data")
+            finally:
+                recorder_index.close()
+            wait(lambda: browser.find_element(By.ID, "erasure-state").text == "done", timeout=20)
+            assert browser.find_element(By.ID, "erasure-outcome").text == "erased: 2"
+            assert not (tmp_path / "data" / rows[1]["path"]).exists()
     finally:
         index.close()

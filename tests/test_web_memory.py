@@ -30,11 +30,13 @@ app.build_app(svc, https=True)
 service.add_user(index, "bob", "admin", "password-1")
 svc.login("bob", "password-1", "127.0.0.1")
 svc.health(); svc.coverage(7); svc.calls(CallFilter(number="555"), limit=50, offset=0)
+rid = svc.request_erasure("bob", "127.0.0.1", reason="asked", number="555")  # queued; the recorder erases
+svc.erasure(rid); svc.erasures(limit=50, offset=0)
 print(json.dumps(sorted(m for m in ("numpy", "soundfile", "alsaaudio", "paho", "gpiozero") if m in sys.modules)))
 """
 
 
-def test_the_web_serves_login_health_coverage_and_calls_without_numpy(tmp_path) -> None:
+def test_the_web_serves_login_health_coverage_calls_and_erasure_requests_without_numpy(tmp_path) -> None:
     p = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == []

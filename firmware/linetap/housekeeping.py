@@ -1,7 +1,8 @@
 """The housekeeping thread: the slow, I/O-bound chores, every second, off the pipeline.
 
 Every ``heartbeat_s`` (at most 1 s): seal and chain the recordings that ended (their ids
-come through ``to_seal``), sign a checkpoint if the chain grew (so one covering a call is
+come through ``to_seal``), carry out the erasures asked for on the web (evidence/erasure_requests.py),
+sign a checkpoint if the chain grew (so one covering a call is
 published about a second after it is chained, well within the contract's 10 s), write the
 heartbeat (after a crash, the downtime is counted from it) and ``status.json`` if what it
 says changed (a line's state, an alarm, the disk or clock figures; else every ``STATUS_EVERY_S``,
@@ -101,6 +102,7 @@ class Housekeeping(threading.Thread):
             try:
                 self.watch_key()
                 self.seal_finished()
+                self.carry_out_erasures()
                 self.sign_checkpoint()
                 self.heartbeat()
                 now_mono = self.clock.mono()
@@ -179,6 +181,16 @@ class Housekeeping(threading.Thread):
             self._salvage_alarm()
             self._evidence_alarm()
 
+    def carry_out_erasures(self, *, with_errors: bool = False) -> None:
+        """Erasures an admin asked for on the web (evidence/erasure_requests.py): the web process may not
+        delete audio, so it queues them in the index and this thread carries them out, every cycle (one
+        indexed query when none is pending); one that failed is retried with the slow checks."""
+        from .evidence.erasure_requests import carry_out_pending
+        try:
+            carry_out_pending(self.index, self.data_dir, clock=self.clock, with_errors=with_errors)
+        except Exception as e:  # noqa: BLE001 - the index may be on a failing disk; retried next cycle
+            logger.error("cannot carry out the erasures asked for on the web: %s", e)
+
     def watch_key(self) -> None:
         """The encryption key still loads (every cycle: a lost key is an alarm within one period)."""
         if self.key is not None and self.key.path is not None:
@@ -236,6 +248,7 @@ class Housekeeping(threading.Thread):
     def slow_checks(self) -> None:
         """Disk (retention sweep, DISK_LOW), clock (CLOCK_UNSYNCED) and the retries: every 10 s."""
         self.retry_failed()
+        self.carry_out_erasures(with_errors=True)
         if self.retry is not None:
             try:
                 self.retry()

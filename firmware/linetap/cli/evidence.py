@@ -18,7 +18,6 @@ from ..config import Config
 from .base import Command, call_id_arg, load_config
 from .errors import EXIT_FAIL, EXIT_OK, CliError, UsageError
 
-NUMBER_RE = re.compile(r"^\+?[0-9*#]{1,32}$")
 SEALED_ID_RE = re.compile(r"_(\d+)\.[a-z0-9]+\.sealed$")
 
 
@@ -117,10 +116,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     from ..evidence.erase import erase_number
-    number = args.number.replace(" ", "").replace("-", "")
-    if not NUMBER_RE.match(number):
-        raise UsageError(f"--number: must be the caller's digits (0-9, * #, optional leading +), "
-                         f"not {args.number!r}")
+    from ..evidence.erasure_requests import normalize_number  # the web's erase form checks numbers the same way
+    try:
+        number = normalize_number(args.number)
+    except ValueError as e:
+        raise UsageError(f"--number: {e}, not {args.number!r}") from None
     cfg = load_config(args)
     index = _index(cfg)
     try:

@@ -1,7 +1,8 @@
 """The access audit: who read which recording, when (table ``audit``, append-only).
 
 Every read of a recording's audio through linetap (export, decrypt, play in
-the web interface) and every change to its protection (hold, release, erase)
+the web interface) and every change to its protection (hold, release, erase; an erasure
+asked for on the web: erase_request)
 adds a row: ``at`` (ISO UTC), ``who``, ``action``, ``call_id``, ``detail``,
 and, in the same transaction, a chain entry (``CHAINED``: kind ``hold``/``release``,
 else ``audit``), so a removed audit row shows as a broken or short chain.
@@ -27,8 +28,9 @@ from ..index.db import Index
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = ("export", "decrypt", "play", "download", "hold", "release", "erase", "verify")
-CHAINED = ("export", "decrypt", "play", "download", "hold", "release", "erase")
+# erase_request: an erasure asked for on the web; erase: one carried out (evidence/erasure_requests.py).
+ACTIONS = ("export", "decrypt", "play", "download", "hold", "release", "erase", "erase_request", "verify")
+CHAINED = ("export", "decrypt", "play", "download", "hold", "release", "erase", "erase_request")
 LOGINUID = Path("/proc/self/loginuid")
 UNSET_LOGINUID = 4294967295  # (uid_t)-1: no login session (a service started by systemd)
 

@@ -25,8 +25,9 @@ Payload kinds:
 ``hold`` / ``release``
     call_id, by, reason: a legal hold placed or lifted.
 ``audit``
-    call_id (or null), by, action (export | decrypt | play | download | erase), detail:
-    every read of a recording's audio leaving linetap, and every privacy erasure request.
+    call_id (or null), by, action (export | decrypt | play | download | erase | erase_request), detail:
+    every read of a recording's audio leaving linetap, every privacy erasure, and every erasure
+    asked for on the web (``erase_request``, then ``erase`` when the recorder has carried it out).
 ``config``
     by, sha256 of the configuration applied (canonical JSON of the parsed values), source (its file).
 ``rebuild``

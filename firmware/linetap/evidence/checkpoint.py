@@ -135,6 +135,17 @@ def latest(index: Index) -> Checkpoint | None:
         return None
 
 
+def covering(index: Index, seq: int) -> Checkpoint | None:
+    """The newest signed checkpoint if it covers chain entry ``seq`` (its ``length`` reaches it), else None.
+
+    Only the newest is kept on the box (``meta``); it covers every entry chained before it was signed,
+    so a call is covered about a second after it is chained (housekeeping). With it, a call's proof
+    (its entry, the links up to ``length`` and the signature) checks off the box with the device's
+    public key alone (:mod:`.export_verify`)."""
+    cp = latest(index)
+    return cp if cp is not None and cp.length >= seq else None
+
+
 class Checkpointer:
     """Signs a checkpoint whenever the chain's head moved (housekeeping calls :meth:`tick`
     every second), keeps it in the index and hands it to ``publish`` (the MQTT link, the

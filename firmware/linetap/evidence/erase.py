@@ -1,4 +1,5 @@
-"""Privacy requests: ``linetap erase --number DIGITS``.
+"""Privacy requests: ``linetap erase --number DIGITS``, and the erasures asked for on the web
+(:mod:`.erasure_requests`, carried out by the recorder through :func:`erase_calls`).
 
 Every recording whose caller number is DIGITS is deleted: the file, the calls row and the
 salt of its commitment in the chain (so the chain entry can no longer be linked to the number),
@@ -35,31 +36,52 @@ class EraseResult:
     recording: tuple[int, ...]  # kept: still being written
     freed_bytes: int
     events_purged: int = 0  # undelivered MQTT events of the erased calls
+    unknown: tuple[int, ...] = ()  # no such call (any more): nothing to erase
+
+    def summary(self) -> str:
+        """One line for the audit trail (ids only, never a number)."""
+        return (f"{len(self.erased)} erased, {len(self.held)} kept on hold, {len(self.recording)} still recording"
+                + (f", {len(self.unknown)} no longer there" if self.unknown else ""))
 
 
 def erase_number(index: Index, data_dir: Path, number: str, *, who: str | None = None,
                  clock: Clock | None = None) -> EraseResult:
+    """Erase every recording of ``number`` (``linetap erase --number``)."""
     who = who or audit.current_user()
-    ids = index.call_ids_by_number(number)
+    result = erase_calls(index, data_dir, index.call_ids_by_number(number), who=who, clock=clock,
+                         detail="privacy request (erase by caller number)")
+    audit.record(index, "erase", None, who=who, clock=clock, detail=f"privacy request: {result.summary()}")
+    checkpoint_wal(index)
+    logger.info("privacy erasure by %s: %d recording(s) erased, %d held kept", who, len(result.erased),
+                len(result.held))
+    return result
+
+
+def erase_calls(index: Index, data_dir: Path, call_ids: list[int], *, who: str, detail: str,
+                clock: Clock | None = None) -> EraseResult:
+    """Erase these recordings as a privacy request: files, rows, salts, undelivered events, each
+    logged in ``deletions`` and chained as an ``erasure``. Held ones and ones still recording are
+    kept and listed. Leaves SQLite's ``secure_delete`` on; the caller audits the request and then
+    calls :func:`checkpoint_wal` (so what it writes afterwards is zeroed and checkpointed too)."""
     index.secure_delete()
-    res = deletions.delete_recordings(index, Path(data_dir), [(i, "request") for i in ids], by=who,
-                                      detail="privacy request (erase by caller number)", clock=clock)
+    res = deletions.delete_recordings(index, Path(data_dir), [(i, "request") for i in call_ids], by=who,
+                                      detail=detail, clock=clock)
     erased = frozenset(d.call_id for d in res.deleted)
     purged = purge_calls(Path(data_dir) / OUTBOX_FILE, erased)
-    try:
-        index.checkpoint_wal()
-    except Exception as e:  # noqa: BLE001 - best effort: a reader may hold the WAL open
-        logger.warning("could not checkpoint the index after an erasure: %s", e)
-    result = EraseResult(
+    return EraseResult(
         erased=tuple(d.call_id for d in res.deleted),
         held=tuple(r.call_id for r in res.refused if r.reason == "held"),
         recording=tuple(r.call_id for r in res.refused if r.reason == "recording"),
         freed_bytes=res.freed_bytes,
         events_purged=purged,
+        unknown=tuple(r.call_id for r in res.refused if r.reason == "unknown"),
     )
-    audit.record(index, "erase", None, who=who, clock=clock,
-                 detail=f"privacy request: {len(result.erased)} erased, {len(result.held)} kept on hold, "
-                        f"{len(result.recording)} still recording")
-    logger.info("privacy erasure by %s: %d recording(s) erased, %d held kept", who, len(result.erased),
-                len(result.held))
-    return result
+
+
+def checkpoint_wal(index: Index) -> None:
+    """Fold the WAL into ``index.db`` and truncate it, so erased rows leave no copy there (best effort:
+    a reader may hold the WAL open)."""
+    try:
+        index.checkpoint_wal()
+    except Exception as e:  # noqa: BLE001
+        logger.warning("could not checkpoint the index after an erasure: %s", e)

@@ -276,9 +276,11 @@ class Index:
         return self.query(sql + " order by line, started_at", params)
 
     # --- maintenance ---
-    def secure_delete(self) -> None:
-        """From now on, overwrite deleted content with zeros (a privacy erasure)."""
-        self.execute("PRAGMA secure_delete = ON")
+    def secure_delete(self, on: bool = True) -> None:
+        """From now on, overwrite deleted content with zeros (a privacy erasure); ``on=False`` puts
+        SQLite's default back (the recorder's connection lives on after an erasure it carried out,
+        and its retention deletions need not zero their pages)."""
+        self.execute(f"PRAGMA secure_delete = {'ON' if on else 'OFF'}")
 
     def checkpoint_wal(self) -> None:
         """Copy the WAL into the database and truncate it (so erased rows leave no copy in the WAL)."""

@@ -153,3 +153,64 @@ def chain_recordings_after(index: Index, seq: int, limit: int) -> list[dict[str,
 def finished_calls_count(index: Index) -> int:
     """How many finished recordings the index holds (sizes the background check's slice)."""
     return int(index.query("select count(*) as n from calls where status != 'recording'")[0]["n"])
+
+
+# --- erasures asked for on the web (table erase_requests, migration 4) ---
+
+
+def erase_request_add(index: Index, *, requested_at: str, requested_by: str, address: str | None, reason: str,
+                      scope: str, call_id: int | None, number: str | None) -> int:
+    """Insert a pending request; returns its id. Call inside the caller's write transaction (the id
+    is ``last_insert_rowid()`` of this connection, read under the same lock)."""
+    index.execute("insert into erase_requests (requested_at, requested_by, address, reason, scope, call_id, number, "
+                  "state) values (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                  [requested_at, requested_by, address, reason, scope, call_id, number])
+    return int(index.query("select last_insert_rowid() as id")[0]["id"])
+
+
+def erase_request(index: Index, request_id: int) -> dict[str, Any] | None:
+    rows = index.query("select * from erase_requests where id = ?", [request_id])
+    return rows[0] if rows else None
+
+
+def erase_requests_page(index: Index, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """(total, one page newest first) of every request."""
+    total = int(index.query("select count(*) as n from erase_requests")[0]["n"])
+    return total, index.query("select * from erase_requests order by id desc limit ? offset ?", [limit, offset])
+
+
+def erase_requests_pending(index: Index, *, with_errors: bool) -> list[dict[str, Any]]:
+    """Pending requests, oldest first; those whose last attempt failed only if ``with_errors``
+    (one indexed lookup when there are none: the housekeeping thread asks every second)."""
+    return index.query("select * from erase_requests where state = 'pending'"
+                       + ("" if with_errors else " and error is null") + " order by id")
+
+
+def erase_request_progress(index: Index, request_id: int, *, result: str | None, error: str | None) -> None:
+    """A pending request's partial result (some calls still recording) or its last error."""
+    index.execute("update erase_requests set result = ?, error = ? where id = ? and state = 'pending'",
+                  [result, error, request_id])
+
+
+def erase_request_done(index: Index, request_id: int, *, done_at: str, result: str) -> None:
+    """Mark a request done with its result, and forget the number it named."""
+    index.execute("update erase_requests set state = 'done', done_at = ?, result = ?, error = null, number = null "
+                  "where id = ?", [done_at, result, request_id])
+
+
+def call_ids_of_number_started_before(index: Index, number: str, before: str) -> list[int]:
+    """Ids of the calls from ``number`` that started before ``before`` (ISO UTC), oldest first: what an
+    erasure of the number asked for at ``before`` covers."""
+    return [r["id"] for r in index.query("select id from calls where caller_number = ? and started_at < ? "
+                                         "order by id", [number, before])]
+
+
+def call_states(index: Index, call_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{call id: {status, held}} of those of ``call_ids`` the index still holds."""
+    out: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(call_ids), 500):  # a statement's bound parameters stay few
+        chunk = call_ids[i:i + 500]
+        rows = index.query("select c.id, c.status, h.call_id is not null as held from calls c left join holds h "
+                           f"on h.call_id = c.id where c.id in ({','.join('?' * len(chunk))})", chunk)
+        out.update({r["id"]: {"status": r["status"], "held": bool(r["held"])} for r in rows})
+    return out

@@ -36,6 +36,9 @@ The tables:
 
 ``web_users``, ``web_sessions``, ``web_login_failures``, ``web_audit``
     the web interface's users, logins and audit trail (:mod:`linetap.index.web`).
+``erase_requests``
+    erasures an admin asked for on the web, carried out by the recorder
+    (:mod:`linetap.evidence.erasure_requests`): the web may not delete audio, the recorder can.
 
 ``chain``, ``audit``, ``deletions`` and ``web_audit`` are append-only: triggers refuse UPDATE and DELETE,
 so no code path of linetap can rewrite history by mistake. (Someone with write access to
@@ -222,10 +225,36 @@ _ARCHIVED_AT = (
     """CREATE INDEX IF NOT EXISTS "idx_calls_archived_at" ON "calls" ("archived_at")""",
 )
 
+# 4 (web erasure): what an admin asked the recorder to erase, from the web. The web process can write
+# the index but not the audio, so it records a request here and the recorder's housekeeping thread
+# carries it out (``state`` pending -> done). ``number`` (scope "number") is set to null once done:
+# the request must not keep the number it erased. ``result`` is JSON (erased, held, recording,
+# unknown ids; freed bytes); ``error`` the last failure while it is retried. Not append-only (its
+# state changes); what was asked and done is in ``web_audit``, ``audit`` and the chain.
+_ERASE_REQUESTS = (
+    """CREATE TABLE erase_requests (
+   "id" INTEGER PRIMARY KEY,
+   "requested_at" TEXT NOT NULL,
+   "requested_by" TEXT NOT NULL,
+   "address" TEXT,
+   "reason" TEXT NOT NULL,
+   "scope" TEXT NOT NULL CHECK ("scope" IN ('call', 'number')),
+   "call_id" INTEGER,
+   "number" TEXT,
+   "state" TEXT NOT NULL CHECK ("state" IN ('pending', 'done')),
+   "done_at" TEXT,
+   "result" TEXT,
+   "error" TEXT,
+   CHECK ("scope" != 'call' OR "call_id" IS NOT NULL)
+)""",
+    """CREATE INDEX idx_erase_requests_state ON erase_requests ("state")""",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,  # 1: the schema of the releases before numbered migrations
     _V2_WEB,  # 2: the web interface (w-web; the lead renumbers at merge)
     _ARCHIVED_AT,  # 3: calls.archived_at (firmware/linetap/archive/)
+    _ERASE_REQUESTS,  # 4: erasures asked for on the web (w-erase; the lead renumbers at merge)
 )
 LATEST = len(MIGRATIONS)
 

@@ -42,6 +42,7 @@ MAX_LIMIT = 200
 MAX_OFFSET = 10**7
 MAX_TEXT = 64  # longest filter text accepted (a phone number or a name)
 MAX_BODY_BYTES = 16 * 1024  # a login or a hold form; anything bigger is refused unread
+MAX_REASON = 500  # a hold's or an erasure's reason
 AUDIO_TYPES = {"opus": "audio/ogg", "flac": "audio/flac", "wav": "audio/wav"}
 _SAFE_LOG = re.compile(r"[^\x20-\x7e]")
 
@@ -135,10 +136,43 @@ def call_filter(params: Any, tz: ZoneInfo) -> CallFilter:
 
 
 def _call_id(request: Request) -> int:
-    v = request.path_params["call_id"]
+    return _path_id(request, "call_id", "call id")
+
+
+def _path_id(request: Request, key: str, what: str) -> int:
+    v = request.path_params[key]
     if len(v) > 12 or not re.fullmatch(r"[0-9]+", v) or int(v) < 1:
-        raise BadRequest("call id: must be a positive whole number")
+        raise BadRequest(f"{what}: must be a positive whole number")
     return int(v)
+
+
+CONFIRM_WORD = "ERASE"  # what an erasure's confirmation field must hold (typed by hand on the call page)
+
+
+def erase_reason(form: dict[str, Any]) -> str:
+    """The reason of a confirmed erasure form or body; 400 naming the field otherwise."""
+    if form.get("confirm") != CONFIRM_WORD:
+        raise BadRequest(f"confirm: type {CONFIRM_WORD} to confirm the erasure")
+    reason = form.get("reason")
+    if (not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON
+            or any(ord(c) < 0x20 for c in reason)):
+        raise BadRequest(f"reason: an erasure needs a reason (one line, at most {MAX_REASON} characters)")
+    return reason.strip()
+
+
+def erase_target(form: dict[str, Any]) -> dict[str, Any]:
+    """``{"call_id": N}`` or ``{"number": "DIGITS"}`` from an API body (exactly one); 400 otherwise."""
+    call_id, number = form.get("call_id"), form.get("number")
+    if isinstance(call_id, str) and re.fullmatch(r"[0-9]{1,12}", call_id):
+        call_id = int(call_id)  # a form field
+    if call_id is not None and (not isinstance(call_id, int) or isinstance(call_id, bool)
+                                or not 1 <= call_id < 10**12):
+        raise BadRequest("call_id: must be a positive whole number")
+    if number is not None and (not isinstance(number, str) or len(number) > MAX_TEXT):
+        raise BadRequest("number: must be the caller's digits")
+    if (call_id is None) == (number is None or number == ""):
+        raise BadRequest("send {\"call_id\": N} or {\"number\": \"DIGITS\"}, one of them")
+    return {"call_id": call_id} if call_id is not None else {"number": number}
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -278,7 +312,8 @@ def build_app(service: WebService, *, https: bool) -> Starlette:
         if isinstance(held, str):
             held = held in ("1", "true", "on")
         reason = form.get("reason")
-        if not isinstance(held, bool) or (reason is not None and (not isinstance(reason, str) or len(reason) > 500)):
+        if not isinstance(held, bool) or (reason is not None and (not isinstance(reason, str)
+                                                                 or len(reason) > MAX_REASON)):
             raise BadRequest("send {\"held\": true|false, \"reason\": text}")
         if held and not (reason or "").strip():
             raise BadRequest("reason: a hold needs a reason")
@@ -288,6 +323,31 @@ def build_app(service: WebService, *, https: bool) -> Starlette:
             return JSONResponse({"call_id": call_id, "held": held, "changed": changed}, headers=SECURITY_HEADERS)
         return page(request, view.done(f"Call {call_id}: hold {'placed' if held else 'released'}.",
                                        f"/calls/{call_id}"))
+
+    async def api_erase(request: Request) -> Response:
+        """Queue an erasure (admin): 202 with the request's id; the recorder carries it out."""
+        who = need(request, "erase")
+        form = await body(request)
+        check_csrf(who, request, form)
+        reason = erase_reason(form)
+        target = erase_target(form)
+        rid = await run_in_threadpool(lambda: service.request_erasure(who.user, address(request), reason=reason,
+                                                                      **target))
+        url = f"/api/erasures/{rid}"
+        return JSONResponse({"id": rid, "state": "pending", "url": url}, 202,
+                            headers={"Location": url, **SECURITY_HEADERS})
+
+    async def api_erasure(request: Request) -> Response:
+        need(request, "erase")
+        rid = _path_id(request, "request_id", "erasure request id")
+        return JSONResponse(await run_in_threadpool(service.erasure, rid), headers=SECURITY_HEADERS)
+
+    async def api_erasures(request: Request) -> Response:
+        need(request, "erase")
+        limit = _int(request.query_params, "limit", 50, 1, MAX_LIMIT)
+        offset = _int(request.query_params, "offset", 0, 0, MAX_OFFSET)
+        total, rows = await run_in_threadpool(lambda: service.erasures(limit=limit, offset=offset))
+        return JSONResponse({"total": total, "requests": rows}, headers=SECURITY_HEADERS)
 
     async def api_health(request: Request) -> Response:
         need(request, "health")
@@ -358,6 +418,53 @@ def build_app(service: WebService, *, https: bool) -> Starlette:
         who = need(request, "config")
         return page(request, view.config(who, service.config_text()))
 
+    async def call_erase_page(request: Request) -> Response:
+        """The call page's erase form: this call, or every call of its caller's number (read from the
+        index, not from the form)."""
+        who = need(request, "erase")
+        form = await body(request)
+        check_csrf(who, request, form)
+        reason = erase_reason(form)
+        call_id = _call_id(request)
+        scope = form.get("scope") or "call"
+        if scope == "number":
+            call = await run_in_threadpool(service.call, call_id)
+            if not call.get("caller_number"):
+                raise BadRequest("scope: this call has no caller number")
+            target: dict[str, Any] = {"number": call["caller_number"]}
+        elif scope == "call":
+            target = {"call_id": call_id}
+        else:
+            raise BadRequest("scope: must be call or number")
+        rid = await run_in_threadpool(lambda: service.request_erasure(who.user, address(request), reason=reason,
+                                                                      **target))
+        return page(request, view.done(f"Erasure request {rid} queued: the recorder carries it out within seconds.",
+                                       f"/erasures/{rid}"), 202)
+
+    async def erase_number_page(request: Request) -> Response:
+        who = need(request, "erase")
+        form = await body(request)
+        check_csrf(who, request, form)
+        reason = erase_reason(form)
+        number = form.get("number")
+        if not isinstance(number, str) or not number or len(number) > MAX_TEXT:
+            raise BadRequest("number: the caller's digits")
+        rid = await run_in_threadpool(lambda: service.request_erasure(who.user, address(request), reason=reason,
+                                                                      number=number))
+        return page(request, view.done(f"Erasure request {rid} queued: the recorder carries it out within seconds.",
+                                       f"/erasures/{rid}"), 202)
+
+    async def erasures_page(request: Request) -> Response:
+        who = need(request, "erase")
+        offset = _int(request.query_params, "offset", 0, 0, MAX_OFFSET)
+        total, rows = await run_in_threadpool(lambda: service.erasures(limit=50, offset=offset))
+        return page(request, view.erasures(who, total, rows))
+
+    async def erasure_page(request: Request) -> Response:
+        who = need(request, "erase")
+        rid = _path_id(request, "request_id", "erasure request id")
+        return page(request, view.erasure(who, await run_in_threadpool(service.erasure, rid)))
+
     async def logout_page(request: Request) -> Response:
         who = need(request, "health")
         check_csrf(who, request, await body(request))
@@ -374,6 +481,9 @@ def build_app(service: WebService, *, https: bool) -> Starlette:
         Route("/api/calls/{call_id}/audio", handle(audio, api=True), methods=["GET", "HEAD"]),
         Route("/api/calls/{call_id}/proof", handle(proof, api=True), methods=["GET"]),
         Route("/api/calls/{call_id}/hold", handle(api_hold, api=True), methods=["POST"]),
+        Route("/api/erasures", handle(api_erase, api=True), methods=["POST"]),
+        Route("/api/erasures", handle(api_erasures, api=True), methods=["GET"]),
+        Route("/api/erasures/{request_id}", handle(api_erasure, api=True), methods=["GET"]),
         Route("/api/health", handle(api_health, api=True), methods=["GET"]),
         Route("/api/coverage", handle(api_coverage, api=True), methods=["GET"]),
         Route("/api/audit", handle(api_audit, api=True), methods=["GET"]),
@@ -383,6 +493,10 @@ def build_app(service: WebService, *, https: bool) -> Starlette:
         Route("/calls", handle(calls_page, api=False), methods=["GET"]),
         Route("/calls/{call_id}", handle(call_page, api=False), methods=["GET"]),
         Route("/calls/{call_id}/hold", handle(api_hold, api=False), methods=["POST"]),
+        Route("/calls/{call_id}/erase", handle(call_erase_page, api=False), methods=["POST"]),
+        Route("/erasures", handle(erasures_page, api=False), methods=["GET"]),
+        Route("/erasures", handle(erase_number_page, api=False), methods=["POST"]),
+        Route("/erasures/{request_id}", handle(erasure_page, api=False), methods=["GET"]),
         Route("/audit", handle(audit_page, api=False), methods=["GET"]),
         Route("/config", handle(config_page, api=False), methods=["GET"]),
     ]

@@ -55,6 +55,8 @@ class View:
                 links.append('<a href="/calls">Calls</a>')
             if allowed(who.role, "audit"):
                 links.append('<a href="/audit">Audit</a>')
+            if allowed(who.role, "erase"):
+                links.append('<a href="/erasures">Erasures</a>')
             if allowed(who.role, "config"):
                 links.append('<a href="/config">Config</a>')
             nav = (" ".join(links) + f' <span>{esc(who.user)} ({esc(who.role)})</span>'
@@ -170,6 +172,11 @@ required maxlength="1024"></label></p><p><button id="submit">Log in</button></p>
         cp = c.get("checkpoint")
         proof = (f'<p>Evidence chain entry {esc(cp["seq"])}: <code>{esc(cp["hash"])}</code> (head '
                  f'{esc(cp["head_seq"])})</p>' if cp else '<p class="bad">Not in the evidence chain yet.</p>')
+        signed = (cp or {}).get("signed")
+        if signed:
+            proof += (f'<p id="signed-checkpoint">Covered by the checkpoint the box signed at {self.when(signed["ts"])}'
+                      f' (entries 1–{esc(signed["length"])}, head <code>{esc(signed["head"][:16])}…</code>, device '
+                      f'key <code>{esc(signed["key"][:16])}…</code>).</p>')
         hold = c.get("hold")
         hold_text = (f'<p class="bad" id="hold-state">On legal hold since {self.when(hold["held_at"])} by '
                      f'{esc(hold["held_by"])}: {esc(hold["reason"])}</p>' if hold
@@ -180,8 +187,48 @@ required maxlength="1024"></label></p><p><button id="submit">Log in</button></p>
                           + ('' if hold else '<input name="reason" id="reason" placeholder="reason" required '
                              'maxlength="500"> ')
                           + f'<button id="hold">{"Release hold" if hold else "Place on hold"}</button></form>')
+        erase = ""
+        if allowed(who.role, "erase"):
+            number = ('<label><input type="radio" name="scope" value="number" id="erase-scope-number"> every call '
+                      f'of {esc(c["caller_number"])} up to now</label> ' if c.get("caller_number") else "")
+            erase = (f'<div class="box"><h2>Erase</h2><form method="post" action="/calls/{cid}/erase" id="erase-form">'
+                     f'<input type="hidden" name="csrf" value="{esc(who.csrf)}">'
+                     '<p><label><input type="radio" name="scope" value="call" id="erase-scope-call" checked> this '
+                     f'call</label> {number}</p><p><input name="reason" id="erase-reason" required maxlength="500" '
+                     'placeholder="reason (not the number)" size="40"> <input name="confirm" id="erase-confirm" '
+                     'required pattern="ERASE" placeholder="type ERASE" size="12"> <button id="erase">Erase</button>'
+                     '</p></form><p>The recorder deletes the audio, its metadata and its caller ID within seconds; '
+                     'a call on legal hold is kept, one still being recorded once it ends. The evidence chain '
+                     'keeps that it was erased, by whom and why.</p></div>')
         return self._doc(f"Call {cid}", f'<div class="box">{player}</div><div class="box"><table>{meta}</table>'
-                         f'{proof}</div><div class="box"><h2>Legal hold</h2>{hold_text}</div>', who)
+                         f'{proof}</div><div class="box"><h2>Legal hold</h2>{hold_text}</div>{erase}', who)
+
+    def erasures(self, who: Principal, total: int, rows: list[dict[str, Any]]) -> str:
+        form = (f'<form method="post" action="/erasures" class="box filters" id="erase-number-form">'
+                f'<input type="hidden" name="csrf" value="{esc(who.csrf)}">'
+                '<label>caller number<input name="number" id="erase-number" required maxlength="40"></label>'
+                '<label>reason<input name="reason" id="erase-reason" required maxlength="500"></label>'
+                '<label>confirm<input name="confirm" id="erase-confirm" required pattern="ERASE" '
+                'placeholder="type ERASE"></label><button id="erase">Erase every call of this number</button></form>')
+        body = "".join(f'<tr><td><a href="/erasures/{int(r["id"])}">{int(r["id"])}</a></td>'
+                       f'<td>{self.when(r["requested_at"])}</td><td>{esc(r["requested_by"])}</td>'
+                       f'<td>{_target(r)}</td><td>{esc(r["reason"])}</td><td class="{_state_class(r)}">'
+                       f'{esc(_state(r))}</td><td>{esc(_outcome(r))}</td></tr>' for r in rows)
+        return self._doc("Erasures", form + f'<p>{total} request(s); each is carried out by the recorder.</p>'
+                         f'<table id="erasures"><tr><th>request</th><th>asked</th><th>by</th><th>what</th>'
+                         f'<th>reason</th><th>state</th><th>outcome</th></tr>{body}</table>', who)
+
+    def erasure(self, who: Principal, r: dict[str, Any]) -> str:
+        rows = "".join(f'<tr><th>{esc(k)}</th><td>{v}</td></tr>' for k, v in [
+            ("asked", self.when(r["requested_at"])), ("by", esc(r["requested_by"])), ("from", esc(r["address"])),
+            ("what", _target(r)), ("reason", esc(r["reason"])),
+            ("state", f'<span id="erasure-state" class="{_state_class(r)}">{esc(_state(r))}</span>'),
+            ("done", self.when(r["done_at"])), ("outcome", f'<span id="erasure-outcome">{esc(_outcome(r))}</span>'),
+            ("last error", esc(r["error"]))])
+        doc = self._doc(f"Erasure request {int(r['id'])}", f'<div class="box"><table>{rows}</table></div>', who)
+        if r["state"] == "pending":  # the recorder is on it: look again shortly, no script needed
+            doc = doc.replace("<head>", '<head><meta http-equiv="refresh" content="2">', 1)
+        return doc
 
     def config(self, who: Principal, text: str) -> str:
         return self._doc("Configuration", f'<p>Secrets are shown as ********. Change the config on the boot '
@@ -199,6 +246,42 @@ required maxlength="1024"></label></p><p><button id="submit">Log in</button></p>
         return self._doc("Audit trail", form + f'<p>{total} entries</p><table id="audit"><tr><th>when</th>'
                          f'<th>user</th><th>address</th><th>action</th><th>call</th><th>detail</th></tr>{body}'
                          f'</table>', who)
+
+
+def _target(r: dict[str, Any]) -> str:
+    if r["scope"] == "call":
+        return f'call <a href="/calls/{int(r["call_id"])}">{int(r["call_id"])}</a>'
+    if r.get("number"):
+        return f"every call of {esc(r['number'])}"
+    return "every call of a number (forgotten once erased)"
+
+
+def _state(r: dict[str, Any]) -> str:
+    if r["state"] == "done":
+        return "done"
+    if r.get("error"):
+        return "pending: failed, retried"
+    if (r.get("result") or {}).get("recording"):
+        return "pending: waiting for a call still being recorded"
+    return "pending: the recorder carries it out within seconds"
+
+
+def _state_class(r: dict[str, Any]) -> str:
+    return "bad" if r.get("error") or (r.get("result") or {}).get("held") else "ok"
+
+
+def _outcome(r: dict[str, Any]) -> str:
+    """What was erased and kept, by call id."""
+    res = r.get("result") or {}
+    parts = []
+    for key, label in (("erased", "erased"), ("held", "kept on legal hold"), ("recording", "still recording"),
+                       ("unknown", "no longer there")):
+        if res.get(key):
+            parts.append(f"{label}: " + ", ".join(str(i) for i in res[key][:50])
+                         + (f" and {len(res[key]) - 50} more" if len(res[key]) > 50 else ""))
+    if r["state"] == "done" and not parts:
+        parts.append("no recording matched")
+    return "; ".join(parts)
 
 
 def _dur(seconds: Any) -> str:

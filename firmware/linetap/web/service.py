@@ -20,7 +20,8 @@ from typing import Any
 from ..alarms.gaps import coverage_report, load_gaps
 from ..clock import Clock, SystemClock, iso, parse_iso
 from ..config import Config
-from ..evidence import EvidenceError, UnknownCall, audit as evidence_audit, chain, hold as evidence_hold
+from ..evidence import EvidenceError, UnknownCall, audit as evidence_audit, chain, checkpoint, erasure_requests
+from ..evidence import hold as evidence_hold
 from ..index import web as q
 from ..index.db import Index, public_call
 from . import auth, passwords
@@ -36,9 +37,11 @@ SECRET_BYTES = 32
 STATUS_FILE = "status.json"
 # The web audit trail's actions; those about one recording's audio or protection also go into
 # the evidence audit (linetap.evidence.audit), where ``linetap verify``/exports see them.
-ACTIONS = ("login", "login_failed", "logout", "play", "download", "export", "hold", "release", "erase",
-           "user_add", "user_del")
-EVIDENCE_ACTIONS = {"play", "download", "export", "hold", "release", "erase"}
+# ``erase_request``: an admin asked for an erasure (written with the request, evidence/erasure_requests.py);
+# ``erase``: the recorder carried it out (written by the recorder, under the requester's name).
+ACTIONS = ("login", "login_failed", "logout", "play", "download", "export", "hold", "release", "erase_request",
+           "erase", "user_add", "user_del")
+EVIDENCE_ACTIONS = {"play", "download", "export", "hold", "release", "erase_request", "erase"}
 
 
 class WebError(Exception):
@@ -205,8 +208,8 @@ class WebService:
         """One row in the web audit trail, and in the evidence audit for what reveals or changes a recording."""
         q.web_audit_append(self.index, at=iso(self.clock.wall()), user=user, address=address, action=action,
                            call_id=call_id, detail=detail)
-        if action in EVIDENCE_ACTIONS and action not in ("hold", "release", "export"):
-            # hold/release/export write their own evidence audit row (linetap.evidence)
+        if action in EVIDENCE_ACTIONS and action not in ("hold", "release", "export", "erase_request", "erase"):
+            # hold/release/export/erasures write their own evidence audit row (linetap.evidence)
             evidence_audit.record(self.index, action, call_id, who=f"web:{user}",
                                   detail=f"from {address}" + (f": {detail}" if detail else ""), clock=self.clock)
 
@@ -219,18 +222,23 @@ class WebService:
         return total, [{**public_call(r), "held": bool(r["held"])} for r in rows]
 
     def call(self, call_id: int) -> dict[str, Any]:
-        """The call object plus ``held``, ``hold`` and ``checkpoint`` (its chain entry and the head)."""
+        """The call object plus ``held``, ``hold`` and ``checkpoint``: its chain entry, the head, and
+        ``signed``, the device-signed checkpoint that covers the entry (``{"id", "ts", "length", "head",
+        "key", "signature"}``, null until the recorder has signed one past it, about a second after
+        chaining), so the proof shown checks off the box with the box's public key."""
         row = self.index.get_call(call_id)
         if row is None:
             raise NotFound(f"no recording with id {call_id}")
         entry = chain.live_entry(self.index, call_id)
         head_seq, head_hash = chain.head(self.index)
         hold = q.hold_of(self.index, call_id)
+        signed = checkpoint.covering(self.index, entry.seq) if entry is not None else None
         return {**public_call(row), "held": hold is not None, "hold": hold,
                 "encrypted": str(row.get("path") or "").endswith(chain.SEALED_SUFFIX),
                 "checkpoint": None if entry is None else {
                     "seq": entry.seq, "hash": entry.hash, "prev_hash": entry.prev_hash,
-                    "head_seq": head_seq, "head_hash": head_hash}}
+                    "head_seq": head_seq, "head_hash": head_hash,
+                    "signed": signed.as_dict() if signed is not None else None}}
 
     def audio_path(self, call_id: int) -> Path:
         """The stored file of a call, checked to lie inside the data directory (a ``path`` column
@@ -282,6 +290,29 @@ class WebService:
             q.web_audit_append(self.index, at=iso(self.clock.wall()), user=who, address=address,
                                action="hold" if held else "release", call_id=call_id, detail=reason)
         return changed
+
+    # --- erasure: asked for here, carried out by the recorder ---
+    def request_erasure(self, who: str, address: str, *, reason: str, call_id: int | None = None,
+                        number: str | None = None) -> int:
+        """Queue an erasure of one call or of every call of a number (admin); returns the request's id.
+        The web cannot delete audio: the recorder's housekeeping carries it out within about a second
+        (:mod:`linetap.evidence.erasure_requests`)."""
+        try:
+            return erasure_requests.submit(self.index, requested_by=who, address=address, reason=reason,
+                                           call_id=call_id, number=number, clock=self.clock)
+        except UnknownCall as e:
+            raise NotFound(str(e)) from None
+        except ValueError as e:
+            raise WebError(str(e)) from None
+
+    def erasure(self, request_id: int) -> dict[str, Any]:
+        req = erasure_requests.get(self.index, request_id)
+        if req is None:
+            raise NotFound(f"no erasure request {request_id}")
+        return req
+
+    def erasures(self, *, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        return erasure_requests.page(self.index, limit=limit, offset=offset)
 
     def config_text(self) -> str:
         """The config file as loaded, secrets masked (the admin's config view)."""
