@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from linetap.alarms import GapTracker
+from linetap.alarms.manager import AlarmManager
 from linetap.clock import FakeClock
 from linetap.index.db import Index, open_index
 
@@ -33,9 +35,12 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock the test advances (a test module may override it with its own start time)."""
-    return FakeClock()
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    """A clock the test advances. It starts at the test module's ``CLOCK_START`` (epoch seconds)
+    where the module sets one (its expected rows are written from that instant), else at
+    FakeClock's default."""
+    start = getattr(request.module, "CLOCK_START", None)
+    return FakeClock() if start is None else FakeClock(wall=start)
 
 
 @pytest.fixture
@@ -44,3 +49,16 @@ def index(data_dir: Path) -> Iterator[Index]:
     idx = open_index(data_dir)
     yield idx
     idx.close()
+
+
+@pytest.fixture
+def alarms(index: Index, clock: FakeClock) -> AlarmManager:
+    """The real alarm manager on the test's index and clock; a cleared condition clears after 2 s
+    of quiet (the tests step the clock across it)."""
+    return AlarmManager(index, clock, clear_after_s=2.0)
+
+
+@pytest.fixture
+def gaps(index: Index, clock: FakeClock) -> GapTracker:
+    """The real gap tracker on the test's index and clock."""
+    return GapTracker(index, clock)

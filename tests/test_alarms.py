@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -38,13 +37,6 @@ class Recorder:
 
     def kinds(self) -> list[tuple[str, str]]:
         return [(k, a.code) for k, a in self.events]
-
-
-@pytest.fixture
-def index(tmp_path) -> Iterator[Index]:
-    idx = Index(tmp_path / "index.db")
-    yield idx
-    idx.close()
 
 
 @pytest.fixture

@@ -10,23 +10,14 @@ from pathlib import Path
 import pytest
 
 from linetap.cli import main
-from linetap.firstboot import Layout, factory_config_text
-
-
-def config_text(data_dir: Path, extra: str = "") -> str:
-    text = factory_config_text().replace('data_dir = "/var/lib/linetap"', f'data_dir = "{data_dir}"')
-    assert f'data_dir = "{data_dir}"' in text
-    return text + extra
+from linetap.firstboot import Layout
+from helpers import boot_layout, factory_config
 
 
 @pytest.fixture
 def box(tmp_path: Path) -> Layout:
     """A boot partition and a data partition running the factory config."""
-    layout = Layout(boot_dir=tmp_path / "boot", data_dir=tmp_path / "data")
-    layout.boot_dir.mkdir()
-    layout.config_dir.mkdir(parents=True)
-    layout.active.write_text(config_text(layout.data_dir))
-    return layout
+    return boot_layout(tmp_path)
 
 
 def linetap(box: Layout, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +29,7 @@ def linetap(box: Layout, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_good_file_is_applied_and_exits_0(box):
-    box.candidate.write_text(config_text(box.data_dir, "# edited\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# edited\n"))
     proc = linetap(box)
     assert (proc.returncode, "Traceback" in proc.stderr) == (0, False)
     assert box.active.read_text().endswith("# edited\n") and not box.candidate.exists()
@@ -50,7 +41,7 @@ def test_a_broken_file_is_rejected_with_its_report_and_exits_1(box):
     assert (proc.returncode, "Traceback" in proc.stderr) == (1, False)
     assert "ERROR linetap.firstboot: rejected linetap.toml: linetap.toml: recorder.id: must match" in proc.stderr
     assert box.rejected.exists() and box.error_report.exists()
-    assert box.active.read_text() == config_text(box.data_dir)  # the running config is untouched
+    assert box.active.read_text() == factory_config(box.data_dir)  # the running config is untouched
 
 
 def test_nothing_on_the_boot_partition_exits_0_and_changes_nothing(box, capsys):

@@ -21,9 +21,11 @@ from linetap.evidence.verify import verify
 from linetap.index.db import open_index
 from linetap.sim.line import render
 from linetap.store import audio
-from helpers import write_config
+from helpers import RecorderProcess, expected_start_frame, offset_in, row_of, salvaged_after_restart, write_config
 from test_encryption_stream import age_decrypt, pcm_needles, plaintext_hits
-from test_recovery import IDLE_S, RATE, Recorder, expected_start_frame, offset_in, row_of
+
+RATE = 8000
+IDLE_S = 3.0  # idle before the call
 
 pytestmark = pytest.mark.skipif(shutil.which("age") is None, reason="the age tool (scripts/setup installs it)")
 
@@ -39,7 +41,7 @@ def test_an_encrypted_call_cut_by_sigkill_decrypts_with_age_to_all_but_the_last_
     start_frame = expected_start_frame(cfg, pcm_audio)
     needles = pcm_needles(pcm_audio[int(IDLE_S * RATE):])
     feeder = line.feed(pcm_audio, speed=1.0)
-    rec = Recorder(cfg, alsa.env(), tmp_path / "run1.log")
+    rec = RecorderProcess(cfg, alsa.env(), tmp_path / "run1.log")
     scans: list[tuple[float, int, list[str]]] = []  # (seconds fed, .part bytes, plaintext hits)
     try:
         rec.started()
@@ -77,17 +79,7 @@ def test_an_encrypted_call_cut_by_sigkill_decrypts_with_age_to_all_but_the_last_
     assert -0.1 <= lost_s <= 1.0, f"decrypted {len(samples) / RATE:.2f} s: ends {lost_s:.2f} s before the kill"
 
     # The next start salvages it as it is: the same prefix, indexed recovered, still encrypted.
-    idle, _ = render([("idle", 30)], seed=22)
-    line.feed(idle, speed=1.0)
-    rec2 = Recorder(cfg, alsa.env(), tmp_path / "run2.log")
-    try:
-        rec2.started()
-        row = rec2.until(lambda: row_of(data_dir, "recovered"), timeout=15)
-        rec2.proc.send_signal(signal.SIGTERM)
-        assert rec2.wait() == 0, rec2.text()
-    finally:
-        rec2.kill()
-        line.feeder.stop()
+    row = salvaged_after_restart(line, cfg, alsa.env(), tmp_path / "run2.log", data_dir, seed=22)
     final = data_dir / row["path"]
     assert (row["id"], row["path"], part.exists()) == (killed["id"], killed["path"], False)
     again = tmp_path / f"again.{audio.extension(codec)}"

@@ -14,17 +14,10 @@ import pytest
 
 from linetap import firstboot
 from linetap.firstboot import Layout, StatusLed
+from helpers import boot_layout, factory_config
 
 NOW = datetime(2026, 11, 28, 15, 30, 0, tzinfo=timezone.utc)
 FACTORY = firstboot.factory_config_text()
-
-
-def config_text(data_dir: Path, *, status_pin: int = 5, extra: str = "") -> str:
-    """The factory config, pointed at a test data dir."""
-    text = FACTORY.replace('data_dir = "/var/lib/linetap"', f'data_dir = "{data_dir}"')
-    text = text.replace("status = 5", f"status = {status_pin}")
-    assert f'data_dir = "{data_dir}"' in text
-    return text + extra
 
 
 class RecordingFault:
@@ -38,11 +31,7 @@ class RecordingFault:
 @pytest.fixture
 def box(tmp_path: Path) -> Layout:
     """A boot partition and a data partition running the factory config."""
-    layout = Layout(boot_dir=tmp_path / "boot", data_dir=tmp_path / "data")
-    layout.boot_dir.mkdir()
-    layout.config_dir.mkdir(parents=True)
-    layout.active.write_text(config_text(layout.data_dir))
-    return layout
+    return boot_layout(tmp_path)
 
 
 @pytest.fixture
@@ -67,7 +56,7 @@ def test_no_file_on_the_boot_partition_changes_nothing(box, fault):
 # --- a valid file --------------------------------------------------------------
 
 def test_valid_file_becomes_the_running_config(box, fault):
-    new = config_text(box.data_dir, extra='\n[mqtt]\nhost = "10.0.0.2"\n')
+    new = factory_config(box.data_dir, extra='\n[mqtt]\nhost = "10.0.0.2"\n')
     box.candidate.write_text(new)
     result = run(box, fault)
     assert result.action == "applied"
@@ -75,7 +64,7 @@ def test_valid_file_becomes_the_running_config(box, fault):
 
 
 def test_valid_file_is_removed_from_the_boot_partition_with_a_receipt(box, fault):
-    box.candidate.write_text(config_text(box.data_dir, extra="# edited\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# edited\n"))
     run(box, fault)
     assert not box.candidate.exists()
     assert "applied on 2026-11-28 15:30 UTC" in box.receipt.read_text()
@@ -83,16 +72,16 @@ def test_valid_file_is_removed_from_the_boot_partition_with_a_receipt(box, fault
 
 def test_previous_config_is_kept_as_a_dated_backup(box, fault):
     old = box.active.read_text()
-    box.candidate.write_text(config_text(box.data_dir, extra="# edited\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# edited\n"))
     result = run(box, fault)
     assert result.backup == box.config_dir / "linetap.toml.20261128T153000Z"
     assert result.backup.read_text() == old
 
 
 def test_two_changes_in_one_second_keep_both_backups(box, fault):
-    box.candidate.write_text(config_text(box.data_dir, extra="# first\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# first\n"))
     first = run(box, fault).backup
-    box.candidate.write_text(config_text(box.data_dir, extra="# second\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# second\n"))
     second = run(box, fault).backup
     assert first != second and first.exists() and second.exists()
     assert "# first" in second.read_text()
@@ -112,14 +101,14 @@ def test_the_running_config_again_is_cleared_without_a_backup(box, fault):
 
 
 def test_no_temporary_files_are_left_behind(box, fault):
-    box.candidate.write_text(config_text(box.data_dir, extra="# edited\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# edited\n"))
     run(box, fault)
     leftovers = [p for d in (box.boot_dir, box.config_dir) for p in d.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
 
 def test_windows_notepad_file_with_bom_and_crlf_is_accepted(box, fault):
-    text = config_text(box.data_dir, extra="# from notepad\n").replace("\n", "\r\n")
+    text = factory_config(box.data_dir, extra="# from notepad\n").replace("\n", "\r\n")
     box.candidate.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert run(box, fault).action == "applied"
     assert box.active.read_bytes() == text.encode()
@@ -128,14 +117,14 @@ def test_windows_notepad_file_with_bom_and_crlf_is_accepted(box, fault):
 def test_a_first_config_on_an_empty_data_partition_is_applied(box, fault):
     box.active.unlink()
     box.config_dir.rmdir()
-    box.candidate.write_text(config_text(box.data_dir))
+    box.candidate.write_text(factory_config(box.data_dir))
     result = run(box, fault)
     assert (result.action, result.backup) == ("applied", None)
     assert box.active.exists()
 
 
 def test_notepads_linetap_toml_txt_is_taken_for_linetap_toml(box, fault):
-    new = config_text(box.data_dir, extra="# saved by notepad\n")
+    new = factory_config(box.data_dir, extra="# saved by notepad\n")
     (box.boot_dir / "linetap.toml.txt").write_text(new)
     assert run(box, fault).action == "applied"
     assert box.active.read_text() == new
@@ -143,7 +132,7 @@ def test_notepads_linetap_toml_txt_is_taken_for_linetap_toml(box, fault):
 
 
 def test_linetap_toml_wins_over_a_stray_linetap_toml_txt(box, fault):
-    good = config_text(box.data_dir, extra="# the real one\n")
+    good = factory_config(box.data_dir, extra="# the real one\n")
     box.candidate.write_text(good)
     (box.boot_dir / "linetap.toml.txt").write_text("broken = [")
     assert run(box, fault).action == "applied"
@@ -160,7 +149,7 @@ def test_a_broken_notepad_file_is_rejected_like_any_other(box, fault):
 def test_a_valid_file_clears_an_earlier_error_report(box, fault):
     box.candidate.write_text("this is not toml")
     run(box, fault)
-    box.candidate.write_text(config_text(box.data_dir, extra="# fixed\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# fixed\n"))
     run(box, fault)
     assert not box.error_report.exists()
 
@@ -169,14 +158,14 @@ def test_a_valid_file_clears_an_earlier_error_report(box, fault):
 
 def test_broken_file_leaves_the_running_config_alone(box, fault):
     before = box.active.read_text()
-    box.candidate.write_text(config_text(box.data_dir).replace("rate = 8000", "rate = 44", 1))
+    box.candidate.write_text(factory_config(box.data_dir).replace("rate = 8000", "rate = 44", 1))
     assert run(box, fault).action == "rejected"
     assert box.active.read_text() == before
     assert sorted(p.name for p in box.config_dir.iterdir()) == ["linetap.toml"]
 
 
 def test_broken_file_is_kept_unchanged_as_rejected(box, fault):
-    raw = config_text(box.data_dir).replace("rate = 8000", "rate = 44", 1).encode()
+    raw = factory_config(box.data_dir).replace("rate = 8000", "rate = 44", 1).encode()
     box.candidate.write_bytes(raw)
     run(box, fault)
     assert not box.candidate.exists()
@@ -184,7 +173,7 @@ def test_broken_file_is_kept_unchanged_as_rejected(box, fault):
 
 
 def test_error_report_names_every_problem_and_what_to_do(box, fault):
-    text = config_text(box.data_dir).replace("rate = 8000", "rate = 44", 1).replace("led = 19", "lde = 19")
+    text = factory_config(box.data_dir).replace("rate = 8000", "rate = 44", 1).replace("led = 19", "lde = 19")
     box.candidate.write_text(text)
     result = run(box, fault)
     report = box.error_report.read_text()
@@ -203,7 +192,7 @@ def test_error_report_has_windows_line_endings(box, fault):
 
 
 def test_broken_file_blinks_the_status_led_of_the_running_config(box, fault):
-    box.active.write_text(config_text(box.data_dir, status_pin=22))
+    box.active.write_text(factory_config(box.data_dir, status_pin=22))
     box.candidate.write_text("not = [valid")
     run(box, fault)
     assert fault.calls == [StatusLed(pin=22, active_high=True)]
@@ -235,7 +224,7 @@ def test_a_newer_broken_file_replaces_the_older_rejected_one(box, fault):
 
 
 def test_utf16_file_is_rejected_with_advice(box, fault):
-    box.candidate.write_bytes(config_text(box.data_dir).encode("utf-16"))
+    box.candidate.write_bytes(factory_config(box.data_dir).encode("utf-16"))
     result = run(box, fault)
     assert result.errors == ('linetap.toml: is saved as UTF-16 ("Unicode"); save it as plain text in UTF-8',)
 
@@ -252,7 +241,7 @@ def test_a_directory_named_linetap_toml_is_rejected(box, fault):
 
 
 def test_data_dir_off_the_data_partition_is_rejected(box, fault):
-    box.candidate.write_text(config_text(Path("/home/pi/recordings")))
+    box.candidate.write_text(factory_config(Path("/home/pi/recordings")))
     result = run(box, fault)
     assert result.errors == (
         f"linetap.toml: recorder.data_dir: must be {box.data_dir} on this box "
@@ -310,7 +299,7 @@ def mock_pins():
 
 
 def test_command_blinks_the_running_configs_status_led_for_a_broken_file(box, mock_pins):
-    box.active.write_text(config_text(box.data_dir, status_pin=22))
+    box.active.write_text(factory_config(box.data_dir, status_pin=22))
     box.candidate.write_text("broken = [")
     argv = ["--boot", str(box.boot_dir), "--data", str(box.data_dir), "--fault-blink-s", "0.45"]
     assert firstboot.main(argv) == 1
@@ -320,7 +309,7 @@ def test_command_blinks_the_running_configs_status_led_for_a_broken_file(box, mo
 
 
 def test_command_leaves_the_leds_alone_for_a_good_file(box, mock_pins):
-    box.candidate.write_text(config_text(box.data_dir, extra="# edited\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# edited\n"))
     argv = ["--boot", str(box.boot_dir), "--data", str(box.data_dir), "--fault-blink-s", "5"]
     assert firstboot.main(argv) == 0
     assert all(s.state is False for s in mock_pins.pin(5).states)
@@ -373,7 +362,7 @@ def test_an_uninitialized_machine_id_is_not_saved(tmp_path):
 
 def test_command_exits_0_when_applied_and_1_when_rejected(box, fault):
     argv = ["--boot", str(box.boot_dir), "--data", str(box.data_dir)]
-    box.candidate.write_text(config_text(box.data_dir, extra="# edited\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# edited\n"))
     assert firstboot.main(argv, signal_fault=fault) == 0
     box.candidate.write_text("broken = [")
     assert firstboot.main(argv, signal_fault=fault) == 1
@@ -405,7 +394,7 @@ def test_the_unit_command_reports_a_broken_file_in_the_journal_without_a_traceba
 def test_a_data_partition_that_cannot_take_the_config_is_one_line_and_exit_1(box):
     shutil.rmtree(box.config_dir)
     box.config_dir.write_text("not a directory")  # e.g. a damaged data partition
-    box.candidate.write_text(config_text(box.data_dir, extra="# edited\n"))
+    box.candidate.write_text(factory_config(box.data_dir, extra="# edited\n"))
     proc = run_command("--boot", str(box.boot_dir), "--data", str(box.data_dir))
     assert (proc.returncode, proc.stderr.count("\n")) == (1, 1)
     assert proc.stderr.startswith("ERROR linetap.firstboot: could not apply linetap.toml: ")
@@ -435,7 +424,7 @@ def recorded(box: Layout, n: int, *, age_days: float) -> None:
 
 
 def storage_change(box: Layout, old: str, new: str, confirm: int | None = None) -> str:
-    text = config_text(box.data_dir).replace(old, new)
+    text = factory_config(box.data_dir).replace(old, new)
     assert new in text
     if confirm is not None:
         text = text.replace("[storage]\n", f"[storage]\nconfirm_deletion = {confirm}\n")
@@ -483,7 +472,7 @@ def test_a_change_that_deletes_nothing_needs_no_confirmation(box, fault):
 
 def test_moving_the_data_dir_away_from_the_recordings_is_rejected(box, fault):
     recorded(box, 12, age_days=1)
-    box.candidate.write_text(config_text(box.data_dir / "new"))
+    box.candidate.write_text(factory_config(box.data_dir / "new"))
     result = run(box, fault)
     assert result.errors == (
         f"linetap.toml: recorder.data_dir: moving it from {box.data_dir} to {box.data_dir / 'new'} would orphan "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import toml_value
+from helpers import boot_layout, toml_value
 from mqtt_broker import broker, make_pki  # noqa: F401  (broker is a fixture)
 
 from linetap import bootfiles, firstboot
@@ -41,11 +41,7 @@ class NoFault:
 
 @pytest.fixture
 def box(tmp_path: Path) -> Layout:
-    layout = Layout(boot_dir=tmp_path / "boot", data_dir=tmp_path / "data")
-    layout.boot_dir.mkdir()
-    layout.config_dir.mkdir(parents=True)
-    layout.active.write_text(boot_config(layout, mqtt=None))
-    return layout
+    return boot_layout(tmp_path, lambda layout: boot_config(layout, mqtt=None))
 
 
 def boot_config(box: Layout, *, mqtt: dict[str, object] | None, storage: dict[str, object] | None = None,

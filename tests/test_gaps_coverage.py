@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from linetap.alarms import GapTracker, coverage, coverage_report, load_gaps
 from linetap.cli.render import render_coverage, render_coverage_json
-from linetap.clock import FakeClock, iso, parse_iso
+from linetap.clock import iso, parse_iso
 from linetap.index.db import Index
 
 T0 = parse_iso("2026-11-28T00:00:00Z")
 HOUR = 3600.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(wall=T0)
-
-
-@pytest.fixture
-def index(tmp_path) -> Iterator[Index]:
-    idx = Index(tmp_path / "index.db")
-    yield idx
-    idx.close()
-
-
-@pytest.fixture
-def gaps(index, clock) -> GapTracker:
-    return GapTracker(index, clock)
+CLOCK_START = T0  # the conftest clock starts here
 
 
 def rows(index: Index) -> list[dict]:

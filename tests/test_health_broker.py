@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from linetap.health.broker import broker_alarm
-from linetap.mqtt.state import LinkState
+from linetap.mqtt.state import LinkState, refusal
 
 UP = LinkState(broker="10.0.0.2:1883", connected=True, down_since_mono=None, refused=None, last_error=None,
                queued=0, dropped=0, outbox_max=10000)
@@ -41,8 +41,7 @@ def test_an_outage_without_a_known_reason_still_names_the_broker() -> None:
 
 
 def test_a_refusal_raises_at_once() -> None:
-    refused = replace(DOWN, refused="broker 10.0.0.2:1883 refused the connection: Not authorized "
-                                    "(check mqtt.username and mqtt.password_file)")
+    refused = replace(DOWN, refused=refusal("10.0.0.2:1883", "Not authorized", username="recorder"))
     assert broker_alarm(refused, 100.0, 60.0) == (True, refused.refused)
 
 
@@ -56,3 +55,28 @@ def test_an_outage_and_dropped_events_are_both_named() -> None:
     assert active and detail == ("no connection to the MQTT broker 10.0.0.2:1883 for 60 s "
                                  "(cannot connect to 10.0.0.2:1883: Connection refused); "
                                  "MQTT outbox full (10000 events): 3 oldest undelivered event(s) dropped")
+
+
+# --- the words for a refused CONNECT (mqtt/state.py ``refusal``) --------------------------------------
+
+def test_a_refused_password_is_said_in_plain_words_naming_the_settings() -> None:
+    """Mosquitto answers a wrong password with "Not authorized" (MQTT 5 reason 135; 3.1.1 return
+    code 5), which does not say what was wrong: the detail does."""
+    assert refusal("10.0.0.2:1883", "Not authorized", username="recorder") == (
+        "broker 10.0.0.2:1883 refused the connection: it did not accept the user name 'recorder' with the "
+        "password from mqtt.password_file (broker's answer: Not authorized); check mqtt.username and "
+        "mqtt.password_file")
+    assert refusal("h:1", "Bad user name or password", username="u").startswith(  # reason 134 / return code 4
+        "broker h:1 refused the connection: it did not accept the user name 'u' with the password")
+
+
+def test_a_broker_that_refuses_anonymous_clients_is_told_apart() -> None:
+    assert refusal("h:1", "Not authorized", username=None) == (
+        "broker h:1 refused the connection: it requires a user name and password and none is configured "
+        "(broker's answer: Not authorized); set mqtt.username and mqtt.password_file")
+
+
+def test_other_refusals_keep_the_broker_s_words() -> None:
+    assert refusal("h:1", "Banned", username="u") == "broker h:1 refused the connection: Banned"
+    assert refusal("h:1", "Unsupported protocol version", username=None) == (
+        'broker h:1 refused the connection: Unsupported protocol version (set mqtt.protocol = "3.1.1" or "auto")')

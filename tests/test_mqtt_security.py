@@ -100,6 +100,7 @@ def test_a_wrong_password_gives_a_clear_error_and_the_alarm_not_a_crash_loop(
     # At once, without waiting for unreachable_after_s: a refusal will not fix itself.
     active, detail = broker_alarm(link.state(), clock.mono(), cfg.unreachable_after_s)
     assert active and "refused the connection" in detail and "mqtt.password_file" in detail
+    assert "did not accept the user name 'recorder'" in detail  # in plain words (mosquitto: "Not authorized")
     # It keeps trying with back-off (0.1 .. 0.5 s here) and logs the refusal only once.
     wait_for(lambda: b.log.read_text().count("not authorised") >= 3, timeout=20)
     refusals = [r for r in caplog.records if "refused the connection" in r.getMessage()]
@@ -109,6 +110,16 @@ def test_a_wrong_password_gives_a_clear_error_and_the_alarm_not_a_crash_loop(
     assert len(link.outbox) == 1 and not link.connected
     reason = check_broker(cfg)
     assert reason is not None and "refused the connection" in reason
+    # Corrected: the uplink's retry (every 10 s in the recorder) reads the changed file and logs in.
+    assert not link.renew_credentials()  # unchanged: paho keeps retrying on its own
+    assert cfg.password_file is not None
+    cfg.password_file.write_text(PASSWORD + "\n")
+    assert link.renew_credentials()
+    wait_for(lambda: link.connected, timeout=20)
+    assert broker_alarm(link.state(), clock.mono(), cfg.unreachable_after_s) == (False, "")
+    wait_for(lambda: len(link.outbox) == 0, timeout=20)  # the event queued meanwhile is delivered
+    assert not link.renew_credentials()  # connected: nothing to renew
+    assert PASSWORD not in caplog.text
 
 
 def test_a_password_is_never_sent_in_clear_text_unless_allowed(broker: Any, tmp_path: Path, data_dir: Path,

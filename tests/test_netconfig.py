@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import toml_value
+from helpers import boot_layout, toml_value
 
 from linetap import firstboot, netconfig
 from linetap.config import ConfigError, NetworkConfig, load, load_text
@@ -174,10 +174,7 @@ class Commands:
 
 @pytest.fixture
 def box(tmp_path: Path) -> tuple[Layout, Path]:
-    layout = Layout(boot_dir=tmp_path / "boot", data_dir=tmp_path / "data")
-    layout.boot_dir.mkdir()
-    layout.config_dir.mkdir(parents=True)
-    layout.active.write_text(config_text(layout, ""))
+    layout = boot_layout(tmp_path, lambda layout: config_text(layout, ""))
     root = tmp_path / "root"
     root.mkdir()
     return layout, root

@@ -11,91 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from linetap.calls.segmenter import Start, VoxSegmenter
-from linetap.config import load
-from linetap.detect.level import dbfs
 from linetap.index.db import open_index
 from linetap.sim.line import render
 from linetap.store import audio
-from helpers import wait_for, write_config
+from helpers import RecorderProcess, expected_start_frame, offset_in, row_of, salvaged_after_restart, write_config
 
 RATE = 8000
-BLOCK = RATE // 50
 IDLE_S = 3.0
-
-
-def expected_start_frame(cfg_path: Path, pcm_audio: np.ndarray) -> int:
-    """Where the recorder must start the recording: the segmenter over the fed audio."""
-    seg = VoxSegmenter(load(cfg_path).lines[0])
-    for s in range(0, len(pcm_audio) - BLOCK + 1, BLOCK):
-        for a in seg.step(dbfs(pcm_audio[s:s + BLOCK]), s, BLOCK):
-            if isinstance(a, Start):
-                return a.frame
-    raise AssertionError("the fed audio holds no call")
-
-
-class Recorder:
-    """``linetap run -c CONFIG`` as a child process, its log kept for failure messages."""
-
-    def __init__(self, cfg: Path, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "linetap", "--debug", "run", "-c", str(cfg)], env=env,
-                                     stdout=self._out, stderr=subprocess.STDOUT)
-
-    def wait(self, timeout: float = 15) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._out.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.wait()
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def until(self, cond, timeout: float = 10):
-        """Wait for ``cond`` while the recorder runs; a recorder that died fails with its log."""
-        def check():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the recorder exited with {self.proc.returncode}:\n{self.text()}")
-            return cond()
-        return wait_for(check, timeout=timeout)
-
-    def started(self) -> None:
-        # The recorder is up once it says so: every line open, the index created.
-        self.until(lambda: "recording 1 line(s)" in self.text())
-
-
-def offset_in(fed: np.ndarray, recorded: np.ndarray) -> int:
-    """Where a lossless recording's first samples lie in the fed audio (exact match), or -1."""
-    needle, hay = recorded[:800].tobytes(), fed.tobytes()
-    i = hay.find(needle)
-    while i % 2:  # a match must start on a sample boundary
-        i = hay.find(needle, i + 1)
-    return i // 2 if i >= 0 else -1
-
-
-def row_of(data_dir: Path, status: str) -> dict | None:
-    if not (data_dir / "index.db").exists():
-        return None
-    index = open_index(data_dir)
-    try:
-        rows = index.calls(status=status)
-    finally:
-        index.close()
-    return rows[0] if rows else None
 
 
 def setup_line(alsa, tmp_path: Path, data_dir: Path, codec: str, call_s: float, seed: int):
@@ -123,7 +51,7 @@ def test_a_recording_cut_by_sigkill_is_recovered_playable_with_all_but_the_last_
     line, cfg, pcm_audio = setup_line(alsa, tmp_path, data_dir, codec, call_s=20, seed=11)
     start_frame = expected_start_frame(cfg, pcm_audio)
     feeder = line.feed(pcm_audio, speed=1.0)
-    rec = Recorder(cfg, alsa.env(), tmp_path / "run1.log")
+    rec = RecorderProcess(cfg, alsa.env(), tmp_path / "run1.log")
     try:
         # 4.5 s into the call, ~7.5 s into the recording (pre-roll included). What had been fed
         # when the recorder died: an upper bound of what it could have captured.
@@ -136,17 +64,7 @@ def test_a_recording_cut_by_sigkill_is_recovered_playable_with_all_but_the_last_
     assert (data_dir / (killed["path"] + ".part")).exists()
 
     # Start again: the unfinished file is salvaged at start-up, before capture begins.
-    idle, _ = render([("idle", 30)], seed=12)
-    line.feed(idle, speed=1.0)  # the restarted recorder's PCM needs a writer to open
-    rec2 = Recorder(cfg, alsa.env(), tmp_path / "run2.log")
-    try:
-        rec2.started()
-        row = rec2.until(lambda: row_of(data_dir, "recovered"), timeout=15)
-        rec2.proc.send_signal(signal.SIGTERM)
-        assert rec2.wait() == 0, rec2.text()
-    finally:
-        rec2.kill()
-        line.feeder.stop()
+    row = salvaged_after_restart(line, cfg, alsa.env(), tmp_path / "run2.log", data_dir, seed=12)
 
     assert row["id"] == killed["id"]
     assert (row["status"], row["end_reason"]) == ("recovered", "recovered")
@@ -175,7 +93,7 @@ def test_sigterm_in_the_middle_of_a_call_finishes_it_cleanly(alsa, tmp_path, dat
     line, cfg, pcm_audio = setup_line(alsa, tmp_path, data_dir, "flac", call_s=12, seed=13)
     start_frame = expected_start_frame(cfg, pcm_audio)
     feeder = line.feed(pcm_audio, speed=1.0)
-    rec = Recorder(cfg, alsa.env(), tmp_path / "run.log")
+    rec = RecorderProcess(cfg, alsa.env(), tmp_path / "run.log")
     try:
         fed_at_term, t_term = signal_mid_call(rec, feeder, data_dir, IDLE_S + 3.5, signal.SIGTERM)
         code = rec.wait()

@@ -9,9 +9,11 @@ import json
 import resource
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +28,7 @@ from linetap.index.evidence import calls_unchained
 from linetap.recorder import Recorder
 from linetap.sim.line import render
 from linetap.store.recordings import Recording
-from helpers import indexed_calls as _calls, read_status as status, run_linetap, stop_process as stop
+from helpers import alarm_rows, indexed_calls as _calls, read_status as status, run_linetap, stop_process as stop
 from helpers import wait_for, write_config
 from mqtt_broker import broker  # noqa: F401  (the fixture)
 
@@ -224,6 +226,21 @@ def run_recorder(alsa, cfg: Path) -> subprocess.Popen:
     return run_linetap(alsa.env(), cfg)
 
 
+def one_call_and_a_password_file(alsa, b, tmp_path: Path, data_dir: Path, *, seed: int) -> tuple[Path, Path, Any]:
+    """A config whose one line is fed a call at real-time pace (1 s idle, 3 s call, 3 s idle: a
+    VOX call of ~4 s) and whose ``[mqtt]`` logs in to broker ``b`` as 'recorder' with the password
+    in ``tmp_path/mqtt-password`` (not written here; plain TCP allowed: a test broker on
+    loopback), health every 2 s: (config, password file, feeder)."""
+    (line,) = alsa.lines(1)
+    pw = tmp_path / "mqtt-password"
+    cfg = write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm, "vox_hang_s": 1.0}],
+                       recorder={"queue_s": 120}, health={"check_clock": False, "alarm_clear_s": 0.5},
+                       mqtt={"host": b.host, "port": b.port, "username": "recorder", "password_file": str(pw),
+                             "allow_plaintext_password": True, "health_interval_s": 2})
+    pcm, _ = render([("idle", 1), ("call", 3), ("idle", 3)], seed=seed)
+    return cfg, pw, line.feed(pcm, speed=1.0)
+
+
 def test_a_missing_mqtt_password_file_is_an_alarm_the_lines_record_and_the_link_comes_up_when_it_appears(
         alsa, broker, tmp_path: Path, data_dir: Path) -> None:
     """The installer's mistake from the issue: the config names a password file that is not on the
@@ -232,14 +249,7 @@ def test_a_missing_mqtt_password_file_is_an_alarm_the_lines_record_and_the_link_
     events queued meanwhile arrive."""
     b = broker(users={"recorder": "s3cret"})
     sub = b.subscribe("linetap/test-01/#")
-    (line,) = alsa.lines(1)
-    pw = tmp_path / "mqtt-password"
-    cfg = write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm, "vox_hang_s": 1.0}],
-                       recorder={"queue_s": 120}, health={"check_clock": False, "alarm_clear_s": 0.5},
-                       mqtt={"host": b.host, "port": b.port, "username": "recorder", "password_file": str(pw),
-                             "allow_plaintext_password": True, "health_interval_s": 2})
-    pcm, _ = render([("idle", 1), ("call", 3), ("idle", 3)], seed=6)
-    feeder = line.feed(pcm, speed=1.0)
+    cfg, pw, feeder = one_call_and_a_password_file(alsa, b, tmp_path, data_dir, seed=6)
     proc = run_recorder(alsa, cfg)
     try:
         doc = wait_for(lambda: status(data_dir) if "BROKER_UNREACHABLE" in status(data_dir).get("alarms", [])
@@ -260,6 +270,69 @@ def test_a_missing_mqtt_password_file_is_an_alarm_the_lines_record_and_the_link_
         feeder.stop()
     assert proc.returncode == 0, out
     assert "MQTT not started: mqtt.password_file" in out
+
+
+def test_a_wrong_mqtt_password_is_an_alarm_saying_so_the_lines_record_and_a_corrected_file_is_used(
+        alsa, broker, tmp_path: Path, data_dir: Path) -> None:
+    """Issue 14, "Prove it": broker credentials wrong -> lines record, alarm raised. A real mosquitto
+    that requires a password, a real ``linetap run`` whose password file holds the wrong one. The
+    process keeps running and records a call; BROKER_UNREACHABLE says in plain words that the broker
+    refused the user name and password (mosquitto answers "Not authorized", MQTT 5 reason 135), at
+    once, not after ``unreachable_after_s``; the link keeps trying (the broker logs each refused
+    CONNECT); the password appears in no log, status or alarm. Corrected while it runs, the file is
+    read again by housekeeping's retry (every ``SLOW_CHECK_S``): the link logs in, the alarm clears,
+    and the call recorded while the broker refused it arrives."""
+    wrong, right = "wrong-horse-battery-7", "right-horse-battery-7"
+    b = broker(users={"recorder": right})
+    sub = b.subscribe("linetap/test-01/#")
+    cfg, pw, feeder = one_call_and_a_password_file(alsa, b, tmp_path, data_dir, seed=7)
+    pw.write_text(wrong + "\n")
+    pw.chmod(0o600)
+    proc = run_recorder(alsa, cfg)
+    out = ""
+    try:
+        def broker_alarm() -> dict | None:
+            return next((a for a in status(data_dir).get("alarm_details", [])
+                         if a["code"] == "BROKER_UNREACHABLE"), None)
+
+        # Raised at once: the default unreachable_after_s (60 s) is far longer than this wait.
+        alarm = wait_for(broker_alarm, timeout=30)
+        assert alarm["severity"] == "warning"
+        assert "refused the connection: it did not accept the user name 'recorder' with the password from " \
+               "mqtt.password_file" in alarm["detail"] and "check mqtt.username and mqtt.password_file" in \
+               alarm["detail"], alarm
+        assert proc.poll() is None
+        # The line records meanwhile: a whole call, finished and on disk.
+        done = wait_for(lambda: [r for r in _calls(data_dir) if r["status"] != "recording"], timeout=30)
+        assert done[0]["duration_s"] > 2 and (data_dir / done[0]["path"]).stat().st_size > 0
+        assert status(data_dir)["lines"]["line1"]["state"] in ("idle", "recording")
+        # The link keeps trying (paho's back-off: 1 s, doubling): the broker refuses each CONNECT.
+        wait_for(lambda: b.log.read_text().count("not authorised") >= 2, timeout=30)
+        assert proc.poll() is None
+        st = subprocess.run([sys.executable, "-m", "linetap", "status", "--json", "-c", str(cfg)], env=alsa.env(),
+                            capture_output=True, text=True, timeout=60)
+        assert st.returncode == 0 and "BROKER_UNREACHABLE" in json.loads(st.stdout)["alarms"], st
+        assert wrong not in st.stdout + st.stderr
+        # Corrected while it runs (the box has no reload): the next retry logs in with the new file.
+        pw.write_text(right + "\n")
+        sub.wait_for(lambda m: m.topic.endswith("/status") and m.text == "online", timeout=SLOW_CHECK_S + 30)
+        ended = sub.wait_for(lambda m: m.topic.endswith("/event") and json.loads(m.payload)["type"] == "call_ended",
+                             timeout=30)
+        assert json.loads(ended.payload)["call_id"] == done[0]["id"]  # recorded while refused, delivered now
+        wait_for(lambda: broker_alarm() is None, timeout=30)
+        assert proc.poll() is None
+    finally:
+        out = stop(proc)
+        feeder.stop()
+    assert proc.returncode == 0, out
+    # Logged by the link once (not at every retry), and by the alarm manager once when raised.
+    assert out.count("linetap.mqtt.link: MQTT: broker") == 1 and "did not accept the user name" in out, out
+    assert "the credentials changed after the broker refused them" in out
+    for where in (out, (data_dir / "status.json").read_text(), json.dumps(alarm_rows(data_dir))):
+        assert wrong not in where and right not in where
+    refused_rows = [a for a in alarm_rows(data_dir) if a["code"] == "BROKER_UNREACHABLE"]
+    assert refused_rows and "did not accept the user name" in refused_rows[0]["detail"]
+    assert refused_rows[0]["cleared_at"] is not None
 
 
 def test_leds_that_cannot_be_driven_are_an_alarm_not_an_exit(alsa, tmp_path: Path, data_dir: Path) -> None:

@@ -6,21 +6,18 @@ config that fails — what systemd's ``Restart=always`` does — without rebooti
 
 from __future__ import annotations
 
-import json
-import signal
+import os
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pytest
 
 from linetap import firstboot, rollback
 from linetap.config import load
 from linetap.firstboot import Layout
 from linetap.recorder import Recorder
 from linetap.rollback import GuardState, decide, marker_active
-from helpers import config_text, wait_for, write_config
+from helpers import alarm_rows, config_text, read_status, run_linetap, stop_process, wait_for, write_config
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
@@ -87,71 +84,48 @@ def guard(alsa, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-def start_recorder(alsa, cfg: Path) -> subprocess.Popen:
-    env = alsa.env()
-    env["PYTHONUNBUFFERED"] = "1"
-    return subprocess.Popen([sys.executable, "-m", "linetap", "run", "-c", str(cfg)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def status(data_dir: Path) -> dict:
-    try:
-        return json.loads((data_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def stop(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    return out
-
-
 def test_a_config_that_fails_to_start_three_times_is_rolled_back_with_an_alarm_and_its_reason(
         alsa, tmp_path: Path, data_dir: Path) -> None:
     (line,) = alsa.lines(1)
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    cfg = config_dir / "linetap.toml"
     lines = [{"name": "line1", "pcm": line.pcm}]
-    good = config_text(data_dir, lines, health={"check_clock": False})
-    cfg.write_text(good)
     feeder = line.feed(_noise(), speed=1.0)
     try:
-        # A config that runs, stopped cleanly: it is the last-known-good one from now on.
-        assert guard(alsa, "-c", str(cfg)).returncode == 0
-        proc = start_recorder(alsa, cfg)
-        wait_for(lambda: status(data_dir).get("lines"), timeout=30)
-        out = stop(proc)
-        assert proc.returncode == 0, out
-        # The installer's new config wants an off-hook detector on a GPIO this machine does not have
-        # (the one start failure left: a missing encryption key or broker file is an alarm, not an exit).
-        bad = config_text(data_dir, [{"name": "line1", "pcm": line.pcm, "trigger": "offhook", "offhook_gpio": 17}],
-                          health={"check_clock": False})
+        cfg, good = _a_config_that_ran(alsa, tmp_path, data_dir, lines)
+        config_dir = cfg.parent
+        # The installer's new config, copied onto the box by hand (first boot would have rejected it):
+        # a value the recorder cannot run with. That stays a reason not to start by design — there is
+        # no config to run — while a missing key or broker file, an LED or hook pin that cannot be
+        # driven, are alarms (README "Alarms"). Its data_dir is the same, so why it failed lands there.
+        bad = config_text(data_dir, lines, health={"check_clock": False}, storage={"codec": "mp3"})
         cfg.write_text(bad)
         for attempt in (1, 2, 3):  # what Restart=always does: the guard, then the start that fails
             pre = guard(alsa, "-c", str(cfg))
             assert pre.returncode == 0 and cfg.read_text() == bad, pre.stderr
             run = linetap(alsa, "run", "-c", str(cfg))
-            assert run.returncode != 0 and REASON in run.stderr, run.stderr
+            assert run.returncode == 2 and REASON in run.stderr, run.stderr
         # Not running: `linetap status` says why the last start failed (from the data partition),
-        # beside the last (stale) snapshot.
+        # beside the last (stale) snapshot. The bad config itself does not load (status names the key),
+        # so the installer asks with the last-known-good copy the guard keeps beside it: same data_dir.
         st = linetap(alsa, "status", "-c", str(cfg))
+        assert st.returncode == 2 and REASON in st.stderr, st
+        last_good = config_dir / rollback.LAST_GOOD
+        assert last_good.read_text() == good
+        st = linetap(alsa, "status", "-c", str(last_good))
         assert "last start failure" in st.stdout and REASON in st.stdout, st
         (data_dir / "status.json").unlink()  # a box whose recorder never ran since this data dir began
-        st = linetap(alsa, "status", "-c", str(cfg))
+        st = linetap(alsa, "status", "-c", str(last_good))
         assert st.returncode == 1 and "its last start failed" in st.stderr and REASON in st.stderr
         pre = guard(alsa, "-c", str(cfg))  # the fourth start
         assert pre.returncode == 0 and "restored" in pre.stderr
         assert cfg.read_text() == good
         assert (config_dir / rollback.ROLLED_BACK_CONFIG).read_text() == bad  # kept for the installer
-        proc = start_recorder(alsa, cfg)
-        doc = wait_for(lambda: status(data_dir) if "CONFIG_ROLLED_BACK" in status(data_dir).get("alarms", [])
+        proc = run_linetap(alsa.env(), cfg)
+        doc = wait_for(lambda: read_status(data_dir) if "CONFIG_ROLLED_BACK" in read_status(data_dir).get("alarms", [])
                        else None, timeout=30)
         assert REASON in doc["last_start_failure"]["reason"]
-        out = stop(proc)
+        out = stop_process(proc)
         assert proc.returncode == 0, out
-        index_alarms = _alarm_rows(data_dir)
+        index_alarms = alarm_rows(data_dir)
         rolled = [a for a in index_alarms if a["code"] == "CONFIG_ROLLED_BACK"]
         assert rolled and rolled[0]["severity"] == "warning" and "failed to start 3 times" in rolled[0]["detail"]
         assert REASON in rolled[0]["detail"]
@@ -163,22 +137,69 @@ def test_a_config_that_fails_to_start_three_times_is_rolled_back_with_an_alarm_a
         feeder.stop()
 
 
-REASON = "pin factory"  # gpiozero: "Unable to load any default pin factory!"
+REASON = "storage.codec"  # config error: storage.codec: must be one of opus, flac, wav, not 'mp3'
+
+
+def _a_config_that_ran(alsa, tmp_path: Path, data_dir: Path, lines: list[dict]) -> tuple[Path, str]:
+    """``<tmp_path>/config/linetap.toml`` on ``data_dir``, started through the guard and stopped
+    cleanly: the last-known-good config from now on. (its path, its text)"""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    cfg = config_dir / "linetap.toml"
+    good = config_text(data_dir, lines, health={"check_clock": False})
+    cfg.write_text(good)
+    assert guard(alsa, "-c", str(cfg)).returncode == 0
+    proc = run_linetap(alsa.env(), cfg)
+    wait_for(lambda: read_status(data_dir).get("lines"), timeout=30)
+    out = stop_process(proc)
+    assert proc.returncode == 0, out
+    return cfg, good
+
+
+def test_a_new_data_dir_that_cannot_be_used_is_rolled_back_and_says_why(alsa, tmp_path: Path,
+                                                                        data_dir: Path) -> None:
+    """The issue's typo, a new ``data_dir``, where a file is in the way (first boot's box checks
+    reject that; a config copied by hand is not checked): ``linetap run`` exits 1 at once. Its own
+    data dir cannot take the reason, so it goes to the last-good config's (rollback.failure_dirs),
+    where ``linetap status``, the guard's rollback and the recorder that runs afterwards find it."""
+    from linetap.bootfiles import ServiceUser, box_checks
+    (line,) = alsa.lines(1)
+    lines = [{"name": "line1", "pcm": line.pcm}]
+    feeder = line.feed(_noise(), speed=1.0)
+    try:
+        cfg, good = _a_config_that_ran(alsa, tmp_path, data_dir, lines)
+        in_the_way = tmp_path / "usb-disk"
+        in_the_way.write_text("not a directory\n")
+        bad = config_text(in_the_way, lines, health={"check_clock": False})
+        cfg.write_text(bad)
+        user = ServiceUser(os.getuid(), frozenset(os.getgroups()))
+        assert any(p.startswith("recorder.data_dir: ") for p in box_checks(load(cfg), service=user))
+        for attempt in (1, 2, 3):
+            assert guard(alsa, "-c", str(cfg)).returncode == 0 and cfg.read_text() == bad
+            run = linetap(alsa, "run", "-c", str(cfg))
+            assert run.returncode == 1 and "File exists" in run.stderr, run.stderr
+            assert in_the_way.read_text() == "not a directory\n"  # nothing written into what is there
+        st = linetap(alsa, "status", "-c", str(cfg))
+        assert st.returncode == 1 and "its last start failed" in st.stderr and "File exists" in st.stderr, st
+        pre = guard(alsa, "-c", str(cfg))  # the fourth start
+        assert "restored" in pre.stderr and "File exists" in pre.stderr and "no reason recorded" not in pre.stderr
+        assert cfg.read_text() == good
+        proc = run_linetap(alsa.env(), cfg)
+        doc = wait_for(lambda: read_status(data_dir) if "CONFIG_ROLLED_BACK" in read_status(data_dir).get("alarms", [])
+                       else None, timeout=30)
+        assert "File exists" in doc["last_start_failure"]["reason"]
+        detail = next(a["detail"] for a in doc["alarm_details"] if a["code"] == "CONFIG_ROLLED_BACK")
+        assert "failed to start 3 times" in detail and "File exists" in detail
+        out = stop_process(proc)
+        assert proc.returncode == 0, out
+    finally:
+        feeder.stop()
 
 
 def _noise():
     import numpy as np
     rng = np.random.default_rng(3)
     return (rng.normal(0, 300, 8000 * 120)).astype(np.int16)
-
-
-def _alarm_rows(data_dir: Path) -> list[dict]:
-    from linetap.index.db import open_index
-    index = open_index(data_dir)
-    try:
-        return index.query("select * from alarms order by id")
-    finally:
-        index.close()
 
 
 def test_the_guard_never_fails_a_start_even_without_a_config(alsa, tmp_path: Path) -> None:

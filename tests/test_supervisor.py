@@ -7,13 +7,9 @@ or capture-reader snapshots, and reads the decisions back from a real ``AlarmMan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
-from linetap.alarms import GapTracker
-from linetap.alarms.manager import AlarmManager
 from linetap.capture import Block, Run
 from linetap.clock import FakeClock, iso, parse_iso
 from linetap.config import HealthConfig, LineConfig
@@ -24,28 +20,7 @@ T0 = parse_iso("2026-11-28T00:00:00Z")
 RATE = 8000
 N = RATE // 50  # frames in a 20 ms period
 LINE = "line1"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(wall=T0)
-
-
-@pytest.fixture
-def index(tmp_path) -> Iterator[Index]:
-    idx = Index(tmp_path / "index.db")
-    yield idx
-    idx.close()
-
-
-@pytest.fixture
-def alarms(index, clock) -> AlarmManager:
-    return AlarmManager(index, clock, clear_after_s=2.0)
-
-
-@pytest.fixture
-def gaps(index, clock) -> GapTracker:
-    return GapTracker(index, clock)
+CLOCK_START = T0  # the conftest clock starts here
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ only at start). With ``Restart=always`` that is a restart loop that records noth
   leaves ``rolled-back.json``: the recorder then raises CONFIG_ROLLED_BACK with the reason. It
   never fails itself: a guard that cannot do its work must not add a reason not to record.
 - **why**: ``linetap run`` writes the reason it could not start to
-  ``<data_dir>/start-guard/failure.json`` (the data partition survives reboots); for a run that
+  ``<data_dir>/start-guard/failure.json`` (the data partition survives reboots; if the new
+  config's ``data_dir`` cannot be used, the last-good config's: :func:`failure_dirs`); for a run that
   could not say it (killed by the watchdog, for memory, a crash) the unit's ``ExecStopPost=``
   step writes systemd's reason there (``--stopped``); ``linetap
   status`` shows it and the next start puts it in the health document (``last_start_failure``).
@@ -157,21 +158,51 @@ def last_failure(data_dir: Path) -> dict[str, Any] | None:
     return _read_json(data_dir / GUARD_DIR / FAILURE_FILE)
 
 
-def record_failure(config_path: Path, reason: str, *, now: float) -> Path | None:
-    """``linetap run`` could not start: say why, on the data partition (best effort)."""
+def failure_dirs(config_path: Path, text: bytes | None, data_dir: Path | None = None) -> list[Path]:
+    """Where why a start of the config at ``config_path`` (its bytes: ``text``) failed is written
+    and looked for, in order: its own data dir (``data_dir`` if the caller loaded the config,
+    else read leniently), then that of the last-known-good config beside it. A new config whose
+    ``data_dir`` cannot be used (a file in the way, a disk not mounted: first boot rejects that,
+    a config copied by hand is not checked) has nowhere else to say it, and the guard's rollback
+    and the recorder that then runs the good config find it there."""
+    dirs = [data_dir if data_dir is not None else data_dir_of(text)]
+    good = _read(config_path.resolve().parent / LAST_GOOD)
+    if good is not None and data_dir_of(good) not in dirs:
+        dirs.append(data_dir_of(good))
+    return dirs
+
+
+def failure_of(config_path: Path, data_dir: Path | None = None) -> dict[str, Any] | None:
+    """Why the last start of this config failed, from the first of :func:`failure_dirs` that
+    holds it; else whatever failure its own data dir holds (``linetap status``: an older one is
+    still news), else None."""
     text = _read(config_path)
-    data_dir = data_dir_of(text)
-    if not data_dir.is_dir():  # never create a data dir for a config that did not start
-        return None
-    guard = data_dir / GUARD_DIR
-    try:
-        guard.mkdir(mode=0o750, exist_ok=True)
-        path = guard / FAILURE_FILE
-        _write_json(path, {"at": iso(now), "reason": reason, "config_sha256": sha256(text)})
-    except OSError as e:
-        logger.error("cannot record why the start failed in %s: %s", guard, e)
-        return None
-    return path
+    dirs = failure_dirs(config_path, text, data_dir)
+    own = last_failure(dirs[0])
+    for d in dirs:
+        failure = own if d == dirs[0] else last_failure(d)
+        if failure and failure.get("config_sha256") == sha256(text):
+            return failure
+    return own
+
+
+def record_failure(config_path: Path, reason: str, *, now: float) -> Path | None:
+    """``linetap run`` could not start: say why, on the data partition (best effort): in the first
+    of :func:`failure_dirs` that exists and takes it."""
+    text = _read(config_path)
+    for data_dir in failure_dirs(config_path, text):
+        if not data_dir.is_dir():  # never create a data dir for a config that did not start
+            continue
+        guard = data_dir / GUARD_DIR
+        try:
+            guard.mkdir(mode=0o750, exist_ok=True)
+            path = guard / FAILURE_FILE
+            _write_json(path, {"at": iso(now), "reason": reason, "config_sha256": sha256(text)})
+        except OSError as e:
+            logger.error("cannot record why the start failed in %s: %s", guard, e)
+            continue
+        return path
+    return None
 
 
 def stop_reason(service_result: str | None, exit_code: str | None, exit_status: str | None) -> str | None:
@@ -250,7 +281,7 @@ def guard_start(config_path: Path, *, now: float, max_failed: int = MAX_FAILED_S
     detail = ""
     if action == "rollback":
         assert good is not None and current is not None
-        failure = last_failure(data_dir_of(current)) or {}
+        failure = failure_of(config_path) or {}
         reason = failure.get("reason") if failure.get("config_sha256") == sha256(current) else None
         detail = (f"the new config failed to start {state.attempts} times"
                   + (f" ({reason})" if reason else " (no reason recorded: killed or hung?)")

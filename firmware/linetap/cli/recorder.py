@@ -40,8 +40,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..service import read_status
     cfg = load_config(args)
     doc = read_status(cfg)
-    from ..rollback import last_failure
-    failure = last_failure(Path(cfg.recorder.data_dir))
+    from ..rollback import failure_of
+    failure = failure_of(Path(args.config), Path(cfg.recorder.data_dir))
     if doc is None:
         print(f"linetap is not running (no status in {cfg.recorder.data_dir})", file=sys.stderr)
         if failure:

@@ -1,6 +1,7 @@
 """MQTT secrets and TLS settings, checked before any connection (pure: standard library only).
 
-Read once, when the link or ``linetap check``'s probe is built, so a bad file is a config error
+Read when the link or ``linetap check``'s probe is built (and by a refused link again, once the
+files changed: ``MqttLink.renew_credentials``), so a bad file is a config error
 with its key (``mqtt.tls_ca: ...``), not an endless retry loop in the background.
 """
 

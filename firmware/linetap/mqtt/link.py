@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from linetap.clock import Clock
-from linetap.config import MqttConfig, board_model, board_serial
+from linetap.config import ConfigError, MqttConfig, board_model, board_serial
 from linetap.fsutil import write_atomic
 from linetap.mqtt.credentials import credentials
 from linetap.mqtt.discovery import Device, discovery_document, plan_announcement
 from linetap.mqtt.outbox import OUTBOX_FILE, Outbox
 from linetap.mqtt.paho_client import (
-    AUTH_REASONS,
     PROTOCOL_NAMES,
     PROTOCOLS,
     Client,
@@ -55,14 +54,13 @@ from linetap.mqtt.paho_client import (
     PahoClient,
     ProtocolVersion,
     ReasonCode,
-    UNSUPPORTED,
     acknowledged,
     connect_properties,
     error_string,
     make_client,
     publish_properties,
 )
-from linetap.mqtt.state import LinkState
+from linetap.mqtt.state import UNSUPPORTED, LinkState, refusal
 from linetap.mqtt.topics import OFFLINE, ONLINE, Topics, client_id_for, dumps, event_payload
 
 logger = logging.getLogger(__name__)
@@ -118,7 +116,8 @@ class MqttLink:
         self.topics = Topics.build(prefix=cfg.topic_prefix, recorder_id=recorder_id,
                                    discovery_prefix=cfg.discovery_prefix)
         self.client_id = client_id_for(recorder_id)
-        self._creds = credentials(cfg)  # read once, here
+        self._creds = credentials(cfg)  # read here, and again only after a refusal (renew_credentials)
+        self._creds_stamp = _files_stamp(cfg)
         self._clock = clock
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         doc = discovery_document(recorder_id=recorder_id, version=version, lines=list(lines), topics=self.topics,
@@ -185,6 +184,33 @@ class MqttLink:
             self._started = True
             self._down_since = self._clock.mono()
         self._start_client()
+
+    def renew_credentials(self) -> bool:
+        """After the broker refused the login: if the password file (or a TLS file) changed since it
+        was read, read it again and log in with it on a new client; True if it did.
+
+        The uplink's retry calls this every ``SLOW_CHECK_S`` (10 s), so a corrected password needs
+        no restart; a refusal does not fix itself otherwise (paho retries the same credentials).
+        Files that cannot be read now leave the old credentials (and the broker's refusal in the
+        alarm); the password itself is never logged."""
+        with self._lock:
+            if not self._started or self._stopping or self._connected or self._refused is None:
+                return False
+        stamp = _files_stamp(self.cfg)
+        if stamp == self._creds_stamp:
+            return False
+        self._creds_stamp = stamp
+        try:
+            creds = credentials(self.cfg)
+        except ConfigError as e:
+            logger.warning("MQTT: the changed credentials cannot be used: %s", "; ".join(e.errors))
+            return False
+        if creds == self._creds:
+            return False
+        logger.info("MQTT: the credentials changed after the broker refused them: logging in again")
+        self._creds = creds
+        self._restart_client(self._protocol)
+        return True
 
     def publish_event(self, event: dict[str, Any]) -> int | None:
         """Queue one event durably, then send it if the broker is connected.
@@ -338,13 +364,8 @@ class MqttLink:
                 with self._lock:
                     self._fall_back = True
                 return
-            hint = ""
-            if reason in AUTH_REASONS:
-                hint = " (check mqtt.username and mqtt.password_file)"
-            elif reason == UNSUPPORTED:
-                hint = ' (set mqtt.protocol = "3.1.1" or "auto")'
             with self._lock:
-                self._refused = f"broker {where} refused the connection: {reason}{hint}"
+                self._refused = refusal(where, reason, username=self.cfg.username)
                 message = self._refused
             self._log_once(logging.ERROR, "MQTT: %s", message)
             return
@@ -586,6 +607,19 @@ class MqttLink:
             logger.warning("MQTT: ignored a message on %s: %s", topic, why)
         elif n == _HOSTILE_LOG_BUDGET + 1:
             logger.warning("MQTT: more ignored messages; not logging them for a minute")
+
+
+def _files_stamp(cfg: MqttConfig) -> tuple[tuple[int, int, int] | None, ...]:
+    """What identifies the versions of the files the credentials come from (inode, size,
+    modification time), so a refused link re-reads them only when one has changed."""
+    out: list[tuple[int, int, int] | None] = []
+    for path in (cfg.password_file, cfg.tls_ca, cfg.tls_cert, cfg.tls_key):
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            st = None
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None)
+    return tuple(out)
 
 
 def _read_json(path: Path) -> Any:

@@ -35,10 +35,6 @@ __all__ = ["Client", "ErrorCode", "Message", "MessageInfo", "PahoClient", "Proto
            "acknowledged", "connect_properties", "error_string", "make_client", "make_watcher", "message_expiry_s",
            "publish_properties"]
 
-# The broker's CONNACK reason strings the link and the probe explain to a human.
-AUTH_REASONS = ("Bad user name or password", "Not authorized")
-UNSUPPORTED = "Unsupported protocol version"
-
 MAX_PACKET_BYTES = 64 * 1024       # MQTT v5: the broker must not send us bigger packets at all
 # Nothing the recorder receives comes near it (acknowledgements, and birth messages of a few
 # bytes on homeassistant/status), so the same cap is enforced locally, also under MQTT 3.1.1,

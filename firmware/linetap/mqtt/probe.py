@@ -13,14 +13,13 @@ from typing import Any
 from linetap.config import ConfigError, MqttConfig
 from linetap.mqtt.credentials import Credentials, credentials, describe_oserror
 from linetap.mqtt.paho_client import (
-    AUTH_REASONS,
-    UNSUPPORTED,
     ErrorCode,
     ProtocolVersion,
     ReasonCode,
     connect_properties,
     make_client,
 )
+from linetap.mqtt.state import UNSUPPORTED, refusal
 
 
 def check_broker(cfg: MqttConfig, timeout_s: float = 5.0) -> str | None:
@@ -76,6 +75,5 @@ def _probe(cfg: MqttConfig, creds: Credentials, protocol: ProtocolVersion, timeo
     if rc.is_failure:
         if str(rc) == UNSUPPORTED:
             return UNSUPPORTED
-        hint = " (check mqtt.username and mqtt.password_file)" if str(rc) in AUTH_REASONS else ""
-        return f"broker {where} refused the connection: {rc}{hint}"
+        return refusal(where, str(rc), username=cfg.username)
     return None

@@ -118,10 +118,13 @@ class Uplink:
         self.health_loop.link = self.link  # from now on the health side judges BROKER_UNREACHABLE
 
     def retry(self) -> None:
-        """Housekeeping's retry of a link that could not be built or started."""
+        """Housekeeping's retry of a link that could not be built or started; and of one whose
+        login the broker refused, once the password file has changed (``MqttLink.renew_credentials``)."""
         if self.wanted and self.health_loop.link is None:
             self.build()
             self.start()
+        elif self.link is not None:
+            self.link.renew_credentials()
 
     def raise_alarms(self) -> None:
         """BROKER_UNREACHABLE while the link is not up; each distinct problem logged once, not every retry."""
