@@ -256,11 +256,13 @@ def offset_in(fed: np.ndarray, recorded: np.ndarray) -> int:
 
 
 def row_of(data_dir: Path, status: str) -> dict | None:
+    """The newest call row with ``status`` that has its file named: ``Recording`` inserts the row,
+    then sets ``path`` in a second statement, and a reader between the two sees ``path`` null."""
     if not (data_dir / "index.db").exists():
         return None
     index = open_index(data_dir)
     try:
-        rows = index.calls(status=status)
+        rows = [row for row in index.calls(status=status) if row.get("path")]
     finally:
         index.close()
     return rows[0] if rows else None
