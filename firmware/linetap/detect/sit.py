@@ -99,6 +99,7 @@ class _Run:
     end: int  # end of the last gated frame
     parts: list[np.ndarray]
     f_est: list[float]
+    f_sum: float = 0.0
     too_long: bool = False
 
 
@@ -116,6 +117,9 @@ class SitTracker:
         self._segs: list[tuple[int, int, float]] = []  # completed runs: (start, end, Hz), newest last
         self._last_sit_end: int | None = None
         self._max_samples = int(_MAX_RUN_S * rate)
+        self._c_lo = math.cos(2 * math.pi * self.f_lo / rate)
+        self._c_hi = math.cos(2 * math.pi * min(self.f_hi, 0.49 * rate) / rate)
+        self._min_frames = max(1, int(_MIN_RUN_S * rate / hop) - 2)  # a run of k frames spans (k + 1) hops
 
     @property
     def busy(self) -> bool:
@@ -133,54 +137,69 @@ class SitTracker:
     def gate(self, buf: np.ndarray, m: int, frame_ms: np.ndarray, dc: np.ndarray, escale: float,
              min_power: float) -> tuple[np.ndarray, np.ndarray]:
         """Per frame (``m - 1`` frames of ``2 hop`` samples over ``buf``): steady single tone in the
-        SIT band? And its frequency estimate (Hz, from the lag-1 autocorrelation)."""
+        SIT band? And the lag-1 autocorrelation over the energy (cos w for a pure tone)."""
         hop = self.hop
-        x = buf[: m * hop]
-        p1 = np.zeros(m * hop)
-        p2 = np.zeros(m * hop)
-        p1[1:] = x[1:] * x[:-1]
-        p2[2:] = x[2:] * x[:-2]
-        h1 = p1.reshape(m, hop).sum(axis=1) * escale
-        h2 = p2.reshape(m, hop).sum(axis=1) * escale
+        k = (m - 1) * hop
+        # Lag products per half-frame on contiguous views of the audio (no copies); the last
+        # half-frame's from its own samples (the 1 or 2 pairs past its end made up for by scaling).
+        x0, last = buf[:k].reshape(m - 1, hop), buf[k : k + hop]
+        h1 = np.empty(m)
+        h2 = np.empty(m)
+        h1[:-1] = np.einsum("ij,ij->i", x0, buf[1 : k + 1].reshape(m - 1, hop))
+        h2[:-1] = np.einsum("ij,ij->i", x0, buf[2 : k + 2].reshape(m - 1, hop))
+        h1[-1] = float(last[1:] @ last[:-1]) * hop / (hop - 1)
+        h2[-1] = float(last[2:] @ last[:-2]) * hop / (hop - 2)
+        h1 *= escale
+        h2 *= escale
         dc2 = dc * dc
         r0 = frame_ms - dc2
         r1 = h1[:-1] + h1[1:] - dc2
         r2 = h2[:-1] + h2[1:] - dc2
-        safe = np.maximum(r0, 1e-30)
-        c = np.clip(r1 / safe, -1.0, 1.0)
-        residual = 2.0 - 4.0 * c * c + 2.0 * r2 / safe
-        f = np.arccos(c) * self.rate / (2 * math.pi)
-        g = (r0 >= min_power) & (residual < _GATE_RESIDUAL) & (f >= self.f_lo) & (f <= self.f_hi)
-        return g, f
+        # residual / r0 = 2 - 4 c^2 + 2 r2 / r0 with c = r1 / r0, and the frequency range as a
+        # range of c (cos w falls as w rises), without a division or arccos per frame.
+        g = ((2.0 - _GATE_RESIDUAL) * r0 * r0 + 2.0 * r2 * r0 < 4.0 * r1 * r1) & (r0 >= min_power)
+        g &= (r1 <= self._c_lo * r0) & (r1 >= self._c_hi * r0)
+        return g, r1 / np.maximum(r0, 1e-30)
 
-    def frames(self, rows: np.ndarray | None, g: np.ndarray | None, f: np.ndarray | None, pos0: int,
+    def frames(self, rows: np.ndarray | None, g: np.ndarray | None, c: np.ndarray | None, pos0: int,
                nf: int) -> list[tuple[int, int, str | None]]:
-        """Feed ``nf`` frames (frame i = rows i and i+1, at ``pos0 + i hop``); SITs recognised:
-        (start, confirmed, variant)."""
+        """Feed ``nf`` frames (frame i = rows i and i+1, at ``pos0 + i hop``; ``g`` and ``c`` from
+        :meth:`gate`); SITs recognised:
+        (start, confirmed, variant). Python looks only at runs of gated frames long enough to be a
+        SIT tone, or touching the block's ends (speech passes the gate in short, scattered runs)."""
         found: list[tuple[int, int, str | None]] = []
         hop = self.hop
-        if g is None or not g.any():
-            if self._run is not None:
+        idx = np.flatnonzero(g[:nf]) if g is not None else np.zeros(0, dtype=np.intp)
+        if not len(idx) or idx[0] != 0:
+            if self._run is not None:  # the open run ended with the last block
                 found += self._close(rows[0] if rows is not None else None, pos0)
+        if not len(idx):
             return found
-        for i in range(nf):
-            pos = pos0 + i * hop
-            run = self._run
-            if g[i] and run is not None and abs(f[i] - np.median(run.f_est)) > 0.06 * f[i]:
-                found += self._close(rows[i] if rows is not None else None, pos)  # the tone changed
-                run = None
-            if g[i]:
+        assert c is not None
+        f = np.zeros(nf)
+        f[idx] = np.arccos(np.minimum(1.0, np.maximum(-1.0, c[idx]))) * (self.rate / (2 * math.pi))
+        cut = np.flatnonzero(np.diff(idx) > 1)
+        for a, b in zip(np.concatenate(([idx[0]], idx[cut + 1])).tolist(), np.concatenate((idx[cut], [idx[-1]])).tolist()):
+            if b - a + 1 < self._min_frames and a > 0 and b < nf - 1:
+                continue  # too short to be a SIT tone, and wholly inside this block
+            for i in range(a, b + 1):
+                pos = pos0 + i * hop
+                run = self._run
+                if run is not None and abs(f[i] - run.f_sum / len(run.f_est)) > 0.06 * f[i]:
+                    found += self._close(rows[i] if rows is not None else None, pos)  # the tone changed
+                    run = None
                 if run is None:
                     run = self._run = _Run(pos, pos + 2 * hop, [], [])
                 run.end = pos + 2 * hop
                 run.f_est.append(float(f[i]))
+                run.f_sum += float(f[i])
                 if run.end - run.start > self._max_samples:
                     run.too_long = True
                     run.parts.clear()
                 elif rows is not None:
                     run.parts.append(rows[i])
-            elif run is not None:
-                found += self._close(rows[i] if rows is not None else None, pos)
+            if b < nf - 1 and self._run is not None:
+                found += self._close(rows[b + 1] if rows is not None else None, pos0 + (b + 1) * hop)
         return found
 
     def pending_start(self, now: int) -> int | None:

@@ -10,18 +10,22 @@ and ``"eu"`` (the CEPT/ETSI common 425 Hz tones, ETSI TR 101 041).
 
 The kind vocabulary is the same everywhere: ``"dial"``, ``"busy"``, ``"reorder"`` (called
 *congestion* in the UK and in CEPT documents), ``"ringback"``, ``"unobtainable"`` (number
-unobtainable, where a country has its own tone for it) and ``"sit"`` (the special information tone
-950/1400/1800 Hz, ITU-T Q.35). Where a country's congestion tone *is* its busy tone (MX, PL, JP;
-AU's congestion differs from busy only in the level of every other burst), the detector cannot tell
-them apart and reports ``"busy"`` (:func:`reported_kind`).
+unobtainable, where a country has its own tone for it) and ``"sit"`` (the special information tone:
+950/1400/1800 Hz, ITU-T Q.35, and North America's encoded SITs, whose code is the event's
+``variant``). Where a country's congestion tone *is* its busy tone (MX, PL, JP), the detector cannot
+tell them apart and reports ``"busy"`` (:func:`reported_kind`).
 
-**What is not detected, and why.** ``"sit"`` is in the plans (the generator plays it) but the
-detector does not look for it: the three tones follow one another at 950, 1400 and 1800 Hz, far
-from every other tone, so recognising them would stretch the per-frame DFT's bin grid (it runs from
-the plan's lowest to its highest frequency) from 8 to about 70 frequencies for a CEPT plan, for a
-tone that only comes before a recorded announcement on a call that never connected (it does not
-end a recording; ``end_reason`` would not change). The detector is checked
-to stay silent on it (it is not mistaken for another tone).
+**The SIT** is not looked for by the per-frame DFT: its tones lie far above every other tone (up to
+1850 Hz), and stretching the DFT's bin grid to them would multiply its cost by up to eight. A gate
+on three autocorrelation lags of each frame (one steady tone in the SIT's band?) costs two products
+per sample; only the rare runs it passes are measured (``detect/sit.py``).
+
+**Australia's congestion** has busy's frequency and cadence (425 Hz, 0.375/0.375 s) with every
+other burst 10 dB lower (``on_levels_db``). Each signature's bursts keep their strongest frame's
+power: with both kinds on one signature, congestion needs consecutive bursts >= 5 dB apart, busy
+within 5 dB of each other. Where the weak bursts are lost (under the floor, or under noise: at
+15 dB SNR they are 5 dB above it and come and go frame by frame) congestion is matched on its strong
+bursts alone (0.375 on, 1.125 off; confirmed after 3 s instead of 1.5 s).
 
 Amplitude-modulated tones (``am_hz`` > 0: India's and South Africa's 400 Hz x 25/33 Hz dial and
 ringback, Australia's and Singapore's 425 x 25/24 Hz, Japan's 400 x 16 Hz ringback) are detected
