@@ -179,7 +179,9 @@ class SitTracker:
         f = np.zeros(nf)
         f[idx] = np.arccos(np.minimum(1.0, np.maximum(-1.0, c[idx]))) * (self.rate / (2 * math.pi))
         cut = np.flatnonzero(np.diff(idx) > 1)
-        for a, b in zip(np.concatenate(([idx[0]], idx[cut + 1])).tolist(), np.concatenate((idx[cut], [idx[-1]])).tolist()):
+        firsts = np.concatenate(([idx[0]], idx[cut + 1])).tolist()
+        lasts = np.concatenate((idx[cut], [idx[-1]])).tolist()
+        for a, b in zip(firsts, lasts):
             if b - a + 1 < self._min_frames and a > 0 and b < nf - 1:
                 continue  # too short to be a SIT tone, and wholly inside this block
             for i in range(a, b + 1):

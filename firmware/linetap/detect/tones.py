@@ -679,8 +679,9 @@ class ToneDetector:
                 # (the strong bursts' view: its last segment may be an "off" still going on)
                 tails = [(v[-len(spec.cadence_s):] if i == 0 else v[-len(spec.cadence_s) - 1 : -1], pats)
                          for i, (v, pats) in enumerate(views)]
-                if all(tail for tail, _p in tails) and not any(
-                        _cadence_matches([s[1] for s in tail], pat, tail[0][0]) for tail, pats in tails for pat in pats):
+                fits = any(_cadence_matches([s[1] for s in tail], pat, tail[0][0])
+                           for tail, pats in tails if tail for pat in pats)
+                if all(tail for tail, _p in tails) and not fits:
                     sig.active[kind] = False
                 continue
             need = max(2, len(spec.cadence_s) * _CADENCE_CYCLES[kind])
