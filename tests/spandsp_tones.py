@@ -105,9 +105,19 @@ def spec_tone(spec: ToneSpec, seconds: float, level_dbm0: int, *, am_depth_pct: 
     """``seconds`` of a :class:`linetap.detect.tones.ToneSpec`'s tone from libspandsp (int16, 8000/s).
 
     The figures (frequencies, cadence, modulation) are the plan's, the waveform is spandsp's; a
-    sequential tone (the SIT) is played as one spandsp tone per "on", in turn.
+    sequential tone (the SIT) is played as one spandsp tone per "on", in turn, and so is a tone
+    whose bursts differ in level (``on_levels_db``, AU congestion).
     """
     freqs, cadence = tuple(spec.freqs_hz), tuple(spec.cadence_s)
+    if spec.on_levels_db:  # bursts of different levels (AU congestion): one spandsp tone per burst
+        parts = []
+        n, i = int(round(seconds * RATE)), 0
+        while sum(len(p) for p in parts) < n:
+            on_s, off_s = cadence[(2 * i) % len(cadence)], cadence[(2 * i + 1) % len(cadence)]
+            step = spec.on_levels_db[i % len(spec.on_levels_db)]
+            parts.append(tone(freqs, (on_s, off_s), on_s + off_s, level_dbm0 + int(round(step))))
+            i += 1
+        return np.concatenate(parts)[:n]
     if not spec.sequential:
         return tone(freqs, cadence, seconds, level_dbm0, am_hz=spec.am_hz, am_depth_pct=am_depth_pct)
     parts: list[np.ndarray] = []

@@ -22,6 +22,7 @@ from linetap.recorder import Recorder
 from linetap.sim.line import noise, render
 from linetap.store import audio
 import spandsp
+import spandsp_tones as sd_tones
 from helpers import write_config
 from test_record_e2e import FAST, PERIOD_S, T0, run_until_fed
 
@@ -248,10 +249,12 @@ def test_a_call_ended_by_a_busy_or_reorder_tone_ends_where_the_tone_began(
 
 
 # One country per kind of plan: CEPT 425 Hz (Germany), Spain's congestion whose first bursts are
-# its busy tone, India's 400 x 25 Hz modulated dial tone, at -30 dBm0 with the line's noise under
+# its busy tone, India's 400 x 25 Hz modulated dial tone, the special information tone (North
+# America's intercept code; Germany's Q.35 SIT, masked), at -30 dBm0 with the line's noise under
 # it. Every country's tones are checked against the detector in test_tone_conformance.py; the
 # capture path and the call logic do not depend on the country.
-@pytest.mark.parametrize("country, kind, mask", [("de", "busy", False), ("es", "reorder", True), ("in", "dial", False)])
+@pytest.mark.parametrize("country, kind, mask", [("de", "busy", False), ("es", "reorder", True), ("in", "dial", False),
+                                                 ("us", "sit", False), ("de", "sit", True)])
 def test_a_call_in_another_country_is_ended_by_that_countrys_tone(alsa, data_dir, tmp_path, country, kind, mask):
     tone = pcm(sig.cadence_tone(kind, country, 12.0, RATE, -30.0 - 3.14), 4)
     script = [("idle", 5), ("call", 10), ("raw", 0, tone), ("idle", 12)]
@@ -338,6 +341,23 @@ def test_an_off_hook_call_ended_by_busy_tone_waits_for_on_hook_before_the_next_c
     # No call while the phone stayed off-hook after the tone; the next off-hook (at 26 s) is a new
     # call with its pre-roll.
     assert second.end_reason == "shutdown" and second.started_at == pytest.approx(T0 + 26.0 - 3.0, abs=0.05)
+
+
+@pytest.mark.parametrize("country, variant", [("us", "IC"), ("gb", "")])
+def test_a_call_ended_by_a_sit_says_which_on_its_summary(country, variant):
+    """The SIT (from libspandsp) after 8 s of talk ends the call where it began; its code (North
+    America's intercept, or "" for the Q.35 SIT) is on the call's summary."""
+    from linetap.detect.tones import TONE_PLANS
+
+    tone = sd_tones.spec_tone(TONE_PLANS[country]["sit"], 6.0, -25) / 32768.0
+    tone = sig.add_noise(sig.resample_error(tone, -0.015), 15.0, rng=np.random.default_rng(3),
+                         reference_dbfs=-25 + spandsp.DBM0_TO_DBFS)
+    script = [("idle", 3), ("call", 8), ("raw", 0, pcm(tone, 4)), ("idle", 12)]
+    fed, truth = render(script, rate=RATE, seed=13)
+    (summary,) = run_line_summaries(fed, tone_set=country)
+    assert summary["sit"] == variant
+    onset = truth[2].start_s - (truth[1].start_s - 3.0)  # into the recording (3 s pre-roll)
+    assert onset - 0.05 <= summary["duration_s"] <= onset + 1.1
 
 
 def test_a_long_call_split_at_max_length_keeps_its_caller_on_every_part():
@@ -431,3 +451,59 @@ def test_a_redirected_calls_original_number_is_on_its_summary():
     first, second = run_line_summaries(fed)
     assert first["caller"] == ("0201234567", None) and first["caller_redirected_from"] == "0307654321"
     assert second["caller"] == (None, None) and "caller_redirected_from" not in second
+
+
+# --- call waiting in a call's first seconds (issue 18): the alert decides, not the 10 s window ------
+def oracle_call_waiting(seed: int, standard: str) -> np.ndarray:
+    """Call waiting from libspandsp alone: for Bell 202, spandsp's tone generator plays the CAS
+    (2130 + 2750 Hz, 80 ms), then the phone's DTMF D and MDMF without seizure; for ETSI/BT V.23,
+    spandsp's ADSI transmitter sends its own DT-AS before the call set-up. -25 dBm0, 15 dB SNR,
+    -1.5 % clock."""
+    fields = [(1, b"11281550"), (2, b"5559876543"), (7, b"SECOND CALLER")]
+    gap = np.zeros(RATE // 10)
+    if standard == "class":
+        alert = sd_tones.tone((2130.0, 2750.0), (), 0.08, -23)
+        ack = spandsp.scale_to_dbm0(spandsp.dtmf_audio("D", on_ms=65, off_ms=0), -20.0)
+        fsk = spandsp.scale_to_dbm0(spandsp.adsi_audio("class", 0x80, fields, preamble=(0, 80, 5, 1)), -25.0)
+        x = np.concatenate((gap, alert / 32768.0, gap, ack, 2 * gap, fsk, gap))
+    else:
+        burst = spandsp.adsi_audio("clip", 0x80, fields, alert=True, preamble=(0, 80, 5, 1))
+        x = np.concatenate((gap, spandsp.scale_to_dbm0(burst, -25.0), gap))
+    x = sig.add_noise(sig.resample_error(x, -0.015), 15.0, rng=np.random.default_rng(seed),
+                      reference_dbfs=-25.0 + spandsp.DBM0_TO_DBFS)
+    return pcm(x, seed)
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+@pytest.mark.parametrize("standard", ["class", "clip"])
+@pytest.mark.parametrize("own_caller", [False, True])
+def test_call_waiting_in_the_first_seconds_of_a_call_is_a_second_caller_not_the_calls(standard, own_caller):
+    """3 s into a call (inside the first 10 s, where a caller ID can still name the call), an
+    alerted call set-up is the second caller's: it never names the call, with or without the call's
+    own on-hook caller ID (BT style: DT-AS, then V.23 without seizure, from spandsp) before it."""
+    before: list[tuple] = [("idle", 3)]
+    if own_caller:
+        before += [("raw", 0, spandsp_burst(41, -20.0, 0.01, standard="clip", message_type=0x80, alert=True,
+                                            fields=[(1, b"11281545"), (2, b"0201234567"), (7, b"BETA LTD")],
+                                            preamble=(0, 80, 5, 1))), ("idle", 2)]
+    script = [*before, ("call", 3), ("raw", 0, oracle_call_waiting(42, standard)), ("call", 5), ("idle", 12)]
+    fed, truth = render(script, rate=RATE, seed=14)
+    (summary,) = run_line_summaries(fed, callerid=("bell202", "v23"))
+    assert summary["caller"] == (("0201234567", "BETA LTD") if own_caller else (None, None))
+    (waiting,) = summary["waiting_callers"]
+    assert (waiting["number"], waiting["name"]) == ("5559876543", "SECOND CALLER")
+    if standard == "class":
+        assert summary["dtmf"] == ""  # the phone's acknowledgement was signalling
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_an_alerted_on_hook_caller_id_that_starts_a_vox_call_still_names_it():
+    """BT: DT-AS, then the caller ID, then the call at once; under VOX the alert itself starts the
+    recording, so it lies at the call's onset: the caller ID is the call's own, not call waiting."""
+    burst = spandsp_burst(43, -15.0, -0.01, standard="clip", message_type=0x80, alert=True,
+                          fields=[(1, b"11281545"), (2, b"0201234567"), (7, b"BETA LTD")], preamble=(0, 80, 5, 1))
+    script = [("idle", 3), ("raw", 0, burst), ("call", 6), ("idle", 12)]
+    fed, _ = render(script, rate=RATE, seed=15)
+    (summary,) = run_line_summaries(fed, callerid=("bell202", "v23"))
+    assert summary["caller"] == ("0201234567", "BETA LTD")
+    assert "waiting_callers" not in summary

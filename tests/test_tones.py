@@ -10,6 +10,7 @@ import wave
 import numpy as np
 import pytest
 
+import spandsp_tones as sd
 from linetap.sim import signals as sig
 from linetap.detect.tones import KINDS, TONE_PLANS, TONE_SETS, ToneDetector, ToneEvent, reported_kind
 
@@ -177,8 +178,9 @@ def test_countries_are_iso_codes_and_the_first_tone_sets_are_still_accepted():
 
 
 def test_a_congestion_tone_that_is_the_busy_tone_is_reported_as_busy():
-    # Mexico and Poland send the same tone for both: one event, "busy", not two.
-    for ts in ("mx", "pl", "jp", "au"):
+    # Mexico, Poland and Japan send the same tone for both: one event, "busy", not two. (Australia's
+    # differs in level: test_australian_busy_and_congestion_are_told_apart_by_the_bursts_levels.)
+    for ts in ("mx", "pl", "jp"):
         assert reported_kind(ts, "reorder") == "busy"
         events = detect(sig.cadence_tone("reorder", ts, 6, 8000, -20), ts)
         assert [e.kind for e in events] == ["busy"], ts
@@ -208,9 +210,32 @@ def test_a_single_tone_between_a_dual_tones_frequencies_is_not_that_dual_tone():
         assert [e.kind for e in detect(sig.add_noise(x, 15), "uk")] == ["unobtainable"], err
 
 
-def test_the_special_information_tone_is_not_mistaken_for_any_tone():
-    for ts in ("us", "de", "at"):
-        assert detect(sig.add_noise(sig.cadence_tone("sit", ts, 8, 8000, -15), 20), ts) == []
+def test_the_special_information_tone_is_reported_as_a_sit_and_not_mistaken_for_any_other_tone():
+    for ts, variant in (("us", "IC"), ("de", None), ("at", None)):
+        events = detect(sig.add_noise(sig.cadence_tone("sit", ts, 8, 8000, -15), 20), ts)
+        assert [(e.kind, e.variant) for e in events] == [("sit", variant)], ts  # once, though it repeats
+
+
+@pytest.mark.parametrize("generator", ["spandsp", "own"])
+@pytest.mark.parametrize("clean", [True, False])
+def test_australian_busy_and_congestion_are_told_apart_by_the_bursts_levels(clean, generator):
+    """Both are 425 Hz 0.375 on / 0.375 off; congestion's every other burst is 10 dB lower. With
+    the weak bursts heard (40 dB SNR) the levels decide; under noise that hides them (15 dB SNR:
+    the weak bursts are 5 dB above it) congestion is its strong bursts, 0.375 on / 1.125 off."""
+    snr = 40 if clean else 15
+    for kind in ("busy", "reorder"):
+        if generator == "spandsp":  # -20 dBFS is -16.86 dBm0: spandsp takes whole dB
+            tone = sd.spec_tone(TONE_PLANS["au"][kind], 6.0, -17) / 32768.0
+        else:
+            tone = sig.cadence_tone(kind, "au", 6, 8000, -20)
+        x = np.concatenate((np.zeros(4000), tone))
+        events = detect(sig.add_noise(x, snr, reference_dbfs=-20), "au")
+        assert [e.kind for e in events] == [kind], (kind, snr)
+        assert abs(events[0].start_frame - 4000) <= 0.03 * 8000
+        # busy after two cycles (1.5 s); congestion too when its weak bursts are heard, else after
+        # two cycles of its strong bursts (3 s).
+        want = 1.5 if kind == "busy" or clean else 3.0
+        assert (events[0].confirmed_frame - 4000) / 8000 == pytest.approx(want, abs=0.1)
 
 
 def test_a_detector_measures_only_its_own_countrys_frequencies():

@@ -186,7 +186,7 @@ class LineConfig:
     led: int | None = key(None, doc="BCM pin of the line's LED", check=PIN)
     mask_dtmf: bool = key(False, doc="replace DTMF digits in the audio with silence (PCI)")
     tone_set: str = key("us", doc="the country's call-progress tones", check=one_of(TONE_SETS))
-    end_on_tone: bool = key(True, doc="a dial/busy/reorder tone ends the call")
+    end_on_tone: bool = key(True, doc="a dial/busy/reorder tone or a special information tone ends the call")
     callerid: tuple[str, ...] = key(CALLERID_STANDARDS, doc="caller ID formats to decode",
                                     check=one_of(CALLERID_STANDARDS))
     callerid_window_s: float = key(30.0, doc="caller ID heard up to this long before a recording starts "

@@ -8,10 +8,12 @@ Audio reaches a recording through the line's :class:`LineAnalyzer` (``detect/ana
 which keeps the pre-roll, masks DTMF when ``mask_dtmf`` is set and says how far audio may be
 written. Its events are applied here: a caller ID heard up to ``callerid_window_s`` before a
 call (or in its first 10 s) names the call; a call-waiting caller ID (after a CAS, during the
-call) is attached to the call in progress (``waiting_callers`` in its summary), message waiting
+call, in its first 10 s too: see ``detect/analyzer.py``) is attached to the call in progress (``waiting_callers`` in its summary), message waiting
 and advice of charge name nothing; DTMF digits inside a call make its ``dtmf`` (``*``
-per digit when masked); a dial, busy or reorder tone after at least ``min_call_s`` of the call
-ends it where the tone began (``end_reason = "tone"``), and no new call starts until the tone
+per digit when masked); a dial, busy or reorder tone or a special information tone (SIT: the
+call failed, an announcement follows) after at least ``min_call_s`` of the call ends it where the
+tone began (``end_reason = "tone"``; a SIT's code goes on the summary as ``sit``, e.g. ``"IC"``
+for a North American intercept, ``""`` for the Q.35 SIT), and no new call starts until the tone
 has stopped (VOX) or the phone is hung up (off-hook).
 """
 
@@ -93,6 +95,7 @@ class LineCalls:
         self._prev_caller: tuple[str | None, str | None] = (None, None)
         self._call_cid: CallerId | None = None  # the caller ID naming the current call
         self._waiting: list[dict[str, Any]] = []  # call-waiting callers announced during the call
+        self._sit: str | None = None  # the code of the SIT that ended the call
         self.stream = -1
         self.level_dbfs = FLOOR_DBFS
         self.last_block_t: float | None = None
@@ -227,8 +230,10 @@ class LineCalls:
         self._rec_started_at = started_at
         self._rec_start = self._written_to = self._flushed_to = frame
         self._onset = frame if continuation else min(frame + self.preroll_frames, s + len(block.frames))
+        self.analyzer.call_onset = self._onset  # a call-waiting alert is told by where it comes in the call
         self._digits = []
         self._waiting: list[dict[str, Any]] = []
+        self._sit = None
         self._call_cid = None
         if continuation:
             if any(self._prev_caller):
@@ -283,6 +288,7 @@ class LineCalls:
             self._release(end, final=True)
             self._flush()
         self.recording = None
+        self.analyzer.call_onset = None
         digits = [d for d in self._digits if d.start_frame < end]
         # Masked (PCI): the count of keys is kept, their values are stored nowhere.
         rec.dtmf = "".join("*" if self.line.mask_dtmf else d.digit for d in digits)
@@ -300,6 +306,9 @@ class LineCalls:
             summary["caller_redirected_from"] = named_by.redirected_from
         if self._waiting:
             summary["waiting_callers"] = list(self._waiting)
+        if self._sit is not None:  # the call failed: which special information tone said so
+            summary["sit"] = self._sit
+            self._sit = None
         self.calls_recorded += 1
         logger.info("line %s: call %s ended (%s), %.1f s", self.line.name, rec.id, reason,
                     summary["duration_s"])
@@ -331,8 +340,11 @@ class LineCalls:
         elif isinstance(ev, ToneEvent):
             if rec is not None and not ending and self._tone_ends_call(ev):
                 end = max(ev.start_frame, self._written_to)
-                logger.info("line %s: %s tone %.1f s into call %s: call over", self.line.name, ev.kind,
+                logger.info("line %s: %s tone%s %.1f s into call %s: call over", self.line.name, ev.kind,
+                            f" ({ev.variant})" if ev.variant else "",
                             (ev.start_frame - self._onset) / self.line.rate, rec.id)
+                if ev.kind == "sit":
+                    self._sit = ev.variant or ""
                 self._end("tone", end)
                 self.segmenter.reset()
                 self._tone_hold = True

@@ -30,6 +30,13 @@ then hears the ``CW_LISTEN_S`` after the alert (the phone's acknowledgement and 
 within about 1 s, Telcordia GR-30), and what it decodes there is reported with ``kind =
 "waiting"``: a second caller on the call in progress, not the call's own caller.
 
+In a call's first 10 s the decoder still hears everything (a caller ID sent just before the call
+began may end inside it), and the owner says where the call began (``call_onset``): the alert
+detector runs alongside, and a call set-up that starts within ``CW_LISTEN_S`` after an alert that
+ended at least ``CW_MIN_INTO_CALL_S`` into the call is call waiting too. An alert closer to the
+onset (BT's DT-AS before on-hook caller ID, which under VOX is itself what starts the recording)
+leaves the caller ID the call's own.
+
 ``drain`` analyses what is pending and flushes the masker (at a call's end: every frame of the
 call is then released and every digit in it reported).
 """
@@ -48,14 +55,17 @@ from .callerid import CallerId, CallerIdDecoder, CasDetector, DtmfCallerIdParser
 from .dtmf import DtmfDetector, DtmfDigit, DtmfMasker
 from .tones import ToneDetector, ToneEvent
 
-__all__ = ["BATCH_S", "CW_LISTEN_S", "ENDING_TONES", "Event", "LineAnalyzer"]
+__all__ = ["BATCH_S", "CW_LISTEN_S", "CW_MIN_INTO_CALL_S", "ENDING_TONES", "Event", "LineAnalyzer"]
 
 logger = logging.getLogger(__name__)
 
 BATCH_S = 1.0
 MAX_HOLD_S = 5.0  # longest confirmation (UK congestion, 3 s) + a batch + margin
-ENDING_TONES = frozenset({"dial", "busy", "reorder"})
+ENDING_TONES = frozenset({"dial", "busy", "reorder", "sit"})  # "sit": the call failed (an announcement follows)
 CW_LISTEN_S = 2.5  # after a CAS: ack <= 160 ms + 65 ms, FSK 50-500 ms later, ~0.5 s long (GR-30)
+# An alert ending this soon after a call's onset is the on-hook alert that began it (BT's DT-AS is
+# 100 ms, its FSK follows 45-500 ms later, SIN 227), not call waiting (which needs a call under way).
+CW_MIN_INTO_CALL_S = 1.0
 
 Event = CallerId | DtmfDigit | ToneEvent
 
@@ -81,6 +91,7 @@ class LineAnalyzer:
         self.keep_frames = int((line.preroll_s + max_hold_s + 2 * batch_s + 1.0) * rate)
         self._fsk_standards = tuple(s for s in line.callerid if s != "dtmf")
         self.callerid_paused = False
+        self.call_onset: int | None = None  # set by the owner: where the call in progress began
         self._dtmf_cid = "dtmf" in line.callerid
         self.reset()
 
@@ -167,7 +178,7 @@ class LineAnalyzer:
 
     @property
     def tone_active(self) -> bool:
-        """A dial, busy or reorder tone was confirmed and is still going on."""
+        """A dial, busy or reorder tone (or a SIT, up to 1.5 s after it) was confirmed and is still going on."""
         return bool(self.tones.active_kinds & ENDING_TONES)
 
     def audio(self, a: int, b: int) -> np.ndarray:
@@ -220,9 +231,13 @@ class LineAnalyzer:
         events: list[Event] = []
         events += self._digits(digits)
         if self.fsk is not None and not self.callerid_paused:
-            if self._cw_until:  # the call ended while listening for call waiting: finish that first
+            if self._cw_until and self.call_onset is None:
+                # the call ended while listening for call waiting: finish that first
                 events += self._call_waiting(mono[:0], start, stop=True)
-            events += self.fsk.feed(mono, start)
+            if self.call_onset is not None:
+                events += self._early_call_waiting(mono, start)
+            else:
+                events += self.fsk.feed(mono, start)
         elif self.fsk is not None:
             events += self._call_waiting(mono, start)
         events += self.tones.feed(mono, start)
@@ -245,6 +260,18 @@ class LineAnalyzer:
             found += self.fsk.flush()
             self._cw_from = self._cw_until = 0
         return [replace(c, kind="waiting") if c.kind == "call" else c for c in found]
+
+    def _early_call_waiting(self, mono: np.ndarray, start: int) -> list[Event]:
+        """A call's first seconds (caller ID not paused): the FSK decoder hears everything, the
+        alert detector runs too, and a call set-up starting after an alert well into the call is
+        call waiting (see the module docstring)."""
+        assert self.fsk is not None and self.cas is not None and self.call_onset is not None
+        for end in self.cas.feed(mono, start):
+            if end - self.call_onset >= CW_MIN_INTO_CALL_S * self.rate:
+                self._cw_from, self._cw_until = end, end + int(CW_LISTEN_S * self.rate)
+        found = self.fsk.feed(mono, start)
+        return [replace(c, kind="waiting") if c.kind == "call" and self._cw_from <= c.start_frame < self._cw_until
+                else c for c in found]
 
     def _digits(self, digits: list[DtmfDigit]) -> list[Event]:
         events: list[Event] = list(digits)

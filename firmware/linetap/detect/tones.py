@@ -10,18 +10,22 @@ and ``"eu"`` (the CEPT/ETSI common 425 Hz tones, ETSI TR 101 041).
 
 The kind vocabulary is the same everywhere: ``"dial"``, ``"busy"``, ``"reorder"`` (called
 *congestion* in the UK and in CEPT documents), ``"ringback"``, ``"unobtainable"`` (number
-unobtainable, where a country has its own tone for it) and ``"sit"`` (the special information tone
-950/1400/1800 Hz, ITU-T Q.35). Where a country's congestion tone *is* its busy tone (MX, PL, JP;
-AU's congestion differs from busy only in the level of every other burst), the detector cannot tell
-them apart and reports ``"busy"`` (:func:`reported_kind`).
+unobtainable, where a country has its own tone for it) and ``"sit"`` (the special information tone:
+950/1400/1800 Hz, ITU-T Q.35, and North America's encoded SITs, whose code is the event's
+``variant``). Where a country's congestion tone *is* its busy tone (MX, PL, JP), the detector cannot
+tell them apart and reports ``"busy"`` (:func:`reported_kind`).
 
-**What is not detected, and why.** ``"sit"`` is in the plans (the generator plays it) but the
-detector does not look for it: the three tones follow one another at 950, 1400 and 1800 Hz, far
-from every other tone, so recognising them would stretch the per-frame DFT's bin grid (it runs from
-the plan's lowest to its highest frequency) from 8 to about 70 frequencies for a CEPT plan, for a
-tone that only comes before a recorded announcement on a call that never connected (it does not
-end a recording; ``end_reason`` would not change). The detector is checked
-to stay silent on it (it is not mistaken for another tone).
+**The SIT** is not looked for by the per-frame DFT: its tones lie far above every other tone (up to
+1850 Hz), and stretching the DFT's bin grid to them would multiply its cost by up to eight. A gate
+on three autocorrelation lags of each frame (one steady tone in the SIT's band?) costs two products
+per sample; only the rare runs it passes are measured (``detect/sit.py``).
+
+**Australia's congestion** has busy's frequency and cadence (425 Hz, 0.375/0.375 s) with every
+other burst 10 dB lower (``on_levels_db``). Each signature's bursts keep their strongest frame's
+power: with both kinds on one signature, congestion needs consecutive bursts >= 5 dB apart, busy
+within 5 dB of each other. Where the weak bursts are lost (under the floor, or under noise: at
+15 dB SNR they are 5 dB above it and come and go frame by frame) congestion is matched on its strong
+bursts alone (0.375 on, 1.125 off; confirmed after 3 s instead of 1.5 s).
 
 Amplitude-modulated tones (``am_hz`` > 0: India's and South Africa's 400 Hz x 25/33 Hz dial and
 ringback, Australia's and Singapore's 425 x 25/24 Hz, Japan's 400 x 16 Hz ringback) are detected
@@ -63,13 +67,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .sit import SitTracker, sit_codes_for
+
 __all__ = [
     "DETECTED_KINDS", "KINDS", "TONE_PLANS", "TONE_SETS", "TonePlan", "ToneDetector", "ToneEvent", "ToneSpec",
     "reported_kind",
 ]
 
 KINDS = ("dial", "busy", "reorder", "ringback", "unobtainable", "sit")
-DETECTED_KINDS = ("dial", "busy", "reorder", "ringback", "unobtainable")  # "sit": see the module docstring
+DETECTED_KINDS = KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,8 @@ class ToneSpec:
     """One call-progress tone: its frequencies and its cadence (on, off, on, off, ... seconds).
 
     An empty cadence means a continuous tone. ``alt_cadences`` lists tolerated national variants.
+    ``on_levels_db``: the level of each "on" in turn relative to the first (Australia's congestion:
+    ``(0, -10)``, every other burst 10 dB lower); empty when every burst has the same level.
     ``am_hz`` > 0: the single frequency is a carrier amplitude-modulated at ``am_hz`` (written
     "400*25" in Asterisk's ``indications.conf``, "400 x 25" in E.180). ``sequential``: the
     frequencies are played one per "on" in turn (the special information tone), not together.
@@ -87,6 +95,7 @@ class ToneSpec:
     alt_cadences: tuple[tuple[float, ...], ...] = ()
     am_hz: float = 0.0
     sequential: bool = False
+    on_levels_db: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -115,6 +124,10 @@ def _tone(freqs: str, *cadence_s: float, am_hz: float = 0.0, alt: tuple[tuple[fl
     return ToneSpec(tuple(float(f) for f in freqs.split("+")), tuple(cadence_s), alt, am_hz=am_hz)
 
 
+# North America: the Telcordia encoded SIT (detect/sit.py has all its codes); the generators play
+# its intercept code (913.8 Hz 274 ms, 1370.6 Hz 274 ms, 1776.7 Hz 380 ms, no gaps), then 1 s off.
+_SIT_NA = ToneSpec((913.8, 1370.6, 1776.7), (0.274, 0.0, 0.274, 0.0, 0.38, 1.0), sequential=True)
+
 # ITU-T Q.35 / E.180 Suppl. 2: three tones of 330 ms (950, 1400, 1800 Hz +-50) with gaps of up to
 # 30 ms, then 1 s of silence. Austria's (E.180 Suppl. 2, indications.conf [at]) is 950/1450/1850.
 _SIT = ToneSpec((950.0, 1400.0, 1800.0), (0.33, 0.03, 0.33, 0.03, 0.33, 1.0), sequential=True)
@@ -129,7 +142,7 @@ _NA = TonePlan("United States / Canada", "ANSI T1.401, Telcordia LSSGR; Asterisk
     "busy": _tone("480+620", 0.5, 0.5),
     "reorder": _tone("480+620", 0.25, 0.25),
     "ringback": _tone("440+480", 2.0, 4.0),
-    "sit": _SIT,
+    "sit": _SIT_NA,
 })
 _GB = TonePlan("United Kingdom", "BT SIN 350; Asterisk [uk]", {
     "dial": _tone("350+440"),
@@ -176,8 +189,10 @@ TONE_PLANS: dict[str, TonePlan] = {
     "au": TonePlan("Australia", "E.180 (425 x 25); Asterisk [au] (413+438 there)", {
         "dial": _tone("425*25"),
         "busy": _tone("425", 0.375, 0.375),
-        # Congestion is busy's cadence with every other burst 10 dB lower: the same tone here.
-        "reorder": _tone("425", 0.375, 0.375),
+        # Congestion is busy's cadence with every other burst 10 dB lower (ACIF S002; Asterisk's
+        # [au] notes it). When the weaker burst is lost (under the detector's floor, or under
+        # noise: at 15 dB SNR it is 5 dB above the noise) the strong ones are 0.375 on, 1.125 off.
+        "reorder": ToneSpec((425.0,), (0.375, 0.375), ((0.375, 1.125),), on_levels_db=(0.0, -10.0)),
         "ringback": _tone("425*25", 0.4, 0.2, 0.4, 2.0),
         "unobtainable": _tone("425", 2.5, 0.5),
     }),
@@ -240,12 +255,15 @@ class ToneEvent:
     """A call-progress tone whose cadence was confirmed.
 
     ``start_frame`` is the sample index where the confirmed tone pattern began, ``confirmed_frame``
-    the sample index at which the cadence was confirmed (both in the line's stream).
+    the sample index at which the cadence was confirmed (both in the line's stream). ``variant``:
+    for a North American SIT its code (``"IC"``, ``"VC"``, ``"RO'"``, ... :data:`linetap.detect.sit.NA_SIT_CODES`),
+    otherwise None.
     """
 
     kind: str
     start_frame: int
     confirmed_frame: int
+    variant: str | None = None
 
 
 # Detection parameters. Levels are dBFS where a full-scale sine is 0 dBFS.
@@ -262,6 +280,7 @@ _CONTINUOUS_GAP_S = 0.2  # a continuous tone off for this long has stopped
 _DEBOUNCE_FRAMES = 2  # a change of state must hold for 2 frames (40 ms) to count
 _CADENCE_CYCLES = {"dial": 1, "busy": 2, "reorder": 2, "ringback": 1, "unobtainable": 1}
 _HISTORY = 12  # segments kept per signature
+_LEVEL_STEP_DB = 5.0  # bursts this much apart are of different levels (AU congestion: 10 dB; noise: +-1 dB)
 
 
 def _ratio(power: float, ref: float) -> float:
@@ -288,7 +307,7 @@ class _Signature:
 
     __slots__ = ("freqs", "am_hz", "bins", "kinds", "recent", "on", "pending", "pending_pos", "pending_count",
                  "segments",
-                 "seg_start", "active", "continuous_confirm_s")
+                 "seg_start", "active", "continuous_confirm_s", "on_peak", "on_levels", "levelled")
 
     def __init__(self, freqs: tuple[float, ...], am_hz: float, bins: list[int], kinds: list[str]) -> None:
         self.freqs = freqs  # the frequencies measured: the tone's, or a carrier and its two sidebands
@@ -304,6 +323,9 @@ class _Signature:
         self.seg_start: int | None = None  # start of the current segment (None before the first "on")
         self.active: dict[str, bool] = {k: False for k in kinds}
         self.continuous_confirm_s = _CONTINUOUS_MIN_S
+        self.on_peak = 0.0  # the running "on"'s strongest frame (tone power)
+        self.on_levels: dict[int, float] = {}  # start of each completed "on" -> its strongest frame
+        self.levelled = False  # a kind of this signature has bursts of different levels
 
 
 class ToneDetector:
@@ -334,7 +356,7 @@ class ToneDetector:
         am_of: dict[tuple[float, ...], float] = {}
         for kind in DETECTED_KINDS:
             spec = self._plan.get(kind)
-            if spec is not None and reported_kind(tone_set, kind) == kind:
+            if spec is not None and not spec.sequential and reported_kind(tone_set, kind) == kind:
                 by_freqs.setdefault(spec.freqs_hz, []).append(kind)
                 if spec.am_hz:
                     am_of.setdefault(spec.freqs_hz, spec.am_hz)
@@ -349,6 +371,7 @@ class ToneDetector:
             longest_on = max((max(self._plan[k].cadence_s[0::2]) for k in sig.kinds if self._plan[k].cadence_s),
                              default=0.0)
             sig.continuous_confirm_s = max(_CONTINUOUS_MIN_S, 1.5 * longest_on)
+            sig.levelled = any(self._plan[k].on_levels_db for k in sig.kinds)
         # Rectangular-window DFT of each 2-hop frame as the sum of two half-frame projections, at
         # the tone frequencies and on the orthogonal bin grid (rate / n) around them. The grid bins
         # measure each signature's band energy (Parseval), which does not depend on exactly where
@@ -391,6 +414,10 @@ class ToneDetector:
         self._buf = np.zeros(0)
         self._buf_start: int | None = None
         self._int_units = True
+        sit = self._plan.get("sit")
+        codes = sit_codes_for(None if sit is None else tuple(zip(sit.freqs_hz, sit.cadence_s[0::2])),
+                              north_american=sit is _SIT_NA)
+        self._sit = SitTracker(self.rate, hop, codes) if codes else None
 
     # -- public -------------------------------------------------------------------------------
     def feed(self, samples: np.ndarray, start_frame: int) -> list[ToneEvent]:
@@ -416,10 +443,14 @@ class ToneDetector:
         self._buf = buf[keep:]
         self._buf_start = pos0 + keep
         scale = 32768.0 if self._int_units else 1.0
+        sit = self._sit
         idle = not any(sig.on or sig.pending is not None for sig in self._sigs)
+        events: list[ToneEvent] = []
         if idle and self._quiet_peak * scale > max(float(x.max()), -float(x.min())):
             on = pw = None  # quiet: every signature is off in every frame
             nf = m - 1
+            if sit is not None and sit.busy:
+                self._sit_events(sit.frames(buf[: m * hop].reshape(m, hop), None, None, pos0, nf), events)
         else:
             rows = buf[: m * hop].reshape(m, hop)
             e = np.einsum("ij,ij->i", rows, rows) * self._escale[self._int_units]
@@ -429,6 +460,8 @@ class ToneDetector:
                 # Too little energy for any component at the floor (a projection on the cos/sin pair
                 # holds at most twice the frame's mean square): an idle line's noise ends here.
                 on = pw = None
+                if sit is not None and sit.busy:
+                    self._sit_events(sit.frames(rows, None, None, pos0, nf), events)
             else:
                 proj = rows @ self._bases[self._int_units]
                 s = proj[:-1, : self._ncol] + proj[1:, self._ncol :]
@@ -438,13 +471,17 @@ class ToneDetector:
                 p = s[:, :nfq] ** 2 + s[:, nfq : 2 * nfq] ** 2
                 res = self._classify(p, total)
                 on, pw = res if res is not None else (None, None)
-        events: list[ToneEvent] = []
+                if sit is not None:
+                    g, f = sit.gate(buf, m, frame_ms, dc, self._escale[self._int_units], self._min_power)
+                    self._sit_events(sit.frames(rows, g, f, pos0, nf), events)
         for j, sig in enumerate(self._sigs):
             col = None if on is None else on[:, j]
             if col is not None and pw is not None and sig.on and sig.pending is None and col.all():
                 # Steady "on": nothing to track; remember the level for placing the coming edge.
                 k0 = max(0, nf - sig.recent.maxlen)  # type: ignore[operator]
                 sig.recent.extend((pos0 + i * hop, float(pw[i, j])) for i in range(k0, nf))
+                if sig.levelled:
+                    sig.on_peak = max(sig.on_peak, float(pw[:nf, j].max()))
                 self._check_running(sig, pos0 + nf * hop, events)
                 continue
             if (col is None or not col.any()) and not sig.on and sig.pending is None:
@@ -457,7 +494,13 @@ class ToneDetector:
     @property
     def active_kinds(self) -> set[str]:
         """Kinds confirmed and still going on (as of the audio fed so far)."""
-        return {k for sig in self._sigs for k, on in sig.active.items() if on}
+        kinds = {k for sig in self._sigs for k, on in sig.active.items() if on}
+        if self._sit is not None and self._buf_start is not None and self._sit.active(self._buf_start):
+            kinds.add("sit")
+        return kinds
+
+    def _sit_events(self, found: list[tuple[int, int, str | None]], events: list[ToneEvent]) -> None:
+        events += [ToneEvent("sit", start, confirmed, variant) for start, confirmed, variant in found]
 
     def pending_start(self, kinds: Collection[str]) -> int | None:
         """Start of the earliest tone of ``kinds`` that is in progress but not yet confirmed.
@@ -476,6 +519,10 @@ class ToneDetector:
             if not wanted or any(sig.active.values()):
                 continue
             start = self._pending_in(sig, wanted, now)
+            if start is not None and (best is None or start < best):
+                best = start
+        if "sit" in kinds and self._sit is not None and not self._sit.active(now):
+            start = self._sit.pending_start(now)
             if start is not None and (best is None or start < best):
                 best = start
         return best
@@ -519,6 +566,8 @@ class ToneDetector:
         self._buf = np.zeros(0)
         self._buf_start = start_frame
         self._int_units = is_int
+        if self._sit is not None:
+            self._sit.reset()
 
     def _classify(self, p_all: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Per frame and signature: is it on? Also the signatures' component powers (F, S)."""
@@ -545,6 +594,8 @@ class ToneDetector:
             pos = pos0 + i * hop
             sig.recent.append((pos, 0.0 if pw is None else float(pw[i])))
             raw = bool(col[i]) if col is not None else False
+            if sig.levelled and raw and sig.on and pw is not None:
+                sig.on_peak = max(sig.on_peak, float(pw[i]))
             if raw == sig.on:
                 sig.pending = None
                 continue
@@ -578,6 +629,12 @@ class ToneDetector:
         if sig.seg_start is not None:
             sig.segments.append((sig.on, (pos - sig.seg_start) / self.rate, sig.seg_start))
             del sig.segments[:-_HISTORY]
+            if sig.levelled and sig.on:
+                sig.on_levels[sig.seg_start] = sig.on_peak
+                if len(sig.on_levels) > _HISTORY:
+                    del sig.on_levels[min(sig.on_levels)]
+        if now_on:
+            sig.on_peak = 0.0
         sig.on = now_on
         if sig.seg_start is None and not now_on:
             return
@@ -599,44 +656,55 @@ class ToneDetector:
                 elif sig.active[kind] and not sig.on and run_s >= _CONTINUOUS_GAP_S:
                     sig.active[kind] = False
             elif sig.active[kind]:
-                durations = spec.cadence_s[0::2] if sig.on else spec.cadence_s[1::2]
-                longest = max(durations)
+                longest = max(max(p[0::2] if sig.on else p[1::2]) for p in (spec.cadence_s, *spec.alt_cadences))
                 if run_s > longest + _tol(longest):
                     sig.active[kind] = False  # held on or off too long: the cadence stopped
 
     def _evaluate(self, sig: _Signature, pos: int, events: list[ToneEvent]) -> None:
         """At each committed change: continue, end or confirm each cadenced kind."""
-        done = sig.segments
         for kind in sig.kinds:
             spec = self._plan[kind]
+            done = sig.segments
             if not spec.cadence_s:
                 if sig.active[kind] and done and done[-1][0] and done[-1][1] < sig.continuous_confirm_s:
                     sig.active[kind] = False
                 continue
             patterns = (spec.cadence_s, *spec.alt_cadences)
+            # A tone whose bursts alternate in level (AU congestion) is matched twice: its own
+            # cadence on every burst (levels checked), its alternative on the strong bursts alone.
+            views = [(done, patterns)]
+            if sig.levelled and spec.on_levels_db:
+                views = [(done, (spec.cadence_s,)), (self._strong(sig, spec), spec.alt_cadences)]
             if sig.active[kind]:
-                tail = done[-len(spec.cadence_s):]
-                if tail and not any(_cadence_matches([s[1] for s in tail], pat, tail[0][0]) for pat in patterns):
+                # (the strong bursts' view: its last segment may be an "off" still going on)
+                tails = [(v[-len(spec.cadence_s):] if i == 0 else v[-len(spec.cadence_s) - 1 : -1], pats)
+                         for i, (v, pats) in enumerate(views)]
+                fits = any(_cadence_matches([s[1] for s in tail], pat, tail[0][0])
+                           for tail, pats in tails if tail for pat in pats)
+                if all(tail for tail, _p in tails) and not fits:
                     sig.active[kind] = False
                 continue
             need = max(2, len(spec.cadence_s) * _CADENCE_CYCLES[kind])
             # Confirm at the start of an "on", over completed segments that begin with an "on".
-            if not sig.on or len(done) < need:
+            if not sig.on:
                 continue
-            tail = done[-need:]
-            if not tail[0][0]:
-                continue
-            if any(_cadence_matches([s[1] for s in tail], pat, True) for pat in patterns):
-                run_start, run = self._fitting_run(sig, patterns)
-                if self._fits_another(sig, kind, run):
+            for segs, pats in views:
+                tail = segs[-need:]
+                if len(segs) < need or not tail[0][0]:
                     continue
-                sig.active[kind] = True
-                events.append(ToneEvent(kind, min(run_start, tail[0][2]), pos))
+                if any(_cadence_matches([s[1] for s in tail], pat, True) and self._levels_fit(sig, kind, pat, tail)
+                       for pat in pats):
+                    run_start, run = self._fitting_run(segs, pats)
+                    if self._fits_another(sig, kind, run, run_start):
+                        continue
+                    sig.active[kind] = True
+                    events.append(ToneEvent(kind, min(run_start, tail[0][2]), pos))
+                    break
 
     @staticmethod
-    def _fitting_run(sig: _Signature, patterns: tuple[tuple[float, ...], ...]) -> tuple[int, list[float]]:
+    def _fitting_run(done: list[tuple[bool, float, int]],
+                     patterns: tuple[tuple[float, ...], ...]) -> tuple[int, list[float]]:
         """The longest run of completed segments, from an "on", that fits one of ``patterns``."""
-        done = sig.segments
         for i in range(len(done)):
             if done[i][0]:
                 durations = [d for _on, d, _st in done[i:]]
@@ -644,18 +712,63 @@ class ToneDetector:
                     return done[i][2], durations
         return done[-1][2], []
 
-    def _fits_another(self, sig: _Signature, kind: str, run: list[float]) -> bool:
+    def _fits_another(self, sig: _Signature, kind: str, run: list[float], run_start: int) -> bool:
         """Whether everything heard of ``kind`` so far (``run``) also fits another cadenced kind.
 
         Spain's busy (0.2/0.2) is a part of its congestion (0.2 on/off three times, 0.6 off): busy
-        waits until a 0.2 s "off" comes where congestion would have 0.6 s.
+        waits until a 0.2 s "off" comes where congestion would have 0.6 s. Australia's busy and
+        congestion have one cadence: the bursts' levels rule one of them out at once.
         """
         if not run:
             return False
+        segs = [x for x in sig.segments if x[2] >= run_start]
         for other in sig.kinds:
             spec = self._plan[other]
             if other == kind or not spec.cadence_s:
                 continue
-            if any(_cadence_matches(run, pat, True) for pat in (spec.cadence_s, *spec.alt_cadences)):
+            if any(_cadence_matches(run, pat, True) and self._levels_fit(sig, other, pat, segs)
+                   for pat in (spec.cadence_s, *spec.alt_cadences)):
                 return True
         return False
+
+    @staticmethod
+    def _strong(sig: _Signature, spec: ToneSpec) -> list[tuple[bool, float, int]]:
+        """The completed segments with the weak bursts of a tone whose bursts alternate in level
+        (AU congestion) counted as "off": what is left when they are lost, whole or in pieces
+        (near the noise they come and go frame by frame). A burst is weak when it is
+        :data:`_LEVEL_STEP_DB` below the strongest recent one, or shorter than half the tone's
+        shortest "on"."""
+        shortest = min(min(p[0::2]) for p in (spec.cadence_s, *spec.alt_cadences))
+        ref = max((sig.on_levels.get(st, 0.0) for on, _d, st in sig.segments if on), default=0.0)
+        ratio = 10 ** (_LEVEL_STEP_DB / 10)
+        out: list[tuple[bool, float, int]] = []
+        for on, d, st in sig.segments:
+            if on and sig.on_levels.get(st, 0.0) * ratio >= ref and d >= 0.5 * shortest:
+                out.append((True, d, st))
+            elif out and not out[-1][0]:
+                out[-1] = (False, out[-1][1] + d, out[-1][2])
+            else:
+                out.append((False, d, st))
+        return out
+
+    def _levels_fit(self, sig: _Signature, kind: str, pattern: tuple[float, ...],
+                    segs: list[tuple[bool, float, int]]) -> bool:
+        """Whether the bursts' levels in ``segs`` fit ``kind`` heard with ``pattern``.
+
+        On a signature where one kind's bursts alternate in level (AU congestion, 10 dB) and
+        another's do not (AU busy): with the kind's own cadence, consecutive bursts must differ by
+        at least :data:`_LEVEL_STEP_DB` (alternating) or all be within it (steady). An alternative
+        cadence of the alternating kind (the weaker bursts lost) is not checked: what is left of it
+        is steady.
+        """
+        if not sig.levelled:
+            return True
+        stepped = bool(self._plan[kind].on_levels_db)
+        if stepped and pattern != self._plan[kind].cadence_s:
+            return True
+        levels = [sig.on_levels.get(st, 0.0) for on, _d, st in segs if on]
+        if len(levels) < 2:
+            return not stepped
+        ratio = 10 ** (_LEVEL_STEP_DB / 10)
+        apart = [max(a, b) > ratio * min(a, b) for a, b in zip(levels, levels[1:])]
+        return all(apart) if stepped else not any(apart)

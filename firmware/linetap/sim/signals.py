@@ -286,7 +286,8 @@ def spec_tone(
     ``level_dbfs`` is the total level while the tone is on: the components share it equally; a
     modulated tone (``spec.am_hz``) is a carrier times ``1 + am_depth * sin(2 pi am_hz t)``, scaled
     so that carrier and sidebands together are at ``level_dbfs``. A sequential tone (the SIT) plays
-    its frequencies one per "on", in turn.
+    its frequencies one per "on", in turn. ``spec.on_levels_db`` sets each "on"'s level relative
+    to the first (Australia's congestion: every other burst 10 dB lower).
     """
     n = int(round(seconds * rate))
     t = np.arange(n) / rate
@@ -309,7 +310,8 @@ def spec_tone(
         d = spec.cadence_s[i % len(spec.cadence_s)]
         if i % 2 == 0:  # even positions of a cadence are "on"
             sl = slice(int(round(pos * rate)), int(round((pos + d) * rate)))
-            x[sl] = tones[(i // 2) % len(tones)][sl]
+            gain = 10 ** (spec.on_levels_db[(i // 2) % len(spec.on_levels_db)] / 20) if spec.on_levels_db else 1.0
+            x[sl] = gain * tones[(i // 2) % len(tones)][sl]
         pos += d
         i += 1
     return x
