@@ -55,6 +55,11 @@ import threading
 import time
 from pathlib import Path
 
+# As the recorder runs (systemd/linetap.service): OpenBLAS on one thread. Its worker threads, if
+# started, spin between the detectors' small matrix products; set before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 RATE = 8000
 BLOCK = RATE // 50  # 20 ms, the capture period
 FLOOR_WRITE_FRAMES = 10 * BLOCK  # the real-time codec floor's writes: 200 ms, a pipeline run (see above)
