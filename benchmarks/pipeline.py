@@ -26,8 +26,12 @@ drains (100 ms). ``--reader blocking`` models the other kind of source instead, 
 each period (one wake-up per 20 ms per line; this is how the ``file`` PCM of the tests behaves). The
 audio is the same 120 s script as above (about 60 % in calls); use SECONDS >= 120 to measure all of it.
 After the run, in the same process, libsndfile alone encodes what the recorder recorded inside the
-measured window (same 20 ms writes): the codec floor of that run, and the recorder's CPU over it is
-printed as "recorder / codec" (the fixed cost of running shows as the excess over 1). ``--idle``:
+measured window: the codec floor of that run, and the recorder's CPU over it is printed as
+"recorder / codec" (the fixed cost of running shows as the excess over 1). The floor is written in
+200 ms pieces (``FLOOR_WRITE_FRAMES``), the recorder's own runs and the cheapest writes for
+libsndfile: encoding 20 s of call audio with Opus took 1,421 M instructions in 20 ms writes, 1,386 M
+in 200 ms writes and 1,385 M in 1 s writes (``valgrind --tool=callgrind``), so 20 ms writes would
+flatter the ratio by about 2.5 %. ``--idle``:
 the lines carry only their noise floor (no call), for the fixed cost alone.
 The "32 lines RT" column of the main table is 32 x the per-line cost at full speed, which leaves
 out what only real time costs (the readers' wake-ups, a pipeline round every 200 ms).
@@ -51,8 +55,14 @@ import threading
 import time
 from pathlib import Path
 
+# As the recorder runs (systemd/linetap.service): OpenBLAS on one thread. Its worker threads, if
+# started, spin between the detectors' small matrix products; set before numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 RATE = 8000
 BLOCK = RATE // 50  # 20 ms, the capture period
+FLOOR_WRITE_FRAMES = 10 * BLOCK  # the real-time codec floor's writes: 200 ms, a pipeline run (see above)
 AHEAD_S = 5.0  # how far a source may run ahead of its line's processing
 T0 = 1_795_000_000.0
 DISTINCT = 4  # distinct renders, shared by the lines (read-only), so the source audio stays small
@@ -310,8 +320,9 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
 def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[int, int], out_dir: Path) -> float:
     """CPU seconds that libsndfile alone takes to encode what the recorder recorded inside the
     measured window (each recording's part of it, found from the index; the source's frame ``f``
-    is the window's time ``f / RATE`` after the sources' start), in the same 20 ms writes: the
-    codec floor of the real-time run, measured in the same process right after it."""
+    is the window's time ``f / RATE`` after the sources' start), in writes of
+    ``FLOOR_WRITE_FRAMES`` (200 ms, the recorder's runs; the cheapest for libsndfile): the codec
+    floor of the real-time run, measured in the same process right after it."""
     from linetap.clock import parse_iso
     from linetap.index.db import open_index
     from linetap.store.audio import AudioWriter
@@ -329,8 +340,8 @@ def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[
             continue
         w = AudioWriter(out_dir / f"{i}.{codec}", codec, RATE, 1)
         seg = audio_of(r["line"])[a:b]
-        for j in range(0, len(seg), BLOCK):
-            w.write(seg[j:j + BLOCK])
+        for j in range(0, len(seg), FLOOR_WRITE_FRAMES):
+            w.write(seg[j:j + FLOOR_WRITE_FRAMES])
         w.close()
     return cpu_s() - cpu0
 
@@ -497,7 +508,8 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     print("consumer every 100 ms, no recorder: the floor under any thread-per-line capture.")
     if vs_codec:
         print("\nBeside the codec alone (same process, right after: libsndfile encoding what was recorded in the")
-        print("measured window, in the same 20 ms writes; the ratio is the whole recorder's CPU over the codec's):")
+        print(f"measured window, in {1000 * FLOOR_WRITE_FRAMES // RATE} ms writes as the recorder's runs; the ratio "
+              "is the whole recorder's CPU over the codec's):")
         for line in vs_codec:
             print("  " + line)
     if by_thread:

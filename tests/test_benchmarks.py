@@ -62,3 +62,13 @@ def test_the_fleet_benchmark_measures_the_view_beside_a_bare_subscriber():
     rows = dict(re.findall(r"^(bare|fleet)\s+(\d+)\s+[\d.]+%\s+[\d.]+$", p.stdout, re.M))
     assert set(rows) == {"bare", "fleet"} and int(rows["bare"]) > 0 and int(rows["fleet"]) > 0, p.stdout
     assert "20 boxes seen" in p.stdout
+
+
+def test_the_rounds_benchmark_times_the_drains_and_rounds_alone():
+    bench = BENCH.parent / "rounds.py"
+    for extra in ((), ("--call",)):
+        p = subprocess.run([sys.executable, str(bench), "--lines", "2", "--seconds", "4", "--codec", "flac", *extra],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        row = re.search(r"drains ([\d.]+) us, rounds ([\d.]+) us", p.stdout)
+        assert row and float(row[1]) > 0 and float(row[2]) > 0, p.stdout

@@ -123,6 +123,6 @@ class Run:
         if len(parts) == 1:
             return Run(tuple(blocks), parts[0], n)
         whole = np.concatenate(parts)
-        uniform = len(whole) == n * len(parts) and all(len(x) == n for x in parts)
+        uniform = len(whole) == n * len(parts) and all(map(n.__eq__, map(len, parts)))  # no frame per block
         return Run(tuple(blocks), whole, n if uniform else 0)
 

@@ -34,6 +34,7 @@ from typing import Protocol
 import numpy as np
 
 FULL_SCALE = 32767
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +176,14 @@ class LineHealthDetector:
         sample-exact."""
         k = len(blocks)
         if k > 1 and period and not self.dead and not self._clips:
+            # The ufuncs' reduce, not ``ndarray.min``/``max``: those go through a Python wrapper
+            # (numpy's ``_methods``), a quarter of their cost on a run of ten 20 ms blocks.
             if self.channels == 1:
                 x = whole.reshape(k, period)
-                mins, maxs = x.min(axis=1).tolist(), x.max(axis=1).tolist()  # plain ints: cheaper
+                mins, maxs = _MIN(x, axis=1).tolist(), _MAX(x, axis=1).tolist()  # plain ints: cheaper
             else:
                 x = whole.reshape(k, period, self.channels)
-                mins, maxs = x.min(axis=1).ravel().tolist(), x.max(axis=1).ravel().tolist()
+                mins, maxs = _MIN(x, axis=1).ravel().tolist(), _MAX(x, axis=1).ravel().tolist()
             if max(maxs) < FULL_SCALE and min(mins) > -FULL_SCALE and all(map(int.__lt__, mins, maxs)):
                 # Every channel varies in every block: any constant run ended in the first one.
                 self._run_value = [None] * self.channels

@@ -36,6 +36,9 @@ def block_dbfs(frames: np.ndarray, k: int) -> list[float]:
     if k <= 0 or frames.size == 0:
         return [FLOOR_DBFS] * max(k, 0)
     x = frames.astype(np.float64).reshape(k, -1)
-    energies = np.einsum("ij,ij->i", x, x).tolist()
-    size = x.shape[1]
-    return [_to_dbfs(e, size) for e in energies]
+    full = x.shape[1] * _FULL_POWER
+    log10 = math.log10
+    # ``_to_dbfs`` of each, inlined (the same arithmetic, so the same bits as ``dbfs``): a Python
+    # call per block was a sixth of this function's cost (10.3 -> 8.7 us for ten blocks).
+    return [max(FLOOR_DBFS, 10.0 * log10(p)) if (p := e / full) > 1e-12 else FLOOR_DBFS
+            for e in np.einsum("ij,ij->i", x, x).tolist()]

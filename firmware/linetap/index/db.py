@@ -288,8 +288,11 @@ class Index:
 
     # --- meta (heartbeat etc.) ---
     def set_meta(self, key: str, value: str) -> None:
-        with self.lock:
-            self._db["meta"].upsert({"key": key, "value": value}, pk="key")
+        """One statement, one commit. (sqlite-utils' ``upsert`` looked the table up in the schema
+        and wrote it in two statements: 1.5 ms of CPU per call on this VM, for the heartbeat every
+        second half the housekeeping thread's CPU at 4 lines.)"""
+        self.execute('INSERT INTO "meta" ("key", "value") VALUES (?, ?) '
+                     'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"', [key, value])
 
     def get_meta(self, key: str) -> str | None:
         rows = self.query("select value from meta where key = ?", [key])
