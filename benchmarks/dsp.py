@@ -3,9 +3,10 @@
 Run: ``.venv/bin/python benchmarks/dsp.py`` (about two minutes on a 2-core x86 VM).
 
 * As integrated (the figure that matters, printed first): ``LineAnalyzer`` (detect/analyzer.py),
-  the per-line object the recorder feeds with every 20 ms capture block and that batches the
-  detectors internally (1 s), with and without ``mask_dtmf``; next to the Opus encoding of the
-  same audio in the same 20 ms blocks, measured in the same run. Target: < 5 %.
+  the per-line object the recorder feeds with each run the pipeline hands a line (``RUN_BLOCKS``
+  capture blocks of 20 ms: 200 ms) and that batches the detectors internally (1 s), with and without
+  ``mask_dtmf``; next to the Opus encoding of the same audio written in the same runs (as the
+  recorder writes them), measured in the same run. Target: < 5 %.
 
 * Cost: CPU time (time.process_time, all threads; best of three runs) per second of line audio,
   for each detector and for the wiring the recorder uses (DtmfMasker + FSK caller ID + DTMF
@@ -46,6 +47,7 @@ from linetap.detect.analyzer import BATCH_S, LineAnalyzer  # noqa: E402
 from linetap.detect.callerid import CallerIdDecoder, CasDetector, DtmfCallerIdParser  # noqa: E402
 from linetap.detect.dtmf import DtmfDetector, DtmfMasker  # noqa: E402
 from linetap.detect.tones import ToneDetector  # noqa: E402
+from linetap.pipeline import RUN_BLOCKS  # noqa: E402
 
 COST_SECONDS = 60
 REPEATS = 3
@@ -107,7 +109,7 @@ def line_config(rate: int, mask: bool) -> LineConfig:
 
 
 def analyzer_feed(rate: int, mask: bool, in_call: bool = False) -> Callable[[np.ndarray, int], object]:
-    """What LineCalls does with the analyser for every capture block (frames are (n, 1)).
+    """What LineCalls does with the analyser for every run the pipeline hands it (frames are (n, 1)).
 
     ``in_call``: the audio is a call that began at frame 0; LineCalls rests the FSK caller ID
     decoder from 10 s into a call (no on-hook caller ID on an answered line)."""
@@ -122,12 +124,12 @@ def analyzer_feed(rate: int, mask: bool, in_call: bool = False) -> Callable[[np.
 
 
 def integrated_table() -> None:
-    print(f"As integrated: LineAnalyzer fed 20 ms capture blocks (batch {BATCH_S:g} s) vs Opus on the same "
-          "blocks, same run")
+    print(f"As integrated: LineAnalyzer fed the pipeline's runs ({RUN_BLOCKS} capture blocks of 20 ms, batch "
+          f"{BATCH_S:g} s) vs Opus written in the same runs, same run")
     print(f"{'audio':<7}{'rate':>6}{'analyzer':>10}{'+mask':>10}{'Opus':>9}{'ratio':>9}{'+mask':>9}   (ms CPU per s)")
     worst = 0.0
     for rate in (8000, 16000):
-        block = rate // 50
+        block = rate // 50 * RUN_BLOCKS  # the pipeline hands LineCalls a line's blocks as one run
         warm = call_audio(rate)[: 5 * rate].reshape(-1, 1)
         run_blocks(analyzer_feed(rate, True), warm, block)
         opus_cost(warm, rate, block)

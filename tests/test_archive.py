@@ -29,6 +29,7 @@ from linetap.index.db import Index, public_call
 from linetap.retention.plan import Policy
 from linetap.retention.sweeper import Sweeper
 from linetap.store.recordings import Recording
+from helpers import wait_for
 from rclone_remote import SftpRemote
 
 RATE = 8000
@@ -114,8 +115,9 @@ def test_a_remote_that_goes_away_and_comes_back_loses_nothing(index, data_dir, c
     assert all(index.get_call(c["id"])["archived_at"] is None for c in more)  # nothing marked unverified
     a.start()  # the thread: backs off while the remote is away
     try:
-        time.sleep(0.5)
-        assert a.failures >= 1 and a.status()["backlog"] == 3 and a.status()["error"]
+        # the thread's first round meets the missing remote (rclone's own retries take a while on a busy machine)
+        wait_for(lambda: a.failures >= 1, timeout=60, every=0.1)
+        assert a.status()["backlog"] == 3 and a.status()["error"]
         remote.start()
         deadline = time.monotonic() + 60
         while archive_db.backlog(index)["count"] and time.monotonic() < deadline:

@@ -58,7 +58,8 @@ def test_an_encrypted_call_cut_by_sigkill_decrypts_with_age_to_all_but_the_last_
         rec.kill()
 
     assert killed["path"].endswith(f".{audio.extension(codec)}.sealed")
-    assert len(scans) >= 5 and scans[-1][1] > scans[0][1], scans  # the .part grew while it was scanned
+    # at least two scans (each reads every file: few on a busy machine), the .part growing between them
+    assert len(scans) >= 2 and scans[-1][1] > scans[0][1], scans
     assert [hits for _, _, hits in scans if hits] == []
     assert plaintext_hits(data_dir, needles) == []
 
