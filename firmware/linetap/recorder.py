@@ -32,7 +32,6 @@ from .capture.service import Capture, join
 from .clock import Clock, SystemClock
 from .config import Config
 from .events_fanout import EventRelay, Listeners
-from .evidence.checkpoint import Checkpointer
 from .evidence.keywatch import EncryptionKey
 from .evidence.service import EvidenceService
 from .health.board import StatusBoard
@@ -49,10 +48,8 @@ from .store.opener import RecordingOpener
 from .store.recordings import DIR_MODE, SyncBatch
 from .supervisor import LineSupervisor, account_for_downtime
 
-if TYPE_CHECKING:  # built only when configured (gpiozero, paho behind them)
+if TYPE_CHECKING:  # built only when configured (gpiozero behind it)
     from .leds.driver import LedPanel
-    from .mqtt.link import MqttLink
-    from .sign import DeviceKey
 
 logger = logging.getLogger(__name__)
 
@@ -150,22 +147,9 @@ class Recorder:
         self.panel.build()
         self._started = False
 
-    # Parts the tests and tools reach through the recorder.
-    @property
-    def link(self) -> MqttLink | None:
-        return self.uplink.link
-
-    @property
+    @property  # the tests watch the LEDs through the recorder
     def leds(self) -> LedPanel | None:
         return self.panel.leds
-
-    @property
-    def device_key(self) -> DeviceKey:
-        return self.evidence.device_key
-
-    @property
-    def checkpointer(self) -> Checkpointer:
-        return self.evidence.checkpointer
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
