@@ -457,7 +457,7 @@ class ToneDetector:
                 self._sit_events(sit.frames(buf[: m * hop].reshape(m, hop), None, None, pos0, nf), events)
         else:
             rows = buf[: m * hop].reshape(m, hop)
-            e = np.einsum("ij,ij->i", rows, rows, dtype=np.float64) * self._escale[self._int_units]
+            e = np.einsum("ij,ij->i", rows, rows).astype(np.float64) * self._escale[self._int_units]
             frame_ms = e[:-1] + e[1:]  # each frame's mean square
             nf = len(frame_ms)
             if idle and 2 * float(frame_ms.max()) < self._min_power:
