@@ -1,6 +1,8 @@
 """CPU cost of the line detectors vs the Opus encoder, and DTMF talk-off on speech.
 
-Run: ``.venv/bin/python benchmarks/dsp.py`` (about two minutes on a 2-core x86 VM).
+Run: ``.venv/bin/python benchmarks/dsp.py`` (about two minutes on a 2-core x86 VM);
+``.venv/bin/python benchmarks/dsp.py --callgrind`` for the instruction counts below (about ten minutes: valgrind runs
+the whole process, start-up and audio synthesis included, some 50 times slower).
 
 * As integrated (the figure that matters, printed first): ``LineAnalyzer`` (detect/analyzer.py),
   the per-line object the recorder feeds with each run the pipeline hands a line (``RUN_BLOCKS``
@@ -18,6 +20,16 @@ Run: ``.venv/bin/python benchmarks/dsp.py`` (about two minutes on a 2-core x86 V
   of synthetic speech, and espeak-ng speech when it is installed), and how much speech the masker
   would blank.
 
+* Instructions (``--callgrind``): CPU time on a shared VM swings by +-20 % with the other
+  processes' load, which moves a 5 % ratio by a point. The same two measured parts (the analyser fed
+  the pipeline's runs with ``mask_dtmf``, and the Opus encoding of the same runs: a minute of the
+  "call" audio and of the "idle" line at 8 kHz, the worst case) are run again, each in its own
+  process under ``valgrind --tool=callgrind --toggle-collect='*operator_call*'``: the measured call
+  alone runs inside ``operator.call``, so only its instructions are counted (not the start-up,
+  imports, audio synthesis or warm-up). Instruction counts do not depend on the machine's load;
+  their ratio is printed beside the CPU-time ratio of the same audio. (Under valgrind, OpenBLAS and
+  libopus pick their code paths for valgrind's emulated CPU, so the counts are those of that CPU.)
+
 BLAS is pinned to one thread: the matrices here are tiny, and OpenBLAS worker threads only burn CPU
 spinning (process_time triples with them). The recorder should run with OPENBLAS_NUM_THREADS=1.
 """
@@ -29,7 +41,11 @@ import os
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 os.environ["OMP_NUM_THREADS"] = "1"
 
+import argparse  # noqa: E402
 import io  # noqa: E402
+import operator  # noqa: E402
+import re  # noqa: E402
+import tempfile  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -251,7 +267,81 @@ def talkoff_espeak(rate: int = 8000) -> dict[str, float] | None:
             "masked_ms": sum(b - a for a, b in spans + det.take_spans()) * 1000 / rate}
 
 
+CALLGRIND_PARTS = ("analyzer", "opus")
+
+
+def measure_one(part: str, audio: str, rate: int = 8000) -> None:
+    """The worker of ``--callgrind``: one measured part, inside ``operator.call`` (what callgrind's
+    ``--toggle-collect`` counts), after the same warm-up as :func:`integrated_table`."""
+    block = rate // 50 * RUN_BLOCKS
+    warm = call_audio(rate)[: 5 * rate].reshape(-1, 1)
+    x = (call_audio(rate) if audio == "call" else idle_audio(rate)).reshape(-1, 1)
+    if part == "analyzer":
+        run_blocks(analyzer_feed(rate, True), warm, block)
+        feed = analyzer_feed(rate, True, audio == "call")
+        operator.call(run_blocks, feed, x, block)  # type: ignore[attr-defined]
+    else:
+        opus_cost(warm, rate, block)
+
+        def encode() -> None:
+            with sf.SoundFile(io.BytesIO(), "w", samplerate=rate, channels=1, format="OGG", subtype="OPUS") as f:
+                for i in range(0, len(x), block):
+                    f.write(x[i : i + block])
+
+        operator.call(encode)  # type: ignore[attr-defined]
+
+
+def callgrind_instructions(part: str, audio: str) -> int:
+    """Instructions of one measured part, counted by callgrind in a child process."""
+    with tempfile.TemporaryDirectory(prefix="linetap-dsp-cg-") as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(["valgrind", "--tool=callgrind", "--toggle-collect=*operator_call*",
+                        f"--callgrind-out-file={out}", sys.executable, os.path.abspath(__file__),
+                        "--measure", part, "--audio", audio],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(out) as f:
+            text = f.read()
+    m = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+    if m is None:
+        raise RuntimeError(f"no instruction total in callgrind's output for {part}/{audio}")
+    return int(m.group(1))
+
+
+def callgrind_table() -> None:
+    """CPU time and instructions, analyser (mask on) vs Opus, 8 kHz, same audio."""
+    rate = 8000
+    block = rate // 50 * RUN_BLOCKS
+    print(f"Instructions (callgrind, --toggle-collect on the measured call) beside CPU time, {rate} Hz, mask_dtmf on,"
+          f" {COST_SECONDS} s of audio")
+    print(f"{'audio':<7}{'analyzer Minstr':>16}{'Opus Minstr':>13}{'ratio':>8}{'CPU ratio':>11}")
+    run_blocks(analyzer_feed(rate, True), call_audio(rate)[: 5 * rate].reshape(-1, 1), block)
+    for audio in ("call", "idle"):
+        x = (call_audio(rate) if audio == "call" else idle_audio(rate)).reshape(-1, 1)
+        masked = min(cpu(partial(run_blocks, analyzer_feed(rate, True, audio == "call"), x, block))
+                     for _ in range(REPEATS))
+        opus = min(opus_cost(x, rate, block) for _ in range(REPEATS))
+        n_an = callgrind_instructions("analyzer", audio)
+        n_op = callgrind_instructions("opus", audio)
+        print(f"{audio:<7}{n_an / 1e6:>16.1f}{n_op / 1e6:>13.1f}{n_an / n_op:>8.2%}{masked / opus:>11.2%}")
+    print("(instructions do not depend on the machine's load; the CPU ratio is best of three, this run)")
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instruction counts under valgrind's callgrind beside the CPU-time ratio (8 kHz only)")
+    ap.add_argument("--measure", choices=CALLGRIND_PARTS, help=argparse.SUPPRESS)  # --callgrind's worker
+    ap.add_argument("--audio", choices=("call", "idle"), default="call", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        measure_one(args.measure, args.audio)
+        return 0
+    if args.callgrind:
+        if shutil.which("valgrind") is None:
+            print("valgrind is not installed (Debian package valgrind)", file=sys.stderr)
+            return 2
+        callgrind_table()
+        return 0
     wall = time.time()
     integrated_table()
     print()

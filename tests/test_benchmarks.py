@@ -72,3 +72,20 @@ def test_the_rounds_benchmark_times_the_drains_and_rounds_alone():
         assert p.returncode == 0, p.stderr[-2000:]
         row = re.search(r"drains ([\d.]+) us, rounds ([\d.]+) us", p.stdout)
         assert row and float(row[1]) > 0 and float(row[2]) > 0, p.stdout
+
+
+def test_the_dsp_benchmarks_callgrind_workers_run_the_measured_parts():
+    """``dsp.py --callgrind`` runs these two under valgrind (minutes; not here): each must finish
+    and run its measured part inside ``operator.call``, which callgrind's --toggle-collect counts."""
+    bench = BENCH.parent / "dsp.py"
+    code = ("import operator, runpy, sys; calls = []; real = operator.call\n"
+            "operator.call = lambda f, *a: (calls.append(f), real(f, *a))[1]\n"
+            f"sys.argv = [{str(bench)!r}] + sys.argv[1:]\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('measured', len(calls))\n")
+    for part in ("analyzer", "opus"):
+        p = subprocess.run([sys.executable, "-c", code, "--measure", part, "--audio", "idle"],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert "measured 1" in p.stdout, p.stdout

@@ -142,7 +142,11 @@ class DtmfDetector:
         split = np.hstack((basis[:hop], basis[hop:]))
         w2 = np.stack((w[:hop] ** 2, w[hop:] ** 2), axis=1) / sum_w2
         # Raw int16 samples are projected directly; the 1/32768 scale lives in the matrices.
-        self._bases = {True: (split / 32768.0, w2 / 32768.0**2), False: (split, w2)}
+        # float32 matrices and buffer: BLAS projects in about half the time of float64; int16
+        # samples are exact in float32 and the products keep ~7 significant digits, far below the
+        # line's noise. The results are taken on in float64.
+        self._bases = {True: ((split / 32768.0).astype(np.float32), (w2 / 32768.0**2).astype(np.float32)),
+                       False: (split.astype(np.float32), w2.astype(np.float32))}
         self._rot = np.exp(-2j * math.pi * fund * hop / rate)
         self._hz_per_rad = rate / (2 * math.pi * hop)
         self._fund = fund
@@ -184,7 +188,7 @@ class DtmfDetector:
             x = x * (32768.0 if self._int_units else 1.0 / 32768.0)
         if len(x) == 0:
             return digits
-        buf = np.concatenate((self._buf, x))
+        buf = np.concatenate((self._buf, x), dtype=np.float32)
         hop = self._hop
         m = len(buf) // hop
         if m < 2:
@@ -202,8 +206,8 @@ class DtmfDetector:
             return digits
         rows = buf[: m * hop].reshape(m, hop)
         basis, w2 = self._bases[self._int_units]
-        proj = rows @ basis
-        e2 = (rows * rows) @ w2
+        proj = (rows @ basis).astype(np.float64)
+        e2 = ((rows * rows) @ w2).astype(np.float64)
         ncol = self._ncol
         s = proj[:-1, :ncol] + proj[1:, ncol:]
         dc = s[:, 32]
@@ -239,7 +243,7 @@ class DtmfDetector:
 
     def _reset_stream(self, start: int | None) -> None:
         self._buf_start = start
-        self._buf = np.zeros(0)
+        self._buf = np.zeros(0, dtype=np.float32)
         self._int_units = True
         self._peak_scale = 32768.0
         self._prev_s = None
