@@ -221,19 +221,15 @@ def test_the_link_keeps_the_newest_checkpoint_retained_and_resends_it_to_a_resta
         link.start()
         wait_for(lambda: link.connected, timeout=20)
         topic = "linetap/box-1/checkpoint"
+        watch = b.subscribe(topic)  # subscribed before the publishes: sees both arrive at the broker
         for n in (1, 2):
             link.publish_checkpoint({"id": "box-1", "length": n})
-
-        def retained_length() -> int:
-            """What a subscriber arriving now is handed as the retained checkpoint."""
-            late = b.subscribe(topic)
-            try:
-                return json.loads(late.wait_for(lambda m: m.retain).payload)["length"]
-            finally:
-                late.close()
-        # A subscriber arriving after both sees only the newest, retained (once the broker has the
-        # second publish: on a busy machine a subscriber can arrive between the two).
-        wait_for(lambda: retained_length() == 2, timeout=20, every=0.2)
+        watch.wait_for(lambda m: json.loads(m.payload)["length"] == 2, timeout=30)
+        watch.close()
+        late = b.subscribe(topic)  # arrives after both: sees only the newest, retained
+        assert json.loads(late.wait_for(lambda m: m.retain, timeout=30).payload)["length"] == 2
+        assert [json.loads(m.payload)["length"] for m in late.messages if m.retain] == [2]
+        late.close()
         b.restart()  # a broker without persistence: its retained messages are gone
         wait_for(lambda: link.connected, timeout=20)
         again = b.subscribe(topic)
