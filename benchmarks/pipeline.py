@@ -97,6 +97,22 @@ def thread_cpu_s() -> dict[str, float]:
     return out
 
 
+def thread_wakeups() -> dict[str, int]:
+    """Voluntary context switches of this process's live threads (``/proc/self/task/<tid>/status``),
+    summed by role as ``thread_cpu_s`` sums them: each is a sleep the thread woke from."""
+    out: dict[str, int] = {}
+    for t in threading.enumerate():
+        try:
+            status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
+        except (OSError, TypeError):  # the thread just ended
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                role = t.name.split("-")[0]
+                out[role] = out.get(role, 0) + int(line.split()[1])
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak RSS since the last ``reset_peak_rss`` (VmHWM), else since the process began."""
     try:
@@ -299,10 +315,12 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     rec.start()
     try:
         time.sleep(2.5)
-        cpu0, wall0, threads0 = cpu_s(), time.monotonic(), thread_cpu_s()
+        cpu0, wall0, threads0, wakes0 = cpu_s(), time.monotonic(), thread_cpu_s(), thread_wakeups()
         time.sleep(max(1.0, seconds - 4.5))
         cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
         threads = {k: 100 * (v - threads0.get(k, 0.0)) / wall for k, v in thread_cpu_s().items()}
+        wakes = {k: (v - wakes0.get(k, 0)) / wall for k, v in thread_wakeups().items()
+                 if k in ("capture", "pipeline", "health", "housekeeping", "sync")}
     finally:
         rec.stop()
     try:
@@ -312,7 +330,7 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall, "threads_pct": threads,
-            "codec_pct": 100 * codec_cpu / wall,
+            "wakeups_per_s": wakes, "codec_pct": 100 * codec_cpu / wall,
             "dropped_blocks": sum(r.dropped_blocks for r in rec.readers.values()),
             "overruns": sum(r.overruns for r in rec.readers.values())}
 
