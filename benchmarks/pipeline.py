@@ -36,6 +36,10 @@ the lines carry only their noise floor (no call), for the fixed cost alone.
 The "32 lines RT" column of the main table is 32 x the per-line cost at full speed, which leaves
 out what only real time costs (the readers' wake-ups, a pipeline round every 200 ms).
 
+In real time each thread role's CPU is printed too, and its wake-ups a second: the voluntary
+context switches of its threads (``/proc/self/task/<tid>/status``), every sleep it woke from (a
+tick, a wait for the GIL or for the disk).
+
 CPU time is the whole process's (``resource.getrusage``: user + system, every thread). The
 recorder-core targets: pipeline <= 1.5x codec-only; 32 lines in real time under 35 % of one core with Opus,
 under 10 % with FLAC; peak RSS under 80 MB at 4 lines.
@@ -518,6 +522,9 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
                 by_thread.append(f"{codec} x {n}: " + ", ".join(
                     f"{k} {v:.2f} %" for k, v in sorted(r["threads_pct"].items(), key=lambda kv: -kv[1])
                     if k in ("capture", "pipeline", "health", "housekeeping")))
+            if r.get("wakeups_per_s"):
+                by_thread.append(f"{codec} x {n}: wake-ups a second " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in sorted(r["wakeups_per_s"].items(), key=lambda kv: -kv[1])))
     wakes = "10 times a second" if args.reader == "drain" else "50 times a second"
     print("\n% core: the whole process (every thread) while recording in real time. Unlike the")
     print(f"as-fast-as-possible table, it includes what only real time costs: every reader thread wakes {wakes},")
