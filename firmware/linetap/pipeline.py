@@ -82,7 +82,7 @@ class Pipeline(threading.Thread):
         self.syncs = syncs
         self.watchdog = watchdog
         self.on_source_event = on_source_event  # a PCM lost or reopened: the health thread looks at once
-        self.after_round = after_round  # every round, on time or not (the recorder's: a StallWatch's check)
+        self.after_round = after_round  # after each round that leaves no backlog (the recorder's: a StallWatch's check)
         self.stopping = threading.Event()
         self._wake = Wake()  # the sleep between rounds, cut short by ``stop`` (cheaper than an Event's)
         self.blocks_processed = 0
