@@ -36,6 +36,10 @@ the lines carry only their noise floor (no call), for the fixed cost alone.
 The "32 lines RT" column of the main table is 32 x the per-line cost at full speed, which leaves
 out what only real time costs (the readers' wake-ups, a pipeline round every 200 ms).
 
+In real time each thread role's CPU is printed too, and its wake-ups a second: the voluntary
+context switches of its threads (``/proc/self/task/<tid>/status``), every sleep it woke from (a
+tick, a wait for the GIL or for the disk).
+
 CPU time is the whole process's (``resource.getrusage``: user + system, every thread). The
 recorder-core targets: pipeline <= 1.5x codec-only; 32 lines in real time under 35 % of one core with Opus,
 under 10 % with FLAC; peak RSS under 80 MB at 4 lines.
@@ -94,6 +98,22 @@ def thread_cpu_s() -> dict[str, float]:
             continue
         role = t.name.split("-")[0]
         out[role] = out.get(role, 0.0) + used
+    return out
+
+
+def thread_wakeups() -> dict[str, int]:
+    """Voluntary context switches of this process's live threads (``/proc/self/task/<tid>/status``),
+    summed by role as ``thread_cpu_s`` sums them: each is a sleep the thread woke from."""
+    out: dict[str, int] = {}
+    for t in threading.enumerate():
+        try:
+            status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
+        except (OSError, TypeError):  # the thread just ended
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                role = t.name.split("-")[0]
+                out[role] = out.get(role, 0) + int(line.split()[1])
     return out
 
 
@@ -299,10 +319,12 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     rec.start()
     try:
         time.sleep(2.5)
-        cpu0, wall0, threads0 = cpu_s(), time.monotonic(), thread_cpu_s()
+        cpu0, wall0, threads0, wakes0 = cpu_s(), time.monotonic(), thread_cpu_s(), thread_wakeups()
         time.sleep(max(1.0, seconds - 4.5))
         cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
         threads = {k: 100 * (v - threads0.get(k, 0.0)) / wall for k, v in thread_cpu_s().items()}
+        wakes = {k: (v - wakes0.get(k, 0)) / wall for k, v in thread_wakeups().items()
+                 if k in ("capture", "pipeline", "health", "housekeeping", "sync")}
     finally:
         rec.stop()
     try:
@@ -312,7 +334,7 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall, "threads_pct": threads,
-            "codec_pct": 100 * codec_cpu / wall,
+            "wakeups_per_s": wakes, "codec_pct": 100 * codec_cpu / wall,
             "dropped_blocks": sum(r.dropped_blocks for r in rec.readers.values()),
             "overruns": sum(r.overruns for r in rec.readers.values())}
 
@@ -500,6 +522,9 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
                 by_thread.append(f"{codec} x {n}: " + ", ".join(
                     f"{k} {v:.2f} %" for k, v in sorted(r["threads_pct"].items(), key=lambda kv: -kv[1])
                     if k in ("capture", "pipeline", "health", "housekeeping")))
+            if r.get("wakeups_per_s"):
+                by_thread.append(f"{codec} x {n}: wake-ups a second " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in sorted(r["wakeups_per_s"].items(), key=lambda kv: -kv[1])))
     wakes = "10 times a second" if args.reader == "drain" else "50 times a second"
     print("\n% core: the whole process (every thread) while recording in real time. Unlike the")
     print(f"as-fast-as-possible table, it includes what only real time costs: every reader thread wakes {wakes},")

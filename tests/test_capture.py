@@ -305,6 +305,46 @@ def test_a_card_that_fails_is_handed_back_and_reopened_while_the_others_go_on():
     assert len(good) * PERIOD >= 0.85 * RATE
 
 
+class StallingCard(ThreadNotingCard):
+    """A card whose periods stop coming at ``stall()`` (its clock stopped: reads find none)."""
+
+    stops_at = float("inf")
+
+    def stall(self) -> None:
+        self.stops_at = time.monotonic()
+
+    def _captured(self) -> int:
+        return int((min(time.monotonic(), self.stops_at) - self.t0) * RATE)
+
+
+def test_the_drainer_wakes_the_health_thread_when_a_cards_frames_stop_and_not_while_they_come():
+    """The health thread no longer ticks to find a stall coming (``StallWatch``): the drainer,
+    which wakes anyway, checks after each sweep and wakes it once the stall is 0.3 s away (frames
+    1.71 s old at a 2 s stall time: long, so that a busy machine's late drain is not taken for
+    one), never for a card that delivers."""
+    from linetap.health.loop import StallWatch
+    drainer = CardDrainer()
+    stalling = StallingCard()
+    readers, _ = _shared_readers({"steady": [ThreadNotingCard()], "stalls": [stalling]}, drainer)
+    woken = threading.Event()
+    watch = StallWatch(readers, stall_after_s=2.0, wake=woken.set, clock=SystemClock())
+    drainer.after_sweep = watch.check
+    for r in readers.values():
+        r.start()
+    try:
+        wait_for(lambda: all(r.last_frames_mono is not None for r in readers.values()), timeout=5)
+        assert not woken.wait(1.0), "both cards deliver: no wake-up"
+        stalling.stall()
+        assert woken.wait(10), "the stalled card woke the health thread"
+        assert time.monotonic() - readers["stalls"].last_frames_mono >= 1.7  # not before its frames were that old
+        assert watch._reported == {"stalls"}
+    finally:
+        for r in readers.values():
+            r.stop()
+        for r in readers.values():
+            r.join(timeout=2)
+
+
 def test_a_self_paced_source_keeps_its_own_thread_beside_a_drainer():
     """A source that sleeps no longer than two periods between reads (the ``file`` PCM: its
     reads wait on the FIFO) could hold the other lines up: its reader thread reads it."""

@@ -73,7 +73,8 @@ class Pipeline(threading.Thread):
 
     def __init__(self, blocks: BlockQueue, line_calls: Mapping[str, LineCalls], *,
                  supervisor: LineSupervisor, syncs: SyncBatch, watchdog: ProgressWatchdog,
-                 on_source_event: Callable[[], None] = lambda: None) -> None:
+                 on_source_event: Callable[[], None] = lambda: None,
+                 after_round: Callable[[], None] = lambda: None) -> None:
         super().__init__(name="pipeline", daemon=True)
         self.blocks = blocks
         self.line_calls = line_calls
@@ -81,6 +82,7 @@ class Pipeline(threading.Thread):
         self.syncs = syncs
         self.watchdog = watchdog
         self.on_source_event = on_source_event  # a PCM lost or reopened: the health thread looks at once
+        self.after_round = after_round  # after each round that leaves no backlog (the recorder's: a StallWatch's check)
         self.stopping = threading.Event()
         self._wake = Wake()  # the sleep between rounds, cut short by ``stop`` (cheaper than an Event's)
         self.blocks_processed = 0
@@ -100,6 +102,10 @@ class Pipeline(threading.Thread):
                     continue  # two rounds' worth queued (a backlog, a burst): the next round at once
             else:
                 self.watchdog.progress("pipeline")
+            try:
+                self.after_round()
+            except Exception:  # noqa: BLE001 - a watch's failure is not the recording's
+                logger.exception("after the round")
             # In real time a line's next block comes 20 ms later: a round every GATHER_S, so that
             # each line's blocks are handled as a run (one numpy call, one write), not one by one,
             # and the thread wakes 5 times a second. (Fault onsets are dated from the samples;

@@ -35,7 +35,7 @@ from .events_fanout import EventRelay, Listeners
 from .evidence.keywatch import EncryptionKey
 from .evidence.service import EvidenceService
 from .health.board import StatusBoard
-from .health.loop import HealthLoop
+from .health.loop import HealthLoop, StallWatch
 from .health.system import clock_synchronized
 from .health.sdnotify import Notifier, ProgressWatchdog
 from .housekeeping import SLOW_CHECK_S, STATUS_FILE, Housekeeping
@@ -106,11 +106,18 @@ class Recorder:
             self.capture = Capture(enabled, blocks, consumer=self.pipeline, clock=clock, queue_s=cfg.recorder.queue_s,
                                    stall_after_ms=cfg.health.stall_after_ms, source_factory=source_factory)
             self.readers = self.capture.readers
+            # A line whose frames stop coming wakes the health thread, seen by the threads that wake
+            # anyway (one watch each): the health thread need not tick twice a second to find out.
+            stall_after_s = cfg.health.stall_after_ms / 1000
+            self.pipeline.after_round = StallWatch(self.readers, stall_after_s=stall_after_s,
+                                                   wake=self.wake_health.set, clock=clock).check
+            self.capture.drainer.after_sweep = StallWatch(self.readers, stall_after_s=stall_after_s,
+                                                          wake=self.wake_health.set, clock=clock).check
             self.health_loop = HealthLoop(clock=clock, readers=self.readers, supervisor=self.supervisor,
                                           alarms=self.alarms, board=self.board, leds=None, link=None,
                                           notifier=self.notifier, watchdog=self.watchdog, wake=self.wake_health,
                                           publish_every_s=cfg.mqtt.health_interval_s if cfg.mqtt else 30.0,
-                                          stall_after_s=cfg.health.stall_after_ms / 1000)
+                                          stall_after_s=stall_after_s)
             self.evidence = EvidenceService(cfg, index=self.index, data_dir=self.data_dir, alarms=self.alarms,
                                             board=self.board, clock=clock, step_s=SLOW_CHECK_S,
                                             publish_checkpoint=lambda doc: self.uplink.publish_checkpoint(doc))

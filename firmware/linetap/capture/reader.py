@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Callable
 
 from ..clock import Clock
 from ..config import LineConfig
@@ -310,8 +311,9 @@ class CardDrainer:
     The thread starts with the first stream attached and ends when none is left. A stream whose
     read fails is detached and handed back to its reader (``_Stream.error``), which reopens it."""
 
-    def __init__(self, name: str = "capture-cards") -> None:
+    def __init__(self, name: str = "capture-cards", after_sweep: Callable[[], None] = lambda: None) -> None:
         self.name = name
+        self.after_sweep = after_sweep  # after every sweep (the recorder's: a StallWatch's check)
         self._lock = threading.Lock()  # held for a sweep: detach waits until the stream is not read
         self._streams: dict[LineReader, tuple[_Stream, float]] = {}
         self._wake = Wake()
@@ -354,3 +356,7 @@ class CardDrainer:
                         logger.exception("line %s: draining failed", reader.line.name)
                         del self._streams[reader]
                         reader.hand_back()
+            try:
+                self.after_sweep()  # outside the lock: it only reads the readers' plain attributes
+            except Exception:  # noqa: BLE001 - never a reason to stop draining
+                logger.exception("after the sweep")

@@ -62,7 +62,7 @@ class Capture:
         max_queued = max(50, int(queue_s * 50 * max(1, len(lines))))
         # A card left between drains must not look stalled: drained 4x per stall time. Every
         # card is drained by one thread (CardDrainer: one wake-up per tick for all the lines).
-        drainer = CardDrainer()
+        self.drainer = drainer = CardDrainer()  # its ``after_sweep`` is the recorder's to set
         self.readers = {line.name: LineReader(line, blocks,
                                               source_factory=source_factory or alsa_factory(line.capture_gain_db),
                                               clock=clock, max_queued=max_queued,

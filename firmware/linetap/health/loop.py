@@ -5,8 +5,10 @@ stalled PCM), the alarms' hysteresis runs, the LEDs show the lines' states, the 
 watchdog is fed while every part makes progress, READY=1 is sent once, and the MQTT link
 is ticked and given the health snapshot when a line state or alarm changed (and every
 ``publish_every_s`` regardless). Anything that changes what the LEDs or the broker should
-show (an alarm, a call starting or ending) sets ``wake``, so the tick comes at once; between
-events it ticks when something is due (``tick_wait_s``): every 100-500 ms.
+show (an alarm, a call starting or ending, a PCM lost or reopened) sets ``wake``, so the tick
+comes at once; so does a line whose frames stop coming (``StallWatch``, run by the threads that
+wake anyway: the card drainer and the pipeline). Between events it ticks when something is due
+(``tick_wait_s``): at most every 100 ms, at least every second (every 500 ms with an MQTT link).
 """
 
 from __future__ import annotations
@@ -32,13 +34,20 @@ if TYPE_CHECKING:  # both are built only when configured (gpiozero, paho behind 
 logger = logging.getLogger(__name__)
 
 HEALTH_TICK_S = 0.1  # the fastest tick: while starting up, and while a line is overdue for frames
-IDLE_TICK_S = 0.5  # the slowest: what nothing wakes (an unplugged PCM, alarm clears) is seen this late
+IDLE_TICK_S = 1.0  # the slowest: what nothing wakes (an alarm's clear after its hysteresis) is seen this late
+# A line's stall is scheduled by the health thread once it is this close (frames at least 0.16 s
+# old at the default 500 ms: a card drained every 100 ms is 0-0.1 s behind, so never). Until then
+# ``StallWatch`` wakes the thread, at 0.3 s from the stall (``WATCH_EARLY_S`` inside the look-ahead,
+# so the thread, reading its clock a moment later, counts it): checked every pipeline round
+# (200 ms), that leaves the thread 0.1-0.3 s to sleep until the stall's exact time.
+STALL_LOOKAHEAD_S = 0.35
+WATCH_EARLY_S = 0.05
 STALL_MARGIN_S = 0.01  # tick just after a stall could be declared, not just before
-LINK_TICK_S = 0.5  # the MQTT link's reconnect / outbox work
+LINK_TICK_S = 0.5  # the MQTT link's reconnect / outbox work (with a link configured: 2 ticks a second)
 READY_TIMEOUT_S = 5.0  # READY=1 even if a line cannot be opened: it is alarmed, not fatal
 
 
-def tick_wait_s(now_mono: float, *, ready: bool, due_mono: Iterable[float]) -> float:
+def tick_wait_s(now_mono: float, *, ready: bool, due_mono: Iterable[float], stalls_mono: Iterable[float] = ()) -> float:
     """How long the health thread sleeps before its next tick, unless something wakes it.
 
     Whatever must show at once wakes it (an alarm raised or cleared, a call starting or
@@ -46,14 +55,20 @@ def tick_wait_s(now_mono: float, *, ready: bool, due_mono: Iterable[float]) -> f
     the MQTT link's next tick, and for each open line the moment it could be declared
     stalled (its last frames, or its opening, plus the stall time: ``stall_due_mono``). The
     thread ticks at the earliest of them, at most every ``HEALTH_TICK_S`` and at least every
-    ``IDLE_TICK_S``. A line whose frames come every 100 ms is never closer than 0.4 s to
-    stalling, so a healthy box ticks about twice a second instead of 10 times, and a stall
-    is seen within 10 ms of its threshold instead of 100. Until READY=1: every ``HEALTH_TICK_S``."""
+    ``IDLE_TICK_S``. Of the lines' stall times (``stalls_mono``) only those within
+    ``STALL_LOOKAHEAD_S`` count: a line whose frames come every 100 ms is never closer than 0.4 s
+    to stalling, so a healthy box ticks once a second (it ticked twice, on the stall dues that
+    the next frames always moved, and 10 times before that), and a stall is still seen within
+    10 ms of its threshold: ``StallWatch`` wakes the thread while it is 0.1-0.3 s away. Until
+    READY=1: every ``HEALTH_TICK_S``."""
     if not ready:
         return HEALTH_TICK_S
     wait = IDLE_TICK_S
     for t in due_mono:
         wait = min(wait, t - now_mono)
+    for t in stalls_mono:
+        if t - now_mono <= STALL_LOOKAHEAD_S:  # the farther ones: StallWatch wakes the thread
+            wait = min(wait, t - now_mono)
     return max(HEALTH_TICK_S, wait)
 
 
@@ -64,6 +79,41 @@ def stall_due_mono(r: ReaderSnapshot, stall_after_s: float) -> float | None:
     if not r.is_open or not refs:
         return None
     return max(refs) + stall_after_s + STALL_MARGIN_S
+
+
+class StallWatch:
+    """Wakes the health thread when a line's frames stop coming, so that it need not tick to find
+    out: called by a thread that wakes anyway (``check``: the card drainer after each sweep, the
+    pipeline after each round), it sets ``wake`` once when an open line's stall (from its newest
+    frames or its opening, ``stall_due_mono``) is ``STALL_LOOKAHEAD_S - WATCH_EARLY_S`` away or
+    less (frames 0.21 s old at the default 500 ms), and again only after new frames.
+
+    Each calling thread has its own watch (its state is the set of lines it reported). The
+    drainer's never waits on the disk, so a slow ``syncfs`` in the pipeline's round does not delay
+    the wake-up for a sound card; a ``file`` PCM's reader thread has no drainer: the pipeline's
+    rounds (every 200 ms) watch it. Costs a comparison per line, no wake-up."""
+
+    __slots__ = ("readers", "quiet_after_s", "wake", "clock", "_reported")
+
+    def __init__(self, readers: Mapping[str, LineReader], *, stall_after_s: float, wake: Any, clock: Clock) -> None:
+        self.readers = readers
+        # its stall (``stall_due_mono``) within the look-ahead, less WATCH_EARLY_S: 0.21 s at 500 ms
+        self.quiet_after_s = stall_after_s + STALL_MARGIN_S - (STALL_LOOKAHEAD_S - WATCH_EARLY_S)
+        self.wake = wake  # a callable: ``threading.Event.set`` of the health thread's wake
+        self.clock = clock
+        self._reported: set[str] = set()
+
+    def check(self) -> None:
+        now = self.clock.mono()
+        for name, r in self.readers.items():
+            last, opened = r.last_frames_mono, r.opened_mono
+            ref = opened if last is None else (last if opened is None or last > opened else opened)
+            if r.is_open and ref is not None and now - ref >= self.quiet_after_s:
+                if name not in self._reported:
+                    self._reported.add(name)
+                    self.wake()
+            elif self._reported:
+                self._reported.discard(name)
 
 
 def reader_snapshot(r: LineReader) -> ReaderSnapshot:
@@ -120,11 +170,9 @@ class HealthLoop(threading.Thread):
     def _next_wait_s(self) -> float:
         try:
             due = [self._next_link] if self.link is not None else []
-            for r in self.readers.values():
-                t = stall_due_mono(reader_snapshot(r), self.stall_after_s)
-                if t is not None:
-                    due.append(t)
-            return tick_wait_s(self.clock.mono(), ready=self.ready, due_mono=due)
+            stalls = [t for r in self.readers.values()
+                      if (t := stall_due_mono(reader_snapshot(r), self.stall_after_s)) is not None]
+            return tick_wait_s(self.clock.mono(), ready=self.ready, due_mono=due, stalls_mono=stalls)
         except Exception:  # noqa: BLE001 - never a reason to stop ticking
             logger.exception("cannot tell when to tick next")
             return HEALTH_TICK_S
