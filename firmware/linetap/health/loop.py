@@ -72,7 +72,7 @@ def tick_wait_s(now_mono: float, *, ready: bool, due_mono: Iterable[float], stal
     return max(HEALTH_TICK_S, wait)
 
 
-def stall_due_mono(r: ReaderSnapshot, stall_after_s: float) -> float | None:
+def stall_due_mono(r: ReaderSnapshot | LineReader, stall_after_s: float) -> float | None:
     """When an open reader with no new frames could be declared stalled (``detect.dead.stall_check``
     measures from the later of its last frames and its opening), or None."""
     refs = [t for t in (r.last_frames_mono, r.opened_mono) if t is not None]
@@ -93,22 +93,21 @@ class StallWatch:
     the wake-up for a sound card; a ``file`` PCM's reader thread has no drainer: the pipeline's
     rounds (every 200 ms) watch it. Costs a comparison per line, no wake-up."""
 
-    __slots__ = ("readers", "quiet_after_s", "wake", "clock", "_reported")
+    __slots__ = ("readers", "stall_after_s", "wake", "clock", "_reported")
 
     def __init__(self, readers: Mapping[str, LineReader], *, stall_after_s: float, wake: Any, clock: Clock) -> None:
         self.readers = readers
-        # its stall (``stall_due_mono``) within the look-ahead, less WATCH_EARLY_S: 0.21 s at 500 ms
-        self.quiet_after_s = stall_after_s + STALL_MARGIN_S - (STALL_LOOKAHEAD_S - WATCH_EARLY_S)
+        self.stall_after_s = stall_after_s
         self.wake = wake  # a callable: ``threading.Event.set`` of the health thread's wake
         self.clock = clock
         self._reported: set[str] = set()
 
     def check(self) -> None:
-        now = self.clock.mono()
+        # its stall (``stall_due_mono``) within the look-ahead, less WATCH_EARLY_S: 0.21 s at 500 ms
+        soon = self.clock.mono() + STALL_LOOKAHEAD_S - WATCH_EARLY_S
         for name, r in self.readers.items():
-            last, opened = r.last_frames_mono, r.opened_mono
-            ref = opened if last is None else (last if opened is None or last > opened else opened)
-            if r.is_open and ref is not None and now - ref >= self.quiet_after_s:
+            due = stall_due_mono(r, self.stall_after_s)
+            if due is not None and due <= soon:
                 if name not in self._reported:
                     self._reported.add(name)
                     self.wake()
