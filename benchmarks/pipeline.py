@@ -320,8 +320,10 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     try:
         time.sleep(2.5)
         cpu0, wall0, threads0, wakes0 = cpu_s(), time.monotonic(), thread_cpu_s(), thread_wakeups()
+        syncs0 = rec.syncs.filesystem_syncs
         time.sleep(max(1.0, seconds - 4.5))
         cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
+        syncfs_per_s = (rec.syncs.filesystem_syncs - syncs0) / wall
         threads = {k: 100 * (v - threads0.get(k, 0.0)) / wall for k, v in thread_cpu_s().items()}
         wakes = {k: (v - wakes0.get(k, 0)) / wall for k, v in thread_wakeups().items()
                  if k in ("capture", "pipeline", "health", "housekeeping", "sync")}
@@ -334,7 +336,7 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall, "threads_pct": threads,
-            "wakeups_per_s": wakes, "codec_pct": 100 * codec_cpu / wall,
+            "wakeups_per_s": wakes, "syncfs_per_s": syncfs_per_s, "codec_pct": 100 * codec_cpu / wall,
             "dropped_blocks": sum(r.dropped_blocks for r in rec.readers.values()),
             "overruns": sum(r.overruns for r in rec.readers.values())}
 
@@ -524,7 +526,8 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
                     if k in ("capture", "pipeline", "health", "housekeeping")))
             if r.get("wakeups_per_s"):
                 by_thread.append(f"{codec} x {n}: wake-ups a second " + ", ".join(
-                    f"{k} {v:.1f}" for k, v in sorted(r["wakeups_per_s"].items(), key=lambda kv: -kv[1])))
+                    f"{k} {v:.1f}" for k, v in sorted(r["wakeups_per_s"].items(), key=lambda kv: -kv[1]))
+                    + (f"; filesystem syncs a second {r['syncfs_per_s']:.2f}" if "syncfs_per_s" in r else ""))
     wakes = "10 times a second" if args.reader == "drain" else "50 times a second"
     print("\n% core: the whole process (every thread) while recording in real time. Unlike the")
     print(f"as-fast-as-possible table, it includes what only real time costs: every reader thread wakes {wakes},")

@@ -84,13 +84,30 @@ class SyncBatch:
     it returns, which is at least what each file's own sync at its sync point would have pushed.
     If it fails (or the system has no syncfs), each due recording syncs its own file, so a
     failure is pinned to its recording, which then keeps its audio in RAM as for a failed write.
+
+    A ``syncfs`` pushes every open file, not only the due ones: each plaintext recording open
+    (``opened``) counts its sync interval again from there (``Recording.synced``). Recordings then
+    fall due in the same rounds, and the filesystem is synced once per sync interval however many
+    calls are open, where calls that began at different moments fell due in different rounds:
+    4 lines in calls, 0.4 s interval, 200 ms rounds: 5 ``syncfs`` a second (every round) before,
+    2.5 after (``benchmarks/pipeline.py --realtime`` prints them). Each is a journal commit: on
+    an SD card a write of its own, wear the card does not need. No file goes longer unsynced for
+    it: its next sync point only moves when it was just synced. An encrypted recording is not
+    counted: its audio reaches the file as a record at its own sync points (``commit``), so a
+    ``syncfs`` between them does not push it.
     Not thread-safe: owned by the pipeline thread, like the recordings."""
 
     def __init__(self, data_dir: Path, sync_fs: Callable[[Path], None] = syncfs) -> None:
         self.data_dir = data_dir
         self._sync_fs = sync_fs
         self._due: dict[Recording, None] = {}  # insertion-ordered set
+        self._open: dict[Recording, None] = {}  # plaintext recordings a syncfs pushes whole
         self.fallbacks = 0
+        self.filesystem_syncs = 0  # successful syncfs calls (benchmarks, tests)
+
+    def opened(self, rec: Recording) -> None:
+        """``rec`` writes its file directly (no encryption): a ``syncfs`` pushes all it wrote."""
+        self._open[rec] = None
 
     def due(self, rec: Recording) -> None:
         """``rec`` passed a sync point. If it passed one before that is still not synced (a round
@@ -102,6 +119,7 @@ class SyncBatch:
 
     def forget(self, rec: Recording) -> None:
         self._due.pop(rec, None)
+        self._open.pop(rec, None)
 
     def flush(self) -> int:
         """Sync every due recording; returns how many were due."""
@@ -117,6 +135,10 @@ class SyncBatch:
                 logger.warning("syncing the recordings' filesystem failed (%s): syncing each file alone", e)
             for rec in due:
                 rec.sync_now()
+            return len(due)
+        self.filesystem_syncs += 1
+        for rec in self._open:
+            rec.synced()
         return len(due)
 
 
@@ -189,6 +211,8 @@ class Recording:
             self._open_writer()
         except (OSError, audio.AudioError) as e:
             self._failed(e)
+        if syncs is not None and encrypt is None:
+            syncs.opened(self)
 
     @property
     def frames(self) -> int:
@@ -243,6 +267,12 @@ class Recording:
                 if self.error is not None:
                     self._keep(frames)  # the rest waits in RAM, as after any failure
                     return
+
+    def synced(self) -> None:
+        """A ``syncfs`` just pushed everything written to this file: the next sync point is a
+        whole interval of audio from here (``SyncBatch``)."""
+        if self.error is None:
+            self._since_sync = 0
 
     def sync_now(self) -> None:
         """This file's own sync (``SyncBatch``'s fallback); a failure is handled as a failed write."""
