@@ -260,11 +260,61 @@ def run_case(n_lines: int, codec: str, seconds: float, keep: Path | None, profil
             "pipeline_errors": rec.pipeline.errors}
 
 
-def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain", idle: bool = False) -> dict:
+class PartTimer:
+    """The pipeline thread's CPU (``time.thread_time``) by part, for ``--parts``: each part's method
+    wrapped on its class, timed only when the pipeline thread calls it. Parts nest (the codec's
+    write is inside a call's), so ``split`` subtracts: codec (libsndfile's writes), detectors
+    (``LineAnalyzer.push``), calls (``LineCalls.on_block`` less those two: levels, segmenter,
+    filing, the recording's bookkeeping), line health (``LineSupervisor.check_run``), the round's
+    sync (``SyncBatch.flush``), and the round itself (the rest of the thread: the queue, ``runs``,
+    the watchdog, the StallWatch, waking up)."""
+
+    WRAPPED = (("linetap.store.audio", "AudioWriter", "write", "codec"),
+               ("linetap.detect.analyzer", "LineAnalyzer", "push", "detectors"),
+               ("linetap.calls.line", "LineCalls", "on_block", "on_block"),
+               ("linetap.supervisor", "LineSupervisor", "check_run", "line health"),
+               ("linetap.store.recordings", "SyncBatch", "flush", "sync"))
+
+    def __init__(self) -> None:
+        import importlib
+        self.cpu = {part: 0.0 for *_, part in self.WRAPPED}
+        for module, cls_name, method, part in self.WRAPPED:
+            cls = getattr(importlib.import_module(module), cls_name)
+            setattr(cls, method, self._timed(getattr(cls, method), part))
+
+    def _timed(self, fn, part: str):
+        cpu, thread_time, current = self.cpu, time.thread_time, threading.current_thread
+
+        def timed(*a, **k):
+            if current().name != "pipeline":
+                return fn(*a, **k)
+            t = thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                cpu[part] += thread_time() - t
+        return timed
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.cpu)
+
+    @staticmethod
+    def split(before: dict[str, float], after: dict[str, float], pipeline_s: float, wall: float) -> dict[str, float]:
+        """% of one core per part over ``wall`` seconds; ``pipeline_s``: the thread's CPU meanwhile."""
+        d = {k: after[k] - before[k] for k in after}
+        parts = {"codec": d["codec"], "detectors": d["detectors"],
+                 "calls": d["on_block"] - d["codec"] - d["detectors"], "line health": d["line health"],
+                 "sync": d["sync"], "round": pipeline_s - d["on_block"] - d["line health"] - d["sync"]}
+        return {k: 100 * v / wall for k, v in parts.items()}
+
+
+def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain", idle: bool = False,
+                 parts: bool = False) -> dict:
     """The same recorder and audio, but each source's periods come by the wall clock, one every
     20 ms, as a sound card's do: read non-blocking from the card's buffer (``drain``) or waited
     for one by one (``blocking``). Returns the whole process's CPU as % of one core, over the run
-    less its first 2.5 s and last 2 s. ``idle``: the lines carry only their noise floor (no call)."""
+    less its first 2.5 s and last 2 s. ``idle``: the lines carry only their noise floor (no call).
+    ``parts``: the pipeline thread's CPU by part too (``PartTimer``; the timing adds its own cost)."""
     from linetap.capture import Read
     from linetap.clock import FakeClock
     from linetap.config import load_text
@@ -315,16 +365,20 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
             return max(0, int((time.monotonic() - t0) * RATE) - self.pos)
 
     factory = CardSource if reader == "drain" else BlockingSource
+    timer = PartTimer() if parts else None
     rec = Recorder(load_text(text), clock=FakeClock(wall=T0), source_factory=factory)
     rec.start()
     try:
         time.sleep(2.5)
         cpu0, wall0, threads0, wakes0 = cpu_s(), time.monotonic(), thread_cpu_s(), thread_wakeups()
         syncs0 = rec.syncs.filesystem_syncs
+        parts0 = timer.snapshot() if timer else {}
         time.sleep(max(1.0, seconds - 4.5))
         cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
         syncfs_per_s = (rec.syncs.filesystem_syncs - syncs0) / wall
         threads = {k: 100 * (v - threads0.get(k, 0.0)) / wall for k, v in thread_cpu_s().items()}
+        by_part = (PartTimer.split(parts0, timer.snapshot(), threads.get("pipeline", 0.0) * wall / 100, wall)
+                   if timer else {})
         wakes = {k: (v - wakes0.get(k, 0)) / wall for k, v in thread_wakeups().items()
                  if k in ("capture", "pipeline", "health", "housekeeping", "sync")}
     finally:
@@ -336,7 +390,7 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall, "threads_pct": threads,
-            "wakeups_per_s": wakes, "syncfs_per_s": syncfs_per_s, "codec_pct": 100 * codec_cpu / wall,
+            "wakeups_per_s": wakes, "syncfs_per_s": syncfs_per_s, "pipeline_parts_pct": by_part, "codec_pct": 100 * codec_cpu / wall,
             "dropped_blocks": sum(r.dropped_blocks for r in rec.readers.values()),
             "overruns": sum(r.overruns for r in rec.readers.values())}
 
@@ -387,6 +441,9 @@ def main() -> int:
                     help="with --realtime: how the sources are read (default: drain, as a sound card is)")
     ap.add_argument("--idle", action="store_true",
                     help="with --realtime: the lines stay idle (noise floor, no call): the recorder's fixed cost")
+    ap.add_argument("--parts", action="store_true",
+                    help="with --realtime: the pipeline thread's CPU by part (codec, detectors, calls, line "
+                         "health, sync, the round itself); the timing adds its own cost")
     ap.add_argument("--one", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
     ap.add_argument("--one-rt", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -399,7 +456,7 @@ def main() -> int:
     if args.one_rt:
         n, codec = int(args.one_rt[0]), args.one_rt[1]
         r = (run_wakeups(n, args.realtime, args.reader) if codec == "wakeups" else
-             run_realtime(n, codec, args.realtime, args.reader, args.idle))
+             run_realtime(n, codec, args.realtime, args.reader, args.idle, args.parts))
         print(json.dumps(r))
         return 0
 
@@ -508,7 +565,7 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     for codec in ["wakeups"] + args.codecs.split(","):
         for n in (int(x) for x in args.lines.split(",")):
             cmd = [sys.executable, __file__, "--one-rt", str(n), codec, "--realtime", str(args.realtime),
-                   "--reader", args.reader] + (["--idle"] if args.idle else [])
+                   "--reader", args.reader] + (["--idle"] if args.idle else []) + (["--parts"] if args.parts else [])
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if p.returncode != 0:
                 print(p.stderr, file=sys.stderr)
@@ -528,6 +585,9 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
                 by_thread.append(f"{codec} x {n}: wake-ups a second " + ", ".join(
                     f"{k} {v:.1f}" for k, v in sorted(r["wakeups_per_s"].items(), key=lambda kv: -kv[1]))
                     + (f"; filesystem syncs a second {r['syncfs_per_s']:.2f}" if "syncfs_per_s" in r else ""))
+            if r.get("pipeline_parts_pct"):
+                by_thread.append(f"{codec} x {n}: pipeline thread by part " + ", ".join(
+                    f"{k} {v:.2f} %" for k, v in r["pipeline_parts_pct"].items()))
     wakes = "10 times a second" if args.reader == "drain" else "50 times a second"
     print("\n% core: the whole process (every thread) while recording in real time. Unlike the")
     print(f"as-fast-as-possible table, it includes what only real time costs: every reader thread wakes {wakes},")
