@@ -565,10 +565,10 @@ class CasDetector:
                 probes = self._probes[m] = np.concatenate((np.arange(_CAS_MIN_BLOCKS - 1, m - _CAS_MIN_BLOCKS + 1,
                                                                      _CAS_MIN_BLOCKS),
                                                            np.arange(m - _CAS_MIN_BLOCKS + 1, m)))
-            if not self._hits(blocks[probes]).any():
+            if not np.count_nonzero(self._hits(blocks[probes])):
                 return []
         hit = self._hits(blocks)
-        if self.run == 0 and not hit.any():
+        if self.run == 0 and not np.count_nonzero(hit):
             return []  # the usual case: nothing like an alert in this block
         # Runs of hits (the first continues the run carried over from the last call).
         edges = np.diff(np.concatenate(([0], hit.astype(np.int8), [0])))
@@ -593,7 +593,7 @@ class CasDetector:
             blocks = blocks.astype(np.float64)
         total = np.einsum("ij,ij->i", blocks, blocks) / self.sub
         loud = total >= self.min_power
-        if not loud.any():
+        if not np.count_nonzero(loud):
             return loud
         c = blocks @ self.basis
         c *= c

@@ -307,7 +307,7 @@ class DtmfDetector:
         peaks = np.maximum(pairs[:, 0::2], pairs[:, 1::2])  # (nf, 2): row, column
         # (Raw powers are at least 0.65 of the window-corrected ones within the 2.5 % tolerance.)
         cand = peaks[:, 0] + peaks[:, 1] >= np.maximum(0.6 * (total - floor), 2 * self._min_power)
-        any_cand = cand.any()
+        any_cand = np.count_nonzero(cand) > 0  # (cheaper than .any(), a reduction)
         if self._run is None and not any_cand:
             return []
         if any_cand:

@@ -134,10 +134,11 @@ class SitTracker:
         self._segs.clear()
         self._last_sit_end = None
 
-    def gate(self, buf: np.ndarray, m: int, frame_ms: np.ndarray, dc: np.ndarray, escale: float,
+    def gate(self, buf: np.ndarray, m: int, r0: np.ndarray, dc: np.ndarray, escale: float,
              min_power: float) -> tuple[np.ndarray, np.ndarray]:
         """Per frame (``m - 1`` frames of ``2 hop`` samples over ``buf``): steady single tone in the
-        SIT band? And the lag-1 autocorrelation over the energy (cos w for a pure tone)."""
+        SIT band? And the lag-1 autocorrelation over the energy (cos w for a pure tone). ``r0`` is
+        each frame's DC-free mean square (mean square - dc^2, as the tone detector has it)."""
         hop = self.hop
         k = (m - 1) * hop
         # Lag products per half-frame on contiguous views of the audio (no copies); the last
@@ -152,10 +153,9 @@ class SitTracker:
         h1[-1] = float(last[1:] @ last[:-1]) * hop / (hop - 1)
         h1 *= escale
         dc2 = dc * dc
-        r0 = frame_ms - dc2
         r1 = h1[:-1] + h1[1:] - dc2
         g = (r1 <= self._c_lo * r0) & (r1 >= self._c_hi * r0) & (r0 >= min_power)
-        if not g.any():
+        if not np.count_nonzero(g):
             return g, r1
         if not self._runs(np.flatnonzero(g).tolist(), m - 1):
             # No run of these frames is one :meth:`frames` would look at, and the lag-2 test only
