@@ -1,6 +1,6 @@
 """CPU cost of the line detectors vs the Opus encoder, and DTMF talk-off on speech.
 
-Run: ``.venv/bin/python benchmarks/dsp.py`` (about three minutes on a 2-core x86 VM);
+Run: ``.venv/bin/python benchmarks/dsp.py`` (three to five minutes on a 2-core x86 VM);
 ``.venv/bin/python benchmarks/dsp.py --callgrind`` for the instruction counts below (about ten minutes: valgrind runs
 the whole process, start-up and audio synthesis included, some 50 times slower).
 

@@ -41,8 +41,9 @@ continuous vs busy 425 0.375/0.375 and unobtainable 425 2.5/0.5).
 How it works: the audio is cut into 40 ms rectangular-window frames every 20 ms; one matrix product
 per call gives, for every 20 ms half-frame, the DFT at the plan's frequencies and on the orthogonal
 bin grid (25 Hz) around them, and a frame's is its first half's plus its second half's rotated by
-the phase a 20 ms delay gives each frequency (a second, small product). Only that country's frequencies are computed: a plan's cost grows with its
-own distinct frequencies, not with the number of countries. A frame is "on" for a frequency
+the phase a 20 ms delay gives each frequency (a second, small product). Only that country's
+frequencies are computed: a plan's cost grows with its own distinct frequencies, not with the
+number of countries. A frame is "on" for a frequency
 signature (e.g. 480+620 Hz) when the signature's band (its frequencies +-3 % +-50 Hz) holds >= 80 %
 of the frame's DC-free energy, every component is above -55 dBFS (a tone at -45 dBm0 is a sine at
 -48.1 dBFS; 1.5 % clock error costs up to 2 dB at the exact frequencies) and, for a dual tone,
@@ -420,7 +421,7 @@ class ToneDetector:
         # half's is the same sinusoid a phase phi = w hop later, so the projection of row i + 1 on
         # it is a rotation of that row's own (cos, -sin) pair: cos' = cos phi C + sin phi S,
         # sin' = -sin phi C + cos phi S (the DC column carries over). One (rows x half the
-        # columns) product and a small one per batch instead of rows x all: a third of the
+        # columns) product and a small one per batch instead of rows x all: a quarter of the
         # detector's instructions was this product (benchmarks/dsp.py --callgrind).
         phi = 2 * math.pi * allf * hop / rate
         nq = len(allf)
