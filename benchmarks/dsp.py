@@ -1,6 +1,6 @@
 """CPU cost of the line detectors vs the Opus encoder, and DTMF talk-off on speech.
 
-Run: ``.venv/bin/python benchmarks/dsp.py`` (about two minutes on a 2-core x86 VM);
+Run: ``.venv/bin/python benchmarks/dsp.py`` (three to five minutes on a 2-core x86 VM);
 ``.venv/bin/python benchmarks/dsp.py --callgrind`` for the instruction counts below (about ten minutes: valgrind runs
 the whole process, start-up and audio synthesis included, some 50 times slower).
 
@@ -8,7 +8,9 @@ the whole process, start-up and audio synthesis included, some 50 times slower).
   the per-line object the recorder feeds with each run the pipeline hands a line (``RUN_BLOCKS``
   capture blocks of 20 ms: 200 ms) and that batches the detectors internally (1 s), with and without
   ``mask_dtmf``; next to the Opus encoding of the same audio written in the same runs (as the
-  recorder writes them), measured in the same run. Target: < 5 %.
+  recorder writes them), measured in the same run: the three (analyser, analyser with masking,
+  Opus) in turn, five times, best of each, so that the machine's load moves them alike. Target:
+  < 5 %. ``--integrated`` prints this table alone (about a minute).
 
 * Cost: CPU time (time.process_time, all threads; best of three runs) per second of line audio,
   for each detector and for the wiring the recorder uses (DtmfMasker + FSK caller ID + DTMF
@@ -43,6 +45,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 
 import argparse  # noqa: E402
 import io  # noqa: E402
+import math  # noqa: E402
 import operator  # noqa: E402
 import re  # noqa: E402
 import tempfile  # noqa: E402
@@ -67,6 +70,7 @@ from linetap.pipeline import RUN_BLOCKS  # noqa: E402
 
 COST_SECONDS = 60
 REPEATS = 3
+INTEGRATED_REPEATS = 5  # the figure that matters: more runs, interleaved (see integrated_table)
 
 
 def cpu(fn: Callable[[], object]) -> float:
@@ -153,11 +157,13 @@ def integrated_table() -> None:
             x = x.reshape(-1, 1)
             per_s = 1000.0 / (len(x) / rate)
             in_call = name == "call"
-            plain = min(cpu(partial(run_blocks, analyzer_feed(rate, False, in_call), x, block))
-                        for _ in range(REPEATS))
-            masked = min(cpu(partial(run_blocks, analyzer_feed(rate, True, in_call), x, block))
-                         for _ in range(REPEATS))
-            opus = min(opus_cost(x, rate, block) for _ in range(REPEATS))
+            # The three measured in turn, INTEGRATED_REPEATS times, best of each: a change in the
+            # machine's load then reaches all three alike rather than one of them.
+            plain = masked = opus = math.inf
+            for _ in range(INTEGRATED_REPEATS):
+                plain = min(plain, cpu(partial(run_blocks, analyzer_feed(rate, False, in_call), x, block)))
+                masked = min(masked, cpu(partial(run_blocks, analyzer_feed(rate, True, in_call), x, block)))
+                opus = min(opus, opus_cost(x, rate, block))
             worst = max(worst, masked / opus)
             print(f"{name:<7}{rate:>6}{plain * per_s:>10.3f}{masked * per_s:>10.3f}{opus * per_s:>9.3f}"
                   f"{plain / opus:>9.1%}{masked / opus:>9.1%}")
@@ -330,6 +336,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--callgrind", action="store_true",
                     help="instruction counts under valgrind's callgrind beside the CPU-time ratio (8 kHz only)")
+    ap.add_argument("--integrated", action="store_true",
+                    help="only the first table, as integrated (about a minute): to compare versions quickly")
     ap.add_argument("--measure", choices=CALLGRIND_PARTS, help=argparse.SUPPRESS)  # --callgrind's worker
     ap.add_argument("--audio", choices=("call", "idle"), default="call", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -344,6 +352,9 @@ def main() -> int:
         return 0
     wall = time.time()
     integrated_table()
+    if args.integrated:
+        print(f"(whole benchmark {time.time() - wall:.0f} s wall; load average {os.getloadavg()[0]:.2f} at the end)")
+        return 0
     print()
     cost_table()
     print()

@@ -320,6 +320,23 @@ def test_the_call_waiting_alert_is_found_where_it_ends_with_noise_and_clock_erro
     assert end - 40 <= found <= end + 40
 
 
+def test_cas_probe_finds_every_alert_the_full_test_finds():
+    """Fed 1 s batches, the detector tests every 11th 5 ms block and the last ten first, and only
+    then (if one is an alert's) every block. One alert of 50-85 ms per second, at every offset to
+    the 5 ms blocks and the batches, some astride a batch edge, over speech and noise: 1 s batches
+    find exactly what 20 ms blocks (every block tested) find."""
+    rng = np.random.default_rng(18)
+    x = sig.add_noise(sig.speech_like(60, 8000, rng=rng, level_dbfs=-20), 25, rng=rng)
+    for k in range(58):
+        tone = sig.add_noise(sig.cas_tone(8000, -20.0 - (k % 3) * 10, ms=(50.0, 56.0, 60.0, 75.0, 85.0)[k % 5]), 20,
+                             rng=rng)
+        offset = 8000 - len(tone) // 2 if k % 6 == 0 else (k * 997) % (8000 - len(tone))
+        x[k * 8000 + offset : k * 8000 + offset + len(tone)] = tone
+    by_block = cas_ends(x, block=160)
+    assert 30 <= len(by_block) <= 58  # the 55 ms and longer ones, not the 50 ms ones
+    assert cas_ends(x, block=8000) == by_block
+
+
 def test_one_tone_of_the_pair_a_short_blip_or_speech_is_no_alert():
     t = np.arange(800) / 8000
     one = 0.1 * np.sin(2 * np.pi * 2130 * t)

@@ -8,9 +8,13 @@ How it works
 ------------
 Analysis frames of 12.75 ms (102 samples at 8 kHz, 204 at 16 kHz) with a Hamming window advance
 by half a frame (6.4 ms). One matrix product per call evaluates, for every frame, the DFT at the
-eight DTMF frequencies and their second harmonics, the windowed energy and the DC term; blocks whose
-peak is below the weakest acceptable tone skip even that. A frame is a *hit* for a digit when, for
-the strongest row and the strongest column bin:
+eight DTMF frequencies, the windowed energy and the DC term; blocks whose peak is below the weakest
+acceptable tone skip even that. A cheap screen (the strongest row and column bins hold most of the
+frame's energy above the noise floor) passes a few frames of speech a second; only those are
+classified, with their second harmonics projected then (one by one in Python floats when they are
+few, as numpy's per-call overhead would cost more than the arithmetic; vectorised when they are
+many, as in a key press). A frame is a *hit* for a digit when, for the strongest row and the
+strongest column bin:
 
 * both tones are above -52 dBFS and the twist is within the limits + 3 dB (the digit's median
   twist over its frames must then be within the limits + 0.75 dB);
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -70,6 +75,10 @@ _GOOD_DB = 3.0
 _MASK_MIN_HITS = 2
 _EDGE_FRAMES = 6
 _STATS_FRAMES = 500
+# Up to this many screened frames are classified one by one in Python (about 3 us a frame) rather
+# than by the vectorised test (some 35 numpy calls, ~150-250 us whatever the count): speech leaves
+# 0-10 frames a second through the screen, a key press 50-80 (benchmarks/dsp.py).
+_SCALAR_FRAMES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +142,15 @@ class DtmfDetector:
         t = np.arange(n)
         sum_w = float(w.sum())
         sum_w2 = float((w * w).sum())
-        # Columns: cos of the 16 bins, sin of the 16 bins, DC estimate. Scaled so that c^2 + s^2 is
-        # the tone power A^2/2 and the DC column is the window-weighted mean.
+        # Columns: cos of the 8 tones, sin of the 8 tones, DC estimate. Scaled so that c^2 + s^2 is
+        # the tone power A^2/2 and the DC column is the window-weighted mean. The second harmonics
+        # (cos, sin) are a basis of their own, projected only for the frames that pass the screen
+        # (a handful a second in speech): half the columns of every frame's product.
         amp = math.sqrt(2.0) / sum_w
         ang = 2 * math.pi * freqs[None, :] / rate * t[:, None]
-        basis = np.hstack((amp * w[:, None] * np.cos(ang), -amp * w[:, None] * np.sin(ang), (w * w / sum_w2)[:, None]))
+        cos_b, sin_b = amp * w[:, None] * np.cos(ang), -amp * w[:, None] * np.sin(ang)
+        basis = np.hstack((cos_b[:, :8], sin_b[:, :8], (w * w / sum_w2)[:, None]))
+        harmonics = np.hstack((cos_b[:, 8:], sin_b[:, 8:]))
         self._ncol = basis.shape[1]
         split = np.hstack((basis[:hop], basis[hop:]))
         w2 = np.stack((w[:hop] ** 2, w[hop:] ** 2), axis=1) / sum_w2
@@ -147,6 +160,7 @@ class DtmfDetector:
         # line's noise. The results are taken on in float64.
         self._bases = {True: ((split / 32768.0).astype(np.float32), (w2 / 32768.0**2).astype(np.float32)),
                        False: (split.astype(np.float32), w2.astype(np.float32))}
+        self._harm_bases = {True: (harmonics / 32768.0).astype(np.float32), False: harmonics.astype(np.float32)}
         self._rot = np.exp(-2j * math.pi * fund * hop / rate)
         self._hz_per_rad = rate / (2 * math.pi * hop)
         self._fund = fund
@@ -156,6 +170,10 @@ class DtmfDetector:
         resp = np.abs(np.exp(2j * math.pi * grid[:, None] / rate * t[None, :]) @ w) ** 2 / sum_w**2
         self._gain_grid = grid
         self._gain = resp
+        self._gain_grid_l: list[float] = grid.tolist()
+        self._gain_l: list[float] = resp.tolist()
+        self._rot_l: list[complex] = self._rot.tolist()
+        self._freq_tol_hz: list[float] = (_FREQ_TOL * fund).tolist()
         # Share of the window's weight before / after sample k, to place tone edges.
         before = np.concatenate(([0.0], np.cumsum(w))) / sum_w
         self._before_w = before
@@ -169,6 +187,7 @@ class DtmfDetector:
         self._row_harm_ok = np.array(
             [[abs(2 * r - c) > 2.2 * bin_hz for c in COLS_HZ] for r in ROWS_HZ]
         )  # (4, 4): can the row's 2nd harmonic be checked next to this column?
+        self._row_harm_ok_l: list[list[bool]] = self._row_harm_ok.tolist()
         self._spans: list[tuple[int, int]] = []
         self._reset_stream(None)
 
@@ -210,9 +229,9 @@ class DtmfDetector:
         e2 = ((rows * rows) @ w2).astype(np.float64)
         ncol = self._ncol
         s = proj[:-1, :ncol] + proj[1:, ncol:]
-        dc = s[:, 32]
+        dc = s[:, 16]
         total = e2[:-1, 0] + e2[1:, 1] - dc * dc
-        digits.extend(self._frames(s, total, pos0))
+        digits.extend(self._frames(s, total, pos0, rows))
         return digits
 
     def flush(self) -> list[DtmfDigit]:
@@ -270,32 +289,35 @@ class DtmfDetector:
             return []
         return self._close(self._run)
 
-    def _frames(self, s: np.ndarray, total: np.ndarray, pos0: int) -> list[DtmfDigit]:
-        """Classify frames (vectorised) and run the per-digit state machine where needed."""
+    def _frames(self, s: np.ndarray, total: np.ndarray, pos0: int, rows: np.ndarray) -> list[DtmfDigit]:
+        """Classify frames (vectorised) and run the per-digit state machine where needed. ``rows``
+        are the half-frames (frame i is rows i and i + 1), for the harmonics of screened frames."""
         # Purity is judged against the energy above the line's noise floor (the minimum frame power
         # of the last ~1.6 s), so white noise does not count against a tone but speech does.
         floor = self._noise_floor(total)
-        pf = s[:, :8] ** 2 + s[:, 16:24] ** 2  # tone powers of the 8 fundamentals
+        pf = s[:, :8] ** 2 + s[:, 8:16] ** 2  # tone powers of the 8 fundamentals
         prev_s, prev_pf = self._prev_s, self._prev_pf
         self._prev_s = s[-1]
         self._prev_pf = pf[-1]
-        # Cheap screen first: most frames of speech and noise stop here.
-        pr = pf[:, :4].max(axis=1)
-        pc = pf[:, 4:].max(axis=1)
-        # (Raw powers are at least 0.65 of the window-corrected ones within the 2.5 % tolerance.)
-        cand = pr + pc >= np.maximum(0.6 * (total - floor), 2 * self._min_power)
-        if self._run is None and not cand.any():
-            return []
         nf = s.shape[0]
-        if cand.any():
+        # Cheap screen first: most frames of speech and noise stop here. The strongest row and
+        # column power of every frame by two pairwise maxima (a reduction over rows of 4 costs
+        # numpy's buffered iterator more than the arithmetic).
+        pairs = np.maximum(pf[:, 0::2], pf[:, 1::2])
+        peaks = np.maximum(pairs[:, 0::2], pairs[:, 1::2])  # (nf, 2): row, column
+        # (Raw powers are at least 0.65 of the window-corrected ones within the 2.5 % tolerance.)
+        cand = peaks[:, 0] + peaks[:, 1] >= np.maximum(0.6 * (total - floor), 2 * self._min_power)
+        any_cand = np.count_nonzero(cand) > 0  # (cheaper than .any(), a reduction)
+        if self._run is None and not any_cand:
+            return []
+        if any_cand:
             # At most 3/4 of a frame's energy is discounted as noise, so noise alone never looks pure.
             total = np.maximum(total - floor, 0.25 * total)
-            hits, ratio = self._classify(s, prev_s, pf, total, cand)
+            hits, ratio, hit_at = self._classify(s, prev_s, pf, total, cand, rows)
         else:
-            hits, ratio = np.full(nf, -1), np.ones(nf)
+            hits, ratio, hit_at = [-1] * nf, [1.0] * nf, []
         out: list[DtmfDigit] = []
         hop = self._hop
-        hit_at = np.flatnonzero(hits >= 0).tolist()
         k = 0  # next entry of hit_at
         i = 0 if self._run is not None else (hit_at[0] if hit_at else nf)
         while i < nf:
@@ -307,12 +329,12 @@ class DtmfDetector:
                     break
                 i = hit_at[k]
             j, i = i, i + 1
-            h = int(hits[j])
+            h = hits[j]
             run = self._run
             pos = pos0 + j * hop
             if run is not None and h != run.digit:
                 run.misses += 1
-                run.tail.append((pos, float(pf[j, run.row] + pf[j, 4 + run.col])))
+                run.tail.append((pos, pf.item(j, run.row) + pf.item(j, 4 + run.col)))  # Python floats: no ufunc call
                 if h < 0 and run.misses < _MISSES_TO_END:
                     continue
                 out.extend(self._close(run))
@@ -323,15 +345,15 @@ class DtmfDetector:
                 pre_pf = prev_pf if j == 0 else pf[j - 1]
                 pre = None
                 if pre_pf is not None:
-                    pre = (pos - hop, float(pre_pf[h // 4] + pre_pf[4 + h % 4]))
+                    pre = (pos - hop, pre_pf.item(h // 4) + pre_pf.item(4 + h % 4))
                 run = self._run = _Run(h, pre)
                 run.first_hit = pos
-            pair = float(pf[j, run.row] + pf[j, 4 + run.col])
+            pair = pf.item(j, run.row) + pf.item(j, 4 + run.col)
             run.hits += 1
             run.misses = 0
             if len(run.powers) < _STATS_FRAMES:
                 run.powers.append(pair)
-                run.twists.append(float(ratio[j]))
+                run.twists.append(ratio[j])
             run.last_hit = pos
             if len(run.head) < _EDGE_FRAMES + 1:
                 run.head.append((pos, pair))
@@ -339,28 +361,105 @@ class DtmfDetector:
         return out
 
     def _classify(
-        self, s: np.ndarray, prev_s: np.ndarray | None, pf: np.ndarray, total: np.ndarray, screen: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Digit index per frame (row * 4 + col) or -1, and the power ratio high/low group.
+        self, s: np.ndarray, prev_s: np.ndarray | None, pf: np.ndarray, total: np.ndarray, screen: np.ndarray,
+        rows: np.ndarray,
+    ) -> tuple[list[int], list[float], list[int]]:
+        """Digit index per frame (row * 4 + col) or -1, the power ratio high/low group (1.0 where
+        no digit), and the frames with a digit.
 
-        Only the frames that passed the cheap screen are examined (speech leaves few).
+        Only the frames that passed the cheap screen are examined (speech leaves few: they are
+        taken one by one, :meth:`_classify_few`; more, as in a key press, at once).
         """
         nf = s.shape[0]
-        hits = np.full(nf, -1)
-        ratios = np.ones(nf)
+        hits = [-1] * nf
+        ratios = [1.0] * nf
         sel = np.flatnonzero(screen)
         if prev_s is None:
             sel = sel[sel > 0]  # no phase reference for the first frame of a stream
         if len(sel) == 0:
-            return hits, ratios
-        prev_rows = np.vstack((prev_s[None, :] if prev_s is not None else s[:1], s[:-1]))[sel]
-        found, ratio = self._classify_rows(s[sel], prev_rows, pf[sel], total[sel])
-        hits[sel] = found
-        ratios[sel] = ratio
-        return hits, ratios
+            return hits, ratios, []
+        # The second harmonics of the selected frames (cos 8, sin 8).
+        hs = (np.concatenate((rows[sel], rows[sel + 1]), axis=1) @ self._harm_bases[self._int_units]).astype(np.float64)
+        if len(sel) <= _SCALAR_FRAMES:
+            frames = sel.tolist()
+            s_rows = s[sel].tolist()
+            prev_rows = s[sel - 1].tolist()  # sel 0 (only with a phase reference) wraps to s[-1]: replaced
+            if frames[0] == 0:
+                assert prev_s is not None
+                prev_rows[0] = prev_s.tolist()
+            found = self._classify_few(s_rows, prev_rows, pf[sel].tolist(), total[sel].tolist(), hs.tolist())
+            hit_at = []
+            for j, (h, q) in zip(frames, found, strict=True):
+                if h >= 0:
+                    hits[j] = h
+                    ratios[j] = q
+                    hit_at.append(j)
+            return hits, ratios, hit_at
+        prev_rows_a = np.vstack((prev_s[None, :] if prev_s is not None else s[:1], s[:-1]))[sel]
+        found_a, ratio_a = self._classify_rows(s[sel], prev_rows_a, pf[sel], total[sel], hs)
+        keep = found_a >= 0
+        hit_at = sel[keep].tolist()
+        for j, h, q in zip(hit_at, found_a[keep].tolist(), ratio_a[keep].tolist(), strict=True):
+            hits[j] = h
+            ratios[j] = q
+        return hits, ratios, hit_at
+
+    def _classify_few(
+        self, s: list[list[float]], prev_s: list[list[float]], pf: list[list[float]], total: list[float],
+        hs: list[list[float]],
+    ) -> list[tuple[int, float]]:
+        """:meth:`_classify_rows` frame by frame in Python floats: the same tests in the same order
+        with the same arithmetic (``np.angle`` is ``atan2``, ``np.interp`` is done as numpy does it),
+        for a handful of frames where numpy's per-call overhead would cost fifty times more.
+        (digit or -1, power ratio) per frame. tests/test_dtmf.py checks both agree."""
+        min_power = self._min_power
+        row_dom = 10 ** (_ROW_DOMINANCE_DB / 10)
+        col_dom = 10 ** (_COL_DOMINANCE_DB / 10)
+        twist_hi = 10 ** ((_REVERSE_TWIST_DB + _TWIST_FRAME_MARGIN_DB) / 10)
+        twist_lo = 10 ** (-(_NORMAL_TWIST_DB + _TWIST_FRAME_MARGIN_DB) / 10)
+        harm = 10 ** (-_HARMONIC_DB / 10)
+        rot, tol, hz_per_rad = self._rot_l, self._freq_tol_hz, self._hz_per_rad
+        out: list[tuple[int, float]] = []
+        for si, pi, p, tot, hi in zip(s, prev_s, pf, total, hs, strict=True):
+            rows, cols = p[:4], p[4:]
+            pr, pc = max(rows), max(cols)
+            r, c = rows.index(pr), cols.index(pc)  # the first maximum, as np.argmax
+            if not (pr >= min_power and pc >= min_power):
+                out.append((-1, 1.0))
+                continue
+            if not (sorted(rows)[2] * row_dom <= pr and sorted(cols)[2] * col_dom <= pc):
+                out.append((-1, 1.0))
+                continue
+            k = 4 + c
+            d_r = complex(si[r], si[8 + r]) * complex(pi[r], pi[8 + r]).conjugate() * rot[r]
+            d_c = complex(si[k], si[8 + k]) * complex(pi[k], pi[8 + k]).conjugate() * rot[k]
+            dr = math.atan2(d_r.imag, d_r.real) * hz_per_rad
+            dcol = math.atan2(d_c.imag, d_c.real) * hz_per_rad
+            if not (abs(dr) <= tol[r] and abs(dcol) <= tol[k]):
+                out.append((-1, 1.0))
+                continue
+            pr_c = pr / self._interp_gain(dr)
+            pc_c = pc / self._interp_gain(dcol)
+            ratio = pc_c / max(pr_c, 1e-30)
+            ok = twist_lo <= ratio <= twist_hi and pr_c + pc_c >= _PURITY * tot
+            ok = ok and hi[k] ** 2 + hi[8 + k] ** 2 <= harm * pc_c
+            ok = ok and (not self._row_harm_ok_l[r][c] or hi[r] ** 2 + hi[8 + r] ** 2 <= harm * pr_c)
+            out.append((r * 4 + c if ok else -1, ratio))
+        return out
+
+    def _interp_gain(self, x: float) -> float:
+        """``np.interp(x, self._gain_grid, self._gain)`` for one value, computed as numpy does."""
+        xp, fp = self._gain_grid_l, self._gain_l
+        j = bisect_right(xp, x) - 1
+        if j < 0:
+            return fp[0]
+        if j == len(xp) - 1 or xp[j] == x:
+            return fp[j]
+        slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+        return slope * (x - xp[j]) + fp[j]
 
     def _classify_rows(
-        self, s: np.ndarray, prev_s: np.ndarray, pf: np.ndarray, total: np.ndarray
+        self, s: np.ndarray, prev_s: np.ndarray, pf: np.ndarray, total: np.ndarray, hs: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         nf = s.shape[0]
         idx = np.arange(nf)
@@ -375,8 +474,8 @@ class DtmfDetector:
         cand &= rows_sorted[:, 2] * 10 ** (_ROW_DOMINANCE_DB / 10) <= pr
         cand &= cols_sorted[:, 2] * 10 ** (_COL_DOMINANCE_DB / 10) <= pc
         # Frequency from the phase advance since the previous frame.
-        fx = s[:, :8] + 1j * s[:, 16:24]
-        prev_x = prev_s[:, :8] + 1j * prev_s[:, 16:24]
+        fx = s[:, :8] + 1j * s[:, 8:16]
+        prev_x = prev_s[:, :8] + 1j * prev_s[:, 8:16]
         d = fx * np.conj(prev_x) * self._rot[None, :]
         dr = np.angle(d[idx, r]) * self._hz_per_rad
         dcol = np.angle(d[idx, 4 + c]) * self._hz_per_rad
@@ -389,7 +488,7 @@ class DtmfDetector:
         cand &= ratio >= 10 ** (-(_NORMAL_TWIST_DB + _TWIST_FRAME_MARGIN_DB) / 10)
         cand &= pr_c + pc_c >= _PURITY * total
         # Second harmonics.
-        ph = s[:, 8:16] ** 2 + s[:, 24:32] ** 2
+        ph = hs[:, :8] ** 2 + hs[:, 8:] ** 2
         harm = 10 ** (-_HARMONIC_DB / 10)
         cand &= ph[idx, 4 + c] <= harm * pc_c
         cand &= ~self._row_harm_ok[r, c] | (ph[idx, r] <= harm * pr_c)

@@ -134,10 +134,11 @@ class SitTracker:
         self._segs.clear()
         self._last_sit_end = None
 
-    def gate(self, buf: np.ndarray, m: int, frame_ms: np.ndarray, dc: np.ndarray, escale: float,
+    def gate(self, buf: np.ndarray, m: int, r0: np.ndarray, dc: np.ndarray, escale: float,
              min_power: float) -> tuple[np.ndarray, np.ndarray]:
         """Per frame (``m - 1`` frames of ``2 hop`` samples over ``buf``): steady single tone in the
-        SIT band? And the lag-1 autocorrelation over the energy (cos w for a pure tone)."""
+        SIT band? And the lag-1 autocorrelation over the energy (cos w for a pure tone). ``r0`` is
+        each frame's DC-free mean square (mean square - dc^2, as the tone detector has it)."""
         hop = self.hop
         k = (m - 1) * hop
         # Lag products per half-frame on contiguous views of the audio (no copies); the last
@@ -152,10 +153,14 @@ class SitTracker:
         h1[-1] = float(last[1:] @ last[:-1]) * hop / (hop - 1)
         h1 *= escale
         dc2 = dc * dc
-        r0 = frame_ms - dc2
         r1 = h1[:-1] + h1[1:] - dc2
         g = (r1 <= self._c_lo * r0) & (r1 >= self._c_hi * r0) & (r0 >= min_power)
-        if not g.any():
+        if not np.count_nonzero(g):
+            return g, r1
+        if not self._runs(np.flatnonzero(g).tolist(), m - 1):
+            # No run of these frames is one :meth:`frames` would look at, and the lag-2 test only
+            # removes frames (shorter runs, none new): it would look at none either.
+            g[:] = False
             return g, r1
         h2 = np.empty(m)
         h2[:-1] = np.einsum("ij,ij->i", x0, buf[2 : k + 2].reshape(m - 1, hop))
@@ -175,21 +180,21 @@ class SitTracker:
         SIT tone, or touching the block's ends (speech passes the gate in short, scattered runs)."""
         found: list[tuple[int, int, str | None]] = []
         hop = self.hop
-        idx = np.flatnonzero(g[:nf]) if g is not None else np.zeros(0, dtype=np.intp)
-        if not len(idx) or idx[0] != 0:
+        idx: list[int] = np.flatnonzero(g[:nf]).tolist() if g is not None else []
+        if not idx or idx[0] != 0:
             if self._run is not None:  # the open run ended with the last block
                 found += self._close(rows[0] if rows is not None else None, pos0)
-        if not len(idx):
+        if not idx:
             return found
         assert c is not None
-        f = np.zeros(nf)
-        f[idx] = np.arccos(np.minimum(1.0, np.maximum(-1.0, c[idx]))) * (self.rate / (2 * math.pi))
-        cut = np.flatnonzero(np.diff(idx) > 1)
-        firsts = np.concatenate(([idx[0]], idx[cut + 1])).tolist()
-        lasts = np.concatenate((idx[cut], [idx[-1]])).tolist()
-        for a, b in zip(firsts, lasts):
-            if b - a + 1 < self._min_frames and a > 0 and b < nf - 1:
-                continue  # too short to be a SIT tone, and wholly inside this block
+        runs = self._runs(idx, nf)
+        if not runs:
+            return found
+        kept = np.array([i for a, b in runs for i in range(a, b + 1)])
+        fa = np.zeros(nf)
+        fa[kept] = np.arccos(np.minimum(1.0, np.maximum(-1.0, c[kept]))) * (self.rate / (2 * math.pi))
+        f: list[float] = fa.tolist()  # Python floats below: no numpy call per frame
+        for a, b in runs:
             for i in range(a, b + 1):
                 pos = pos0 + i * hop
                 run = self._run
@@ -199,8 +204,8 @@ class SitTracker:
                 if run is None:
                     run = self._run = _Run(pos, pos + 2 * hop, [], [])
                 run.end = pos + 2 * hop
-                run.f_est.append(float(f[i]))
-                run.f_sum += float(f[i])
+                run.f_est.append(f[i])
+                run.f_sum += f[i]
                 if run.end - run.start > self._max_samples:
                     run.too_long = True
                     run.parts.clear()
@@ -209,6 +214,23 @@ class SitTracker:
             if b < nf - 1 and self._run is not None:
                 found += self._close(rows[b + 1] if rows is not None else None, pos0 + (b + 1) * hop)
         return found
+
+    def _runs(self, idx: list[int], nf: int) -> list[tuple[int, int]]:
+        """Runs ``(first, last)`` of consecutive gated frames ``idx`` (of ``nf``), without those too
+        short to be a SIT tone and wholly inside the block. (A few dozen indices: plain Python is
+        quicker than numpy.)"""
+        runs: list[tuple[int, int]] = []
+        if not idx:
+            return runs
+        a = b = idx[0]
+        for i in idx[1:] + [nf + 1]:
+            if i == b + 1:
+                b = i
+                continue
+            if b - a + 1 >= self._min_frames or a == 0 or b >= nf - 1:
+                runs.append((a, b))
+            a = b = i
+        return runs
 
     def pending_start(self, now: int) -> int | None:
         """Start of a SIT that may be in progress (a run open, or one or two tones just heard)."""

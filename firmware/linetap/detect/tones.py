@@ -39,9 +39,11 @@ plan the modulated and the plain tones on one carrier have different cadences (A
 continuous vs busy 425 0.375/0.375 and unobtainable 425 2.5/0.5).
 
 How it works: the audio is cut into 40 ms rectangular-window frames every 20 ms; one matrix product
-per call gives, for every frame, the DFT at the plan's frequencies and on the orthogonal bin grid
-(25 Hz) around them. Only that country's frequencies are computed: a plan's cost grows with its
-own distinct frequencies, not with the number of countries. A frame is "on" for a frequency
+per call gives, for every 20 ms half-frame, the DFT at the plan's frequencies and on the orthogonal
+bin grid (25 Hz) around them, and a frame's is its first half's plus its second half's rotated by
+the phase a 20 ms delay gives each frequency (a second, small product). Only that country's
+frequencies are computed: a plan's cost grows with its own distinct frequencies, not with the
+number of countries. A frame is "on" for a frequency
 signature (e.g. 480+620 Hz) when the signature's band (its frequencies +-3 % +-50 Hz) holds >= 80 %
 of the frame's DC-free energy, every component is above -55 dBFS (a tone at -45 dBm0 is a sine at
 -48.1 dBFS; 1.5 % clock error costs up to 2 dB at the exact frequencies) and, for a dual tone,
@@ -407,11 +409,34 @@ class ToneDetector:
         self._second = np.array([sig.bins[-1] for sig in self._sigs])
         self._share = np.where(dual, _MIN_COMPONENT_SHARE, 0.0)
         self._single = np.where(dual, _DUAL_SHARE, _SINGLE_SHARE)
-        split = np.hstack((basis[:hop], basis[hop:]))
+        # The four component columns per signature in one gather, and the pair and band sums in
+        # one product (fewer numpy calls per batch: each costs about a microsecond).
+        self._gather = np.concatenate((self._level_a, self._level_b, self._first, self._second))
+        ns = len(self._sigs)
+        pair_band = np.zeros((self._k + len(grid), 2 * ns))
+        pair_band[: self._k, :ns] = self._sig_sum
+        pair_band[self._k :, ns:] = band
+        self._pair_band = pair_band
+        # Only the first half-frame's basis is projected: with a rectangular window the second
+        # half's is the same sinusoid a phase phi = w hop later, so the projection of row i + 1 on
+        # it is a rotation of that row's own (cos, -sin) pair: cos' = cos phi C + sin phi S,
+        # sin' = -sin phi C + cos phi S (the DC column carries over). One (rows x half the
+        # columns) product and a small one per batch instead of rows x all: a quarter of the
+        # detector's instructions was this product (benchmarks/dsp.py --callgrind).
+        phi = 2 * math.pi * allf * hop / rate
+        nq = len(allf)
+        rot = np.zeros((basis.shape[1], basis.shape[1]))
+        diag = np.arange(nq)
+        rot[diag, diag] = rot[nq + diag, nq + diag] = np.cos(phi)
+        rot[nq + diag, diag] = np.sin(phi)  # from S (the -sin column) into cos'
+        rot[diag, nq + diag] = -np.sin(phi)  # from C into -sin'
+        rot[-1, -1] = 1.0
+        self._rot = rot.astype(np.float32)
+        first = basis[:hop]
         # float32: the projection is most of the detector's CPU and BLAS does float32 in about
         # half the time of float64 (~26 vs ~62 us per 1 s batch at 8 kHz); int16 samples are exact in
         # float32 and a 160-sample product sum keeps ~7 significant digits, far below line noise.
-        self._bases = {True: (split / 32768.0).astype(np.float32), False: split.astype(np.float32)}
+        self._bases = {True: (first / 32768.0).astype(np.float32), False: first.astype(np.float32)}
         self._escale = {True: 1.0 / (n * 32768.0**2), False: 1.0 / n}
         self._min_power = 0.5 * 10 ** (_MIN_LEVEL_DBFS / 10)
         self._quiet_peak = 0.9 * 10 ** (_MIN_LEVEL_DBFS / 20)
@@ -467,8 +492,8 @@ class ToneDetector:
                 if sit is not None and sit.busy:
                     self._sit_events(sit.frames(rows, None, None, pos0, nf), events)
             else:
-                proj = rows @ self._bases[self._int_units]
-                s = (proj[:-1, : self._ncol] + proj[1:, self._ncol :]).astype(np.float64)
+                proj = rows @ self._bases[self._int_units]  # each half-frame on the first half's basis
+                s = (proj[:-1] + proj[1:] @ self._rot).astype(np.float64)  # frame i: rows i and i + 1
                 dc = s[:, -1]
                 total = frame_ms - dc * dc
                 nfq = self._nf
@@ -476,11 +501,14 @@ class ToneDetector:
                 res = self._classify(p, total)
                 on, pw = res if res is not None else (None, None)
                 if sit is not None:
-                    g, f = sit.gate(buf, m, frame_ms, dc, self._escale[self._int_units], self._min_power)
+                    g, f = sit.gate(buf, m, total, dc, self._escale[self._int_units], self._min_power)
                     self._sit_events(sit.frames(rows, g, f, pos0, nf), events)
+        # Which signatures are on in any / every frame: one call each for all of them.
+        any_on: list[bool] = [False] * len(self._sigs) if on is None else on.any(axis=0).tolist()
+        all_on: list[bool] = [False] * len(self._sigs) if on is None or idle else on.all(axis=0).tolist()
         for j, sig in enumerate(self._sigs):
             col = None if on is None else on[:, j]
-            if col is not None and pw is not None and sig.on and sig.pending is None and col.all():
+            if col is not None and pw is not None and sig.on and sig.pending is None and all_on[j]:
                 # Steady "on": nothing to track; remember the level for placing the coming edge.
                 k0 = max(0, nf - sig.recent.maxlen)  # type: ignore[operator]
                 sig.recent.extend((pos0 + i * hop, float(pw[i, j])) for i in range(k0, nf))
@@ -488,7 +516,7 @@ class ToneDetector:
                     sig.on_peak = max(sig.on_peak, float(pw[:nf, j].max()))
                 self._check_running(sig, pos0 + nf * hop, events)
                 continue
-            if (col is None or not col.any()) and not sig.on and sig.pending is None:
+            if not any_on[j] and not sig.on and sig.pending is None:
                 self._check_running(sig, pos0 + nf * hop, events)  # steady "off"
                 continue
             self._track(sig, col, None if pw is None else pw[:, j], pos0, nf, events)
@@ -519,6 +547,8 @@ class ToneDetector:
         if now is None:
             return None
         for sig in self._sigs:
+            if sig.seg_start is None and not (sig.pending and not sig.on):
+                continue  # never on, no rise pending: nothing in progress (see _pending_in)
             wanted = [k for k in sig.kinds if k in kinds]
             if not wanted or any(sig.active.values()):
                 continue
@@ -575,14 +605,15 @@ class ToneDetector:
 
     def _classify(self, p_all: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Per frame and signature: is it on? Also the signatures' component powers (F, S)."""
-        p = p_all[:, : self._k]
-        level = np.minimum(p[:, self._level_a], p[:, self._level_b])  # weakest required component
-        if not (level >= self._min_power).any():
+        ns = len(self._sigs)
+        comp = p_all[:, self._gather]  # per signature: level_a, level_b, first, second
+        level = np.minimum(comp[:, :ns], comp[:, ns : 2 * ns])  # weakest required component
+        if not np.count_nonzero(level >= self._min_power):
             return None
-        low = np.minimum(p[:, self._first], p[:, self._second])
+        low = np.minimum(comp[:, 2 * ns : 3 * ns], comp[:, 3 * ns :])
         ref = total[:, None]
-        pair = p @ self._sig_sum
-        band = p_all[:, self._k :] @ self._band  # energy in each signature's band
+        pair_band = p_all @ self._pair_band
+        pair, band = pair_band[:, :ns], pair_band[:, ns:]  # the components' sum; energy in the band
         on = (band >= _PURITY * ref) & (level >= self._min_power) & (low >= self._share * pair)
         # A single tone is alone in its band (UK 400 vs 400 + 450); a dual tone's pair is most of it.
         on &= pair >= self._single * band
