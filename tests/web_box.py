@@ -3,6 +3,7 @@ and uvicorn serving on a loopback socket in a thread; a small HTTP client that k
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import socket
@@ -10,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+from unittest import mock
 
 import numpy as np
 
@@ -18,7 +20,7 @@ from linetap.config import StorageConfig, load
 from linetap.evidence.finalize import finalize_recording
 from linetap.index.db import Index
 from linetap.store.recordings import Recording
-from linetap.web import app, service
+from linetap.web import app, passwords, service
 
 from helpers import write_config, wait_for
 
@@ -139,6 +141,17 @@ def serve(svc: service.WebService, *, https: bool = False) -> Iterator[int]:
         sock.close()
 
 
+_real_hash_password = passwords.hash_password
+
+
+@functools.cache
+def _hash_once(password: str) -> str:
+    """The box's users' argon2id hashes, computed once per session (~40 ms each on the development VM,
+    three a box, a box per test in test_web_erase.py) and stored by the real ``service.add_user``: a
+    real hash of the password (its salt shared between boxes), so every login still runs argon2 in full."""
+    return _real_hash_password(password)
+
+
 def build_box(tmp_path: Path, clock: FakeClock, *, calls: int = 6, seconds: float = 3.0) -> tuple[service.WebService, Index, list[dict[str, Any]]]:
     data_dir = tmp_path / "data"
     data_dir.mkdir(exist_ok=True)
@@ -153,8 +166,9 @@ def build_box(tmp_path: Path, clock: FakeClock, *, calls: int = 6, seconds: floa
         rows.append(make_call(index, data_dir, clock, line="line1" if i % 2 == 0 else "line2",
                               number=f"030555{i:04d}", name="Müller GmbH" if i == 3 else None,
                               dtmf="1234" if i == 2 else "", seconds=seconds))
-    for user, password in PASSWORDS.items():
-        service.add_user(index, user, ROLES[user], password, clock=clock)
+    with mock.patch.object(passwords, "hash_password", _hash_once):
+        for user, password in PASSWORDS.items():
+            service.add_user(index, user, ROLES[user], password, clock=clock)
     state = service.web_dir(cfg)
     svc = service.WebService(cfg, index, secret=service.box_secret(state), state_dir=state, clock=clock)
     return svc, index, rows
