@@ -31,9 +31,10 @@ ROLES = {"alice": "admin", "lena": "listener", "vic": "viewer"}
 
 def make_call(index: Index, data_dir: Path, clock: FakeClock, *, line: str = "line1", number: str | None = None,
               name: str | None = None, dtmf: str = "", seconds: float = 3.0) -> dict[str, Any]:
-    """One finished, chained WAV recording (a tone, so a player has something to play)."""
+    """One finished, chained WAV recording (a tone, so a player has something to play). Written in
+    one piece and synced once (the web reads finished files; a box per test made 6 fsyncs a call)."""
     rec = Recording(data_dir, index, line=line, codec="wav", rate=RATE, channels=1, started_at=clock.wall(),
-                    sync_interval_s=0.5)
+                    sync_interval_s=seconds)
     rec.caller_number, rec.caller_name, rec.dtmf = number, name, dtmf
     tone = (np.sin(np.arange(int(seconds * RATE)) * 0.3) * 8000).astype(np.int16).reshape(-1, 1)
     rec.write(tone)
