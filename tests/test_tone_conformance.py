@@ -15,8 +15,8 @@ where the tone began, and nothing during the speech; a SIT also with its code (N
 plan plays the intercept code, ``"IC"``; the Q.35 SIT has none). Every North American SIT code is
 checked in ``tests/test_sit.py``.
 
-The grid runs through ``ToneDetector`` directly (798 cells, some 6000 s of audio in about
-20 s): the detector is the only part that depends on the country. The capture path and the call
+The grid runs through ``ToneDetector`` directly, in 1 s batches (798 cells, some 6000 s of audio
+in about 10 s): the detector is the only part that depends on the country. The capture path and the call
 logic are the same for every plan, so ``tests/test_line_dsp_e2e.py`` takes a few countries
 through ALSA and the recorder to a call ended with ``end_reason = "tone"``.
 
