@@ -35,6 +35,25 @@ ADAPTERS = {  # library -> the one module allowed to import it
 ANYWHERE = {"numpy"}  # plain data, not a collaborator
 
 
+def parse(path: Path) -> ast.Module:
+    """The module's AST, parsed once per session while the file is unchanged (each rule reads every
+    module; parsing and walking them again for each was most of this file's ~10 s)."""
+    st = path.stat()
+    return _parse(str(path), st.st_mtime_ns, st.st_size)[0]
+
+
+def walk(path: Path) -> tuple[ast.AST, ...]:
+    """``ast.walk`` of :func:`parse`, as a tuple kept with it."""
+    st = path.stat()
+    return _parse(str(path), st.st_mtime_ns, st.st_size)[1]
+
+
+@functools.cache
+def _parse(path: str, _mtime_ns: int, _size: int) -> tuple[ast.Module, tuple[ast.AST, ...]]:
+    tree = ast.parse(Path(path).read_text(), filename=path)
+    return tree, tuple(ast.walk(tree))
+
+
 def adapter_modules() -> list[str]:
     """Every adapter module (a library may have more than one: nacl's encryption and signing)."""
     return [m for rel in ADAPTERS.values() for m in ([rel] if isinstance(rel, str) else rel)]
@@ -43,7 +62,7 @@ def adapter_modules() -> list[str]:
 def imported_libraries(path: Path) -> set[str]:
     """Top-level names of every absolute import in a module (including importlib/__import__ of a constant)."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in walk(path):
         if isinstance(node, ast.Import):
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -113,10 +132,10 @@ def _docstrings(tree: ast.AST) -> set[int]:
 def sql_violations(path: Path) -> list[str]:
     """SQL text in string constants (f-string parts included), and reaching into the index's
     internals (``index.db``, ``index.table(...)``, ``self.index.query(...)``)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = parse(path)
     skip = _docstrings(tree)
     found: list[str] = []
-    for node in ast.walk(tree):
+    for node in walk(path):
         if isinstance(node, ast.JoinedStr):
             text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
             if SQL.search(text):
@@ -183,7 +202,7 @@ def linetap_imports(path: Path, known: set[str], package: Path = PACKAGE) -> set
     name = module_name(path, package)
     parent = (name if path.name == "__init__.py" else name.rpartition(".")[0]).split(".")
     edges: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in walk(path):
         if isinstance(node, ast.Import):
             edges |= {a.name for a in node.names if a.name in known}
         elif isinstance(node, ast.ImportFrom):
@@ -250,7 +269,7 @@ def dynamic_import_problems(package: Path) -> list[str]:
     known = set(graph_of(package))
     problems: list[tuple[str, int, str]] = []
     for path in sorted(package.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        for node in walk(path):
             if not _is_dynamic_import(node):
                 continue
             arg = node.args[0] if node.args else None
@@ -334,7 +353,7 @@ def top_level_imports(rel: str, names: set[str]) -> tuple[set[str], set[str]]:
     package = me if rel.endswith("__init__.py") else me.rpartition(".")[0]
     libs: set[str] = set()
     mods: set[str] = set()
-    for node in _top_level_nodes(ast.parse(path.read_text(), filename=str(path))):
+    for node in _top_level_nodes(parse(path)):
         if isinstance(node, ast.Import):
             for a in node.names:
                 (mods if a.name.split(".")[0] == "linetap" else libs).add(a.name if a.name.startswith("linetap")

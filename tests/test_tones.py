@@ -21,8 +21,11 @@ DISTINCT = [ts for i, ts in enumerate(TONE_SETS) if all(TONE_PLANS[ts] is not TO
 
 
 def detect(x: np.ndarray, tone_set: str, rate: int = 8000, block: int | None = None) -> list[ToneEvent]:
+    """The events of ``x`` fed in 1 s batches, as the recorder's LineAnalyzer feeds the detector
+    (``batch_s``); events carry stream frames and do not depend on the block size
+    (``test_block_size_does_not_change_the_events``, which also feeds 20 ms capture blocks)."""
     pcm = sig.to_pcm16(x)
-    block = block or rate // 50
+    block = block or rate
     det = ToneDetector(rate, tone_set)
     events: list[ToneEvent] = []
     for i in range(0, len(pcm), block):
@@ -126,7 +129,7 @@ def test_block_size_does_not_change_the_events():
     x = sig.add_noise(np.concatenate((np.zeros(4000), gated((400,), [0.375, 0.375], 5))), 20)
     reference = detect(x, "uk")
     assert [e.kind for e in reference] == ["busy"]
-    for block in (37, 1000, len(x)):
+    for block in (37, 160, 1000, len(x)):  # 160: one 20 ms capture block
         assert detect(x, "uk", block=block) == reference, block
 
 

@@ -3,6 +3,7 @@ and uvicorn serving on a loopback socket in a thread; a small HTTP client that k
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import socket
@@ -10,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+from unittest import mock
 
 import numpy as np
 
@@ -18,7 +20,7 @@ from linetap.config import StorageConfig, load
 from linetap.evidence.finalize import finalize_recording
 from linetap.index.db import Index
 from linetap.store.recordings import Recording
-from linetap.web import app, service
+from linetap.web import app, passwords, service
 
 from helpers import write_config, wait_for
 
@@ -29,9 +31,10 @@ ROLES = {"alice": "admin", "lena": "listener", "vic": "viewer"}
 
 def make_call(index: Index, data_dir: Path, clock: FakeClock, *, line: str = "line1", number: str | None = None,
               name: str | None = None, dtmf: str = "", seconds: float = 3.0) -> dict[str, Any]:
-    """One finished, chained WAV recording (a tone, so a player has something to play)."""
+    """One finished, chained WAV recording (a tone, so a player has something to play). Written in
+    one piece and synced once (the web reads finished files; a box per test made 6 fsyncs a call)."""
     rec = Recording(data_dir, index, line=line, codec="wav", rate=RATE, channels=1, started_at=clock.wall(),
-                    sync_interval_s=0.5)
+                    sync_interval_s=seconds)
     rec.caller_number, rec.caller_name, rec.dtmf = number, name, dtmf
     tone = (np.sin(np.arange(int(seconds * RATE)) * 0.3) * 8000).astype(np.int16).reshape(-1, 1)
     rec.write(tone)
@@ -139,6 +142,17 @@ def serve(svc: service.WebService, *, https: bool = False) -> Iterator[int]:
         sock.close()
 
 
+_real_hash_password = passwords.hash_password
+
+
+@functools.cache
+def _hash_once(password: str) -> str:
+    """The box's users' argon2id hashes, computed once per session (~40 ms each on the development VM,
+    three a box, a box per test in test_web_erase.py) and stored by the real ``service.add_user``: a
+    real hash of the password (its salt shared between boxes), so every login still runs argon2 in full."""
+    return _real_hash_password(password)
+
+
 def build_box(tmp_path: Path, clock: FakeClock, *, calls: int = 6, seconds: float = 3.0) -> tuple[service.WebService, Index, list[dict[str, Any]]]:
     data_dir = tmp_path / "data"
     data_dir.mkdir(exist_ok=True)
@@ -153,8 +167,9 @@ def build_box(tmp_path: Path, clock: FakeClock, *, calls: int = 6, seconds: floa
         rows.append(make_call(index, data_dir, clock, line="line1" if i % 2 == 0 else "line2",
                               number=f"030555{i:04d}", name="Müller GmbH" if i == 3 else None,
                               dtmf="1234" if i == 2 else "", seconds=seconds))
-    for user, password in PASSWORDS.items():
-        service.add_user(index, user, ROLES[user], password, clock=clock)
+    with mock.patch.object(passwords, "hash_password", _hash_once):
+        for user, password in PASSWORDS.items():
+            service.add_user(index, user, ROLES[user], password, clock=clock)
     state = service.web_dir(cfg)
     svc = service.WebService(cfg, index, secret=service.box_secret(state), state_dir=state, clock=clock)
     return svc, index, rows
