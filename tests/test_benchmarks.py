@@ -29,10 +29,17 @@ def test_the_pipeline_benchmark_prints_its_table_beside_the_codec_alone():
 
 def test_the_real_time_benchmark_runs_with_either_reader():
     for reader in ("drain", "blocking"):
-        out = _run("--realtime", "4", "--lines", "2", "--codecs", "flac", "--reader", reader)
+        parts = ("--parts",) if reader == "drain" else ()
+        out = _run("--realtime", "4", "--lines", "2", "--codecs", "flac", "--reader", reader, *parts)
         rows = re.findall(r"^(wakeups|flac)\s+2\s+([\d.]+)%\s+[\d.]+%\s+(\d+)\s+(\d+)$", out, re.M)
         assert [r[0] for r in rows] == ["wakeups", "flac"], out
         assert all(r[2] == "0" and r[3] == "0" for r in rows), out  # no drops, no overruns
+        assert re.search(r"flac x 2: wake-ups a second .*; filesystem syncs a second [\d.]+$", out, re.M), out
+        if parts:  # the pipeline thread's CPU by part, each a figure, the round's own part above zero
+            by_part = dict(re.findall(r"(codec|detectors|calls|line health|sync|round) (-?[\d.]+) %",
+                                      re.search(r"pipeline thread by part (.*)$", out, re.M).group(1)))
+            assert list(by_part) == ["codec", "detectors", "calls", "line health", "sync", "round"], out
+            assert float(by_part["round"]) > 0 and float(by_part["line health"]) > 0, out
 
 
 def test_the_floor_benchmark_measures_each_mandated_step_beside_the_codec_alone():
