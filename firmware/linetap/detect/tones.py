@@ -396,25 +396,24 @@ class ToneDetector:
             f_lo = min(sig.freqs) * (1 - 0.03) - 2 * step
             f_hi = max(sig.freqs) * (1 + 0.03) + 2 * step
             band[(grid >= f_lo) & (grid <= f_hi), j] = 1.0
-        self._band = band
-        self._sig_sum = np.zeros((self._k, len(self._sigs)))
+        sig_sum = np.zeros((self._k, len(self._sigs)))
         for j, sig in enumerate(self._sigs):
-            self._sig_sum[sig.bins, j] = 1.0
+            sig_sum[sig.bins, j] = 1.0
         # Level: every component of a dual tone, the carrier of a modulated one. Share: the weaker
         # of a dual tone's two components.
         dual = np.array([len(sig.bins) == 2 for sig in self._sigs])
-        self._level_a = np.array([sig.bins[1] if sig.am_hz else sig.bins[0] for sig in self._sigs])
-        self._level_b = np.array([sig.bins[1] if sig.am_hz else sig.bins[-1] for sig in self._sigs])
-        self._first = np.array([sig.bins[0] for sig in self._sigs])
-        self._second = np.array([sig.bins[-1] for sig in self._sigs])
+        level_a = [sig.bins[1] if sig.am_hz else sig.bins[0] for sig in self._sigs]
+        level_b = [sig.bins[1] if sig.am_hz else sig.bins[-1] for sig in self._sigs]
+        first_bin = [sig.bins[0] for sig in self._sigs]
+        last_bin = [sig.bins[-1] for sig in self._sigs]
         self._share = np.where(dual, _MIN_COMPONENT_SHARE, 0.0)
         self._single = np.where(dual, _DUAL_SHARE, _SINGLE_SHARE)
         # The four component columns per signature in one gather, and the pair and band sums in
         # one product (fewer numpy calls per batch: each costs about a microsecond).
-        self._gather = np.concatenate((self._level_a, self._level_b, self._first, self._second))
+        self._gather = np.array(level_a + level_b + first_bin + last_bin, dtype=np.intp)
         ns = len(self._sigs)
         pair_band = np.zeros((self._k + len(grid), 2 * ns))
-        pair_band[: self._k, :ns] = self._sig_sum
+        pair_band[: self._k, :ns] = sig_sum
         pair_band[self._k :, ns:] = band
         self._pair_band = pair_band
         # Only the first half-frame's basis is projected: with a rectangular window the second
