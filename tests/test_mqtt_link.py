@@ -368,6 +368,9 @@ def test_an_exception_in_a_callback_does_not_stop_the_network_thread(
     b = broker()
     clock = FakeClock()
     link = start_connected(make_link(b, clock=clock))
+    # "connected" is set before the link subscribes to HA's birth topic; its first announcement
+    # follows the SUBSCRIBE on the same connection, so once that is seen a birth reaches the link.
+    wait_until_seen(b.subscribe(STATUS, DISCOVERY), STATUS, DISCOVERY)
     real = link._announce
 
     def boom(client: Any) -> None:
