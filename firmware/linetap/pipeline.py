@@ -1,6 +1,7 @@
 """The pipeline thread: queued audio -> runs -> line health -> calls -> files, one round at a time.
 
-Each round takes everything the capture readers queued (``BlockQueue.take_all``), joins
+Each round first drains the sound cards (``sweep``: the ``CardDrainer``'s, which takes the ticks
+between the rounds on its own thread), then takes everything the capture readers queued (``BlockQueue.take_all``), joins
 each line's consecutive blocks into runs (``runs``), hands every run to the line
 supervisor (dead / clipping / lost samples) and to the line's ``LineCalls`` (segmenter,
 DSP, the recording's writes), then pushes the round's due syncs to the disk together
@@ -26,9 +27,11 @@ logger = logging.getLogger(__name__)
 
 RUN_BLOCKS = 10  # a line's queued blocks handled as one run: at most 200 ms of its audio (GATHER_S)
 GATHER_S = 0.2  # with no backlog, a round every 200 ms: what was queued meanwhile (an empty queue too)
-# Rounds at the monotonic times 0.05 s past a multiple of GATHER_S; the card drainer drains on the
-# multiples of its 100 ms (capture.reader.next_tick_s): each round then finds exactly two drains
-# of every card, one run of 10 blocks a line, and 50 ms to spare for the drain before it.
+# Rounds at the monotonic times 0.05 s past a multiple of GATHER_S. Each round drains the cards
+# itself (``sweep``) and the card drainer's thread drains them halfway between two rounds
+# (capture.reader.next_shared_tick_s): each round then finds exactly two drains of every card, one
+# run of 10 blocks a line. (A drainer no round sweeps for drains on the multiples of its 100 ms,
+# capture.reader.next_tick_s: two drains between two rounds, the last 50 ms before it.)
 ROUND_PHASE_S = 0.05
 LOGGED_ERRORS = 5  # the first errors are logged in full, then one in 1000
 
@@ -74,7 +77,8 @@ class Pipeline(threading.Thread):
     def __init__(self, blocks: BlockQueue, line_calls: Mapping[str, LineCalls], *,
                  supervisor: LineSupervisor, syncs: SyncBatch, watchdog: ProgressWatchdog,
                  on_source_event: Callable[[], None] = lambda: None,
-                 after_round: Callable[[], None] = lambda: None) -> None:
+                 after_round: Callable[[], None] = lambda: None,
+                 sweep: Callable[[], None] = lambda: None) -> None:
         super().__init__(name="pipeline", daemon=True)
         self.blocks = blocks
         self.line_calls = line_calls
@@ -83,6 +87,9 @@ class Pipeline(threading.Thread):
         self.watchdog = watchdog
         self.on_source_event = on_source_event  # a PCM lost or reopened: the health thread looks at once
         self.after_round = after_round  # after each round that leaves no backlog (the recorder's: a StallWatch's check)
+        # Before each round: the recorder's ``CardDrainer.sweep`` (the cards' periods due, queued
+        # now): the thread is awake anyway, so the drainer's own thread need not wake for this tick.
+        self.sweep = sweep
         self.stopping = threading.Event()
         self._wake = Wake()  # the sleep between rounds, cut short by ``stop`` (cheaper than an Event's)
         self.blocks_processed = 0
@@ -92,6 +99,10 @@ class Pipeline(threading.Thread):
         q, behind = self.blocks, 2 * RUN_BLOCKS * len(self.line_calls)
         while not self.stopping.is_set():
             started = time.monotonic()
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - the drainer's thread drains the cards too: record what is queued
+                logger.exception("draining the cards before the round failed")
             items = q.take_all()
             for item in runs(items, RUN_BLOCKS):
                 self._handle(item)

@@ -2,9 +2,11 @@
 
 A sound card is read non-blocking (``alsa.py``): every period its buffer holds is taken, then
 the card is left until a few more have gathered (``source.drain_s``, at most ``max_sleep_s``:
-100 ms). In the recorder one thread, the ``CardDrainer``, drains every card on one tick, so the
-process wakes 10 times a second for all its lines, not 10 times per line; the line's reader
-thread only opens the PCM and waits to reopen it if it fails. Each period is still its own
+100 ms). In the recorder the cards are drained by two threads that wake anyway, on one 100 ms grid:
+the pipeline at the start of each of its rounds (every 200 ms, ``CardDrainer.sweep``) and, between
+two rounds, the ``CardDrainer``'s own thread, which then wakes 5 times a second for all the lines
+(10 without a pipeline sweeping); the line's reader thread only opens the PCM and waits to reopen
+it if it fails. Each period is still its own
 block, dated from the sample count. A blocking source (the ALSA ``file`` PCM of the tests and
 the demo, whose reads wait on their FIFO) is read by its own reader thread, as it comes.
 
@@ -292,10 +294,29 @@ class Wake:
 
 
 def next_tick_s(now_s: float, every_s: float) -> float:
-    """The first multiple of ``every_s`` after ``now_s`` (monotonic seconds): the drainer ticks on
-    them, so that the pipeline's rounds (``pipeline.ROUND_PHASE_S``) keep their place between two
-    drains however long a drain takes."""
+    """The first multiple of ``every_s`` after ``now_s`` (monotonic seconds): a drainer that no
+    pipeline sweeps for ticks on them, so that the pipeline's rounds (``pipeline.ROUND_PHASE_S``)
+    keep their place between two drains however long a drain takes."""
     return now_s + every_s - (now_s % every_s)
+
+
+def next_shared_tick_s(now_s: float, every_s: float, rounds: tuple[float, float]) -> float:
+    """The drainer's next tick when the pipeline sweeps the cards at its rounds (``rounds``: every
+    ``rounds[0]`` seconds, ``rounds[1]`` past a multiple of it): the first point after ``now_s`` of
+    the ``every_s`` grid laid through the rounds that is not itself a round. At the defaults (100 ms
+    drains, rounds every 200 ms) the drainer drains halfway between two rounds: the cards are still
+    drained every 100 ms, and its thread wakes 5 times a second, not 10. If the pipeline's round is
+    held up (a slow disk), its sweep waits with it; the drainer's do not: a card is then drained
+    every 200 ms, well inside its 500 ms buffer (``alsa.BUFFER_PERIODS``)."""
+    gather_s, phase_s = rounds
+    t = now_s + every_s - ((now_s - phase_s) % every_s)
+    if t - now_s < every_s / 100:  # on a point already (to the float's rounding): the next one
+        t += every_s
+    if every_s < gather_s:
+        off = (t - phase_s) % gather_s
+        if min(off, gather_s - off) < every_s / 100:  # a round's point: the pipeline sweeps there
+            t += every_s
+    return t
 
 
 class CardDrainer:
@@ -303,17 +324,24 @@ class CardDrainer:
 
     On this 2-core VM a Python thread's wake-up costs tens of microseconds of CPU, as much as
     the work of a drain: 32 lines' readers waking 10 times a second each took 1.1-1.4 % of a core,
-    this one thread 0.5-0.6 % (``benchmarks/pipeline.py --realtime``, README: Benchmarks). Here every card is drained on one tick (the shortest ``interval_s`` of
-    the streams attached, 100 ms by default): 10 wake-ups a second for all the lines. A card read
-    non-blocking never waits, so one slow line cannot hold the others up; a PCM that paces itself
-    (a ``file`` PCM waits on its FIFO) is not attached and keeps its own thread.
+    this one thread 0.5-0.6 % (``benchmarks/pipeline.py --realtime``, README: Benchmarks). Here every
+    card is drained on one tick (the shortest ``interval_s`` of the streams attached, 100 ms by
+    default): 10 wake-ups a second for all the lines. In the recorder the pipeline, which wakes
+    every 200 ms anyway, sweeps the cards itself at the start of each round (``sweep``; ``rounds``
+    says when), and this thread takes only the ticks in between (``next_shared_tick_s``): 5
+    wake-ups a second. A card read non-blocking never waits, so one slow line cannot hold the
+    others up, and a sweep holds the lock only while it reads (the pipeline writes to the disk
+    after it, never under it); a PCM that paces itself (a ``file`` PCM waits on its FIFO) is not
+    attached and keeps its own thread.
 
     The thread starts with the first stream attached and ends when none is left. A stream whose
     read fails is detached and handed back to its reader (``_Stream.error``), which reopens it."""
 
     def __init__(self, name: str = "capture-cards", after_sweep: Callable[[], None] = lambda: None) -> None:
         self.name = name
-        self.after_sweep = after_sweep  # after every sweep (the recorder's: a StallWatch's check)
+        self.after_sweep = after_sweep  # after every sweep of its own (the recorder's: a StallWatch's check)
+        # (every_s, phase_s) of the pipeline's rounds, which sweep too (None: this thread takes every tick)
+        self.rounds: tuple[float, float] | None = None
         self._lock = threading.Lock()  # held for a sweep: detach waits until the stream is not read
         self._streams: dict[LineReader, tuple[_Stream, float]] = {}
         self._wake = Wake()
@@ -342,21 +370,31 @@ class CardDrainer:
                     self._thread = None
                     return
                 interval_s = min(i for _, i in self._streams.values())
-            self._wake.wait(next_tick_s(time.monotonic(), interval_s) - time.monotonic())
-            with self._lock:
-                for reader, (stream, _) in list(self._streams.items()):
-                    try:
-                        stream.drain(together=True)
-                    except SourceError as e:
-                        stream.error = e
-                        del self._streams[reader]
-                        reader.hand_back()
-                    except Exception as e:  # noqa: BLE001 - one line's failure must not end the others'
-                        stream.error = SourceError(f"{reader.line.pcm}: {e!r}")
-                        logger.exception("line %s: draining failed", reader.line.name)
-                        del self._streams[reader]
-                        reader.hand_back()
+            rounds, now = self.rounds, time.monotonic()
+            tick = next_tick_s(now, interval_s) if rounds is None else next_shared_tick_s(now, interval_s, rounds)
+            self._wake.wait(tick - time.monotonic())
+            self.sweep()
             try:
                 self.after_sweep()  # outside the lock: it only reads the readers' plain attributes
             except Exception:  # noqa: BLE001 - never a reason to stop draining
                 logger.exception("after the sweep")
+
+    def sweep(self) -> None:
+        """Drain every attached stream now (each queues what it read under one lock); a stream
+        whose read fails is detached and handed back to its reader. Never waits but for another
+        sweep in progress (microseconds): the pipeline calls it at the start of each round."""
+        with self._lock:
+            if not self._streams:
+                return
+            for reader, (stream, _) in list(self._streams.items()):
+                try:
+                    stream.drain(together=True)
+                except SourceError as e:
+                    stream.error = e
+                    del self._streams[reader]
+                    reader.hand_back()
+                except Exception as e:  # noqa: BLE001 - one line's failure must not end the others'
+                    stream.error = SourceError(f"{reader.line.pcm}: {e!r}")
+                    logger.exception("line %s: draining failed", reader.line.name)
+                    del self._streams[reader]
+                    reader.hand_back()
