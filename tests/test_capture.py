@@ -496,3 +496,70 @@ def test_cards_swept_by_the_rounds_and_by_the_drainer_between_them_keep_every_pe
         assert card.empty_reads <= 13 * 1.5 + 7 * 1.0
     # The drainer's own thread: about 5 sweeps a second (plus the first, at attach), not 10.
     assert swept_alone <= 5 * 1.5 + 4
+
+
+class AudioCard(FakeCard):
+    """A ``FakeCard`` whose periods are ``audio`` (the card's capture from its first frame)."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        super().__init__()
+        self.audio = audio
+
+    def read(self) -> Read:
+        r = super().read()
+        if r.frames is None:
+            return r
+        k = self.served[-1]
+        return Read(self.audio[k:k + PERIOD] if k + PERIOD <= len(self.audio) else np.zeros((PERIOD, 1), np.int16))
+
+
+def test_a_recorder_records_sound_cards_drained_as_periods_sample_for_sample(tmp_path):
+    """In the recorder the cards' drains are queued as one ``Periods`` each and the runs' blocks
+    made only when asked (``LazyBlocks``): a call on two cards, in real time, is recorded sample
+    for sample as the cards captured it, dated from its first sample; nothing dropped, no overrun."""
+    from linetap.clock import parse_iso
+    from linetap.config import load
+    from linetap.index.db import open_index
+    from linetap.recorder import Recorder
+    from linetap.sim.line import render
+    from linetap.store import audio
+    from helpers import write_config
+
+    script = [("idle", 1.0), ("call", 2.5), ("idle", 1.5)]
+    sounds = [render(script, rate=RATE, seed=s)[0].reshape(-1, 1) for s in (5, 6)]
+    cards: dict[str, AudioCard] = {}
+
+    def factory(pcm: str, rate: int, channels: int, period_frames: int) -> AudioCard:
+        cards[pcm] = AudioCard(sounds[int(pcm[-1])])
+        return cards[pcm]
+
+    data_dir = tmp_path / "data"
+    cfg = load(write_config(tmp_path / "c.toml", data_dir,
+                            [{"name": f"line{i}", "pcm": f"card{i}", "vox_hang_s": 0.8, "preroll_s": 0.5} for i in (0, 1)],
+                            storage={"codec": "wav"}))
+    rec = Recorder(cfg, clock=SystemClock(), source_factory=factory, mqtt=False)
+    assert rec.capture.drainer.queue_periods
+    rec.start()
+    try:
+        wait_for(lambda: all(rec.line_calls[f"line{i}"].frames_seen >= 4.8 * RATE for i in (0, 1)), timeout=20)
+    finally:
+        rec.stop()
+    rows = open_index(data_dir).calls()
+    assert {r["line"] for r in rows} == {"line0", "line1"}
+    for row in rows:
+        i = int(row["line"][-1])
+        card = cards[f"card{i}"]
+        assert card.overruns == 0 and rec.readers[f"line{i}"].dropped_blocks == 0
+        samples, rate = audio.read(data_dir / row["path"])
+        assert rate == RATE and len(samples) > RATE
+        x = np.asarray(samples).reshape(-1)
+        if x.dtype != np.int16:
+            x = np.round(x * 32768).astype(np.int16)
+        src = sounds[i].reshape(-1)
+        # Where in the card's capture the recording begins: its start time after the anchor.
+        first = [k for k in range(0, len(src) - len(x) + 1) if np.array_equal(src[k:k + 64], x[:64])]
+        assert len(first) == 1
+        k = first[0]
+        assert np.array_equal(src[k:k + len(x)], x), "every sample as the card captured it"
+        # Dated from the sample count: the card's time of frame k.
+        assert parse_iso(row["started_at"]) == pytest.approx(card.true_wall(k), abs=0.03)

@@ -17,7 +17,7 @@ import time
 from typing import Callable, Iterator, Mapping
 
 from .calls.line import LineCalls
-from .capture import Block, Run, SourceEvent
+from .capture import Block, Periods, Run, SourceEvent
 from .capture.reader import BlockQueue, Wake
 from .health.sdnotify import ProgressWatchdog
 from .store.recordings import SyncBatch
@@ -41,19 +41,21 @@ def next_round_s(now_s: float, every_s: float, phase_s: float) -> float:
     return now_s + every_s - ((now_s - phase_s) % every_s)
 
 
-def runs(items: list[Block | SourceEvent], max_blocks: int) -> Iterator[Run | SourceEvent]:
+def runs(items: list[Block | Periods | SourceEvent], max_blocks: int) -> Iterator[Run | SourceEvent]:
     """Queued items as the pipeline handles them: each line's consecutive blocks (same stream,
     no sample lost, at most ``max_blocks``) joined into runs, in the order they came.
 
     A line's items keep their order (a source event comes after the line's blocks before it and
     before those after it); lines are interleaved as their runs began. A run's blocks are joined
-    as it is taken, so a backlog is not copied all at once."""
-    out: list[list[Block] | SourceEvent] = []
-    open_runs: dict[str, list[Block]] = {}  # per line: its run still taking blocks
+    as it is taken, so a backlog is not copied all at once. A card's drain (``Periods``) counts
+    as its periods, each a block: it joins a run of drains as its blocks would (and is split
+    where a run is full); the run's blocks are then made only when asked for (``Run.of_periods``)."""
+    out: list[list[Block] | Periods | SourceEvent] = []
+    open_runs: dict[str, list[Block] | Periods] = {}  # per line: its run still taking blocks
     for item in items:
         if isinstance(item, Block):
             blocks = open_runs.get(item.line)
-            if blocks is not None:
+            if blocks is not None and isinstance(blocks, list):
                 prev = blocks[-1]
                 if (len(blocks) < max_blocks and item.stream == prev.stream and not item.overrun
                         and item.start_frame == prev.start_frame + len(prev.frames)):  # continues()
@@ -61,11 +63,42 @@ def runs(items: list[Block | SourceEvent], max_blocks: int) -> Iterator[Run | So
                     continue
             open_runs[item.line] = blocks = [item]
             out.append(blocks)
+        elif isinstance(item, Periods):
+            run = open_runs.get(item.line)
+            if (run is not None and isinstance(run, Periods) and item.start_frame == run.end_frame
+                    and not item.overrun and item.stream == run.stream and item.anchor == run.anchor):
+                room = max_blocks - len(run.arrays)
+                if room >= len(item.arrays):
+                    run.arrays = run.arrays + item.arrays
+                    run.end_frame = item.end_frame
+                    continue
+                if room > 0:
+                    head = item.arrays[:room]
+                    run.arrays = run.arrays + head
+                    run.end_frame = run.end_frame + sum(map(len, head))
+                    item = Periods(item.line, item.arrays[room:], run.end_frame, item.end_frame, item.anchor,
+                                   item.rate, False, item.stream)
+            while len(item.arrays) > max_blocks:  # a late drain: more than a run's periods
+                head = item.arrays[:max_blocks]
+                end = item.start_frame + sum(map(len, head))
+                out.append(Periods(item.line, head, item.start_frame, end, item.anchor, item.rate, item.overrun,
+                                   item.stream))
+                item = Periods(item.line, item.arrays[max_blocks:], end, item.end_frame, item.anchor, item.rate,
+                               False, item.stream)
+            # A copy: the run may yet take the next drain's periods, and the queued item stays as it came.
+            open_runs[item.line] = run = Periods(item.line, item.arrays, item.start_frame, item.end_frame,
+                                                 item.anchor, item.rate, item.overrun, item.stream)
+            out.append(run)
         else:
             open_runs.pop(item.line, None)
             out.append(item)
     for x in out:
-        yield Run.of(x) if isinstance(x, list) else x
+        if isinstance(x, list):
+            yield Run.of(x)
+        elif isinstance(x, Periods):
+            yield Run.of_periods(x)
+        else:
+            yield x
 
 
 class Pipeline(threading.Thread):
@@ -103,13 +136,13 @@ class Pipeline(threading.Thread):
                 self.sweep()
             except Exception:  # noqa: BLE001 - the drainer's thread drains the cards too: record what is queued
                 logger.exception("draining the cards before the round failed")
-            items = q.take_all()
+            items, weight = q.take_all_weighed()
             for item in runs(items, RUN_BLOCKS):
                 self._handle(item)
                 self.watchdog.progress("pipeline")
             if items:
                 self._sync()
-                if len(items) >= behind:
+                if weight >= behind:
                     continue  # two rounds' worth queued (a backlog, a burst): the next round at once
             else:
                 self.watchdog.progress("pipeline")

@@ -109,6 +109,7 @@ class Recorder:
             # The pipeline drains the cards at each round, the drainer's thread between rounds only.
             self.pipeline.sweep = self.capture.drainer.sweep
             self.capture.drainer.rounds = (GATHER_S, ROUND_PHASE_S)
+            self.capture.drainer.queue_periods = True  # a drain is one queue entry, its blocks made in runs()
             # A line whose frames stop coming wakes the health thread, seen by the threads that wake
             # anyway (one watch each): the health thread need not tick twice a second to find out.
             stall_after_s = cfg.health.stall_after_ms / 1000

@@ -6,12 +6,14 @@ the card is left until a few more have gathered (``source.drain_s``, at most ``m
 the pipeline at the start of each of its rounds (every 200 ms, ``CardDrainer.sweep``) and, between
 two rounds, the ``CardDrainer``'s own thread, which then wakes 5 times a second for all the lines
 (10 without a pipeline sweeping); the line's reader thread only opens the PCM and waits to reopen
-it if it fails. Each period is still its own
-block, dated from the sample count. A blocking source (the ALSA ``file`` PCM of the tests and
-the demo, whose reads wait on their FIFO) is read by its own reader thread, as it comes.
+it if it fails. Each period is still its own block, dated from the sample count; in the recorder
+a drain's periods go on the queue as one ``Periods`` (``CardDrainer.queue_periods``) whose blocks
+the pipeline makes only when it needs them (``capture.Run.of_periods``). A blocking source (the
+ALSA ``file`` PCM of the tests and the demo, whose reads wait on their FIFO) is read by its own
+reader thread, as it comes.
 
-Blocks go to the shared queue with ``put_nowait``; when the pipeline falls too
-far behind, blocks are dropped and counted (never waited for). A PCM that
+Blocks go to the shared queue without waiting (``BlockQueue.offer``); when the pipeline falls too
+far behind (``max_queued`` blocks queued), blocks are dropped and counted (never waited for). A PCM that
 fails is closed and reopened with exponential back-off; the reopened stream
 resumes recording by itself.
 """
@@ -27,7 +29,7 @@ from typing import Callable
 
 from ..clock import Clock
 from ..config import LineConfig
-from . import Block, Source, SourceError, SourceEvent, SourceFactory
+from . import Block, Periods, Source, SourceError, SourceEvent, SourceFactory
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +41,30 @@ class BlockQueue(queue.Queue):
     """The readers' queue to the pipeline, which takes everything queued in one go.
 
     ``get`` per block costs the pipeline a lock round trip and a condition check 1,600 times
-    a second at 32 lines; ``take_all`` is one. The readers queue with ``offer``.
-    """
+    a second at 32 lines; ``take_all`` is one. The readers queue with ``offer``; a card's drain
+    in the recorder with ``offer_periods`` (one entry for its periods). The bound (``limit``) is
+    in blocks: a ``Periods`` weighs its periods, anything else one (``weight``)."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self.weight = 0  # blocks queued (a Periods' periods each), source events
+
+    def _put(self, item: object) -> None:
+        self.queue.append(item)
+        self.weight += len(item.arrays) if isinstance(item, Periods) else 1
+
+    def _get(self) -> object:
+        item = self.queue.popleft()
+        self.weight -= len(item.arrays) if isinstance(item, Periods) else 1
+        return item
 
     def offer(self, item: object, limit: int) -> bool:
-        """``put_nowait`` unless ``limit`` items are queued already (then False: not queued).
+        """``put_nowait`` unless ``limit`` blocks are queued already (then False: not queued).
 
         One lock round trip per block where ``qsize()`` and ``put_nowait()`` took two; it
         never waits (the lock is only ever held for a list operation)."""
         with self.mutex:
-            if self._qsize() >= limit:
+            if self.weight >= limit:
                 return False
             self._put(item)
             self.unfinished_tasks += 1
@@ -56,26 +72,50 @@ class BlockQueue(queue.Queue):
             return True
 
     def offer_all(self, items: list, limit: int) -> int:
-        """``offer`` of each of ``items`` in order, under one lock: how many were queued (the
-        first ones; the rest found the queue full)."""
+        """``offer`` of each of ``items`` (blocks) in order, under one lock: how many were queued
+        (the first ones; the rest found the queue full)."""
         with self.mutex:
-            room = limit - self._qsize()
+            room = limit - self.weight
             if room < len(items):
                 items = items[:max(0, room)]
             if items:
                 self.queue.extend(items)
+                self.weight += len(items)
                 self.unfinished_tasks += len(items)
                 self.not_empty.notify()
             return len(items)
 
+    def offer_periods(self, item: Periods, limit: int) -> int:
+        """``item`` queued as one entry, or as many of its first periods as ``limit`` leaves room
+        for (then its ``arrays`` and ``end_frame`` are cut to them): how many periods were queued."""
+        with self.mutex:
+            room = limit - self.weight
+            k = len(item.arrays)
+            if room < k:
+                if room <= 0:
+                    return 0
+                item.arrays = item.arrays[:room]
+                item.end_frame = item.start_frame + sum(map(len, item.arrays))
+                k = room
+            self.queue.append(item)
+            self.weight += k
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+            return k
+
     def take_all(self) -> list:
         """Everything queued now, oldest first (never blocks)."""
+        return self.take_all_weighed()[0]
+
+    def take_all_weighed(self) -> tuple[list, int]:
+        """``take_all``, and how many blocks (and source events) that is."""
         with self.mutex:
-            items = list(self.queue)
+            items, weight = list(self.queue), self.weight
             self.queue.clear()
+            self.weight = 0
             if items:
                 self.not_full.notify_all()
-        return items
+        return items, weight
 
 
 class LineReader(threading.Thread):
@@ -215,6 +255,9 @@ class _Stream:
         """Read until the source has nothing more now (a read found none), or the reader stops.
         Raises ``SourceError``. ``together``: the periods read are queued at the end, under one
         lock (a card's drain never waits; a self-paced source may never find nothing)."""
+        if together and self.reader.drainer is not None and self.reader.drainer.queue_periods:
+            self._drain_periods()
+            return
         reader = self.reader
         read, stopping, clock, rate = self.source.read, reader.stopping, reader.clock, reader.line.rate
         out, name, stream, limit = reader.out, reader.line.name, reader.stream, reader.max_queued
@@ -263,6 +306,67 @@ class _Stream:
                     reader.dropped_blocks += len(held) - queued
                     # The first block queued after these carries an overrun they carried.
                     self.overrun = self.overrun or any(b.overrun for b in held[queued:])
+
+    def _drain_periods(self) -> None:
+        """``drain(together=True)`` in the recorder (``CardDrainer.queue_periods``): what is read
+        is queued as one ``Periods`` per anchor (one a drain, unless an overrun re-anchors the
+        stream in it), not a ``Block`` per period: the loop only reads and keeps each period's
+        samples (the recorder's 200 periods a second at 4 lines, 1,600 at 32). Each period is
+        dated exactly as ``drain`` dates its block (``Periods``), when the pipeline asks."""
+        reader = self.reader
+        read, is_stopping = self.source.read, reader.stopping.is_set
+        got: list = []  # samples read since the anchor, in order
+        first = self.frames  # the stream's frame of got[0]
+        try:
+            while not is_stopping():
+                r = read()
+                x = r.frames
+                if r.overrun:
+                    # Samples were lost: the count since the anchor no longer tells the time.
+                    # Re-anchor on the next period and flag it, so the gap shows.
+                    if got:
+                        self._queue_periods(got, first)
+                        got = []
+                    reader.overruns += 1
+                    self.overrun = True
+                    self.anchor_wall = None
+                    continue
+                if x is None or not len(x):
+                    return
+                if self.anchor_wall is None:
+                    # The period just returned ends now, less what the source captured since: its
+                    # first frame was (n + pending)/rate ago.
+                    clock, rate, n = reader.clock, reader.line.rate, len(x)
+                    behind = self.pending() if self.pending is not None else 0
+                    self.anchor_wall = clock.wall() - (n + behind) / rate
+                    self.anchor_mono = clock.mono() - (n + behind) / rate
+                    self.anchor_frame = self.frames
+                if not got:
+                    first = self.frames
+                got.append(x)
+                self.frames += len(x)
+        finally:
+            if got:
+                self._queue_periods(got, first)
+
+    def _queue_periods(self, got: list, first: int) -> None:
+        """Queue the periods ``got`` (from the stream's frame ``first`` up to ``self.frames``, the
+        current anchor) as one ``Periods``; what the queue has no room for is dropped and counted."""
+        reader = self.reader
+        reader.frames_read += self.frames - first
+        # A drain takes microseconds: one clock read dates all its periods' arrival.
+        reader.last_frames_mono = reader.clock.mono()
+        item = Periods(reader.line.name, got, first, self.frames, (self.anchor_wall, self.anchor_mono, self.anchor_frame),
+                       reader.line.rate, self.overrun, reader.stream)
+        k = len(got)
+        queued = reader.out.offer_periods(item, reader.max_queued)
+        if queued < k:
+            reader.dropped_blocks += k - queued
+            # The first period queued after these carries an overrun they carried.
+            if queued:
+                self.overrun = False
+        else:
+            self.overrun = False
 
 
 class Wake:
@@ -342,6 +446,8 @@ class CardDrainer:
         self.after_sweep = after_sweep  # after every sweep of its own (the recorder's: a StallWatch's check)
         # (every_s, phase_s) of the pipeline's rounds, which sweep too (None: this thread takes every tick)
         self.rounds: tuple[float, float] | None = None
+        # Each drain queued as one ``Periods`` (the recorder's pipeline takes them), not a Block a period.
+        self.queue_periods = False
         self._lock = threading.Lock()  # held for a sweep: detach waits until the stream is not read
         self._streams: dict[LineReader, tuple[_Stream, float]] = {}
         self._wake = Wake()
