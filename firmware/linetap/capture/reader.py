@@ -433,7 +433,10 @@ class CardDrainer:
     default): 10 wake-ups a second for all the lines. In the recorder the pipeline, which wakes
     every 200 ms anyway, sweeps the cards itself at the start of each round (``sweep``; ``rounds``
     says when), and this thread takes only the ticks in between (``next_shared_tick_s``): 5
-    wake-ups a second. A card read non-blocking never waits, so one slow line cannot hold the
+    wake-ups a second. Its CPU went from 0.32-0.35 % of a core to 0.17-0.18 % at 4 lines and from
+    1.21-1.43 % to 0.58-0.67 % at 32, with drains queued as ``Periods`` (``--realtime 40 --parts``,
+    alternated with the 10-tick drainer, load 1.1-5.8); the rounds' part grew by about 0.06
+    points at 4 lines (their sweep). A card read non-blocking never waits, so one slow line cannot hold the
     others up, and a sweep holds the lock only while it reads (the pipeline writes to the disk
     after it, never under it); a PCM that paces itself (a ``file`` PCM waits on its FIFO) is not
     attached and keeps its own thread.
