@@ -430,3 +430,136 @@ def test_a_pipeline_that_falls_behind_loses_whole_blocks_counted_and_the_times_s
     assert kept >= 9 and reader.dropped_blocks == 30 - kept
     assert [b.start_frame for b in blocks] == [PERIOD * i for i in range(kept)]
     assert [b.t_wall - blocks[0].t_wall for b in blocks] == pytest.approx([PERIOD * i / RATE for i in range(kept)])
+
+
+def test_with_the_rounds_sweeping_the_drainer_ticks_only_between_them():
+    from linetap.capture.reader import next_shared_tick_s
+    rounds = (0.2, 0.05)  # pipeline.GATHER_S, ROUND_PHASE_S
+    assert next_shared_tick_s(1000.03, 0.1, rounds) == pytest.approx(1000.15)
+    assert next_shared_tick_s(1000.151, 0.1, rounds) == pytest.approx(1000.35)  # 1000.25 is a round's
+    assert next_shared_tick_s(1000.26, 0.1, rounds) == pytest.approx(1000.35)
+    # A shorter drain interval (a card with a small buffer): every point of its grid but the rounds'.
+    assert next_shared_tick_s(1000.03, 0.05, rounds) == pytest.approx(1000.1)
+    assert next_shared_tick_s(1000.201, 0.05, rounds) == pytest.approx(1000.3)
+    # Rounds no oftener than the drains: nothing to leave out.
+    assert next_shared_tick_s(1000.03, 0.2, rounds) == pytest.approx(1000.05)
+
+
+def test_cards_swept_by_the_rounds_and_by_the_drainer_between_them_keep_every_period_once_in_order():
+    """The recorder's pipeline drains the cards at the start of each round (``CardDrainer.sweep``,
+    every 200 ms) and the drainer's own thread halfway between (``rounds``): each card is still
+    drained about 10 times a second, the drainer's thread sweeps about 5 times; every period is
+    queued once, in order, dated from the sample count. When the rounds stop sweeping (the
+    pipeline held up by the disk) the drainer's sweeps every 200 ms alone lose nothing."""
+    from linetap.pipeline import GATHER_S, ROUND_PHASE_S, next_round_s
+    cards = {n: ThreadNotingCard(prebuffered_s=0.1) for n in ("a", "b")}
+    drainer = CardDrainer()
+    drainer.rounds = (GATHER_S, ROUND_PHASE_S)
+    own_sweeps = []
+    drainer.after_sweep = lambda: own_sweeps.append(time.monotonic())
+    readers, q = _shared_readers({n: [c] for n, c in cards.items()}, drainer)
+    held_up = threading.Event()
+    done = threading.Event()
+
+    def rounds() -> None:
+        while not done.is_set():
+            if not held_up.is_set():
+                drainer.sweep()
+            done.wait(max(0.0, next_round_s(time.monotonic(), GATHER_S, ROUND_PHASE_S) - time.monotonic()))
+    pipeline = threading.Thread(target=rounds, name="pipeline")
+    for r in readers.values():
+        r.start()
+    pipeline.start()
+    try:
+        time.sleep(1.5)
+        swept_alone = len(own_sweeps)
+        held_up.set()  # the rounds stop sweeping: the drainer's thread alone, every 200 ms
+        time.sleep(1.0)
+    finally:
+        done.set()
+        pipeline.join(timeout=2)
+        for r in readers.values():
+            r.stop()
+        for r in readers.values():
+            r.join(timeout=2)
+    items = q.take_all()
+    for name, card in cards.items():
+        assert card.threads == {"capture-cards", "pipeline"}, "both the rounds and the drainer read the cards"
+        blocks = [x for x in items if isinstance(x, Block) and x.line == name]
+        assert [b.start_frame for b in blocks] == [PERIOD * i for i in range(len(blocks))]
+        assert card.served == [b.start_frame for b in blocks]
+        assert len(blocks) * PERIOD >= (2.5 + 0.1 - 0.25) * RATE
+        for b in blocks:
+            assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)
+        assert card.overruns == 0
+        # About 10 drains a second while the rounds sweep, 5 after (an empty read ends each drain).
+        assert card.empty_reads <= 13 * 1.5 + 7 * 1.0
+    # The drainer's own thread: about 5 sweeps a second (plus the first, at attach), not 10.
+    assert swept_alone <= 5 * 1.5 + 4
+
+
+class AudioCard(FakeCard):
+    """A ``FakeCard`` whose periods are ``audio`` (the card's capture from its first frame)."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        super().__init__()
+        self.audio = audio
+
+    def read(self) -> Read:
+        r = super().read()
+        if r.frames is None:
+            return r
+        k = self.served[-1]
+        return Read(self.audio[k:k + PERIOD] if k + PERIOD <= len(self.audio) else np.zeros((PERIOD, 1), np.int16))
+
+
+def test_a_recorder_records_sound_cards_drained_as_periods_sample_for_sample(tmp_path):
+    """In the recorder the cards' drains are queued as one ``Periods`` each and the runs' blocks
+    made only when asked (``LazyBlocks``): a call on two cards, in real time, is recorded sample
+    for sample as the cards captured it, dated from its first sample; nothing dropped, no overrun."""
+    from linetap.clock import parse_iso
+    from linetap.config import load
+    from linetap.index.db import open_index
+    from linetap.recorder import Recorder
+    from linetap.sim.line import render
+    from linetap.store import audio
+    from helpers import write_config
+
+    script = [("idle", 1.0), ("call", 2.5), ("idle", 1.5)]
+    sounds = [render(script, rate=RATE, seed=s)[0].reshape(-1, 1) for s in (5, 6)]
+    cards: dict[str, AudioCard] = {}
+
+    def factory(pcm: str, rate: int, channels: int, period_frames: int) -> AudioCard:
+        cards[pcm] = AudioCard(sounds[int(pcm[-1])])
+        return cards[pcm]
+
+    data_dir = tmp_path / "data"
+    cfg = load(write_config(tmp_path / "c.toml", data_dir,
+                            [{"name": f"line{i}", "pcm": f"card{i}", "vox_hang_s": 0.8, "preroll_s": 0.5} for i in (0, 1)],
+                            storage={"codec": "wav"}))
+    rec = Recorder(cfg, clock=SystemClock(), source_factory=factory, mqtt=False)
+    assert rec.capture.drainer.queue_periods
+    rec.start()
+    try:
+        wait_for(lambda: all(rec.line_calls[f"line{i}"].frames_seen >= 4.8 * RATE for i in (0, 1)), timeout=20)
+    finally:
+        rec.stop()
+    rows = open_index(data_dir).calls()
+    assert {r["line"] for r in rows} == {"line0", "line1"}
+    for row in rows:
+        i = int(row["line"][-1])
+        card = cards[f"card{i}"]
+        assert card.overruns == 0 and rec.readers[f"line{i}"].dropped_blocks == 0
+        samples, rate = audio.read(data_dir / row["path"])
+        assert rate == RATE and len(samples) > RATE
+        x = np.asarray(samples).reshape(-1)
+        if x.dtype != np.int16:
+            x = np.round(x * 32768).astype(np.int16)
+        src = sounds[i].reshape(-1)
+        # Where in the card's capture the recording begins: its start time after the anchor.
+        first = [k for k in range(0, len(src) - len(x) + 1) if np.array_equal(src[k:k + 64], x[:64])]
+        assert len(first) == 1
+        k = first[0]
+        assert np.array_equal(src[k:k + len(x)], x), "every sample as the card captured it"
+        # Dated from the sample count: the card's time of frame k.
+        assert parse_iso(row["started_at"]) == pytest.approx(card.true_wall(k), abs=0.03)

@@ -71,3 +71,42 @@ def test_housekeeping_writes_status_when_it_changes_not_every_second(tmp_path):
         assert json.loads(path.read_text())["ts"] != doc["ts"]
     finally:
         index.close()
+
+
+def test_the_boards_status_key_is_the_status_key_of_its_snapshot_without_making_it(tmp_path):
+    """The housekeeping thread asks every second whether ``status.json`` is due from
+    ``StatusBoard.status_key``, which does not make the document: it must be what ``status_key``
+    makes of the document, in every state (a call, a line's alarm and a box's, the disk, the clock)."""
+    from types import SimpleNamespace
+    cfg = load_text(f"[recorder]\nid = 'r'\ndata_dir = '{tmp_path}'\n[[line]]\nname = 'line1'\npcm = 'x'\n"
+                    "[[line]]\nname = 'line2'\npcm = 'y'\n[[line]]\nname = 'off'\npcm = 'z'\nenabled = false\n")
+    clock = FakeClock(wall=1_795_000_000.0)
+    index = open_index(tmp_path)
+    alarms = AlarmManager(index, clock, clear_after_s=30.0)
+    # What the board reads of a line's LineCalls: recording?, level, last audio.
+    line1 = SimpleNamespace(recording=None, level_dbfs=-70.0, last_block_t=None)
+    line2 = SimpleNamespace(recording=None, level_dbfs=-62.5, last_block_t=clock.wall())
+    board = StatusBoard(recorder_id="r", lines=cfg.lines, line_calls={"line1": line1, "line2": line2},
+                        alarms=alarms, clock=clock)
+    try:
+        keys = []
+
+        def same() -> None:
+            assert board.status_key() == status_key(board.snapshot())
+            keys.append(board.status_key())
+        same()
+        line1.recording = object()
+        same()
+        alarms.set("LINE_DEAD", "line2", True, "no signal")
+        same()
+        alarms.set("DISK_LOW", None, True, "2.0 h left")
+        same()
+        board.disk = {"free_mb": 1234.5, "used_mb": 99.9, "recordings": 7, "hours_left": 2.04}
+        same()
+        board.clock_synced = False
+        same()
+        line2.level_dbfs, line2.last_block_t = -20.0, clock.wall() + 1  # levels and times: no change
+        same()
+        assert len(set(keys)) == len(keys) - 1
+    finally:
+        index.close()

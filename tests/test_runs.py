@@ -242,3 +242,88 @@ def test_rounds_fall_50_ms_after_each_pair_of_drains():
     assert r == pytest.approx(1000.45)
     ticks = [round(t, 3) for t in (1000.3, 1000.4) if r - GATHER_S < t < r]
     assert ticks == [1000.3, 1000.4]
+
+
+class _ScriptedCard:
+    """A card read non-blocking from a script: each drain's reads (periods of ``sizes``, then
+    none), overruns where asked; ``pending`` as a card says it."""
+
+    drain_s = 0.1
+
+    def __init__(self, drains: list[list], seed: int) -> None:
+        self.drains = [list(d) + [None] for d in drains]
+        self.rng = np.random.default_rng(seed)
+        self.k = 0
+
+    def read(self):
+        from linetap.capture import Read
+        step = self.drains[0].pop(0)
+        if step is None:
+            self.drains.pop(0)
+            return Read(None)
+        if step == "overrun":
+            return Read(None, overrun=True)
+        x = (self.rng.standard_normal((step, 1)) * 3000).astype(np.int16)
+        self.k += step
+        return Read(x)
+
+    def pending(self) -> int:
+        return 37
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_card_drains_queued_as_periods_make_the_same_runs_and_blocks_as_drains_queued_block_by_block(seed):
+    """The recorder queues each card drain as one ``Periods`` (``CardDrainer.queue_periods``) and
+    makes a run's blocks only when asked (``LazyBlocks``): every block must be the one the drain
+    queued one by one would have made (samples, frame, times to the last bit, overrun, stream),
+    in the same runs, including drains split over two runs, overruns inside a drain, periods of
+    another size, and a queue too full for a whole drain."""
+    from linetap.capture.reader import BlockQueue, CardDrainer, LineReader, _Stream
+    from linetap.clock import FakeClock
+    from linetap.config import load_text
+
+    rng = np.random.default_rng(seed)
+    drains = []
+    for _ in range(40):
+        d = [N] * int(rng.integers(0, 13))
+        if rng.random() < 0.15 and d:
+            d.insert(int(rng.integers(0, len(d))), "overrun")
+        if rng.random() < 0.1 and d:
+            d[int(rng.integers(0, len(d)))] = N // 2  # a short period
+        drains.append(d)
+    (line,) = load_text("[recorder]\nid = 't'\ndata_dir = '/nonexistent'\n[[line]]\nname = 'l'\npcm = 'c'\n").lines
+
+    def queued(as_periods: bool, limit: int) -> tuple[list, int]:
+        clock = FakeClock(wall=T0)
+        drainer = CardDrainer()
+        drainer.queue_periods = as_periods
+        q = BlockQueue()
+        reader = LineReader(line, q, source_factory=None, clock=clock, max_queued=limit, drainer=drainer)
+        reader.stream = 3
+        stream = _Stream(reader, _ScriptedCard(drains, seed))
+        out = []
+        for i in range(len(drains)):
+            clock.advance(0.1)
+            stream.drain(together=True)
+            if i % 2:  # a round every second drain
+                out += list(runs(q.take_all(), max_blocks=10))
+        return out, reader.dropped_blocks
+
+    for limit in (10_000, 7):
+        by_block, dropped_b = queued(False, limit)
+        by_periods, dropped_p = queued(True, limit)
+        assert dropped_b == dropped_p and (dropped_b > 0) == (limit == 7)
+        assert limit == 7 or any(len(r.blocks) == 10 for r in by_block)  # full runs: drains split over two
+        assert [len(r.blocks) for r in by_periods] == [len(r.blocks) for r in by_block]
+        for a, b in zip(by_block, by_periods):
+            assert (a.line, a.stream, a.start_frame, a.period) == (b.line, b.stream, b.start_frame, b.period)
+            assert np.array_equal(a.frames, b.frames)
+            assert b.blocks[-1] == b.blocks[len(b.blocks) - 1] and list(b.blocks[:2]) == list(b.blocks)[:2]
+            for x, y in zip(a.blocks, b.blocks):
+                assert (x.line, x.start_frame, x.t_wall, x.rate, x.overrun, x.stream, x.t_mono) == \
+                       (y.line, y.start_frame, y.t_wall, y.rate, y.overrun, y.stream, y.t_mono)
+                assert np.array_equal(x.frames, y.frames)
+        assert any(r.blocks[0].overrun for r in by_block)

@@ -287,13 +287,13 @@ class Housekeeping(threading.Thread):
                 logger.error("evidence step %s failed: %s", getattr(step, "__qualname__", step), e)
 
     def write_status(self) -> None:
-        """``status.json`` when ``status_due``."""
+        """``status.json`` when ``status_due`` (its ``status_key`` from the board, which does not
+        make the document: ``StatusBoard.status_key``)."""
         try:
-            doc = self.board.snapshot()
-            key, now_mono = status_key(doc), self.clock.mono()
+            key, now_mono = self.board.status_key(), self.clock.mono()
             if not status_due(key, self._status_key, now_mono, self._status_mono):
                 return
-            write_snapshot(self.data_dir / STATUS_FILE, doc)
+            write_snapshot(self.data_dir / STATUS_FILE, self.board.snapshot())
             self._status_key, self._status_mono = key, now_mono
         except Exception as e:  # noqa: BLE001
             logger.error("cannot write %s: %s", STATUS_FILE, e)

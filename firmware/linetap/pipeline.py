@@ -1,6 +1,7 @@
 """The pipeline thread: queued audio -> runs -> line health -> calls -> files, one round at a time.
 
-Each round takes everything the capture readers queued (``BlockQueue.take_all``), joins
+Each round first drains the sound cards (``sweep``: the ``CardDrainer``'s, which takes the ticks
+between the rounds on its own thread), then takes everything the capture readers queued (``BlockQueue.take_all``), joins
 each line's consecutive blocks into runs (``runs``), hands every run to the line
 supervisor (dead / clipping / lost samples) and to the line's ``LineCalls`` (segmenter,
 DSP, the recording's writes), then pushes the round's due syncs to the disk together
@@ -16,7 +17,7 @@ import time
 from typing import Callable, Iterator, Mapping
 
 from .calls.line import LineCalls
-from .capture import Block, Run, SourceEvent
+from .capture import Block, Periods, Run, SourceEvent
 from .capture.reader import BlockQueue, Wake
 from .health.sdnotify import ProgressWatchdog
 from .store.recordings import SyncBatch
@@ -26,9 +27,11 @@ logger = logging.getLogger(__name__)
 
 RUN_BLOCKS = 10  # a line's queued blocks handled as one run: at most 200 ms of its audio (GATHER_S)
 GATHER_S = 0.2  # with no backlog, a round every 200 ms: what was queued meanwhile (an empty queue too)
-# Rounds at the monotonic times 0.05 s past a multiple of GATHER_S; the card drainer drains on the
-# multiples of its 100 ms (capture.reader.next_tick_s): each round then finds exactly two drains
-# of every card, one run of 10 blocks a line, and 50 ms to spare for the drain before it.
+# Rounds at the monotonic times 0.05 s past a multiple of GATHER_S. Each round drains the cards
+# itself (``sweep``) and the card drainer's thread drains them halfway between two rounds
+# (capture.reader.next_shared_tick_s): each round then finds exactly two drains of every card, one
+# run of 10 blocks a line. (A drainer no round sweeps for drains on the multiples of its 100 ms,
+# capture.reader.next_tick_s: two drains between two rounds, the last 50 ms before it.)
 ROUND_PHASE_S = 0.05
 LOGGED_ERRORS = 5  # the first errors are logged in full, then one in 1000
 
@@ -38,19 +41,21 @@ def next_round_s(now_s: float, every_s: float, phase_s: float) -> float:
     return now_s + every_s - ((now_s - phase_s) % every_s)
 
 
-def runs(items: list[Block | SourceEvent], max_blocks: int) -> Iterator[Run | SourceEvent]:
+def runs(items: list[Block | Periods | SourceEvent], max_blocks: int) -> Iterator[Run | SourceEvent]:
     """Queued items as the pipeline handles them: each line's consecutive blocks (same stream,
     no sample lost, at most ``max_blocks``) joined into runs, in the order they came.
 
     A line's items keep their order (a source event comes after the line's blocks before it and
     before those after it); lines are interleaved as their runs began. A run's blocks are joined
-    as it is taken, so a backlog is not copied all at once."""
-    out: list[list[Block] | SourceEvent] = []
-    open_runs: dict[str, list[Block]] = {}  # per line: its run still taking blocks
+    as it is taken, so a backlog is not copied all at once. A card's drain (``Periods``) counts
+    as its periods, each a block: it joins a run of drains as its blocks would (and is split
+    where a run is full); the run's blocks are then made only when asked for (``Run.of_periods``)."""
+    out: list[list[Block] | Periods | SourceEvent] = []
+    open_runs: dict[str, list[Block] | Periods] = {}  # per line: its run still taking blocks
     for item in items:
         if isinstance(item, Block):
             blocks = open_runs.get(item.line)
-            if blocks is not None:
+            if blocks is not None and isinstance(blocks, list):
                 prev = blocks[-1]
                 if (len(blocks) < max_blocks and item.stream == prev.stream and not item.overrun
                         and item.start_frame == prev.start_frame + len(prev.frames)):  # continues()
@@ -58,11 +63,42 @@ def runs(items: list[Block | SourceEvent], max_blocks: int) -> Iterator[Run | So
                     continue
             open_runs[item.line] = blocks = [item]
             out.append(blocks)
+        elif isinstance(item, Periods):
+            run = open_runs.get(item.line)
+            if (run is not None and isinstance(run, Periods) and item.start_frame == run.end_frame
+                    and not item.overrun and item.stream == run.stream and item.anchor == run.anchor):
+                room = max_blocks - len(run.arrays)
+                if room >= len(item.arrays):
+                    run.arrays = run.arrays + item.arrays
+                    run.end_frame = item.end_frame
+                    continue
+                if room > 0:
+                    head = item.arrays[:room]
+                    run.arrays = run.arrays + head
+                    run.end_frame = run.end_frame + sum(map(len, head))
+                    item = Periods(item.line, item.arrays[room:], run.end_frame, item.end_frame, item.anchor,
+                                   item.rate, False, item.stream)
+            while len(item.arrays) > max_blocks:  # a late drain: more than a run's periods
+                head = item.arrays[:max_blocks]
+                end = item.start_frame + sum(map(len, head))
+                out.append(Periods(item.line, head, item.start_frame, end, item.anchor, item.rate, item.overrun,
+                                   item.stream))
+                item = Periods(item.line, item.arrays[max_blocks:], end, item.end_frame, item.anchor, item.rate,
+                               False, item.stream)
+            # A copy: the run may yet take the next drain's periods, and the queued item stays as it came.
+            open_runs[item.line] = run = Periods(item.line, item.arrays, item.start_frame, item.end_frame,
+                                                 item.anchor, item.rate, item.overrun, item.stream)
+            out.append(run)
         else:
             open_runs.pop(item.line, None)
             out.append(item)
     for x in out:
-        yield Run.of(x) if isinstance(x, list) else x
+        if isinstance(x, list):
+            yield Run.of(x)
+        elif isinstance(x, Periods):
+            yield Run.of_periods(x)
+        else:
+            yield x
 
 
 class Pipeline(threading.Thread):
@@ -74,7 +110,8 @@ class Pipeline(threading.Thread):
     def __init__(self, blocks: BlockQueue, line_calls: Mapping[str, LineCalls], *,
                  supervisor: LineSupervisor, syncs: SyncBatch, watchdog: ProgressWatchdog,
                  on_source_event: Callable[[], None] = lambda: None,
-                 after_round: Callable[[], None] = lambda: None) -> None:
+                 after_round: Callable[[], None] = lambda: None,
+                 sweep: Callable[[], None] = lambda: None) -> None:
         super().__init__(name="pipeline", daemon=True)
         self.blocks = blocks
         self.line_calls = line_calls
@@ -83,6 +120,9 @@ class Pipeline(threading.Thread):
         self.watchdog = watchdog
         self.on_source_event = on_source_event  # a PCM lost or reopened: the health thread looks at once
         self.after_round = after_round  # after each round that leaves no backlog (the recorder's: a StallWatch's check)
+        # Before each round: the recorder's ``CardDrainer.sweep`` (the cards' periods due, queued
+        # now): the thread is awake anyway, so the drainer's own thread need not wake for this tick.
+        self.sweep = sweep
         self.stopping = threading.Event()
         self._wake = Wake()  # the sleep between rounds, cut short by ``stop`` (cheaper than an Event's)
         self.blocks_processed = 0
@@ -92,13 +132,17 @@ class Pipeline(threading.Thread):
         q, behind = self.blocks, 2 * RUN_BLOCKS * len(self.line_calls)
         while not self.stopping.is_set():
             started = time.monotonic()
-            items = q.take_all()
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - the drainer's thread drains the cards too: record what is queued
+                logger.exception("draining the cards before the round failed")
+            items, weight = q.take_all_weighed()
             for item in runs(items, RUN_BLOCKS):
                 self._handle(item)
                 self.watchdog.progress("pipeline")
             if items:
                 self._sync()
-                if len(items) >= behind:
+                if weight >= behind:
                     continue  # two rounds' worth queued (a backlog, a burst): the next round at once
             else:
                 self.watchdog.progress("pipeline")

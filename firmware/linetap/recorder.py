@@ -42,7 +42,7 @@ from .housekeeping import SLOW_CHECK_S, STATUS_FILE, Housekeeping
 from .index.rebuild import open_or_rebuild
 from .leds.setup import PanelSetup
 from .mqtt.uplink import Uplink
-from .pipeline import Pipeline
+from .pipeline import GATHER_S, ROUND_PHASE_S, Pipeline
 from .retention.sweeper import Sweeper
 from .store.opener import RecordingOpener
 from .store.recordings import DIR_MODE, SyncBatch
@@ -106,6 +106,10 @@ class Recorder:
             self.capture = Capture(enabled, blocks, consumer=self.pipeline, clock=clock, queue_s=cfg.recorder.queue_s,
                                    stall_after_ms=cfg.health.stall_after_ms, source_factory=source_factory)
             self.readers = self.capture.readers
+            # The pipeline drains the cards at each round, the drainer's thread between rounds only.
+            self.pipeline.sweep = self.capture.drainer.sweep
+            self.capture.drainer.rounds = (GATHER_S, ROUND_PHASE_S)
+            self.capture.drainer.queue_periods = True  # a drain is one queue entry, its blocks made in runs()
             # A line whose frames stop coming wakes the health thread, seen by the threads that wake
             # anyway (one watch each): the health thread need not tick twice a second to find out.
             stall_after_s = cfg.health.stall_after_ms / 1000

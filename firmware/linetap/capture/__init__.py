@@ -1,15 +1,15 @@
 """Capture: one reader thread per line, pulling 20 ms periods from ALSA.
 
-The API (``Source``, ``Block``, ``SourceEvent``) is defined here apart from the
-ALSA implementation in ``alsa.py``, so tests and the pipeline can use a fake
-source at the same seam.
+The API (``Source``, ``Block``, ``SourceEvent``; what the pipeline takes: ``Periods``, ``Run``)
+is defined here apart from the ALSA implementation in ``alsa.py``, so tests and the pipeline can
+use a fake source at the same seam.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol, overload
 
 import numpy as np
 
@@ -59,7 +59,8 @@ class SourceFactory(Protocol):
 class Block:
     """One period of audio from a line, stamped from its sample count (read-only by convention:
     not ``frozen``, because a frozen dataclass is built through ``object.__setattr__`` and costs
-    four times as much, and a reader makes 50 of these a second per line).
+    four times as much, and a reader makes 50 of these a second per line; for a sound card in the
+    recorder the pipeline makes them, when it needs them: ``Periods``, ``LazyBlocks``).
 
     ``start_frame`` counts frames since the line's stream was (re)opened;
     ``t_wall`` is the UTC time of the first frame: the stream's anchor plus
@@ -89,7 +90,27 @@ class SourceEvent:
     stream: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
+class Periods:
+    """Consecutive periods of one line's stream that one drain of its card read, all dated from
+    one anchor: what the recorder's card drains queue instead of a ``Block`` per period (one
+    object and one queue entry per line and drain, not five; ``runs`` joins them into runs whose
+    blocks are made only when asked for, ``Run.of_periods``).
+
+    Period ``i`` is the block ``Block(line, arrays[i], s, aw + (s - af) / rate, rate, overrun and
+    i == 0, stream, am + (s - af) / rate)`` with ``s`` its first frame and ``(aw, am, af) =
+    anchor``: the same numbers, computed the same way, as the block a drain queues one by one."""
+
+    line: str
+    arrays: list[np.ndarray]  # each period's samples, as read: int16, shape (n, channels)
+    start_frame: int  # of the first
+    end_frame: int  # one past the last
+    anchor: tuple[float, float, int]  # (wall time, monotonic time, frame) the stream is dated from
+    rate: int
+    overrun: bool  # samples were lost just before the first
+    stream: int
+
+
 class Run:
     """Consecutive blocks of one line's stream with no sample lost between them, handled as one.
 
@@ -98,23 +119,24 @@ class Run:
     one numpy call, and the audio goes to the codec in one write. Each block keeps its own
     ``start_frame`` and ``t_wall``, so every decision is still taken, and dated, per block.
     Only the first block may carry ``overrun`` (see ``runs`` in the recorder).
+
+    ``blocks`` is a sequence of ``Block``: the blocks queued one by one (``Run.of``), or, for a
+    run made of card drains (``Run.of_periods``), made as they are asked for (``LazyBlocks``): a
+    quiet run is mostly handled from its first and last blocks and ``frames`` alone.
     """
 
-    blocks: tuple[Block, ...]
-    frames: np.ndarray  # the blocks' frames, concatenated: (sum of n, channels) int16
-    period: int  # frames in each block when they all hold as many (the rule), else 0
+    __slots__ = ("blocks", "frames", "period", "line", "stream", "start_frame")
 
-    @property
-    def line(self) -> str:
-        return self.blocks[0].line
+    def __init__(self, blocks: Sequence[Block], frames: np.ndarray, period: int) -> None:
+        self.blocks = blocks
+        self.frames = frames  # the blocks' frames, concatenated: (sum of n, channels) int16
+        self.period = period  # frames in each block when they all hold as many (the rule), else 0
+        first = blocks[0]
+        self.line, self.stream, self.start_frame = first.line, first.stream, first.start_frame
 
-    @property
-    def stream(self) -> int:
-        return self.blocks[0].stream
-
-    @property
-    def start_frame(self) -> int:
-        return self.blocks[0].start_frame
+    def __repr__(self) -> str:
+        return (f"Run(line={self.line!r}, stream={self.stream}, start_frame={self.start_frame}, "
+                f"blocks={len(self.blocks)}, period={self.period})")
 
     @staticmethod
     def of(blocks: Sequence[Block]) -> Run:
@@ -125,4 +147,64 @@ class Run:
         whole = np.concatenate(parts)
         uniform = len(whole) == n * len(parts) and all(map(n.__eq__, map(len, parts)))  # no frame per block
         return Run(tuple(blocks), whole, n if uniform else 0)
+
+    @staticmethod
+    def of_periods(p: Periods) -> Run:
+        """The run of the consecutive periods of ``p`` (one anchor), its blocks made when asked for."""
+        arrays = p.arrays
+        k = len(arrays)
+        if k == 1:
+            whole = arrays[0]
+            period = len(whole)
+        else:
+            whole = np.concatenate(arrays)
+            n = len(arrays[0])
+            period = n if len(whole) == n * k and all(map(n.__eq__, map(len, arrays))) else 0
+        run = Run.__new__(Run)
+        run.blocks, run.frames, run.period = LazyBlocks(p, whole, k, period), whole, period
+        run.line, run.stream, run.start_frame = p.line, p.stream, p.start_frame
+        return run
+
+
+class LazyBlocks(Sequence):
+    """The blocks of a run of card periods (``Run.of_periods``), each made on first access as the
+    drain would have made it (``Periods``); its ``frames`` a view of the run's."""
+
+    __slots__ = ("p", "whole", "count", "period", "_made")
+
+    def __init__(self, p: Periods, whole: np.ndarray, count: int, period: int) -> None:
+        self.p, self.whole, self.count, self.period = p, whole, count, period  # period 0: sizes differ
+        self._made: list[Block | None] = [None] * count
+
+    def __len__(self) -> int:
+        return self.count
+
+    @overload
+    def __getitem__(self, i: int) -> Block: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Block, ...]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[k] for k in range(*i.indices(self.count)))
+        b = self._made[i]  # (an IndexError out of range)
+        if b is None:
+            if i < 0:
+                i += self.count
+            p, period = self.p, self.period
+            if period:
+                a, e = i * period, (i + 1) * period
+            else:
+                a = sum(map(len, p.arrays[:i]))
+                e = a + len(p.arrays[i])
+            s = p.start_frame + a
+            aw, am, af = p.anchor
+            rate = p.rate
+            b = self._made[i] = Block(p.line, self.whole[a:e], s, aw + (s - af) / rate, rate,
+                                      p.overrun and i == 0, p.stream, am + (s - af) / rate)
+        return b
+
+    def __iter__(self) -> Iterator[Block]:
+        for i in range(self.count):
+            yield self[i]
 

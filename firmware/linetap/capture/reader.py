@@ -2,14 +2,18 @@
 
 A sound card is read non-blocking (``alsa.py``): every period its buffer holds is taken, then
 the card is left until a few more have gathered (``source.drain_s``, at most ``max_sleep_s``:
-100 ms). In the recorder one thread, the ``CardDrainer``, drains every card on one tick, so the
-process wakes 10 times a second for all its lines, not 10 times per line; the line's reader
-thread only opens the PCM and waits to reopen it if it fails. Each period is still its own
-block, dated from the sample count. A blocking source (the ALSA ``file`` PCM of the tests and
-the demo, whose reads wait on their FIFO) is read by its own reader thread, as it comes.
+100 ms). In the recorder the cards are drained by two threads that wake anyway, on one 100 ms grid:
+the pipeline at the start of each of its rounds (every 200 ms, ``CardDrainer.sweep``) and, between
+two rounds, the ``CardDrainer``'s own thread, which then wakes 5 times a second for all the lines
+(10 without a pipeline sweeping); the line's reader thread only opens the PCM and waits to reopen
+it if it fails. Each period is still its own block, dated from the sample count; in the recorder
+a drain's periods go on the queue as one ``Periods`` (``CardDrainer.queue_periods``) whose blocks
+the pipeline makes only when it needs them (``capture.Run.of_periods``). A blocking source (the
+ALSA ``file`` PCM of the tests and the demo, whose reads wait on their FIFO) is read by its own
+reader thread, as it comes.
 
-Blocks go to the shared queue with ``put_nowait``; when the pipeline falls too
-far behind, blocks are dropped and counted (never waited for). A PCM that
+Blocks go to the shared queue without waiting (``BlockQueue.offer``); when the pipeline falls too
+far behind (``max_queued`` blocks queued), blocks are dropped and counted (never waited for). A PCM that
 fails is closed and reopened with exponential back-off; the reopened stream
 resumes recording by itself.
 """
@@ -25,7 +29,7 @@ from typing import Callable
 
 from ..clock import Clock
 from ..config import LineConfig
-from . import Block, Source, SourceError, SourceEvent, SourceFactory
+from . import Block, Periods, Source, SourceError, SourceEvent, SourceFactory
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +41,30 @@ class BlockQueue(queue.Queue):
     """The readers' queue to the pipeline, which takes everything queued in one go.
 
     ``get`` per block costs the pipeline a lock round trip and a condition check 1,600 times
-    a second at 32 lines; ``take_all`` is one. The readers queue with ``offer``.
-    """
+    a second at 32 lines; ``take_all`` is one. The readers queue with ``offer``; a card's drain
+    in the recorder with ``offer_periods`` (one entry for its periods). The bound (``limit``) is
+    in blocks: a ``Periods`` weighs its periods, anything else one (``weight``)."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self.weight = 0  # blocks queued (a Periods' periods each), source events
+
+    def _put(self, item: object) -> None:
+        self.queue.append(item)
+        self.weight += len(item.arrays) if isinstance(item, Periods) else 1
+
+    def _get(self) -> object:
+        item = self.queue.popleft()
+        self.weight -= len(item.arrays) if isinstance(item, Periods) else 1
+        return item
 
     def offer(self, item: object, limit: int) -> bool:
-        """``put_nowait`` unless ``limit`` items are queued already (then False: not queued).
+        """``put_nowait`` unless ``limit`` blocks are queued already (then False: not queued).
 
         One lock round trip per block where ``qsize()`` and ``put_nowait()`` took two; it
         never waits (the lock is only ever held for a list operation)."""
         with self.mutex:
-            if self._qsize() >= limit:
+            if self.weight >= limit:
                 return False
             self._put(item)
             self.unfinished_tasks += 1
@@ -54,26 +72,50 @@ class BlockQueue(queue.Queue):
             return True
 
     def offer_all(self, items: list, limit: int) -> int:
-        """``offer`` of each of ``items`` in order, under one lock: how many were queued (the
-        first ones; the rest found the queue full)."""
+        """``offer`` of each of ``items`` (blocks) in order, under one lock: how many were queued
+        (the first ones; the rest found the queue full)."""
         with self.mutex:
-            room = limit - self._qsize()
+            room = limit - self.weight
             if room < len(items):
                 items = items[:max(0, room)]
             if items:
                 self.queue.extend(items)
+                self.weight += len(items)
                 self.unfinished_tasks += len(items)
                 self.not_empty.notify()
             return len(items)
 
+    def offer_periods(self, item: Periods, limit: int) -> int:
+        """``item`` queued as one entry, or as many of its first periods as ``limit`` leaves room
+        for (then its ``arrays`` and ``end_frame`` are cut to them): how many periods were queued."""
+        with self.mutex:
+            room = limit - self.weight
+            k = len(item.arrays)
+            if room < k:
+                if room <= 0:
+                    return 0
+                item.arrays = item.arrays[:room]
+                item.end_frame = item.start_frame + sum(map(len, item.arrays))
+                k = room
+            self.queue.append(item)
+            self.weight += k
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+            return k
+
     def take_all(self) -> list:
         """Everything queued now, oldest first (never blocks)."""
+        return self.take_all_weighed()[0]
+
+    def take_all_weighed(self) -> tuple[list, int]:
+        """``take_all``, and how many blocks (and source events) that is."""
         with self.mutex:
-            items = list(self.queue)
+            items, weight = list(self.queue), self.weight
             self.queue.clear()
+            self.weight = 0
             if items:
                 self.not_full.notify_all()
-        return items
+        return items, weight
 
 
 class LineReader(threading.Thread):
@@ -213,6 +255,9 @@ class _Stream:
         """Read until the source has nothing more now (a read found none), or the reader stops.
         Raises ``SourceError``. ``together``: the periods read are queued at the end, under one
         lock (a card's drain never waits; a self-paced source may never find nothing)."""
+        if together and self.reader.drainer is not None and self.reader.drainer.queue_periods:
+            self._drain_periods()
+            return
         reader = self.reader
         read, stopping, clock, rate = self.source.read, reader.stopping, reader.clock, reader.line.rate
         out, name, stream, limit = reader.out, reader.line.name, reader.stream, reader.max_queued
@@ -262,6 +307,67 @@ class _Stream:
                     # The first block queued after these carries an overrun they carried.
                     self.overrun = self.overrun or any(b.overrun for b in held[queued:])
 
+    def _drain_periods(self) -> None:
+        """``drain(together=True)`` in the recorder (``CardDrainer.queue_periods``): what is read
+        is queued as one ``Periods`` per anchor (one a drain, unless an overrun re-anchors the
+        stream in it), not a ``Block`` per period: the loop only reads and keeps each period's
+        samples (the recorder's 200 periods a second at 4 lines, 1,600 at 32). Each period is
+        dated exactly as ``drain`` dates its block (``Periods``), when the pipeline asks."""
+        reader = self.reader
+        read, is_stopping = self.source.read, reader.stopping.is_set
+        got: list = []  # samples read since the anchor, in order
+        first = self.frames  # the stream's frame of got[0]
+        try:
+            while not is_stopping():
+                r = read()
+                x = r.frames
+                if r.overrun:
+                    # Samples were lost: the count since the anchor no longer tells the time.
+                    # Re-anchor on the next period and flag it, so the gap shows.
+                    if got:
+                        self._queue_periods(got, first)
+                        got = []
+                    reader.overruns += 1
+                    self.overrun = True
+                    self.anchor_wall = None
+                    continue
+                if x is None or not len(x):
+                    return
+                if self.anchor_wall is None:
+                    # The period just returned ends now, less what the source captured since: its
+                    # first frame was (n + pending)/rate ago.
+                    clock, rate, n = reader.clock, reader.line.rate, len(x)
+                    behind = self.pending() if self.pending is not None else 0
+                    self.anchor_wall = clock.wall() - (n + behind) / rate
+                    self.anchor_mono = clock.mono() - (n + behind) / rate
+                    self.anchor_frame = self.frames
+                if not got:
+                    first = self.frames
+                got.append(x)
+                self.frames += len(x)
+        finally:
+            if got:
+                self._queue_periods(got, first)
+
+    def _queue_periods(self, got: list, first: int) -> None:
+        """Queue the periods ``got`` (from the stream's frame ``first`` up to ``self.frames``, the
+        current anchor) as one ``Periods``; what the queue has no room for is dropped and counted."""
+        reader = self.reader
+        reader.frames_read += self.frames - first
+        # A drain takes microseconds: one clock read dates all its periods' arrival.
+        reader.last_frames_mono = reader.clock.mono()
+        item = Periods(reader.line.name, got, first, self.frames, (self.anchor_wall, self.anchor_mono, self.anchor_frame),
+                       reader.line.rate, self.overrun, reader.stream)
+        k = len(got)
+        queued = reader.out.offer_periods(item, reader.max_queued)
+        if queued < k:
+            reader.dropped_blocks += k - queued
+            # The first period queued after these carries an overrun they carried.
+            if queued:
+                self.overrun = False
+        else:
+            self.overrun = False
+
 
 class Wake:
     """A timed sleep that another thread can cut short (``set``), for the threads that wake on a
@@ -292,10 +398,29 @@ class Wake:
 
 
 def next_tick_s(now_s: float, every_s: float) -> float:
-    """The first multiple of ``every_s`` after ``now_s`` (monotonic seconds): the drainer ticks on
-    them, so that the pipeline's rounds (``pipeline.ROUND_PHASE_S``) keep their place between two
-    drains however long a drain takes."""
+    """The first multiple of ``every_s`` after ``now_s`` (monotonic seconds): a drainer that no
+    pipeline sweeps for ticks on them, so that the pipeline's rounds (``pipeline.ROUND_PHASE_S``)
+    keep their place between two drains however long a drain takes."""
     return now_s + every_s - (now_s % every_s)
+
+
+def next_shared_tick_s(now_s: float, every_s: float, rounds: tuple[float, float]) -> float:
+    """The drainer's next tick when the pipeline sweeps the cards at its rounds (``rounds``: every
+    ``rounds[0]`` seconds, ``rounds[1]`` past a multiple of it): the first point after ``now_s`` of
+    the ``every_s`` grid laid through the rounds that is not itself a round. At the defaults (100 ms
+    drains, rounds every 200 ms) the drainer drains halfway between two rounds: the cards are still
+    drained every 100 ms, and its thread wakes 5 times a second, not 10. If the pipeline's round is
+    held up (a slow disk), its sweep waits with it; the drainer's do not: a card is then drained
+    every 200 ms, well inside its 500 ms buffer (``alsa.BUFFER_PERIODS``)."""
+    gather_s, phase_s = rounds
+    t = now_s + every_s - ((now_s - phase_s) % every_s)
+    if t - now_s < every_s / 100:  # on a point already (to the float's rounding): the next one
+        t += every_s
+    if every_s < gather_s:
+        off = (t - phase_s) % gather_s
+        if min(off, gather_s - off) < every_s / 100:  # a round's point: the pipeline sweeps there
+            t += every_s
+    return t
 
 
 class CardDrainer:
@@ -303,17 +428,29 @@ class CardDrainer:
 
     On this 2-core VM a Python thread's wake-up costs tens of microseconds of CPU, as much as
     the work of a drain: 32 lines' readers waking 10 times a second each took 1.1-1.4 % of a core,
-    this one thread 0.5-0.6 % (``benchmarks/pipeline.py --realtime``, README: Benchmarks). Here every card is drained on one tick (the shortest ``interval_s`` of
-    the streams attached, 100 ms by default): 10 wake-ups a second for all the lines. A card read
-    non-blocking never waits, so one slow line cannot hold the others up; a PCM that paces itself
-    (a ``file`` PCM waits on its FIFO) is not attached and keeps its own thread.
+    this one thread 0.5-0.6 % (``benchmarks/pipeline.py --realtime``, README: Benchmarks). Here every
+    card is drained on one tick (the shortest ``interval_s`` of the streams attached, 100 ms by
+    default): 10 wake-ups a second for all the lines. In the recorder the pipeline, which wakes
+    every 200 ms anyway, sweeps the cards itself at the start of each round (``sweep``; ``rounds``
+    says when), and this thread takes only the ticks in between (``next_shared_tick_s``): 5
+    wake-ups a second. Its CPU went from 0.32-0.35 % of a core to 0.17-0.18 % at 4 lines and from
+    1.21-1.43 % to 0.58-0.67 % at 32, with drains queued as ``Periods`` (``--realtime 40 --parts``,
+    alternated with the 10-tick drainer, load 1.1-5.8); the rounds' part grew by about 0.06
+    points at 4 lines (their sweep). A card read non-blocking never waits, so one slow line cannot hold the
+    others up, and a sweep holds the lock only while it reads (the pipeline writes to the disk
+    after it, never under it); a PCM that paces itself (a ``file`` PCM waits on its FIFO) is not
+    attached and keeps its own thread.
 
     The thread starts with the first stream attached and ends when none is left. A stream whose
     read fails is detached and handed back to its reader (``_Stream.error``), which reopens it."""
 
     def __init__(self, name: str = "capture-cards", after_sweep: Callable[[], None] = lambda: None) -> None:
         self.name = name
-        self.after_sweep = after_sweep  # after every sweep (the recorder's: a StallWatch's check)
+        self.after_sweep = after_sweep  # after every sweep of its own (the recorder's: a StallWatch's check)
+        # (every_s, phase_s) of the pipeline's rounds, which sweep too (None: this thread takes every tick)
+        self.rounds: tuple[float, float] | None = None
+        # Each drain queued as one ``Periods`` (the recorder's pipeline takes them), not a Block a period.
+        self.queue_periods = False
         self._lock = threading.Lock()  # held for a sweep: detach waits until the stream is not read
         self._streams: dict[LineReader, tuple[_Stream, float]] = {}
         self._wake = Wake()
@@ -342,21 +479,31 @@ class CardDrainer:
                     self._thread = None
                     return
                 interval_s = min(i for _, i in self._streams.values())
-            self._wake.wait(next_tick_s(time.monotonic(), interval_s) - time.monotonic())
-            with self._lock:
-                for reader, (stream, _) in list(self._streams.items()):
-                    try:
-                        stream.drain(together=True)
-                    except SourceError as e:
-                        stream.error = e
-                        del self._streams[reader]
-                        reader.hand_back()
-                    except Exception as e:  # noqa: BLE001 - one line's failure must not end the others'
-                        stream.error = SourceError(f"{reader.line.pcm}: {e!r}")
-                        logger.exception("line %s: draining failed", reader.line.name)
-                        del self._streams[reader]
-                        reader.hand_back()
+            rounds, now = self.rounds, time.monotonic()
+            tick = next_tick_s(now, interval_s) if rounds is None else next_shared_tick_s(now, interval_s, rounds)
+            self._wake.wait(tick - time.monotonic())
+            self.sweep()
             try:
                 self.after_sweep()  # outside the lock: it only reads the readers' plain attributes
             except Exception:  # noqa: BLE001 - never a reason to stop draining
                 logger.exception("after the sweep")
+
+    def sweep(self) -> None:
+        """Drain every attached stream now (each queues what it read under one lock); a stream
+        whose read fails is detached and handed back to its reader. Never waits but for another
+        sweep in progress (microseconds): the pipeline calls it at the start of each round."""
+        with self._lock:
+            if not self._streams:
+                return
+            for reader, (stream, _) in list(self._streams.items()):
+                try:
+                    stream.drain(together=True)
+                except SourceError as e:
+                    stream.error = e
+                    del self._streams[reader]
+                    reader.hand_back()
+                except Exception as e:  # noqa: BLE001 - one line's failure must not end the others'
+                    stream.error = SourceError(f"{reader.line.pcm}: {e!r}")
+                    logger.exception("line %s: draining failed", reader.line.name)
+                    del self._streams[reader]
+                    reader.hand_back()

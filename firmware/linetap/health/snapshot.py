@@ -124,12 +124,7 @@ def build_snapshot(*, recorder_id: str, version: str, now: float, started_at: fl
         "version": version,
         "uptime_s": round(max(0.0, now - started_at), 1),
         "lines": lines_doc,
-        "disk": {
-            "free_mb": _mb(disk.free_bytes) if disk else None,
-            "used_mb": _mb(disk.used_bytes) if disk else None,
-            "recordings": disk.recordings if disk else None,
-            "hours_left": None if disk is None or disk.hours_left is None else round(disk.hours_left, 1),
-        },
+        "disk": disk_doc(disk),
         "alarms": sorted({a.code for a in active}),
         "alarm_details": [a.as_dict() for a in active],
         "clock_synced": clock_synced,
@@ -141,6 +136,16 @@ def build_snapshot(*, recorder_id: str, version: str, now: float, started_at: fl
             "last_full_pass_ok": evidence.last_full_pass_ok if evidence else None,
             "rehashed": evidence.rehashed if evidence else 0,
         },
+    }
+
+
+def disk_doc(disk: DiskStatus | None) -> dict[str, Any]:
+    """The document's ``disk`` object."""
+    return {
+        "free_mb": _mb(disk.free_bytes) if disk else None,
+        "used_mb": _mb(disk.used_bytes) if disk else None,
+        "recordings": disk.recordings if disk else None,
+        "hours_left": None if disk is None or disk.hours_left is None else round(disk.hours_left, 1),
     }
 
 
