@@ -143,6 +143,31 @@ def test_a_line_fed_in_runs_records_exactly_what_it_records_block_by_block(case,
     assert seen_runs == [seen_one[i] for i in ends]
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_analyser_gets_the_same_batches_in_the_same_state_from_runs(monkeypatch, seed):
+    """Runs stepped at once (``LineCalls._vox_run``) are cut where a batch completes: the analyser
+    must see the same batches, with caller ID resting or not as block by block (it rests from
+    10 s into a call), and the call's onset. The call begins 0.85 s into a 1 s batch, so the
+    10 s mark falls in the last 150 ms before a batch completes: in the same run as that
+    batch's last block, for some of the runs."""
+    from linetap.detect.analyzer import LineAnalyzer
+
+    script, line_kw = [("idle", 4.75), *FSK[1:]], {"callerid": ("bell202",)}
+    fed, _ = render(script, rate=RATE, seed=seed)
+    blocks = blocks_of(fed)
+    seen: list[tuple] = []
+    analyze = LineAnalyzer._analyze
+    monkeypatch.setattr(LineAnalyzer, "_analyze", lambda self: (
+        seen.append((self._batch_start, self._batch_frames, self.callerid_paused, self.call_onset)), analyze(self))[1])
+    record(blocks, **line_kw)
+    one_by_one, seen[:] = list(seen), []
+    assert any(p for _, _, p, _ in one_by_one) and not all(p for _, _, p, _ in one_by_one)
+    for runs_seed in range(8):  # the 10 s mark falls in a different run each time
+        record(in_runs(blocks, 10 * seed + runs_seed, 12), **line_kw)
+        assert seen == one_by_one
+        seen.clear()
+
+
 def test_an_off_hook_line_fed_in_runs_records_what_it_records_block_by_block():
     script = [("idle", 2), ("call", 8), ("raw", 0, pcm(sig.cadence_tone("busy", "us", 10.0, RATE, -18.0), 10)),
               ("idle", 5), ("call", 6), ("idle", 2)]

@@ -317,3 +317,55 @@ def test_vox_skip_in_a_call_declines_a_run_that_may_reach_the_hang_and_changes_n
     assert _state(seg) == before
     # Stepped one by one it ends exactly one hang after the last voice (frame 30 * 160 + 8000).
     assert run(seg, [QUIET] * 10, first_block=len(lead)) == [(79, End(80 * N, "vox_timeout", discard=True))]
+
+
+def test_a_threshold_on_sums_of_squares_answers_as_the_level_would_at_its_edge():
+    """``Threshold``: no logarithm unless a block's sum of squares is within a millionth of the
+    threshold's; right at it, one unit of the last place either side, and far off, the answer
+    is the one ``dbfs`` of the block gives."""
+    from linetap.detect.level import Threshold, energies_dbfs
+
+    for value in (-35.0, -45.0, -57.3, -95.0):
+        t = Threshold(value, N)
+        edge = N * 32768.0 ** 2 * 10 ** (value / 10)
+        sums = [edge * f for f in (1e-3, 1 - 2e-6, 1 - 1e-9, 1, 1 + 1e-9, 1 + 2e-6, 1e3)]
+        sums += [np.nextafter(edge, 0), np.nextafter(edge, np.inf), 0.0]
+        sums += [e for e in np.arange(-40, 40) * 1.0 + round(edge)]  # whole sums, as int16 blocks give
+        levels = energies_dbfs(sums, N)
+        assert [t.above(e) for e in sums] == [lv > value for lv in levels]
+        assert [t.at_or_above(e) for e in sums] == [lv >= value for lv in levels]
+        for k in range(len(sums)):
+            part = sums[k:k + 5]
+            assert t.any_above(part) == any(lv > value for lv in levels[k:k + 5])
+            assert t.all_at_or_above(part) == all(lv >= value for lv in levels[k:k + 5])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vox_skip_on_sums_of_squares_steps_as_on_levels(seed):
+    """The pipeline's runs are skipped on the blocks' sums of squares (no logarithm each): the
+    same answers and the same state as on their levels, with blocks close to both thresholds."""
+    from linetap.detect.level import block_dbfs, block_energies
+
+    rng = np.random.default_rng(seed)
+    # Noise blocks at levels drawn around the start and stop thresholds (and far from them).
+    targets = rng.choice([-70.0, -45.2, -45.0, -44.9, -35.1, -35.0, -34.9, -20.0], size=3000,
+                         p=[0.3, 0.1, 0.05, 0.1, 0.1, 0.05, 0.1, 0.2])
+    x = rng.standard_normal((3000, N))
+    x *= 32768.0 * 10 ** (targets[:, None] / 20) / np.sqrt((x ** 2).mean(axis=1, keepdims=True))
+    audio = np.clip(np.round(x), -32768, 32767).astype(np.int16).reshape(-1, 1)
+    a, b = VoxSegmenter(LINE), VoxSegmenter(LINE)
+    block, answers = 0, []
+    while block < 3000:
+        k = int(rng.integers(2, 11))
+        frames = audio[block * N:(block + k) * N]
+        k = len(frames) // N
+        lv, en = block_dbfs(frames, k), block_energies(frames, k)
+        on_levels = a.skip(lv, block * N, k * N, N)
+        assert b.skip(en, block * N, k * N, N, size=N) is on_levels
+        if not on_levels:
+            for i in range(k):
+                assert a.step(lv[i], (block + i) * N, N) == b.step(lv[i], (block + i) * N, N)
+        answers.append(on_levels)
+        assert _state(a) == _state(b)
+        block += k
+    assert True in answers and False in answers

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ..config import LineConfig
 from ..detect.analyzer import ENDING_TONES, Event, LineAnalyzer
 from ..detect.callerid import CallerId
 from ..detect.dtmf import DtmfDigit
-from ..detect.level import FLOOR_DBFS, block_dbfs, dbfs
+from ..detect.level import FLOOR_DBFS, block_energies, dbfs, energies_dbfs
 from ..detect.tones import ToneEvent
 from .hook import TimedHook
 from .segmenter import ContinuousSegmenter, End, OffhookSegmenter, Start, VoxSegmenter
@@ -135,7 +135,9 @@ class LineCalls:
         segmenter, on each block's own level, frames and time), so a run ends up exactly where
         its blocks one at a time would. What a run saves: the levels come from one numpy call,
         and the audio released meanwhile goes to the codec in one write, at the end of the run
-        (or before a call ends)."""
+        (or before a call ends). A VOX run in which the segmenter does nothing (most of them:
+        quiet while idle, voiced or in a pause shorter than the hang time during a call) is
+        stepped through at once (``_vox_run``)."""
         blocks = block.blocks if isinstance(block, Run) else (block,)
         if self._switch is not None and self.recording is None:
             line, hook, then = self._switch
@@ -145,35 +147,87 @@ class LineCalls:
             then()
         if block.stream != self.stream:
             self._new_stream(block.stream)
-        if len(blocks) == 1:
-            levels = [dbfs(block.frames)]
-        elif block.period:
-            levels = block_dbfs(block.frames, len(blocks))
-        else:
+        k, frames = len(blocks), block.frames
+        i = None  # stepped block by block from block i (None: from the first; -1: not at all)
+        if k == 1:
+            levels = [dbfs(frames)]
+        elif not (period := block.period):
             levels = [dbfs(b.frames) for b in blocks]
-        analyzer, seg, trigger = self.analyzer, self.segmenter, self.line.trigger
-        frames = block.frames
+        else:
+            # The blocks' sums of squares in one numpy call; their levels (a logarithm each) only
+            # where the run is stepped block by block, and for the last block.
+            size = frames.size // k
+            energies = block_energies(frames, k)
+            if self.line.trigger == "vox" and not self._tone_hold and self.analyzer.follows(block.start_frame):
+                i = self._vox_run(blocks, energies, size, frames, period)
+            levels = energies_dbfs(energies, size) if i != -1 else energies_dbfs(energies[-1:], size)
+        if i is None:
+            self._blocks(blocks, levels, frames, 0, 0, 0, 0)
+        elif i >= 0:  # block i was filed (it completed a batch), not yet stepped
+            off = i * period
+            self._blocks(blocks, levels, frames, i, off, off + period, self.analyzer.frames_to_batch + period)
+        self.level_dbfs = levels[-1]
+        self.last_block_t = blocks[-1].t_wall
+        self._flush()
+
+    def _vox_run(self, blocks: Sequence[Block], energies: list[float], size: int, frames: np.ndarray,
+                 period: int) -> int | None:
+        """Step a VOX run of ``period``-frame blocks at once where nothing happens in it: -1, done.
+        Else None, nothing was done (step it block by block, ``_blocks``), or ``i``: the blocks
+        before ``i`` were stepped and block ``i`` was filed, not yet stepped.
+
+        In a run where the segmenter does nothing (``VoxSegmenter.skip``), what each block's
+        handling changes is the analyser's filing, which only matters at the block that completes
+        a batch (about one run in five: batches of 1 s, runs of 200 ms): its events are applied
+        after the blocks before it were stepped and before it is, as block by block. So the run is
+        cut there: the blocks before it skipped, it filed (the batch analysed), and if its events
+        left the call and the tone hold as they were, the rest skipped too. Anything else (the
+        segmenter would act, an event ended the call) goes on block by block from where it
+        happened, so decisions stay frame-exact. One run of ten blocks: 1 Python step instead of
+        ten (``tests/test_runs.py`` holds both ways to the same recordings)."""
+        analyzer, seg = self.analyzer, self.segmenter
+        s0, k = blocks[0].start_frame, len(blocks)
         cid_after = CID_IN_CALL_S * self.line.rate
-        s0, total = block.start_frame, len(frames)
-        if (len(blocks) > 1 and trigger == "vox" and not self._tone_hold and analyzer.follows(s0)
-                and total < analyzer.frames_to_batch and seg.skip(levels, s0, total, block.period)):
-            # Nothing happens in this run (no batch is analysed, the segmenter does nothing):
-            # the blocks are filed and stepped through at once.
-            self._file(frames, 0, total, s0)
-            analyzer.callerid_paused = self.recording is not None and s0 + total - self._onset > cid_after
-            self.frames_seen += total
-            self.level_dbfs = levels[-1]
-            self.last_block_t = blocks[-1].t_wall
-            self._flush()
-            return
-        # Filing a block with the analyser does nothing but keep it, except for the block that
-        # completes a batch (the batch is analysed: events) and the run's first (it may not follow
-        # the last one filed). Between those the blocks are filed together, when something needs
-        # them filed: a block with events or segmenter actions, or the end of the run.
-        filed = 0  # offset in ``frames`` of the first frame not yet filed
-        room = 0  # frames until a batch is due (0: file the next block on its own)
-        off = 0  # offset of block b
-        for b, level in zip(blocks, levels):
+        j = -(-analyzer.frames_to_batch // period) - 1  # the block whose filing completes the batch
+        if j >= k:  # no batch completes in the run
+            if not seg.skip(energies, s0, k * period, period, size=size):
+                return None
+            self._file(frames, 0, k * period, s0)
+            analyzer.callerid_paused = self.recording is not None and s0 + k * period - self._onset > cid_after
+            self.frames_seen += k * period
+            return -1
+        at = s0 + j * period
+        if j:
+            if not seg.skip(energies[:j], s0, j * period, period, size=size):
+                return None
+            self.frames_seen += j * period
+            # The batch is analysed as it would be after block j - 1: caller ID resting or not.
+            analyzer.callerid_paused = self.recording is not None and at - self._onset > cid_after
+            self._file(frames, 0, j * period, s0)
+        rec = self.recording
+        self._file(frames, j * period, (j + 1) * period, at)  # the batch is analysed: events
+        rest = (k - j) * period
+        if (self.recording is not rec or self._tone_hold or rest - period >= analyzer.frames_to_batch
+                or not seg.skip(energies[j:], at, rest, period, size=size)):
+            return j
+        self._file(frames, (j + 1) * period, k * period, at + period)
+        analyzer.callerid_paused = self.recording is not None and s0 + k * period - self._onset > cid_after
+        self.frames_seen += rest
+        return -1
+
+    def _blocks(self, blocks: Sequence[Block], levels: list[float], frames: np.ndarray, i: int, off: int,
+                filed: int, room: int) -> None:
+        """Step blocks ``i`` on of a run one by one (``off``: block ``i``'s offset in ``frames``).
+
+        Filing a block with the analyser does nothing but keep it, except for the block that
+        completes a batch (the batch is analysed: events) and the run's first (it may not follow
+        the last one filed). Between those the blocks are filed together, when something needs
+        them filed: a block with events or segmenter actions, or the end of the run."""
+        analyzer, seg, trigger = self.analyzer, self.segmenter, self.line.trigger
+        cid_after = CID_IN_CALL_S * self.line.rate
+        # filed: offset in ``frames`` of the first frame not yet filed; room: frames until a batch
+        # is due (0: file the next block on its own)
+        for b, level in zip(blocks[i:], levels[i:]):
             s, n = b.start_frame, len(b.frames)
             if n >= room:
                 self._file(frames, filed, off, s - (off - filed))
@@ -205,9 +259,6 @@ class LineCalls:
             self.frames_seen += n
             off += n
         self._file(frames, filed, off, blocks[-1].start_frame + len(blocks[-1].frames) - (off - filed))
-        self.level_dbfs = levels[-1]
-        self.last_block_t = blocks[-1].t_wall
-        self._flush()
 
     def _file(self, frames: np.ndarray, a: int, b: int, start_frame: int) -> None:
         """Give frames ``[a, b)`` of a run (stream frames from ``start_frame``) to the analyser,
@@ -250,7 +301,7 @@ class LineCalls:
         if self.recording is None:
             return
         limit = self.analyzer.ready_to if final else self.analyzer.released_to
-        pending = None if final else getattr(self.segmenter, "pending_end", None)
+        pending = None if final else self.segmenter.pending_end
         if pending is not None:  # an on-hook edge being debounced: the call may end there
             limit = min(limit, pending)
         b = min(frame, limit)
@@ -260,7 +311,7 @@ class LineCalls:
     def _flush(self) -> None:
         """Write what was released and not yet written, in one piece (the ring keeps it)."""
         rec = self.recording
-        pending = getattr(self.segmenter, "pending_end", None)
+        pending = self.segmenter.pending_end
         if pending is not None and self._written_to > pending:
             # Released before the segmenter saw the on-hook edge: kept back until the edge is
             # known to be the end (the call ends there) or a bounce (released again).

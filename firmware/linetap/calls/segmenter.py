@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from ..config import LineConfig
+from ..detect.level import Threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class VoxSegmenter:
     hang time after the last voice, so its audio is continuous evidence.
     """
 
+    pending_end = None  # no end waits on a debounce (see OffhookSegmenter)
+
     def __init__(self, line: LineConfig) -> None:
         r = line.rate
         self.start_dbfs = line.vox_start_dbfs
@@ -56,6 +59,7 @@ class VoxSegmenter:
         self._rec_start = 0
         self._onset = 0
         self._last_voice_end = 0
+        self._thresholds: dict[int, tuple[Threshold, Threshold]] = {}  # block size -> (start, stop)
 
     def step(self, level_dbfs: float, start_frame: int, n: int) -> list[Action]:
         end_frame = start_frame + n
@@ -88,35 +92,49 @@ class VoxSegmenter:
             self._onset = min(self._onset, end_frame)
         return actions
 
-    def skip(self, levels: list[float], start_frame: int, n: int, period: int = 0) -> bool:
+    def skip(self, levels: list[float], start_frame: int, n: int, period: int = 0, *, size: int = 0) -> bool:
         """Step through consecutive blocks (``levels``, ``n`` frames in all from ``start_frame``;
         ``period``: frames in each, 0 if they differ) if none of them would start or end a call:
         True, and the state is what ``step`` on each would leave. False, and nothing changed,
-        if one might (then ``step`` them one by one).
+        if one might (then ``step`` them one by one). With ``size`` (samples in each block),
+        ``levels`` are the blocks' sums of squares (``detect.level.block_energies``), tested
+        against the thresholds as their levels would be (``Threshold``): no logarithm per block.
 
         Most of a line's blocks are quiet while idle or voiced while in a call: the pipeline
         then spends one call on a run of blocks instead of one each. Speech has pauses: a run
         with blocks under ``stop_dbfs`` cannot end the call either while even its end is less
         than the hang time after the last voice before it (the hang only restarts in it)."""
+        if size:
+            start, stop = self._thresholds.get(size) or self._thresholds_for(size)
+            loud = start.any_above(levels) if not self.in_call else False
+            all_voiced = stop.all_at_or_above(levels) if self.in_call else False
+            voiced = stop.at_or_above
+        else:
+            loud = not self.in_call and max(levels) > self.start_dbfs
+            all_voiced = self.in_call and min(levels) >= self.stop_dbfs
+            voiced = self.stop_dbfs.__le__
         if not self.in_call:
-            if max(levels) > self.start_dbfs:
+            if loud:
                 return False
             self._loud_since = None
             return True
         end_frame = start_frame + n
         if end_frame - self._rec_start >= self.max_call_frames:
             return False
-        stop = self.stop_dbfs
-        if min(levels) >= stop:
+        if all_voiced:
             self._last_voice_end = end_frame
             return True
         if not period or end_frame - self._last_voice_end >= self.hang_frames:
             return False
         for k in range(len(levels) - 1, -1, -1):
-            if levels[k] >= stop:  # the last voiced block: the hang restarts at its end
+            if voiced(levels[k]):  # the last voiced block: the hang restarts at its end
                 self._last_voice_end = start_frame + (k + 1) * period
                 break
         return True
+
+    def _thresholds_for(self, size: int) -> tuple[Threshold, Threshold]:
+        self._thresholds[size] = pair = (Threshold(self.start_dbfs, size), Threshold(self.stop_dbfs, size))
+        return pair
 
     def reset(self) -> None:
         """The stream broke (device lost): any call has been ended by the caller."""
@@ -180,6 +198,8 @@ class OffhookSegmenter:
 
 class ContinuousSegmenter:
     """Broadcast-logger mode: always recording, cut at wall-clock multiples of ``segment_s``."""
+
+    pending_end = None  # no end waits on a debounce (see OffhookSegmenter)
 
     def __init__(self, line: LineConfig) -> None:
         self.rate = line.rate
