@@ -3,9 +3,10 @@
 ``linetap run`` runs as a child process reading a FIFO-backed ALSA ``file`` PCM fed at
 real-time pace (real time is the point: what reaches the disk before a kill depends on
 it); only the idle lead-in before the call goes as fast as the recorder takes it
-(``fast_head_s``: its pace changes nothing a kill leaves, and it saves ~3 s a test). The expected recording start is computed by running the same VOX segmenter over
-the fed audio, block by block, so "all audio up to 1 s before the kill" is checked
-against the audio, not against a hard-coded figure.
+(``fast_head_s``: its pace changes nothing a kill leaves, and it saves ~3 s a test). The
+expected recording start is computed by running the same VOX segmenter over the fed audio,
+block by block, so "all audio up to 1 s before the kill" is checked against the audio, not
+against a hard-coded figure.
 """
 
 from __future__ import annotations
