@@ -28,9 +28,9 @@ class TestLine:
     feeder: FifoFeeder | None = None
 
     def feed(self, audio: np.ndarray, *, rate: int = 8000, speed: float = 0.0, keep_open: bool = True,
-             channels: int = 1, on_sent=None) -> FifoFeeder:
+             channels: int = 1, on_sent=None, fast_head_s: float = 0.0) -> FifoFeeder:
         self.feeder = FifoFeeder(self.fifo, [audio], rate=rate, speed=speed, keep_open=keep_open,
-                                 channels=channels, on_sent=on_sent)
+                                 channels=channels, on_sent=on_sent, fast_head_s=fast_head_s)
         self.feeder.start()
         return self.feeder
 

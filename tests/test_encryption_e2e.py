@@ -40,7 +40,7 @@ def test_an_encrypted_call_cut_by_sigkill_decrypts_with_age_to_all_but_the_last_
     pcm_audio, _ = render([("idle", IDLE_S), ("call", 20)], seed=21)
     start_frame = expected_start_frame(cfg, pcm_audio)
     needles = pcm_needles(pcm_audio[int(IDLE_S * RATE):])
-    feeder = line.feed(pcm_audio, speed=1.0)
+    feeder = line.feed(pcm_audio, speed=1.0, fast_head_s=IDLE_S)  # the call at real time
     rec = RecorderProcess(cfg, alsa.env(), tmp_path / "run1.log")
     scans: list[tuple[float, int, list[str]]] = []  # (seconds fed, .part bytes, plaintext hits)
     try:

@@ -44,7 +44,7 @@ def test_a_taken_hook_pin_records_by_vox_with_gpio_failed_and_the_retry_goes_bac
     pins = mock_factory()
     holder = HookInput(HOOK_PIN, pin_factory=pins)  # another driver holds the hook pin
     pcm, _ = render([("idle", 1), ("call", 4), ("idle", 120)], seed=3)
-    feeder = line.feed(pcm, speed=1.0)
+    feeder = line.feed(pcm, speed=1.0, fast_head_s=1.0)  # the idle lead-in needs no pace; the call does
     rec = Recorder(cfg, clock=SystemClock(), pin_factory=pins)
     events: list[dict] = []
     rec.listeners.subscribe(events.append)

@@ -49,7 +49,7 @@ def test_a_dashboard_sees_online_health_discovery_calls_and_a_dead_line_within_a
 
     cfg = load(cfg_for(tmp_path, data_dir, line.pcm, b.port, vox_hang_s=1.5))
     rec = Recorder(cfg, clock=SystemClock())
-    feeder = line.feed(pcm, speed=1.0, on_sent=on_sent)
+    feeder = line.feed(pcm, speed=1.0, on_sent=on_sent, fast_head_s=1.0)  # the idle lead-in needs no pace
     rec.start()
     try:
         sub.wait_for(lambda m: m.topic == STATUS and m.text == "online")

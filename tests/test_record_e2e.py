@@ -145,8 +145,10 @@ def test_the_pipeline_syncs_every_due_recording_in_one_filesystem_sync_per_round
     fs_syncs: list[object] = []
     real = rec.syncs._sync_fs
     rec.syncs._sync_fs = lambda path: (fs_syncs.append(path), real(path))
-    # 4x real time: rounds of about 0.8 s of audio, two sync points of each line
-    feeders = [ln.feed(render(script, seed=20 + i)[0], speed=4.0) for i, ln in enumerate(lines)]
+    # 4x real time: rounds of about 0.8 s of audio, two sync points of each line (the idle
+    # lead-in, with no recording to sync, as fast as the recorder takes it)
+    feeders = [ln.feed(render(script, seed=20 + i)[0], speed=4.0, fast_head_s=script[0][1])
+               for i, ln in enumerate(lines)]
     rec.start()
     try:
         run_until_fed(rec, [ln.pcm for ln in lines], sum(s[1] for s in script))

@@ -2,9 +2,11 @@
 
 ``linetap run`` runs as a child process reading a FIFO-backed ALSA ``file`` PCM fed at
 real-time pace (real time is the point: what reaches the disk before a kill depends on
-it). The expected recording start is computed by running the same VOX segmenter over
-the fed audio, block by block, so "all audio up to 1 s before the kill" is checked
-against the audio, not against a hard-coded figure.
+it); only the idle lead-in before the call goes as fast as the recorder takes it
+(``fast_head_s``: its pace changes nothing a kill leaves, and it saves ~3 s a test). The
+expected recording start is computed by running the same VOX segmenter over the fed audio,
+block by block, so "all audio up to 1 s before the kill" is checked against the audio, not
+against a hard-coded figure.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def test_a_recording_cut_by_sigkill_is_recovered_playable_with_all_but_the_last_
         alsa, tmp_path, data_dir, codec):
     line, cfg, pcm_audio = setup_line(alsa, tmp_path, data_dir, codec, call_s=20, seed=11)
     start_frame = expected_start_frame(cfg, pcm_audio)
-    feeder = line.feed(pcm_audio, speed=1.0)
+    feeder = line.feed(pcm_audio, speed=1.0, fast_head_s=IDLE_S)
     rec = RecorderProcess(cfg, alsa.env(), tmp_path / "run1.log")
     try:
         # 4.5 s into the call, ~7.5 s into the recording (pre-roll included). What had been fed
@@ -92,7 +94,7 @@ def test_a_recording_cut_by_sigkill_is_recovered_playable_with_all_but_the_last_
 def test_sigterm_in_the_middle_of_a_call_finishes_it_cleanly(alsa, tmp_path, data_dir):
     line, cfg, pcm_audio = setup_line(alsa, tmp_path, data_dir, "flac", call_s=12, seed=13)
     start_frame = expected_start_frame(cfg, pcm_audio)
-    feeder = line.feed(pcm_audio, speed=1.0)
+    feeder = line.feed(pcm_audio, speed=1.0, fast_head_s=IDLE_S)
     rec = RecorderProcess(cfg, alsa.env(), tmp_path / "run.log")
     try:
         fed_at_term, t_term = signal_mid_call(rec, feeder, data_dir, IDLE_S + 3.5, signal.SIGTERM)

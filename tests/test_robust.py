@@ -280,8 +280,8 @@ def test_a_wrong_mqtt_password_is_an_alarm_saying_so_the_lines_record_and_a_corr
     refused the user name and password (mosquitto answers "Not authorized", MQTT 5 reason 135), at
     once, not after ``unreachable_after_s``; the link keeps trying (the broker logs each refused
     CONNECT); the password appears in no log, status or alarm. Corrected while it runs, the file is
-    read again by housekeeping's retry (every ``SLOW_CHECK_S``): the link logs in, the alarm clears,
-    and the call recorded while the broker refused it arrives."""
+    read again within about a second (the link's tick, twice a second: ``MqttLink.renew_credentials``):
+    the link logs in, the alarm clears, and the call recorded while the broker refused it arrives."""
     wrong, right = "wrong-horse-battery-7", "right-horse-battery-7"
     b = broker(users={"recorder": right})
     sub = b.subscribe("linetap/test-01/#")
@@ -313,7 +313,7 @@ def test_a_wrong_mqtt_password_is_an_alarm_saying_so_the_lines_record_and_a_corr
                             capture_output=True, text=True, timeout=60)
         assert st.returncode == 0 and "BROKER_UNREACHABLE" in json.loads(st.stdout)["alarms"], st
         assert wrong not in st.stdout + st.stderr
-        # Corrected while it runs (the box has no reload): the next retry logs in with the new file.
+        # Corrected while it runs (the box has no reload): the link's next tick logs in with the new file.
         pw.write_text(right + "\n")
         sub.wait_for(lambda m: m.topic.endswith("/status") and m.text == "online", timeout=SLOW_CHECK_S + 30)
         ended = sub.wait_for(lambda m: m.topic.endswith("/event") and json.loads(m.payload)["type"] == "call_ended",

@@ -165,3 +165,24 @@ def _restarted(data_dir: Path) -> bool:
         return bool(list(con.execute("select 1 from alarms where code = 'RECORDER_RESTARTED'")))
     finally:
         con.close()
+
+
+def test_linetap_status_reads_the_file_housekeeping_writes_without_loading_the_recorder(tmp_path, data_dir):
+    """``linetap status`` reads one JSON file, under the name housekeeping writes it
+    (``service.STATUS_FILE`` is a copy of ``housekeeping.STATUS_FILE``, not an import of it), and
+    starts without the recorder's modules: importing housekeeping loaded numpy and the detectors,
+    0.3-0.4 s of a 0.6 s command that tests, scripts and the installer run again and again."""
+    from linetap import housekeeping, service
+    assert service.STATUS_FILE == housekeeping.STATUS_FILE
+    cfg = write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": "null"}],
+                       health={"check_clock": False})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"id": "box-1", "lines": {"line1": {"state": "idle", "alarms": []}}, "alarms": []}
+    (data_dir / housekeeping.STATUS_FILE).write_text(json.dumps(doc))
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "linetap", "status", "-c", str(cfg), "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == doc
+    loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "linetap.cli.recorder" in loaded  # the importtime report is there and names what it ran
+    assert not loaded & {"linetap.housekeeping", "linetap.recorder", "numpy"}, sorted(loaded)

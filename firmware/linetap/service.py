@@ -41,8 +41,13 @@ def run_service(cfg: Config, *, stop: threading.Event | None = None) -> int:
     return 0
 
 
+# = linetap.housekeeping.STATUS_FILE, not imported: that module loads the recorder's (numpy and
+# the detectors among them: 0.3 s of a ``linetap status`` that reads one JSON file;
+# tests/test_service.py checks the two agree).
+STATUS_FILE = "status.json"
+
+
 def status_path(cfg: Config) -> Path:
-    from .housekeeping import STATUS_FILE
     return Path(cfg.recorder.data_dir) / STATUS_FILE
 
 

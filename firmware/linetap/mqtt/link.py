@@ -189,8 +189,10 @@ class MqttLink:
         """After the broker refused the login: if the password file (or a TLS file) changed since it
         was read, read it again and log in with it on a new client; True if it did.
 
-        The uplink's retry calls this every ``SLOW_CHECK_S`` (10 s), so a corrected password needs
-        no restart; a refusal does not fix itself otherwise (paho retries the same credentials).
+        ``tick`` calls this (twice a second), so an installer's corrected password is used within
+        about a second, with no restart; a refusal does not fix itself otherwise (paho retries the
+        same credentials). While not refused it returns at once; while refused it costs a ``stat``
+        of the password and TLS files (``_files_stamp``) and reads them only when one has changed.
         Files that cannot be read now leave the old credentials (and the broker's refusal in the
         alarm); the password itself is never logged."""
         with self._lock:
@@ -263,13 +265,16 @@ class MqttLink:
             client.publish(self.topics.checkpoint, payload, qos=1, retain=True)
 
     def tick(self) -> None:
-        """Housekeeping, called by the recorder about twice a second: protocol fall-back, a stuck send."""
+        """Housekeeping, called by the recorder about twice a second: protocol fall-back, a login
+        the broker refused retried with corrected credentials (``renew_credentials``), a stuck send."""
         with self._lock:
             if not self._started or self._stopping:
                 return
             fall_back, self._fall_back = self._fall_back, False
         if fall_back:
             self._restart_client(ProtocolVersion.MQTTv311)
+        else:
+            self.renew_credentials()
         self._pump()
 
     def stop(self, timeout_s: float = 3.0) -> None:

@@ -29,12 +29,15 @@ class FifoFeeder(threading.Thread):
     """Writes chunks to a FIFO. ``speed`` 1.0 = real time, 0 = as fast as the reader takes it.
 
     ``pause()``/``resume()`` stall the line (the writer keeps the FIFO open but writes
-    nothing), ``close_early()`` stops feeding (the writer closes the FIFO).
+    nothing), ``close_early()`` stops feeding (the writer closes the FIFO). ``fast_head_s``:
+    the first seconds of audio go as fast as the reader takes them, the rest at ``speed``
+    from then on (an idle lead-in whose wall-clock pace nothing depends on, then a call whose
+    pace a test measures: what a kill leaves on the disk).
     """
 
     def __init__(self, path: Path, chunks: Iterable[np.ndarray], *, rate: int, channels: int = 1,
                  speed: float = 1.0, chunk_s: float = 0.02, on_sent: Callable[[float], None] | None = None,
-                 keep_open: bool = False) -> None:
+                 keep_open: bool = False, fast_head_s: float = 0.0) -> None:
         super().__init__(name=f"feeder-{Path(path).name}", daemon=True)
         self.path = Path(path)
         self.chunks = chunks
@@ -44,6 +47,7 @@ class FifoFeeder(threading.Thread):
         self.chunk_s = chunk_s
         self.on_sent = on_sent
         self.keep_open = keep_open
+        self.head_frames = int(fast_head_s * rate)
         self.sent_frames = 0
         self._go = threading.Event()
         self._go.set()
@@ -80,7 +84,10 @@ class FifoFeeder(threading.Thread):
                     self.sent_frames += len(part) // self.channels if part.ndim == 1 else len(part)
                     if self.on_sent:
                         self.on_sent(self.sent_frames / self.rate)
-                    if self.speed > 0:
+                    if self.speed > 0 and self.sent_frames <= self.head_frames:
+                        # the head is not paced: the rest is, from where the head ended
+                        t0 = time.monotonic() - self.sent_frames / self.rate / self.speed
+                    elif self.speed > 0:
                         due = t0 + self.sent_frames / self.rate / self.speed
                         delay = due - time.monotonic()
                         if delay > 0:
