@@ -196,8 +196,8 @@ def test_key_removed_after_start_alarms_within_one_housekeeping_period_and_nothi
 def test_a_key_missing_at_start_does_not_stop_recording_the_alarm_is_at_once_and_its_return_seals_the_backlog(
         alsa, tmp_path: Path, data_dir: Path, keypair: tuple[Path, Path]) -> None:
     """A box whose key file is damaged records anyway (only capture may stop it): in plaintext, with
-    EVIDENCE_FAILED from the start; the key back, the backlog is sealed and chained on the retry
-    (every 10 s) and the alarm clears."""
+    EVIDENCE_FAILED from the start; the key back, the backlog is sealed and chained in the same
+    housekeeping cycle (``Housekeeping.watch_key``, every second) and the alarm clears."""
     pub, _ = keypair
     hidden = pub.with_name("moved-away")
     pub.rename(hidden)
@@ -245,7 +245,8 @@ def test_a_missing_mqtt_password_file_is_an_alarm_the_lines_record_and_the_link_
         alsa, broker, tmp_path: Path, data_dir: Path) -> None:
     """The installer's mistake from the issue: the config names a password file that is not on the
     box. ``linetap run`` (a real process) records anyway, raises BROKER_UNREACHABLE naming the
-    problem, and once the file is there (the retry runs every 10 s) the link connects and the
+    problem, and once the file is there (housekeeping stats the credential files every tick and
+    retries at once when they change: ``Uplink.retry_if_files_changed``) the link connects and the
     events queued meanwhile arrive."""
     b = broker(users={"recorder": "s3cret"})
     sub = b.subscribe("linetap/test-01/#")

@@ -74,7 +74,8 @@ class Housekeeping(threading.Thread):
                  clock: Clock, alarms: AlarmManager, sweeper: Sweeper, board: StatusBoard,
                  to_seal: queue.Queue[int], heartbeat_s: float, checkpointer: Checkpointer | None = None,
                  evidence_steps: Sequence[Callable[[], object]] = (),
-                 retry: Callable[[], None] | None = None, key: EncryptionKey | None = None) -> None:
+                 retry: Callable[[], None] | None = None, quick_retry: Callable[[], object] | None = None,
+                 key: EncryptionKey | None = None) -> None:
         super().__init__(name="housekeeping", daemon=True)
         self.index = index
         self.data_dir = data_dir
@@ -86,6 +87,7 @@ class Housekeeping(threading.Thread):
         self.board = board
         self.to_seal = to_seal
         self.retry = retry  # the recorder's retry of what is not capture (MQTT link, LEDs)
+        self.quick_retry = quick_retry  # every tick: a retry only if what failed changed (a stat or two)
         self.key = key  # storage.encrypt_to, watched every cycle (evidence/keywatch.py)
         self.interval_s = min(1.0, heartbeat_s)
         self.checkpointer = checkpointer
@@ -105,6 +107,11 @@ class Housekeeping(threading.Thread):
                 self.carry_out_erasures()
                 self.sign_checkpoint()
                 self.heartbeat()
+                if self.quick_retry is not None:
+                    try:
+                        self.quick_retry()
+                    except Exception:  # noqa: BLE001 - the tick's other work goes on
+                        logger.exception("quick retry of the MQTT link failed")
                 now_mono = self.clock.mono()
                 if now_mono >= next_slow:
                     next_slow = now_mono + SLOW_CHECK_S
@@ -192,12 +199,17 @@ class Housekeeping(threading.Thread):
             logger.error("cannot carry out the erasures asked for on the web: %s", e)
 
     def watch_key(self) -> None:
-        """The encryption key still loads (every cycle: a lost key is an alarm within one period)."""
+        """The encryption key still loads (every cycle: a lost key is an alarm within one period).
+        A key that is back seals the recordings its absence held (``unsealed``) in the same cycle,
+        not at the next slow check 10 s on."""
         if self.key is not None and self.key.path is not None:
             before = self.key.problem
             self.key.check()
             if self.key.problem != before:
-                self._evidence_alarm()
+                if before and self.key.problem is None and self.unsealed:
+                    self.retry_failed()  # raises or clears the alarm itself
+                else:
+                    self._evidence_alarm()
 
     def _evidence_alarm(self) -> None:
         n = len(self.unsealed)

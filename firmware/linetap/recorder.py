@@ -142,7 +142,8 @@ class Recorder:
                 index=self.index, data_dir=self.data_dir, storage=cfg.storage, health=cfg.health, clock=clock,
                 alarms=self.alarms, sweeper=sweeper, board=self.board, to_seal=self.to_seal,
                 heartbeat_s=cfg.recorder.heartbeat_s, checkpointer=self.evidence.checkpointer,
-                evidence_steps=self.evidence.steps, retry=self._retry_setup, key=self.key)
+                evidence_steps=self.evidence.steps, retry=self._retry_setup,
+                quick_retry=self.uplink.retry_if_files_changed, key=self.key)
             self.archiver = None
             if cfg.archive is not None:  # [archive]: its own thread; recording never waits for it
                 from .archive.uploader import Archiver

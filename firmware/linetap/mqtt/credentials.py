@@ -104,3 +104,16 @@ def describe_oserror(e: OSError) -> str:
     if isinstance(e, TimeoutError):
         return "connection timed out"
     return e.strerror or str(e) or type(e).__name__
+
+
+def files_stamp(cfg: MqttConfig) -> tuple[tuple[int, int, int] | None, ...]:
+    """What identifies the versions of the files the credentials come from (inode, size,
+    modification time), so a refused link re-reads them only when one has changed."""
+    out: list[tuple[int, int, int] | None] = []
+    for path in (cfg.password_file, cfg.tls_ca, cfg.tls_cert, cfg.tls_key):
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            st = None
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None)
+    return tuple(out)

@@ -41,7 +41,7 @@ from typing import Any, Callable, TypeVar
 from linetap.clock import Clock
 from linetap.config import ConfigError, MqttConfig, board_model, board_serial
 from linetap.fsutil import write_atomic
-from linetap.mqtt.credentials import credentials
+from linetap.mqtt.credentials import credentials, files_stamp
 from linetap.mqtt.discovery import Device, discovery_document, plan_announcement
 from linetap.mqtt.outbox import OUTBOX_FILE, Outbox
 from linetap.mqtt.paho_client import (
@@ -117,7 +117,7 @@ class MqttLink:
                                    discovery_prefix=cfg.discovery_prefix)
         self.client_id = client_id_for(recorder_id)
         self._creds = credentials(cfg)  # read here, and again only after a refusal (renew_credentials)
-        self._creds_stamp = _files_stamp(cfg)
+        self._creds_stamp = files_stamp(cfg)
         self._clock = clock
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         doc = discovery_document(recorder_id=recorder_id, version=version, lines=list(lines), topics=self.topics,
@@ -192,13 +192,13 @@ class MqttLink:
         ``tick`` calls this (twice a second), so an installer's corrected password is used within
         about a second, with no restart; a refusal does not fix itself otherwise (paho retries the
         same credentials). While not refused it returns at once; while refused it costs a ``stat``
-        of the password and TLS files (``_files_stamp``) and reads them only when one has changed.
+        of the password and TLS files (``files_stamp``) and reads them only when one has changed.
         Files that cannot be read now leave the old credentials (and the broker's refusal in the
         alarm); the password itself is never logged."""
         with self._lock:
             if not self._started or self._stopping or self._connected or self._refused is None:
                 return False
-        stamp = _files_stamp(self.cfg)
+        stamp = files_stamp(self.cfg)
         if stamp == self._creds_stamp:
             return False
         self._creds_stamp = stamp
@@ -612,19 +612,6 @@ class MqttLink:
             logger.warning("MQTT: ignored a message on %s: %s", topic, why)
         elif n == _HOSTILE_LOG_BUDGET + 1:
             logger.warning("MQTT: more ignored messages; not logging them for a minute")
-
-
-def _files_stamp(cfg: MqttConfig) -> tuple[tuple[int, int, int] | None, ...]:
-    """What identifies the versions of the files the credentials come from (inode, size,
-    modification time), so a refused link re-reads them only when one has changed."""
-    out: list[tuple[int, int, int] | None] = []
-    for path in (cfg.password_file, cfg.tls_ca, cfg.tls_cert, cfg.tls_key):
-        try:
-            st = path.stat() if path is not None else None
-        except OSError:
-            st = None
-        out.append((st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None)
-    return tuple(out)
 
 
 def _read_json(path: Path) -> Any:

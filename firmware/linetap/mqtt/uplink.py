@@ -2,7 +2,8 @@
 
 Monitoring is not capture: a link that cannot be built (password or CA file missing or unreadable,
 the outbox not openable) or started (TLS files that do not load) is BROKER_UNREACHABLE and a retry
-every slow check (``SLOW_CHECK_S``, housekeeping.py), never a reason not to record (README "Alarms").
+every slow check (``SLOW_CHECK_S``, housekeeping.py) — at once when the password or TLS files change
+(``retry_if_files_changed``, every housekeeping tick) — never a reason not to record (README "Alarms").
 While there is no link the events wait in its outbox (``EventSpool``) and go out once it is up.
 ``mqtt.link`` (paho behind it) is imported only when a link is built, so a recorder without
 ``[mqtt]`` never loads paho.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..alarms.manager import one_line
 from ..events import without_caller
+from .credentials import files_stamp
 
 if TYPE_CHECKING:
     from ..alarms.manager import AlarmManager
@@ -50,6 +52,7 @@ class Uplink:
         self.problem: str | None = None
         self._spool: EventSpool | None = None  # the outbox, while the link cannot be built
         self._logged: set[str] = set()  # problems already logged
+        self._failed_stamp: tuple[Any, ...] | None = None  # the credential files as the last failed attempt found them
         self._closers = contextlib.ExitStack()
 
     def build(self) -> None:
@@ -64,6 +67,7 @@ class Uplink:
                             key_fingerprint=self.key_fingerprint, archive=self.cfg.archive is not None)
         except Exception as e:  # noqa: BLE001 - ConfigError, OSError, sqlite3.Error: never fatal
             self.problem = one_line(e)
+            self._failed_stamp = files_stamp(self.cfg.mqtt)
             self._open_spool()
             return
         self.problem = None
@@ -110,6 +114,7 @@ class Uplink:
             self.link.start()
         except Exception as e:  # noqa: BLE001 - e.g. TLS files that do not load
             self.problem = one_line(e)
+            self._failed_stamp = files_stamp(self.cfg.mqtt) if self.cfg.mqtt is not None else None
             link, self.link = self.link, None  # built afresh on the retry (start() runs once per link)
             with contextlib.suppress(Exception):
                 link.stop()
@@ -125,6 +130,18 @@ class Uplink:
             self.start()
         elif self.link is not None:
             self.link.renew_credentials()
+
+    def retry_if_files_changed(self) -> bool:
+        """Housekeeping's every tick (1 s): a link that could not be built or started is retried at
+        once when its password or TLS files changed since (a ``stat`` of each, nothing read), so an
+        installer who copies the missing password file over sees the link come up within about a
+        second, not at the next slow check. True if it retried."""
+        if (not self.wanted or self.health_loop.link is not None or self._failed_stamp is None
+                or self.cfg.mqtt is None or files_stamp(self.cfg.mqtt) == self._failed_stamp):
+            return False
+        logger.info("MQTT: the password or TLS files changed: trying the link again")
+        self.retry()
+        return True
 
     def raise_alarms(self) -> None:
         """BROKER_UNREACHABLE while the link is not up; each distinct problem logged once, not every retry."""
