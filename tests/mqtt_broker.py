@@ -97,6 +97,9 @@ class Message:
     retain: bool
     qos: int
     expiry_s: int | None  # MQTT v5 message expiry interval, if the publisher set one
+    # time.monotonic() when the subscriber received it: a latency is measured between receipts,
+    # not from when the test happened to look
+    received_mono: float = field(default=0.0, compare=False)
 
     @property
     def text(self) -> str:
@@ -127,7 +130,7 @@ class Subscriber:
 
         def on_message(client, userdata, msg):  # type: ignore[no-untyped-def]
             expiry = getattr(msg.properties, "MessageExpiryInterval", None) if msg.properties else None
-            m = Message(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos, expiry)
+            m = Message(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos, expiry, time.monotonic())
             with self._cond:
                 self.messages.append(m)
                 self._cond.notify_all()

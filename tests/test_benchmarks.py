@@ -28,9 +28,27 @@ def test_the_pipeline_benchmark_prints_its_table_beside_the_codec_alone():
 
 
 def test_the_real_time_benchmark_runs_with_either_reader():
+    """Both readers' runs at once: each case has a fixed 2.5 s warm-up and 2 s tail in real time
+    (benchmarks/pipeline.py), mostly asleep (2 lines at about 1 % of a core), so one after the
+    other they took 18 s of waiting; side by side 10 s. Each run's output is checked as before."""
+    procs = {}
     for reader in ("drain", "blocking"):
         parts = ("--parts",) if reader == "drain" else ()
-        out = _run("--realtime", "4", "--lines", "2", "--codecs", "flac", "--reader", reader, *parts)
+        procs[reader] = (parts, subprocess.Popen(
+            [sys.executable, str(BENCH), "--realtime", "4", "--lines", "2", "--codecs", "flac", "--reader", reader,
+             *parts], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = {}
+    try:
+        for reader, (parts, proc) in procs.items():
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-2000:]
+            done[reader] = (parts, out)
+    finally:
+        for _, proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for reader, (parts, out) in done.items():
         rows = re.findall(r"^(wakeups|flac)\s+2\s+([\d.]+)%\s+[\d.]+%\s+(\d+)\s+(\d+)$", out, re.M)
         assert [r[0] for r in rows] == ["wakeups", "flac"], out
         assert all(r[2] == "0" and r[3] == "0" for r in rows), out  # no drops, no overruns

@@ -15,7 +15,7 @@ import numpy as np
 from linetap.index.db import open_index
 from linetap.sim.line import render
 from linetap.store.recordings import Recording
-from helpers import wait_for, write_config
+from helpers import indexed_calls, read_status, wait_for, write_config
 
 DAY_S = 86400.0
 
@@ -48,8 +48,12 @@ def old_recordings(data_dir: Path, n: int, age_days: float) -> None:
         index.close()
 
 
-def run_until(alsa, cfg: Path, line, log: Path, cond) -> None:
-    """``linetap run`` until ``cond()``; then SIGTERM, which must end it cleanly."""
+def run_until(alsa, cfg: Path, line, log: Path, cond, first=None) -> None:
+    """``linetap run`` until ``cond()``; then SIGTERM, which must end it cleanly.
+
+    ``first``: a cheap in-process look (status.json, the index) waited for before ``cond``, which
+    asks the CLI: each ``linetap status`` costs ~0.9 s of CPU, and polling it every 0.2 s took a
+    core from the recorder starting beside it (the test took 11 s in the suite)."""
     line.feed(render([("idle", 120)], seed=5)[0], speed=1.0)
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "linetap", "run", "-c", str(cfg)], env=alsa.env(),
@@ -58,6 +62,8 @@ def run_until(alsa, cfg: Path, line, log: Path, cond) -> None:
             def check():
                 assert proc.poll() is None, log.read_text(errors="replace")
                 return cond()
+            if first is not None:
+                wait_for(lambda: proc.poll() is not None or first(), timeout=40, every=0.05)
             wait_for(check, timeout=40, every=0.2)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0, log.read_text(errors="replace")
@@ -78,7 +84,8 @@ def test_an_unconfirmed_retention_typo_keeps_the_recordings_and_the_recorder_rec
 
     cfg = config(retention_days=90)
     run_until(alsa, cfg, line, tmp_path / "run1.log",
-              lambda: status(alsa, cfg).get("lines", {}).get("line1", {}).get("state") == "idle")
+              lambda: status(alsa, cfg).get("lines", {}).get("line1", {}).get("state") == "idle",
+              first=lambda: read_status(data_dir).get("lines", {}).get("line1", {}).get("state") == "idle")
     assert n_calls(alsa, cfg) == 30
 
     cfg = config(retention_days=1)  # the typo
@@ -88,7 +95,8 @@ def test_an_unconfirmed_retention_typo_keeps_the_recordings_and_the_recorder_rec
         doc = status(alsa, cfg)
         held.update(doc)
         return "DELETION_HELD" in doc.get("alarms", [])
-    run_until(alsa, cfg, line, tmp_path / "run2.log", deletion_held)
+    run_until(alsa, cfg, line, tmp_path / "run2.log", deletion_held,
+              first=lambda: "DELETION_HELD" in read_status(data_dir).get("alarms", []))
     assert held["lines"]["line1"]["state"] == "idle"  # recording goes on: the line is open and watched
     assert n_calls(alsa, cfg) == 30
     index = open_index(data_dir)
@@ -99,4 +107,5 @@ def test_an_unconfirmed_retention_typo_keeps_the_recordings_and_the_recorder_rec
     assert detail and "set storage.confirm_deletion = 30" in detail[0]
 
     cfg = config(retention_days=1, confirm_deletion=30)
-    run_until(alsa, cfg, line, tmp_path / "run3.log", lambda: n_calls(alsa, cfg) == 0)
+    run_until(alsa, cfg, line, tmp_path / "run3.log", lambda: n_calls(alsa, cfg) == 0,
+              first=lambda: indexed_calls(data_dir) == [])

@@ -162,21 +162,38 @@ def quota_ring(data_dir: Path, index: Index, clock: FakeClock) -> ContinuousReco
     return ContinuousRecording(data_dir, index, clock, sweeper, call_s=60, block_s=10, guard=QuotaGuard(quota))
 
 
-def test_quota_ring_buffer_records_for_hours_without_running_out(quota_ring: ContinuousRecording,
-                                                                 index: Index) -> None:
-    quota_ring.run(hours=3)  # ~170 MB through a 6 MB quota; the guard raises ENOSPC if retention is late
+@pytest.fixture(scope="module")
+def three_hours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ContinuousRecording, Index, Path]]:
+    """The quota ring recorded for 3 hours of simulated time, once for the module: ~170 MB through
+    a 6 MB quota (the guard raises ENOSPC if retention is late). The tests below only read what it
+    left; three of them each ran their own hour of the same ring before (1.7 s each), and the
+    3-hour run holds every sweep of that hour and two more."""
+    data_dir = tmp_path_factory.mktemp("ring") / "data"
+    data_dir.mkdir()
+    idx = small_wal(open_index(data_dir))
+    clock = FakeClock(wall=1_795_000_000.0)
+    quota = DirectoryQuota(data_dir, 6 * MB)
+    sweeper = Sweeper(idx, data_dir, Policy(keep_free_bytes=1 * MB), clock=clock, space=quota, reserve_s=30)
+    ring = ContinuousRecording(data_dir, idx, clock, sweeper, call_s=60, block_s=10, guard=QuotaGuard(quota))
+    ring.run(hours=3)
+    yield ring, idx, data_dir
+    idx.close()
+
+
+def test_quota_ring_buffer_records_for_hours_without_running_out(three_hours) -> None:
+    _, index, _ = three_hours
     assert index.query("select count(*) as n from deletions where why = 'space'")[0]["n"] > 150
 
 
-def test_quota_ring_buffer_keeps_keep_free_free_after_every_sweep(quota_ring: ContinuousRecording) -> None:
-    results = quota_ring.run(hours=1)
-    assert min(r.free_bytes for r in results) >= 1 * MB
+def test_quota_ring_buffer_keeps_keep_free_free_after_every_sweep(three_hours) -> None:
+    ring, _, _ = three_hours
+    assert len(ring.results) == 3 * 360 and min(r.free_bytes for r in ring.results) >= 1 * MB
 
 
-def test_quota_ring_buffer_evicts_the_oldest_first(quota_ring: ContinuousRecording, index: Index) -> None:
-    quota_ring.run(hours=1)
+def test_quota_ring_buffer_evicts_the_oldest_first(three_hours) -> None:
+    _, index, _ = three_hours
     started = deleted_in_order(index)
-    assert started == sorted(started)
+    assert len(started) > 150 and started == sorted(started)
 
 
 def test_quota_ring_buffer_keeps_held_recordings(quota_ring: ContinuousRecording, index: Index) -> None:
@@ -190,9 +207,8 @@ def test_quota_ring_buffer_keeps_held_recordings(quota_ring: ContinuousRecording
     assert ids(index)[:2] == [1, 2]
 
 
-def test_quota_ring_buffer_still_verifies_clean_after_hours_of_eviction(quota_ring: ContinuousRecording,
-                                                                        index: Index, data_dir: Path) -> None:
-    quota_ring.run(hours=1)
+def test_quota_ring_buffer_still_verifies_clean_after_hours_of_eviction(three_hours) -> None:
+    _, index, data_dir = three_hours
     assert verify(index, data_dir).problems == ()
 
 
