@@ -226,6 +226,16 @@ def test_the_recorder_lets_its_readers_sleep_a_quarter_of_the_stall_time_at_most
         rec.stop()
 
 
+def assert_every_period_once_in_order_and_dated(card, blocks: list, *, at_least_s: float) -> None:
+    """The blocks queued for ``card``: each period it served once, in order, at least ``at_least_s``
+    of them, each dated from its sample count within 20 ms of the card's true time."""
+    assert [b.start_frame for b in blocks] == [PERIOD * i for i in range(len(blocks))]
+    assert card.served == [b.start_frame for b in blocks]
+    assert len(blocks) * PERIOD >= at_least_s * RATE
+    for b in blocks:
+        assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)
+
+
 class ThreadNotingCard(FakeCard):
     """A ``FakeCard`` that notes which threads read it, and can fail once (a card unplugged)."""
 
@@ -270,11 +280,7 @@ def test_one_drainer_thread_reads_every_card_with_each_period_its_own_block_and_
     for name, card in cards.items():
         assert card.threads == {"capture-cards"}, "only the drainer reads the cards"
         blocks = [x for x in items if isinstance(x, Block) and x.line == name]
-        assert [b.start_frame for b in blocks] == [PERIOD * i for i in range(len(blocks))]
-        assert card.served == [b.start_frame for b in blocks]
-        assert len(blocks) * PERIOD >= (1.5 + 0.2 - 0.15) * RATE
-        for b in blocks:
-            assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)
+        assert_every_period_once_in_order_and_dated(card, blocks, at_least_s=1.5 + 0.2 - 0.15)
         # Drained ~10 times a second (an empty read ends each drain), on one tick for all.
         assert card.empty_reads <= 13 * 1.5
         assert card.overruns == 0
@@ -489,11 +495,7 @@ def test_cards_swept_by_the_rounds_and_by_the_drainer_between_them_keep_every_pe
     for name, card in cards.items():
         assert card.threads == {"capture-cards", "pipeline"}, "both the rounds and the drainer read the cards"
         blocks = [x for x in items if isinstance(x, Block) and x.line == name]
-        assert [b.start_frame for b in blocks] == [PERIOD * i for i in range(len(blocks))]
-        assert card.served == [b.start_frame for b in blocks]
-        assert len(blocks) * PERIOD >= (2.5 + 0.1 - 0.25) * RATE
-        for b in blocks:
-            assert b.t_wall == pytest.approx(card.true_wall(b.start_frame), abs=0.02)
+        assert_every_period_once_in_order_and_dated(card, blocks, at_least_s=2.5 + 0.1 - 0.25)
         assert card.overruns == 0
         # About 10 drains a second while the rounds sweep, 5 after (an empty read ends each drain).
         assert card.empty_reads <= 13 * 1.5 + 7 * 1.0
