@@ -237,17 +237,6 @@ class Recording:
             if self._retry_in <= 0:
                 self._retry()
             return
-        n = len(frames)
-        if n and self._since_sync + n < self.sync_every:  # no sync point in it (most runs: 200 ms of 400)
-            try:
-                assert self.writer is not None
-                self.writer.write(frames)
-            except (OSError, audio.AudioError) as e:
-                self._failed(e, frames)
-                return
-            self._written += n
-            self._since_sync += n
-            return
         # The pipeline writes a run of blocks at once: a write that crosses a sync point is cut
         # there, so the file is synced at the same audio positions however it was written.
         while len(frames):
