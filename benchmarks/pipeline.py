@@ -25,13 +25,20 @@ the card's buffer by the wall clock, a read takes one or finds none, and the rea
 drains (100 ms). ``--reader blocking`` models the other kind of source instead, a read that waits for
 each period (one wake-up per 20 ms per line; this is how the ``file`` PCM of the tests behaves). The
 audio is the same 120 s script as above (about 60 % in calls); use SECONDS >= 120 to measure all of it.
-After the run, in the same process, libsndfile alone encodes what the recorder recorded inside the
-measured window: the codec floor of that run, and the recorder's CPU over it is printed as
-"recorder / codec" (the fixed cost of running shows as the excess over 1). The floor is written in
-200 ms pieces (``FLOOR_WRITE_FRAMES``), the recorder's own runs and the cheapest writes for
+The codec floor is measured twice, and the recorder's CPU over each is printed as "recorder / codec"
+(the fixed cost of running shows as the excess over 1):
+- alongside (``PacedCodec``, the headline): during the run, a second process, a codec-only recorder,
+  encodes the same calls as the audio comes, 200 ms a line at a time by the same wall clock, its CPU
+  read at the same instants as the recorder's. On this shared VM a floor measured minutes apart moved
+  by 2.8-3.8 % of a core at 4 lines between runs, more than the whole fixed cost; measured alongside,
+  the machine's load reaches both alike;
+- after (the figure of earlier rounds): in the same process right after the run, libsndfile alone
+  encodes what the recorder recorded inside the measured window, in a tight loop.
+Both write 200 ms pieces (``FLOOR_WRITE_FRAMES``), the recorder's own runs and the cheapest writes for
 libsndfile: encoding 20 s of call audio with Opus took 1,421 M instructions in 20 ms writes, 1,386 M
 in 200 ms writes and 1,385 M in 1 s writes (``valgrind --tool=callgrind``), so 20 ms writes would
-flatter the ratio by about 2.5 %. ``--idle``:
+flatter the ratio by about 2.5 %. ``--repeat N`` runs each case N times (fresh processes) and prints
+the median with the range. ``--idle``:
 the lines carry only their noise floor (no call), for the fixed cost alone.
 The "32 lines RT" column of the main table is 32 x the per-line cost at full speed, which leaves
 out what only real time costs (the readers' wake-ups, a pipeline round every 200 ms).
@@ -322,13 +329,13 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     from linetap.sim.line import render
 
     plan = [("idle", max(seconds, 120.0))] if idle else script(max(seconds, 120.0))
-    renders = [render(plan, rate=RATE, seed=100 + i)[0].reshape(-1, 1) for i in range(DISTINCT)]
+    rendered = [render(plan, rate=RATE, seed=100 + i) for i in range(DISTINCT)]
+    renders = [audio.reshape(-1, 1) for audio, _ in rendered]
     work_dir = Path(tempfile.mkdtemp(prefix="linetap-bench-rt-"))
     data_dir = work_dir / "data"
     text = (f'[recorder]\nid = "bench"\ndata_dir = "{data_dir}"\n[storage]\ncodec = "{codec}"\n'
             f'keep_free_mb = 0\n[health]\ncheck_clock = false\n')
     text += "".join(f'[[line]]\nname = "line{i}"\npcm = "line{i}"\n' for i in range(n_lines))
-    t0 = time.monotonic() + 0.5
 
     class BlockingSource:
         """Each read waits until its period is due."""
@@ -367,14 +374,20 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
     factory = CardSource if reader == "drain" else BlockingSource
     timer = PartTimer() if parts else None
     rec = Recorder(load_text(text), clock=FakeClock(wall=T0), source_factory=factory)
+    paced = None if idle else PacedCodec(n_lines, codec, seconds)
+    t0 = time.monotonic() + 0.5  # the sources' and the paced codec's start
+    if paced is not None:
+        paced.go(t0)
     rec.start()
     try:
         time.sleep(2.5)
+        paced0 = paced.cpu_s() if paced is not None else 0.0
         cpu0, wall0, threads0, wakes0 = cpu_s(), time.monotonic(), thread_cpu_s(), thread_wakeups()
         syncs0 = rec.syncs.filesystem_syncs
         parts0 = timer.snapshot() if timer else {}
         time.sleep(max(1.0, seconds - 4.5))
         cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
+        paced_cpu = paced.cpu_s() - paced0 if paced is not None else 0.0
         syncfs_per_s = (rec.syncs.filesystem_syncs - syncs0) / wall
         threads = {k: 100 * (v - threads0.get(k, 0.0)) / wall for k, v in thread_cpu_s().items()}
         by_part = (PartTimer.split(parts0, timer.snapshot(), threads.get("pipeline", 0.0) * wall / 100, wall)
@@ -383,19 +396,126 @@ def run_realtime(n_lines: int, codec: str, seconds: float, reader: str = "drain"
                  if k in ("capture", "pipeline", "health", "housekeeping", "sync")}
     finally:
         rec.stop()
+        if paced is not None:
+            paced.close()  # it ends with its schedule, about 2 s after the window
+    window = (round((wall0 - t0) * RATE), round((wall0 + wall - t0) * RATE))
+    paced_pct = paced_scale = 0.0
     try:
-        codec_cpu = 0.0 if idle else codec_alone_s(data_dir, codec, lambda line: renders[int(line[4:]) % DISTINCT],
-                                  window_frames=(round((wall0 - t0) * RATE), round((wall0 + wall - t0) * RATE)),
-                                  out_dir=work_dir / "codec-only")
+        codec_cpu, recorded_s = (0.0, 0.0) if idle else codec_alone_s(
+            data_dir, codec, lambda line: renders[int(line[4:]) % DISTINCT], window_frames=window,
+            out_dir=work_dir / "codec-only")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    if recorded_s < 1.0:  # no call in the window (a short run): no floor to compare with
+        codec_cpu = 0.0
+    elif paced is not None:
+        paced_s = sum(max(0, min(e, window[1]) - max(s, window[0]))
+                      for i in range(n_lines) for s, e in call_frames(rendered[i % DISTINCT][1])) / RATE
+        paced_scale = recorded_s / paced_s if paced_s else 0.0
+        paced_pct = 100 * paced_cpu * paced_scale / wall
     return {"lines": n_lines, "codec": codec, "core_pct": 100 * cpu / wall, "threads_pct": threads,
-            "wakeups_per_s": wakes, "syncfs_per_s": syncfs_per_s, "pipeline_parts_pct": by_part, "codec_pct": 100 * codec_cpu / wall,
+            "wakeups_per_s": wakes, "syncfs_per_s": syncfs_per_s, "pipeline_parts_pct": by_part,
+            "codec_pct": 100 * codec_cpu / wall, "paced_codec_pct": paced_pct, "paced_scale": paced_scale,
+            "recorded_s": recorded_s,
             "dropped_blocks": sum(r.dropped_blocks for r in rec.readers.values()),
             "overruns": sum(r.overruns for r in rec.readers.values())}
 
 
-def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[int, int], out_dir: Path) -> float:
+class PacedCodec:
+    """The codec floor measured alongside the recorder: a second process, a codec-only recorder, that
+    encodes the same lines' calls (each rendered call, ``Truth`` kind "call") with libsndfile through
+    ``AudioWriter`` as the audio comes by the same wall clock: every ``FLOOR_WRITE_FRAMES`` (200 ms, a
+    pipeline round) it writes what each line in a call took meanwhile, line after line, as the
+    pipeline's round does. It sleeps between its writes as the recorder does, so it pays what any
+    encoder in real time pays (caches gone cold between two rounds) and nothing else; and it runs in
+    the same seconds as the recorder, so a change in the machine's load reaches both. Its CPU is read
+    from ``/proc/<pid>/task/*/schedstat`` (nanoseconds) at the same instants as the recorder's own.
+
+    It encodes the rendered calls, the recorder what its VOX segmenter recorded (with pre-roll and
+    hangover): the floor is scaled to the recorder's recorded seconds in the window (the scale is
+    printed; about 1)."""
+
+    def __init__(self, n_lines: int, codec: str, seconds: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--paced-codec", str(n_lines), codec,
+                                      "--realtime", str(seconds)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":  # it has rendered the audio
+            raise RuntimeError("the paced codec process did not start")
+
+    def go(self, t0: float) -> None:
+        self.proc.stdin.write(f"{t0!r}\n")
+        self.proc.stdin.flush()
+
+    def cpu_s(self) -> float:
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):  # a thread that just ended
+                pass
+        return total / 1e9
+
+    def close(self) -> dict:
+        out, _ = self.proc.communicate(timeout=60)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def call_frames(truth) -> list[tuple[int, int]]:
+    """What the recorder records of one line's rendered calls, as frame spans: from the pre-roll
+    before the first voiced sample to the VOX hang time after the last (the config's defaults)."""
+    from linetap.config import LineConfig
+
+    cfg = LineConfig(name="line", pcm="line")
+    return [(round((t.voice_start_s - cfg.preroll_s) * RATE), round((t.voice_end_s + cfg.vox_hang_s) * RATE))
+            for t in truth if t.kind == "call"]
+
+
+def run_paced_codec(n_lines: int, codec: str, seconds: float) -> dict:
+    """The worker of :class:`PacedCodec` (``--paced-codec``)."""
+    from linetap.sim.line import render
+    from linetap.store.audio import AudioWriter
+
+    plan = script(max(seconds, 120.0))
+    lines = []
+    for i in range(DISTINCT):
+        audio, truth = render(plan, rate=RATE, seed=100 + i)
+        lines.append((audio.reshape(-1, 1), call_frames(truth)))
+    out_dir = Path(tempfile.mkdtemp(prefix="linetap-bench-paced-"))
+    print("ready", flush=True)
+    t0 = float(sys.stdin.readline())
+    writers: dict[int, object] = {}
+    written = tick = 0
+    try:
+        while True:
+            tick += 1
+            due = t0 + tick * FLOOR_WRITE_FRAMES / RATE
+            if due > t0 + seconds:
+                break
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            a, b = (tick - 1) * FLOOR_WRITE_FRAMES, tick * FLOOR_WRITE_FRAMES
+            for line in range(n_lines):
+                audio, spans = lines[line % DISTINCT]
+                for s, e in spans:
+                    lo, hi = max(a, s), min(b, e)
+                    if lo >= hi:
+                        continue
+                    w = writers.get(line)
+                    if w is None:
+                        w = writers[line] = AudioWriter(out_dir / f"{line}-{s}.{codec}", codec, RATE, 1)
+                    w.write(audio[lo:hi])
+                    written += hi - lo
+                    if hi == e:
+                        writers.pop(line).close()
+    finally:
+        for w in writers.values():
+            w.close()
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return {"written_s": written / RATE, "ticks": tick - 1}
+
+
+def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[int, int],
+                  out_dir: Path) -> tuple[float, float]:
     """CPU seconds that libsndfile alone takes to encode what the recorder recorded inside the
     measured window (each recording's part of it, found from the index; the source's frame ``f``
     is the window's time ``f / RATE`` after the sources' start), in writes of
@@ -410,6 +530,7 @@ def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[
     index.close()
     w0, w1 = window_frames
     out_dir.mkdir()
+    recorded = 0
     cpu0 = cpu_s()
     for i, r in enumerate(rows):
         first = round((parse_iso(r["started_at"]) - T0) * RATE)
@@ -418,10 +539,11 @@ def codec_alone_s(data_dir: Path, codec: str, audio_of, *, window_frames: tuple[
             continue
         w = AudioWriter(out_dir / f"{i}.{codec}", codec, RATE, 1)
         seg = audio_of(r["line"])[a:b]
+        recorded += len(seg)
         for j in range(0, len(seg), FLOOR_WRITE_FRAMES):
             w.write(seg[j:j + FLOOR_WRITE_FRAMES])
         w.close()
-    return cpu_s() - cpu0
+    return cpu_s() - cpu0, recorded / RATE
 
 
 # --- the table ---------------------------------------------------------------------
@@ -441,16 +563,23 @@ def main() -> int:
                     help="with --realtime: how the sources are read (default: drain, as a sound card is)")
     ap.add_argument("--idle", action="store_true",
                     help="with --realtime: the lines stay idle (noise floor, no call): the recorder's fixed cost")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="with --realtime: run each case N times and print the median and range")
     ap.add_argument("--parts", action="store_true",
                     help="with --realtime: the pipeline thread's CPU by part (codec, detectors, calls, line "
                          "health, sync, the round itself); the timing adds its own cost")
     ap.add_argument("--one", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
     ap.add_argument("--one-rt", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
+    ap.add_argument("--paced-codec", nargs=2, metavar=("LINES", "CODEC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         import logging
         logging.basicConfig(level=logging.ERROR)
         print(json.dumps(run_case(int(args.one[0]), args.one[1], args.seconds, args.keep, args.profile)))
+        return 0
+
+    if args.paced_codec:
+        print(json.dumps(run_paced_codec(int(args.paced_codec[0]), args.paced_codec[1], args.realtime)))
         return 0
 
     if args.one_rt:
@@ -566,17 +695,19 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
         for n in (int(x) for x in args.lines.split(",")):
             cmd = [sys.executable, __file__, "--one-rt", str(n), codec, "--realtime", str(args.realtime),
                    "--reader", args.reader] + (["--idle"] if args.idle else []) + (["--parts"] if args.parts else [])
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if p.returncode != 0:
-                print(p.stderr, file=sys.stderr)
-                return 1
-            r = json.loads(p.stdout.strip().splitlines()[-1])
-            print(f"{codec:<7} {n:>5} {r['core_pct']:>6.1f}% {r['core_pct'] / n:>9.3f}% {r['dropped_blocks']:>5} "
-                  f"{r.get('overruns', 0):>8}")
+            results = []
+            for _ in range(max(1, args.repeat) if codec != "wakeups" else 1):
+                p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if p.returncode != 0:
+                    print(p.stderr, file=sys.stderr)
+                    return 1
+                results.append(json.loads(p.stdout.strip().splitlines()[-1]))
+            results.sort(key=lambda r: r["core_pct"])
+            r = results[len(results) // 2]  # the median run (of the whole process's CPU)
+            print(f"{codec:<7} {n:>5} {r['core_pct']:>6.1f}% {r['core_pct'] / n:>9.3f}% "
+                  f"{max(x['dropped_blocks'] for x in results):>5} {max(x.get('overruns', 0) for x in results):>8}")
             if r.get("codec_pct"):
-                vs_codec.append(f"{codec} x {n}: codec alone {r['codec_pct']:.2f} % of a core "
-                                f"({r['codec_pct'] / n:.3f} % per line); recorder / codec "
-                                f"{r['core_pct'] / r['codec_pct']:.2f}x")
+                vs_codec.append(f"{codec} x {n}: " + floors_line(results))
             if r.get("threads_pct"):
                 by_thread.append(f"{codec} x {n}: " + ", ".join(
                     f"{k} {v:.2f} %" for k, v in sorted(r["threads_pct"].items(), key=lambda kv: -kv[1])
@@ -600,9 +731,10 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
     print(f"wakeups (the baseline, same run): N bare threads waking {wakes} to queue the blocks due, one")
     print("consumer every 100 ms, no recorder: the floor under any thread-per-line capture.")
     if vs_codec:
-        print("\nBeside the codec alone (same process, right after: libsndfile encoding what was recorded in the")
-        print(f"measured window, in {1000 * FLOOR_WRITE_FRAMES // RATE} ms writes as the recorder's runs; the ratio "
-              "is the whole recorder's CPU over the codec's):")
+        runs = f"median of {args.repeat} runs [range]" if args.repeat > 1 else "one run"
+        print(f"\nBeside the codec alone, libsndfile encoding the same calls in {1000 * FLOOR_WRITE_FRAMES // RATE} ms "
+              f"writes ({runs}): alongside, a codec-only process\nin real time during the same seconds; after, in the "
+              "same process right after the run, in a tight loop. Ratio: the whole recorder's CPU over the codec's.")
         for line in vs_codec:
             print("  " + line)
     if by_thread:
@@ -610,6 +742,22 @@ def realtime_table(args: argparse.Namespace, env: dict[str, str]) -> int:
         for line in by_thread:
             print("  " + line)
     return 0
+
+
+def floors_line(results: list[dict]) -> str:
+    """The codec floors of a case's runs and the recorder's ratio to each: the median, and the range
+    when there are several runs (each run's ratio to its own floors)."""
+    def fig(values: list[float], fmt: str) -> str:
+        values = sorted(values)
+        mid = values[len(values) // 2]
+        return fmt.format(mid) + (f" [{fmt.format(values[0])}-{fmt.format(values[-1])}]" if len(values) > 1 else "")
+
+    out = []
+    for key, name in (("paced_codec_pct", "alongside"), ("codec_pct", "after")):
+        if all(r.get(key) for r in results):
+            out.append(f"codec {name} {fig([r[key] for r in results], '{:.2f}')} % of a core, recorder / codec "
+                       f"{fig([r['core_pct'] / r[key] for r in results], '{:.2f}')}x")
+    return "; ".join(out)
 
 
 def _cpu_model() -> str:

@@ -3,12 +3,27 @@ speed targets are met in the benchmark itself, never in a timed test)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from linetap.sim.line import render
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "pipeline.py"
+
+
+def script(seconds: float) -> list[tuple]:
+    """The benchmark's own script of a line (calls and idle), from its module."""
+    spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.script(seconds)
 
 
 def _run(*args: str) -> str:
@@ -58,6 +73,31 @@ def test_the_real_time_benchmark_runs_with_either_reader():
                                       re.search(r"pipeline thread by part (.*)$", out, re.M).group(1)))
             assert list(by_part) == ["codec", "detectors", "calls", "line health", "sync", "round"], out
             assert float(by_part["round"]) > 0 and float(by_part["line health"]) > 0, out
+
+
+def test_the_paced_codec_encodes_what_the_recorder_records_of_each_lines_calls_once():
+    """The codec floor measured alongside the real-time run (benchmarks/pipeline.py ``PacedCodec``):
+    started 120 s in the past, the whole schedule is due at once, so it writes every 200 ms tick
+    without waiting. Two lines, each the script's two calls (30 s and 20 s): each recorded from 3 s
+    (pre-roll) before its first voiced sample to 8 s (VOX hang time) after its last."""
+    p = subprocess.Popen([sys.executable, str(BENCH), "--paced-codec", "2", "flac", "--realtime", "120"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        p.stdin.write(f"{time.monotonic() - 120.0!r}\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err[-2000:]
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["ticks"] == 600  # 120 s in 200 ms writes
+    spans = [(t.voice_start_s - 3.0, t.voice_end_s + 8.0)
+             for seed in (100, 101) for t in render(script(120.0), rate=8000, seed=seed)[1] if t.kind == "call"]
+    assert len(spans) == 4 and all(0 < a < b <= 120 for a, b in spans)
+    assert r["written_s"] == pytest.approx(sum(b - a for a, b in spans), abs=4 / 8000)
 
 
 def test_the_floor_benchmark_measures_each_mandated_step_beside_the_codec_alone():
