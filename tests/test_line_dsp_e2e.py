@@ -7,7 +7,6 @@ test_record_e2e.py), and the outcome is read back from the index and the stored 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -69,18 +68,16 @@ def offset_in(fed: np.ndarray, recorded: np.ndarray) -> int:
     return i // 2 if i >= 0 else -1
 
 
-def record(alsa, data_dir, tmp_path, script, line_cfg: dict, *, codec: str = "flac", events=None, country=None):
+def record(alsa, data_dir, tmp_path, script, line_cfg: dict, *, codec: str = "flac", events=None):
     """Feed a script through ALSA into a recorder; the fed audio, its truth and the index rows.
 
-    ``events``, a list, receives the recorder's events (what MQTT publishes). ``country``: the
-    line's ``tone_set``, set on the loaded config (the config file on this branch still accepts only
-    us/uk/eu; once config.py validates against detect.tones.TONE_SETS it belongs in ``line_cfg``)."""
+    ``line_cfg``: the line's keys as written in the config file (e.g. ``tone_set``, any of
+    ``detect.tones.TONE_SETS``, which config.py validates against). ``events``, a list, receives the
+    recorder's events (what MQTT publishes)."""
     (line,) = alsa.lines(1)
     fed, truth = render(script, rate=RATE, seed=5)
     cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm, **line_cfg}],
                             recorder=FAST, storage={"codec": codec}))
-    if country is not None:
-        cfg = dataclasses.replace(cfg, lines=(dataclasses.replace(cfg.lines[0], tone_set=country),))
     rec = Recorder(cfg, clock=FakeClock(wall=T0))
     if events is not None:
         rec.listeners.subscribe(events.append)
@@ -259,7 +256,7 @@ def test_a_call_ended_by_a_busy_or_reorder_tone_ends_where_the_tone_began(
 def test_a_call_in_another_country_is_ended_by_that_countrys_tone(alsa, data_dir, tmp_path, country, kind, mask):
     tone = pcm(sig.cadence_tone(kind, country, 12.0, RATE, -30.0 - 3.14), 4)
     script = [("idle", 5), ("call", 10), ("raw", 0, tone), ("idle", 12)]
-    fed, truth, rows = record(alsa, data_dir, tmp_path, script, {"mask_dtmf": mask}, country=country)
+    fed, truth, rows = record(alsa, data_dir, tmp_path, script, {"mask_dtmf": mask, "tone_set": country})
     assert len(rows) == 1, rows
     (row,) = rows
     onset = truth[2].start_s
