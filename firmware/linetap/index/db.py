@@ -347,6 +347,11 @@ def _calls_in(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     for k in JSON_LIST_COLUMNS:
         if k in row:
-            v = json_list(row[k])
-            row[k] = json.dumps(v, separators=(",", ":"), ensure_ascii=False) if v else None
+            row[k] = json_list_text(row[k])
     return row
+
+
+def json_list_text(value: Any) -> str | None:
+    """A JSON-list column's value as the index stores it: compact JSON text, null when empty."""
+    v = json_list(value)
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=False) if v else None

@@ -258,8 +258,8 @@ _ERASE_REQUESTS = (
 # rather than a table: the list is read and deleted only with its call (retention, erasure, rebuild),
 # and stays in the call's row, sidecar and export as it is. The call type (0x11) is not kept: every
 # call a recorder names is a voice call set-up; ring-back-when-free and the rest change nothing the
-# owner does with the recording. (An erasure by number deletes the calls *from* that number; the number
-# as another call's waiting caller or redirecting number stays in that call's row: not yet covered.)
+# owner does with the recording. An erasure by number deletes the calls *from* that number and clears it
+# where it is another call's caller_redirected_from or waiting caller (index/evidence.py).
 _CALLER_ID_FIELDS = (
     """ALTER TABLE "calls" ADD COLUMN "caller_redirected_from" TEXT""",
     """ALTER TABLE "calls" ADD COLUMN "waiting_callers" TEXT""",
