@@ -240,6 +240,33 @@ def test_dtmf_strings_that_are_not_caller_id_yield_nothing(text):
     assert DtmfCallerIdParser(8000).feed_digits(_digits(text)) == []
 
 
+def _cid(number=None, absent=None, redirecting=None) -> CallerId:
+    return CallerId(number, None, None, absent, None, "dtmf", redirecting_number=redirecting)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # libspandsp's CLIP_DTMF messages (adsi_add_field): number, then D + the diverting number
+    ("A0201234567D0307654321C", _cid("0201234567", redirecting="0307654321")),
+    ("A0201234567D0307654321#", _cid("0201234567", redirecting="0307654321")),
+    ("B10D0307654321C", _cid(absent="P", redirecting="0307654321")),  # private caller, forwarded
+    ("B00D0307654321C", _cid(absent="O", redirecting="0307654321")),
+    ("A0201234567B10C", _cid("0201234567", absent="P")),  # as FSK: both kept as sent
+    ("A0201234567D1#", _cid("0201234567", absent="P")),  # D + one digit: a reason code, never a number
+    ("D3#", _cid(absent="O")),
+    ("A" + "1" * 20 + "D" + "2" * 20 + "C", _cid("1" * 20, redirecting="2" * 20)),  # ETSI's longest numbers
+], ids=["A-D-C", "A-D-hash", "B10-D", "B00-D", "A-B10", "A-D1-hash", "D3-hash", "20-and-20-digits"])
+def test_dtmf_caller_id_with_a_redirecting_number_or_a_reason_decodes(text, expected):
+    assert DtmfCallerIdParser(8000).feed_digits(_digits(text)) == [expected]
+    assert expected.redirected_from == expected.redirecting_number  # the field FSK's 0x1A fills
+
+
+@pytest.mark.parametrize("text", ["A12A34C", "AD12C", "A12DC", "A12D34D56C", "A12B10B00C", "A1*2C",
+                                  "4512345678#", "4512345678C", "A12D9C"])
+def test_dtmf_strings_with_a_field_twice_empty_unknown_or_no_start_letter_yield_nothing(text):
+    # "4512345678#": the unmarked form; keys pressed in a call end in "#" just as well (module docstring).
+    assert DtmfCallerIdParser(8000).feed_digits(_digits(text)) == []
+
+
 def test_dtmf_caller_id_abandoned_after_a_long_silence():
     digits = _digits("A0123") + [DtmfDigit(c, 100_000 + i * 1120, 100_560 + i * 1120) for i, c in enumerate("45C")]
     assert DtmfCallerIdParser(8000).feed_digits(digits) == []

@@ -71,8 +71,14 @@ class Case:
     alert: bool = False
     preamble: tuple[int, int, int, int] | None = None
     dtmf: str = ""  # DTMF caller ID: the digits spandsp's DTMF generator sends
+    # (spandsp's own DTMF caller-ID transmitter, ADSI_STANDARD_CLIP_DTMF: spandsp_standard "clip_dtmf",
+    # message_type the terminator, fields (letter, digits), as adsi_add_field takes them)
     in_call: bool = False  # sent during an established call (call waiting): the FSK decoder rests
     multimon: str | None = None  # what multimon-ng must print (None: n/a, it does not decode this)
+
+    @property
+    def is_dtmf(self) -> bool:
+        return bool(self.dtmf) or self.spandsp_standard == "clip_dtmf"
 
     def audio(self) -> np.ndarray:
         if self.dtmf:
@@ -146,6 +152,25 @@ CASES = (
          dtmf="B10C", multimon="B10C"),
     Case("DTMF (EN 300 659-1 annex B)", "D1C private (Denmark)", CallerId(None, None, None, "P", standard="dtmf"),
          dtmf="D1C", multimon="D1C"),
+    # spandsp's DTMF caller-ID transmitter (adsi_tx, ADSI_STANDARD_CLIP_DTMF): its own framing and timing.
+    Case("DTMF (spandsp CLIP_DTMF transmitter)", "A…C number",
+         CallerId("0201234567", None, None, standard="dtmf"), "clip_dtmf", ord("C"), ((ord("A"), b"0201234567"),),
+         multimon="A0201234567C"),
+    Case("DTMF (spandsp CLIP_DTMF transmitter)", "A…D…C number, diverting number",
+         CallerId("0201234567", None, None, standard="dtmf", redirecting_number="0307654321"), "clip_dtmf",
+         ord("C"), ((ord("A"), b"0201234567"), (ord("D"), b"0307654321")), multimon="A0201234567D0307654321C"),
+    Case("DTMF (spandsp CLIP_DTMF transmitter)", "B10…D…C private, diverting number",
+         CallerId(None, None, None, "P", standard="dtmf", redirecting_number="0307654321"), "clip_dtmf",
+         ord("C"), ((ord("B"), b"10"), (ord("D"), b"0307654321")), multimon="B10D0307654321C"),
+    Case("DTMF (spandsp CLIP_DTMF transmitter)", "B00C unavailable",
+         CallerId(None, None, None, "O", standard="dtmf"), "clip_dtmf", ord("C"), ((ord("B"), b"00"),),
+         multimon="B00C"),
+    Case("DTMF (spandsp CLIP_DTMF transmitter)", "A…# number (#-terminated)",
+         CallerId("4512345678", None, None, standard="dtmf"), "clip_dtmf", ord("#"), ((ord("A"), b"4512345678"),),
+         multimon="A4512345678#"),
+    Case("DTMF (spandsp CLIP_DTMF transmitter)", "D3# unavailable (#-terminated)",
+         CallerId(None, None, None, "O", standard="dtmf"), "clip_dtmf", ord("#"), ((ord("D"), b"3"),),
+         multimon="D3#"),
 )
 
 
@@ -198,8 +223,8 @@ def cell(case: Case, cond: Condition) -> tuple[bool, str]:
     if case.multimon is None or not HAVE_MULTIMON:
         theirs = "n/a"
     else:
-        said = multimon_says(x, bool(case.dtmf))
-        theirs = "✓" if (said == case.multimon if case.dtmf else case.multimon in said) else "✗"
+        said = multimon_says(x, case.is_dtmf)
+        theirs = "✓" if (said == case.multimon if case.is_dtmf else case.multimon in said) else "✗"
     return ok, f"{ours} / {theirs}"
 
 

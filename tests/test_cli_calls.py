@@ -17,7 +17,8 @@ from linetap.store.recordings import Recording
 from helpers import write_config
 
 CONTRACT_FIELDS = ["id", "line", "started_at", "ended_at", "duration_s", "path", "codec", "bytes", "sha256",
-                   "caller_number", "caller_name", "dtmf", "end_reason", "status", "archived_at"]
+                   "caller_number", "caller_name", "dtmf", "end_reason", "status", "archived_at",
+                   "caller_redirected_from", "waiting_callers"]
 T = parse_iso("2026-11-28T15:00:00Z")
 
 
@@ -29,11 +30,13 @@ def cfg(tmp_path: Path, data_dir: Path) -> Path:
 
 
 def record(data_dir: Path, index, line: str, start: float, seconds: float, *, number: str | None = None,
-           name: str | None = None, dtmf: str = "", end_reason: str = "vox_timeout", finish: bool = True) -> int:
+           name: str | None = None, dtmf: str = "", end_reason: str = "vox_timeout", finish: bool = True,
+           redirected_from: str | None = None, waiting: list[dict] | None = None) -> int:
     # A finished call syncs once (the listing reads the index, not the sync points: 390 fsyncs a test otherwise).
     rec = Recording(data_dir, index, line=line, codec="flac", rate=8000, channels=1, started_at=start,
                     sync_interval_s=seconds if finish else 0.5)
     rec.caller_number, rec.caller_name, rec.dtmf = number, name, dtmf
+    rec.caller_redirected_from, rec.waiting_callers = redirected_from, waiting or []
     rec.write(np.zeros((int(seconds * 8000), 1), dtype=np.int16))
     if finish:
         rec.finish(end_reason)
@@ -45,7 +48,9 @@ def calls(data_dir: Path) -> dict[str, int]:
     """Five calls on two lines over an afternoon; the last still being recorded."""
     index = open_index(data_dir)
     ids = {
-        "a": record(data_dir, index, "line1", T + 0.125, 60, number="0123456789", name="ALICE", dtmf="12#"),
+        "a": record(data_dir, index, "line1", T + 0.125, 60, number="0123456789", name="ALICE", dtmf="12#",
+                    redirected_from="0307654321",
+                    waiting=[{"number": "5559876543", "name": "BOB", "at_s": 12.5}]),
         "b": record(data_dir, index, "line2", T + 600, 30, number="0987654321"),
         "c": record(data_dir, index, "line1", T + 3600, 90, number="0123456789", end_reason="onhook"),
         "d": record(data_dir, index, "line2", T + 7200, 10),
@@ -79,15 +84,20 @@ def test_json_has_exactly_the_contract_fields_with_their_types(capsys, cfg, call
     assert a["ended_at"] == "2026-11-28T15:01:00.125Z"
     assert a["duration_s"] == 60.0
     assert (a["caller_number"], a["caller_name"], a["dtmf"]) == ("0123456789", "ALICE", "12#")
+    # A forwarded call's original number and its call-waiting callers (kept since migration 5).
+    assert a["caller_redirected_from"] == "0307654321"
+    assert a["waiting_callers"] == [{"number": "5559876543", "name": "BOB", "at_s": 12.5}]
     assert (a["end_reason"], a["status"]) == ("vox_timeout", "complete")
     assert a["path"].startswith("recordings/line1/2026/11/28/") and not a["path"].startswith("/")
     assert a["bytes"] == (data_dir / a["path"]).stat().st_size
     assert len(a["sha256"]) == 64
     b = rows[1]
     assert (b["caller_name"], b["dtmf"]) == (None, None)
+    assert (b["caller_redirected_from"], b["waiting_callers"]) == (None, [])  # none: a list all the same
     e = rows[4]
     assert e["status"] == "recording"
     assert (e["ended_at"], e["duration_s"], e["sha256"], e["end_reason"]) == (None, None, None, None)
+    assert e["waiting_callers"] == []
 
 
 def test_line_filter(capsys, cfg, calls):

@@ -23,9 +23,9 @@ from linetap.evidence.export_verify import GENESIS, digest, link
 from linetap.evidence.finalize import finalize_pending, finalize_recording
 from linetap.evidence.verify import verify
 from linetap.index import schema
-from linetap.index.db import Index, open_index
+from linetap.index.db import Index, open_index, public_call
 from linetap.retention import deletions
-from linetap.store.recordings import Recording
+from linetap.store.recordings import Recording, read_sidecar, sidecar_path
 
 RATE = 8000
 PLAIN = StorageConfig(codec="wav")
@@ -33,10 +33,12 @@ NUMBER = "5551234567"
 
 
 def make_call(index: Index, data_dir: Path, clock: FakeClock, *, number: str | None = None,
-              seconds: float = 1.0, finalize: bool = True) -> dict[str, Any]:
+              seconds: float = 1.0, finalize: bool = True, redirected_from: str | None = None,
+              waiting: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     rec = Recording(data_dir, index, line="line1", codec="wav", rate=RATE, channels=1, started_at=clock.wall(),
                     sync_interval_s=0.5)
     rec.caller_number = number
+    rec.caller_redirected_from, rec.waiting_callers = redirected_from, waiting or []
     tone = (np.sin(np.arange(int(seconds * RATE)) * 0.3) * 8000).astype(np.int16).reshape(-1, 1)
     rec.write(tone)
     row = rec.finish("onhook")
@@ -352,6 +354,28 @@ def test_erased_number_is_gone_from_the_index_files(index: Index, data_dir: Path
     erase_number(index, data_dir, NUMBER, who="dpo")
     on_disk = b"".join(p.read_bytes() for p in data_dir.glob("index.db*"))
     assert NUMBER.encode() not in on_disk
+
+
+def test_erase_clears_the_number_from_calls_it_was_forwarded_from_or_waited_on(
+        index: Index, data_dir: Path, clock: FakeClock, store: list[dict[str, Any]]) -> None:
+    other = make_call(index, data_dir, clock, number="5550000", redirected_from=NUMBER,
+                      waiting=[{"number": NUMBER, "name": "ERASE ME", "at_s": 3.5},
+                               {"number": "5559999", "name": "STAYS", "at_s": 9.0}])
+    bystander = make_call(index, data_dir, clock, number="5550000", redirected_from="5558888")
+    res = erase_number(index, data_dir, NUMBER, who="dpo")
+    assert (res.erased, res.cleared) == ((2, 4), (other["id"],))  # the other call stays: not the number's
+    row = public_call(index.get_call(other["id"]) or {})
+    assert (row["caller_number"], row["caller_redirected_from"]) == ("5550000", None)
+    assert row["waiting_callers"] == [{"number": None, "name": None, "at_s": 3.5},
+                                      {"number": "5559999", "name": "STAYS", "at_s": 9.0}]
+    assert public_call(index.get_call(bystander["id"]) or {})["caller_redirected_from"] == "5558888"
+    doc = read_sidecar(sidecar_path(data_dir / other["path"])) or {}
+    assert (doc["caller_redirected_from"], doc["waiting_callers"]) == (None, row["waiting_callers"])
+    on_disk = b"".join(p.read_bytes() for p in data_dir.glob("index.db*"))
+    sidecars = b"".join(p.read_bytes() for p in data_dir.rglob("*.json"))
+    assert NUMBER.encode() not in on_disk and NUMBER.encode() not in sidecars and b"ERASE ME" not in on_disk
+    assert problems(index, data_dir) == []  # not in the chain's commitment: the chain stays clean
+    assert "cleared from 1 other call(s)" in res.summary()
 
 
 def test_erase_is_audited(index: Index, data_dir: Path, store: list[dict[str, Any]]) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from linetap.index.schema import SchemaTooNew
 from linetap.index import schema
-from linetap.index.db import Index
+from linetap.index.db import Index, public_call
 
 PREVIOUS_RELEASE_DDL = (Path(__file__).parent / "data" / "index_schema_v0.sql").read_text()
 CONTRACT_TABLES = ("calls", "alarms", "gaps", "meta")
@@ -209,7 +209,7 @@ def test_a_failed_migration_leaves_the_index_at_its_old_version(tmp_path: Path,
 _RACE = """
 import sys, time
 from pathlib import Path
-from linetap.index.db import Index
+from linetap.index.db import Index, public_call
 while time.time() < float(sys.argv[2]):  # all processes go at the same instant
     pass
 Index(Path(sys.argv[1])).close()
@@ -254,6 +254,35 @@ def test_the_erase_requests_migration_keeps_every_row_of_the_index_before_it(
     index.close()
     after = dump(path)
     assert after["erase_requests"] == [] and kept(before, after) == before
+    assert master(path) == master(_fresh(tmp_path))
+
+
+def test_the_caller_id_fields_migration_keeps_every_row_and_reads_old_calls_as_having_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "index.db"
+    number = schema.MIGRATIONS.index(schema._CALLER_ID_FIELDS) + 1  # 5 (its number may change at a merge)
+    with monkeypatch.context() as m:  # a box on the release before the caller-ID fields
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:number - 1])
+        m.setattr(schema, "LATEST", number - 1)
+        Index(path).close()
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("insert into calls (id, line, started_at, status, caller_number, archived_at) values "
+                "(7, 'line1', '2026-11-28T15:30:00.125Z', 'complete', '5551234', null)")
+    con.execute("insert into erase_requests (requested_at, requested_by, reason, scope, call_id, state) values "
+                "('2026-11-28T15:31:00.000Z', 'alice', 'asked', 'call', 7, 'pending')")
+    con.close()
+    before = dump(path)
+    index = Index(path)
+    assert index.schema_version() == schema.LATEST
+    old = index.get_call(7)
+    assert (old["caller_redirected_from"], old["waiting_callers"]) == (None, None)  # not kept then: none
+    assert public_call(old)["waiting_callers"] == []
+    index.update_call(7, caller_redirected_from="0307654321",
+                      waiting_callers=[{"number": "5559876543", "name": None, "at_s": 3.5}])
+    assert public_call(index.get_call(7))["waiting_callers"] == [{"number": "5559876543", "name": None, "at_s": 3.5}]
+    index.update_call(7, caller_redirected_from=None, waiting_callers=[])  # as it was: null, not "[]"
+    index.close()
+    assert kept(before, dump(path)) == before
     assert master(path) == master(_fresh(tmp_path))
 
 

@@ -7,7 +7,6 @@ test_record_e2e.py), and the outcome is read back from the index and the stored 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -69,18 +68,16 @@ def offset_in(fed: np.ndarray, recorded: np.ndarray) -> int:
     return i // 2 if i >= 0 else -1
 
 
-def record(alsa, data_dir, tmp_path, script, line_cfg: dict, *, codec: str = "flac", events=None, country=None):
+def record(alsa, data_dir, tmp_path, script, line_cfg: dict, *, codec: str = "flac", events=None):
     """Feed a script through ALSA into a recorder; the fed audio, its truth and the index rows.
 
-    ``events``, a list, receives the recorder's events (what MQTT publishes). ``country``: the
-    line's ``tone_set``, set on the loaded config (the config file on this branch still accepts only
-    us/uk/eu; once config.py validates against detect.tones.TONE_SETS it belongs in ``line_cfg``)."""
+    ``line_cfg``: the line's keys as written in the config file (e.g. ``tone_set``, any of
+    ``detect.tones.TONE_SETS``, which config.py validates against). ``events``, a list, receives the
+    recorder's events (what MQTT publishes)."""
     (line,) = alsa.lines(1)
     fed, truth = render(script, rate=RATE, seed=5)
     cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "line1", "pcm": line.pcm, **line_cfg}],
                             recorder=FAST, storage={"codec": codec}))
-    if country is not None:
-        cfg = dataclasses.replace(cfg, lines=(dataclasses.replace(cfg.lines[0], tone_set=country),))
     rec = Recorder(cfg, clock=FakeClock(wall=T0))
     if events is not None:
         rec.listeners.subscribe(events.append)
@@ -139,7 +136,8 @@ def test_caller_id_before_a_call_and_keys_inside_it_land_in_the_index_row(alsa, 
     # mqtt.publish_dtmf is not set.
     ended = [e for e in events if e["type"] == "call_ended"]
     assert [set(e) for e in ended] == [{"type", "ts", "call_id", "line", "started_at", "ended_at", "duration_s",
-                                        "caller_number", "caller_name", "dtmf", "end_reason", "checkpoint"}] * 2
+                                        "caller_number", "caller_name", "caller_redirected_from", "waiting_callers",
+                                        "dtmf", "end_reason", "checkpoint"}] * 2
     assert [(e["call_id"], e["dtmf"], e["caller_name"]) for e in ended] == [
         (first["id"], "*" * len(KEYS), "ACME PIZZA"), (second["id"], None, "J SMITH")]
     assert (second["caller_number"], second["caller_name"]) == ("0201234567", "J SMITH")
@@ -258,7 +256,7 @@ def test_a_call_ended_by_a_busy_or_reorder_tone_ends_where_the_tone_began(
 def test_a_call_in_another_country_is_ended_by_that_countrys_tone(alsa, data_dir, tmp_path, country, kind, mask):
     tone = pcm(sig.cadence_tone(kind, country, 12.0, RATE, -30.0 - 3.14), 4)
     script = [("idle", 5), ("call", 10), ("raw", 0, tone), ("idle", 12)]
-    fed, truth, rows = record(alsa, data_dir, tmp_path, script, {"mask_dtmf": mask}, country=country)
+    fed, truth, rows = record(alsa, data_dir, tmp_path, script, {"mask_dtmf": mask, "tone_set": country})
     assert len(rows) == 1, rows
     (row,) = rows
     onset = truth[2].start_s
@@ -368,6 +366,20 @@ def test_a_long_call_split_at_max_length_keeps_its_caller_on_every_part():
     assert {(r.caller_number, r.caller_name) for r in recs} == {("5551234567", "ACME PIZZA")}
 
 
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_a_forwarded_call_split_at_max_length_keeps_its_original_number_on_every_part():
+    fwd = spandsp_burst(33, -20.0, 0.0, standard="clip", message_type=0x80,
+                        fields=[(1, b"11281545"), (2, b"0201234567"), (0x1A, b"0307654321")])
+    script = [("idle", 4), ("raw", 0, fwd), ("idle", 2), ("call", 24), ("idle", 10), ("call", 4), ("idle", 10)]
+    fed, _ = render(script, rate=RATE, seed=9)
+    recs = run_line(fed, max_call_s=10.0, callerid=("v23",))
+    reasons = [r.end_reason for r in recs]
+    n = reasons.index("vox_timeout") + 1  # the forwarded call's parts; the next call's follow
+    assert n >= 3 and reasons[:n - 1] == ["max_length"] * (n - 1) and len(recs) > n
+    assert [(r.caller_number, r.caller_redirected_from) for r in recs] == \
+        [("0201234567", "0307654321")] * n + [(None, None)] * (len(recs) - n)  # the next call is not forwarded
+
+
 # --- caller ID on call waiting (CAS, the phone's acknowledgement, FSK during the call) ---------------
 class Summaries:
     def __init__(self) -> None:
@@ -451,6 +463,52 @@ def test_a_redirected_calls_original_number_is_on_its_summary():
     first, second = run_line_summaries(fed)
     assert first["caller"] == ("0201234567", None) and first["caller_redirected_from"] == "0307654321"
     assert second["caller"] == (None, None) and "caller_redirected_from" not in second
+
+
+@pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
+def test_a_forwarded_calls_number_and_its_waiting_callers_are_kept_in_the_index_sidecar_and_event(
+        alsa, data_dir, tmp_path):
+    """Issue 18: the parsed caller-ID fields that mean something to the owner are kept, through ALSA:
+    an ETSI call set-up with a redirecting number (0x1A) before a call during which a second caller is
+    announced (CAS, Bell 202 MDMF), then spandsp's DTMF ``A<number>D<diverting number>C`` before a
+    second call. Each lands in the index row, the sidecar, the ``call_ended`` event and, after the
+    index is lost, the rebuilt row."""
+    from linetap.index.db import public_call
+    from linetap.index.rebuild import open_or_rebuild
+    from linetap.store.sidecar import read_sidecar, sidecar_path
+    fwd = spandsp_burst(31, -20.0, 0.0, standard="clip", message_type=0x80,
+                        fields=[(1, b"11281545"), (2, b"0201234567"), (0x1A, b"0307654321")])
+    dtmf = spandsp_burst(32, -15.0, 0.01, dtmf="A4512345678D4587654321C")
+    script = [("idle", 3), ("raw", 0, fwd), ("idle", 2), ("call", 14), ("raw", 0, call_waiting_burst(21)),
+              ("call", 6), ("idle", 12), ("raw", 0, dtmf), ("idle", 2), ("call", 5), ("idle", 12)]
+    events: list[dict] = []
+    _, truth, rows = record(alsa, data_dir, tmp_path, script, {"callerid": ["bell202", "v23", "dtmf"]},
+                            events=events)
+    first, second = (public_call(r) for r in rows)
+    assert (first["caller_number"], first["caller_redirected_from"]) == ("0201234567", "0307654321")
+    (waiting,) = first["waiting_callers"]
+    assert (waiting["number"], waiting["name"]) == ("5559876543", "SECOND CALLER")
+    burst_s = truth[4].start_s - (truth[1].start_s + 0.2 - 3.0)  # into the recording (3 s pre-roll)
+    assert burst_s < waiting["at_s"] < burst_s + 1.0
+    assert (second["caller_number"], second["caller_redirected_from"], second["waiting_callers"]) == \
+        ("4512345678", "4587654321", [])
+    ended = [e for e in events if e["type"] == "call_ended"]
+    assert [(e["caller_redirected_from"], e["waiting_callers"]) for e in ended] == \
+        [("0307654321", [waiting]), ("4587654321", [])]
+    kept = ("caller_number", "caller_redirected_from", "waiting_callers")
+    for row in (first, second):
+        doc = read_sidecar(sidecar_path(data_dir / row["path"]))
+        assert doc is not None and {k: doc[k] for k in kept} == {k: row[k] for k in kept}
+    for name in ("index.db", "index.db-wal", "index.db-shm"):  # the index lost: rebuilt from the sidecars
+        (data_dir / name).unlink(missing_ok=True)
+    index, report = open_or_rebuild(data_dir, clock=FakeClock(wall=T0 + 3600))
+    try:
+        assert report is not None and report.from_sidecars == 2
+        rebuilt = {r["path"]: public_call(r) for r in index.calls()}
+    finally:
+        index.close()
+    assert [{k: rebuilt[r["path"]][k] for k in kept} for r in (first, second)] == \
+        [{k: r[k] for k in kept} for r in (first, second)]
 
 
 # --- call waiting in a call's first seconds (issue 18): the alert decides, not the 10 s window ------

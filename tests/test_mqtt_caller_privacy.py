@@ -34,6 +34,15 @@ def test_without_caller_nulls_the_callers_fields_and_keeps_the_shape() -> None:
     assert ev["caller_number"] == "5551234567"  # the recorder's own copy is untouched
 
 
+def test_without_caller_also_withholds_a_forwarded_calls_number_and_the_waiting_callers() -> None:
+    ev = events.call_ended(call_id=3, line="line1", started_at=0.0, ended_at=1.0, duration_s=1.0,
+                           caller_number="0201234567", caller_redirected_from="0307654321",
+                           waiting_callers=[{"number": "5559876543", "name": "BOB", "at_s": 0.5}])
+    hidden = events.without_caller(ev)
+    assert (hidden["caller_number"], hidden["caller_redirected_from"], hidden["waiting_callers"]) == (None, None, None)
+    assert hidden.keys() == ev.keys()
+
+
 def test_an_event_without_caller_fields_is_passed_as_it_is() -> None:
     ev = {"type": "alarm_raised", "code": "LINE_DEAD"}
     assert events.without_caller(ev) is ev

@@ -63,7 +63,17 @@ def test_call_ended_carries_every_contract_field() -> None:
                    caller_number="5551234", end_reason="onhook")
     assert e == {"type": "call_ended", "call_id": 42, "line": "line1", "started_at": "2026-11-18T11:06:40.125Z",
                  "ended_at": "2026-11-18T11:07:41.625Z", "duration_s": 61.5, "caller_number": "5551234",
-                 "caller_name": None, "dtmf": None, "end_reason": "onhook"}
+                 "caller_name": None, "caller_redirected_from": None, "waiting_callers": [], "dtmf": None,
+                 "end_reason": "onhook"}
+
+
+def test_call_ended_carries_a_forwarded_calls_original_number_and_its_waiting_callers() -> None:
+    e = call_ended(call_id=42, line="line1", started_at=T0, ended_at=T0 + 61.5, duration_s=61.5,
+                   caller_number="0201234567", caller_redirected_from="0307654321",
+                   waiting_callers=[{"number": "5559876543", "name": "BOB", "at_s": 12.5, "extra": 1}],
+                   end_reason="onhook")
+    assert e["caller_redirected_from"] == "0307654321"
+    assert e["waiting_callers"] == [{"number": "5559876543", "name": "BOB", "at_s": 12.5}]  # the documented keys
 
 
 def test_call_ended_masks_dtmf_digits_unless_publishing_them_is_configured() -> None:

@@ -76,6 +76,15 @@ def test_the_q35_sit_is_recognised_in_north_america_too_without_a_variant(tone_s
         assert [(e.kind, e.variant) for e in events] == [("sit", None)], (level, err, events)
 
 
+def test_australias_plan_has_no_sit_and_reports_none_as_docs_line_signals_says():
+    # docs/LINE-SIGNALS.md: no published Australian SIT was found; every other plan looks for Q.35's.
+    from linetap.detect.tones import TONE_PLANS
+    assert [k for k, plan in TONE_PLANS.items() if "sit" not in plan] == ["au"]
+    (f1, d1), (f2, d2), (f3, d3) = Q35_SEGMENTS
+    spec = ToneSpec((f1, f2, f3), (d1, 0.03, d2, 0.03, d3, 1.0), sequential=True)
+    assert [e.kind for e in detect(render(spec, "spandsp", -10, 0.0, 30), "au")] == []
+
+
 def test_a_sit_at_16_khz_and_fed_in_one_second_batches():
     spec = code_spec(NA_SIT_CODES[1])
     tone = sig.spec_tone(spec, 3.0, 16000, -30.0)

@@ -216,6 +216,26 @@ def test_once_done_the_number_is_gone_from_the_index_files(box: WebBox, recorder
     assert files and all(number.encode() not in p.read_bytes() for p in files)
 
 
+def test_a_number_request_also_clears_the_number_where_another_call_was_forwarded_from_or_waited_on(
+        box: WebBox, recorder: Housekeeping) -> None:
+    number = "0309997777"
+    make_call(box.index, box.data_dir, box.clock, number=number)
+    other = make_call(box.index, box.data_dir, box.clock, number="0301230000")
+    box.index.update_call(other["id"], caller_redirected_from=number,
+                          waiting_callers=[{"number": number, "name": "WAITER", "at_s": 2.0}])
+    c = box.as_user("alice")
+    rid = c.post("/api/erasures", body={"number": number, **ERASE}).json()["id"]
+    recorder.carry_out_erasures()
+    done = c.get(f"/api/erasures/{rid}").json()
+    assert (done["state"], done["result"]["cleared"]) == ("done", [other["id"]])
+    kept = c.get(f"/api/calls/{other['id']}").json()
+    assert (kept["caller_number"], kept["caller_redirected_from"], kept["waiting_callers"]) == \
+        ("0301230000", None, [{"number": None, "name": None, "at_s": 2.0}])
+    box.index.checkpoint_wal()
+    files = [p for p in box.data_dir.glob("index.db*") if p.is_file()]
+    assert files and all(number.encode() not in p.read_bytes() for p in files)
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("body", [

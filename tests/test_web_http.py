@@ -477,6 +477,19 @@ def test_the_call_page_has_a_player_the_proof_link_and_local_times(box: WebBox) 
     assert 'id="hold"' in body  # an admin sees the hold form
 
 
+def test_the_call_page_shows_a_forwarded_calls_number_and_the_waiting_callers_escaped(fresh: WebBox) -> None:
+    page = fresh.as_user("lena")
+    assert "forwarded from" not in page.get("/calls/1").body.decode()  # none: no row for it
+    fresh.index.update_call(1, caller_redirected_from="0307654321",
+                            waiting_callers=[{"number": "5559876543", "name": "<b>BOB</b>", "at_s": 75.2},
+                                             {"number": None, "name": None, "at_s": 130.0}])
+    body = page.get("/calls/1").body.decode()
+    assert "<th>forwarded from</th><td>0307654321</td>" in body
+    assert ('<th>call waiting</th><td><span class="waiting">5559876543 &lt;b&gt;BOB&lt;/b&gt; at 1:15</span><br>'
+            '<span class="waiting">number withheld at 2:10</span></td>') in body
+    assert page.get("/api/calls/1").json()["waiting_callers"][0]["number"] == "5559876543"
+
+
 def test_the_health_page_draws_the_coverage_timeline(box: WebBox) -> None:
     body = box.as_user("vic").get("/").body.decode()
     assert '<svg xmlns="http://www.w3.org/2000/svg" id="timeline"' in body and "never_started" in body

@@ -69,6 +69,8 @@ class EventRelay:
                                ended_at=summary["ended_at"], duration_s=summary["duration_s"],
                                caller_number=summary.get("caller_number"),
                                caller_name=summary.get("caller_name"), dtmf=summary.get("dtmf"),
+                               caller_redirected_from=summary.get("caller_redirected_from"),
+                               waiting_callers=summary.get("waiting_callers"),
                                end_reason=summary["end_reason"], publish_dtmf=self.publish_dtmf,
                                ts=self.clock.wall())
         # The newest checkpoint at the call's end: it covers the chain *before* this call (which is

@@ -8,8 +8,9 @@ Audio reaches a recording through the line's :class:`LineAnalyzer` (``detect/ana
 which keeps the pre-roll, masks DTMF when ``mask_dtmf`` is set and says how far audio may be
 written. Its events are applied here: a caller ID heard up to ``callerid_window_s`` before a
 call (or in its first 10 s) names the call; a call-waiting caller ID (after a CAS, during the
-call, in its first 10 s too: see ``detect/analyzer.py``) is attached to the call in progress (``waiting_callers`` in its summary), message waiting
-and advice of charge name nothing; DTMF digits inside a call make its ``dtmf`` (``*``
+call, in its first 10 s too: see ``detect/analyzer.py``) is attached to the call in progress
+(``waiting_callers`` of its summary and index row; the number a forwarded call was first meant for
+is its ``caller_redirected_from``); message waiting and advice of charge name nothing; DTMF digits inside a call make its ``dtmf`` (``*``
 per digit when masked); a dial, busy or reorder tone or a special information tone (SIT: the
 call failed, an announcement follows) after at least ``min_call_s`` of the call ends it where the
 tone began (``end_reason = "tone"``; a SIT's code goes on the summary as ``sit``, e.g. ``"IC"``
@@ -48,6 +49,8 @@ class RecordingLike(Protocol):
     frames: int
     caller_number: str | None
     caller_name: str | None
+    caller_redirected_from: str | None  # set before finish(): kept in the index row and sidecar
+    waiting_callers: list[dict[str, Any]]
     dtmf: str
 
     def write(self, frames: np.ndarray) -> None: ...
@@ -93,6 +96,8 @@ class LineCalls:
         self._tone_hold = False  # a tone ended the last call: no new one until it is over
         self._quiet_frames = 0
         self._prev_caller: tuple[str | None, str | None] = (None, None)
+        self._redirected: str | None = None  # the current call's caller ID: the number it was forwarded from
+        self._prev_redirected: str | None = None  # for a max_length continuation, as _prev_caller
         self._call_cid: CallerId | None = None  # the caller ID naming the current call
         self._waiting: list[dict[str, Any]] = []  # call-waiting callers announced during the call
         self._sit: str | None = None  # the code of the SIT that ended the call
@@ -286,9 +291,11 @@ class LineCalls:
         self._waiting: list[dict[str, Any]] = []
         self._sit = None
         self._call_cid = None
+        self._redirected = None
         if continuation:
             if any(self._prev_caller):
                 rec.set_caller(*self._prev_caller)
+            self._redirected = self._prev_redirected
         else:
             fits = [c for c in self._cids if self._cid_fits(c)]
             if fits:
@@ -344,17 +351,20 @@ class LineCalls:
         # Masked (PCI): the count of keys is kept, their values are stored nowhere.
         rec.dtmf = "".join("*" if self.line.mask_dtmf else d.digit for d in digits)
         self._prev_caller = (rec.caller_number, rec.caller_name)  # for a max_length continuation
+        self._prev_redirected = self._redirected
         if discard:
             logger.info("line %s: %.1f s of sound was too short for a call; not kept",
                         self.line.name, rec.frames / self.line.rate)
             rec.discard()
             return None
-        named_by = self._call_cid
         self._forget_cid()
+        # Caller-ID facts beyond number and name: into the index row and sidecar (``finish``) and on
+        # the summary (the ``call_ended`` event).
+        rec.caller_redirected_from = self._redirected
+        rec.waiting_callers = list(self._waiting)
         summary = rec.finish(reason)
-        # Caller-ID facts the index has no column for yet: on the summary, for whoever wants them.
-        if named_by is not None and named_by.redirected_from:
-            summary["caller_redirected_from"] = named_by.redirected_from
+        if self._redirected:
+            summary["caller_redirected_from"] = self._redirected
         if self._waiting:
             summary["waiting_callers"] = list(self._waiting)
         if self._sit is not None:  # the call failed: which special information tone said so
@@ -403,7 +413,7 @@ class LineCalls:
 
     def _call_waiting(self, cid: CallerId) -> None:
         """A second caller announced during the call (call waiting): kept with the call in
-        progress (``waiting_callers`` of its summary), never naming a call. The phone's
+        progress (``waiting_callers`` of its summary and index row), never naming a call. The phone's
         acknowledgement (DTMF ``A``-``D`` between the alert and the FSK) was signalling, not a key."""
         rate = self.line.rate
         logger.info("line %s: call waiting: %s %s (%s)", self.line.name, cid.number or cid.number_absent or "-",
@@ -427,6 +437,7 @@ class LineCalls:
             return  # withheld/unavailable: nothing to store (the reason is logged)
         self.recording.set_caller(cid.number, cid.name)
         self._call_cid = cid
+        self._redirected = cid.redirected_from
 
     def _forget_cid(self) -> None:
         """The call named by a caller ID was kept: that caller ID names no other call. (A sound too

@@ -129,6 +129,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
         index.close()
     print(f"erased {len(res.erased)} recording(s) with caller number {number}"
           + (f": {', '.join(map(str, res.erased))}" if res.erased else ""))
+    if res.cleared:
+        print(f"cleared it from {len(res.cleared)} other call(s) where it was the forwarded-from number or a "
+              f"call-waiting caller: {', '.join(map(str, res.cleared))}")
     if res.held:
         print(f"kept {len(res.held)} on legal hold: {', '.join(map(str, res.held))} (release them, then erase again)")
     if res.recording:

@@ -24,13 +24,21 @@ FSK (Telcordia GR-30-CORE; ETSI EN 300 659-1/-3; BT SIN 227)
     autocorrelation: a narrowband signal between about 1.1 and 2.3 kHz) marks as a carrier.
 
 DTMF caller ID (ETSI EN 300 659-1 annex B style, as used in e.g. Denmark, the Netherlands, Sweden,
-Finland, Iceland, Brazil, India, Taiwan)
-    ``A<digits>C`` (or ``D<digits>C``; ``#`` is accepted instead of ``C``): the number.
-    ``B00C`` -> number unavailable (``O``), ``B10C`` -> private (``P``).
-    ``D1C`` -> private (``P``); ``D2C`` and ``D3C`` -> unavailable (``O``) (Danish convention; a
-    single digit after ``D`` is a reason code, never a number).
-    Anything else (unknown ``B`` codes, letters inside a number, no terminator within 1.5 s of the
-    last digit) yields nothing.
+Finland, Iceland, Belgium, Brazil, India, Saudi Arabia, Uruguay, Taiwan; the forms libspandsp's
+``ADSI_STANDARD_CLIP_DTMF`` transmitter sends)
+    A message is fields, each a letter and its digits, ended by ``C`` (``#`` is accepted instead):
+    ``A<digits>`` the number; ``B00`` number unavailable (``O``), ``B10`` private (``P``);
+    ``D<digits>`` after another field: the redirecting (diverting) number, e.g.
+    ``A0201234567D0307654321C``: number 0201234567, forwarded from 0307654321 (``redirecting_number``,
+    as FSK's 0x1A). As the first field ``D<digits>`` is the number (``D0201234567C``), and a single
+    digit after ``D`` a reason code: ``D1`` private (``P``), ``D2``/``D3`` unavailable (``O``)
+    (Danish ``#`` convention, spandsp's ``CLIP_DTMF_HASH_ABSENCE``).
+    Anything else (a letter twice, unknown ``B`` codes, an empty field, no terminator within 1.5 s of
+    the last digit) yields nothing.
+    Not decoded: the unmarked ``<digits>#`` form (spandsp's ``CLIP_DTMF_HASH_UNSPECIFIED``, some Danish
+    and Dutch exchanges). Without a start letter it cannot be told from keys a user presses ending in
+    ``#`` (a PIN or an IVR menu in the first seconds of a call): taking those for a caller ID would
+    name the call after the PIN and drop the keys from the call's ``dtmf``.
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ _GATE_END = 4  # sub-blocks without carrier that end a burst
 _MIN_BURST = 8  # sub-blocks with carrier needed before a burst is demodulated (80 ms)
 _MAX_BURST_S = 5.0
 _DTMF_TIMEOUT_S = 1.5
+# Keys of one DTMF caller ID: a number and a redirecting number of up to 20 digits each (ETSI EN
+# 300 659-3's longest), their two letters and a reason code: 45; more is not a caller ID.
+_DTMF_MAX_CHARS = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,7 +642,7 @@ class DtmfCallerIdParser:
                 if cid is not None:
                     out.append(replace(cid, start_frame=self._start, end_frame=d.end_frame))
                 self._text = ""
-            elif len(self._text) > 32:
+            elif len(self._text) > _DTMF_MAX_CHARS:
                 self._text = ""
             else:
                 self._text += d.digit
@@ -639,17 +650,39 @@ class DtmfCallerIdParser:
 
 
 def _parse_dtmf_cid(text: str) -> CallerId | None:
-    """``text`` is the start code and what followed it, without the terminator."""
-    code, body = text[0], text[1:]
-    if not body.isdigit():
+    """``text`` is the start letter and what followed it, without the terminator (see the module
+    docstring for the fields)."""
+    fields: list[tuple[str, str]] = []
+    for ch in text:
+        if ch in "ABD":
+            if any(code == ch for code, _ in fields):
+                return None  # a letter twice
+            fields.append((ch, ""))
+        elif ch.isdigit() and fields:
+            fields[-1] = (fields[-1][0], fields[-1][1] + ch)
+        else:
+            return None
+    if any(not body for _, body in fields):
         return None
-    if code == "B":
-        reason = {"00": "O", "10": "P"}.get(body)
-        return CallerId(None, None, None, reason, None, "dtmf") if reason else None
-    if code == "D" and len(body) == 1:
-        reason = {"1": "P", "2": "O", "3": "O"}.get(body)
-        return CallerId(None, None, None, reason, None, "dtmf") if reason else None
-    return CallerId(body, None, None, None, None, "dtmf")
+    number = redirecting = reason = None
+    for k, (code, body) in enumerate(fields):
+        if code == "A" or (code == "D" and k == 0 and len(body) > 1):
+            if number is not None:
+                return None  # two numbers (A...D...): not a form any transmitter sends
+            number = body
+        elif code == "B":
+            reason = {"00": "O", "10": "P"}.get(body)
+            if reason is None:
+                return None
+        elif len(body) == 1:  # D<one digit>: a reason code, never a number
+            reason = {"1": "P", "2": "O", "3": "O"}.get(body)
+            if reason is None:
+                return None
+        else:  # D<digits> after another field: who diverted the call
+            redirecting = body
+    if number is None and reason is None:
+        return None
+    return CallerId(number, None, None, reason, None, "dtmf", redirecting_number=redirecting)
 
 
 # ------------------------------------------------------------------------------------ decoder

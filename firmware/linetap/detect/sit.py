@@ -2,7 +2,7 @@
 
 Two families are in use:
 
-* **ITU-T Q.35 / E.180** (every plan, North America's too): 950, 1400 and 1800 Hz (+-50 Hz), each
+* **ITU-T Q.35 / E.180** (every plan but Australia's, North America's too): 950, 1400 and 1800 Hz (+-50 Hz), each
   330 +- 70 ms, gaps of up to 30 ms, then 1 s of silence; Austria 950/1450/1850 Hz. One meaning.
 * **North America** (Telcordia/Bellcore encoded SIT, the table in :data:`NA_SIT_CODES`): the first
   tone is 913.8 Hz ("low") or 985.2 Hz ("high"), the second 1370.6 or 1428.5 Hz, the third always

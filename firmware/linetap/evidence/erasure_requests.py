@@ -160,8 +160,14 @@ def _carry_out(index: Index, data_dir: Path, row: dict[str, Any], clock: Clock, 
         if text != row["result"] or row["error"] is not None:
             db.erase_request_progress(index, rid, result=text, error=None)
         return False, bool(ready)
+    if row["scope"] == "number":  # as the CLI's: the number as another call's forwarded-from or waiting caller
+        cleared = erase.clear_number_elsewhere(index, data_dir, row["number"])
+        if cleared:
+            result["cleared"] = cleared
+            text = json.dumps(result, sort_keys=True)
     summary = (f"{len(result['erased'])} erased, {len(result['held'])} kept on hold"
-               + (f", {len(result['unknown'])} no longer there" if result["unknown"] else ""))
+               + (f", {len(result['unknown'])} no longer there" if result["unknown"] else "")
+               + (f", cleared from {len(result['cleared'])} other call(s)" if result.get("cleared") else ""))
     now = clock.wall()
     call_id = row["call_id"] if row["scope"] == "call" else None
     with index.write_transaction():

@@ -12,6 +12,7 @@ remain for those modules and for tests that inspect the file.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -29,8 +30,11 @@ CALL_COLUMNS = {
     "id": int, "line": str, "started_at": str, "ended_at": str, "duration_s": float, "path": str,
     "codec": str, "bytes": int, "sha256": str, "caller_number": str, "caller_name": str,
     "dtmf": str, "end_reason": str, "status": str, "archived_at": str,
+    "caller_redirected_from": str, "waiting_callers": list,
 }
 CONTRACT_FIELDS = tuple(CALL_COLUMNS)
+# Held in the index as JSON text (migration 5); given and returned as a list (``[]``: none).
+JSON_LIST_COLUMNS = ("waiting_callers",)
 
 INDEX_FILE = "index.db"  # in the data directory
 
@@ -159,10 +163,14 @@ class Index:
             self._db.execute(sql, params)
 
     def _insert(self, table: str, row: dict[str, Any]) -> int:
+        if table == "calls":
+            row = _calls_in(row)
         with self.lock:
             return int(self._db[table].insert(row).last_pk)
 
     def _update(self, table: str, pk: Any, fields: dict[str, Any]) -> None:
+        if table == "calls":
+            fields = _calls_in(fields)
         with self.lock:
             self._db[table].update(pk, fields)
 
@@ -308,5 +316,42 @@ def open_index(data_dir: Path) -> Index:
 
 
 def public_call(row: dict[str, Any]) -> dict[str, Any]:
-    """A calls row with exactly the contract's fields (what ``linetap calls --json`` prints)."""
-    return {k: row.get(k) for k in CONTRACT_FIELDS}
+    """A calls row with exactly the contract's fields (what ``linetap calls --json`` prints);
+    ``waiting_callers`` as a list (``[]``: none), whether the row holds it as the index's JSON text or
+    already as a list."""
+    out = {k: row.get(k) for k in CONTRACT_FIELDS}
+    for k in JSON_LIST_COLUMNS:
+        out[k] = json_list(out[k])
+    return out
+
+
+def json_list(value: Any) -> list[Any]:
+    """A JSON-list column's value as a list: ``[]`` for null, or for text that is not a JSON list
+    (a row edited by hand must not stop ``linetap calls``)."""
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, str):
+        return []
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return []
+    return parsed if isinstance(parsed, list) else []
+
+
+def _calls_in(row: dict[str, Any]) -> dict[str, Any]:
+    """A calls row (or some of its fields) as the index stores it: a JSON-list column's list as JSON
+    text, null when empty (the common case: no call waiting)."""
+    if not any(k in row for k in JSON_LIST_COLUMNS):
+        return row
+    row = dict(row)
+    for k in JSON_LIST_COLUMNS:
+        if k in row:
+            row[k] = json_list_text(row[k])
+    return row
+
+
+def json_list_text(value: Any) -> str | None:
+    """A JSON-list column's value as the index stores it: compact JSON text, null when empty."""
+    v = json_list(value)
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=False) if v else None

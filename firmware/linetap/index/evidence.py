@@ -7,9 +7,10 @@ together run inside the caller's :meth:`Index.write_transaction`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from .db import Index
+from .db import Index, json_list, json_list_text
 
 # --- chain ---
 
@@ -66,6 +67,33 @@ def calls_unchained(index: Index) -> list[int]:
         "where chain.call_id = c.id and kind in ('recording', 'deletion', 'erasure') order by seq desc limit 1), '') "
         "!= 'recording' order by id")
     return [r["id"] for r in rows]
+
+
+# --- a number as another call's forwarded-from number or waiting caller (privacy erasure) ---
+
+
+def clear_number_from_other_calls(index: Index, number: str) -> list[int]:
+    """Null ``number`` where it is not a call's caller but its ``caller_redirected_from`` or one of
+    its ``waiting_callers`` (that entry's number and name; when it came, ``at_s``, stays). Returns
+    the ids of the calls changed, oldest first. One write transaction. The rows are found by the
+    number's JSON text in the column, then checked entry by entry (a hand-edited row with other
+    spacing is still found)."""
+    with index.write_transaction():
+        rows = index.query("select id, caller_redirected_from, waiting_callers from calls "
+                           "where caller_redirected_from = ? or instr(waiting_callers, ?) > 0 order by id",
+                           [number, json.dumps(number)])
+        changed: list[int] = []
+        for r in rows:
+            waiting = json_list(r["waiting_callers"])
+            cleared = [{**w, "number": None, "name": None} if isinstance(w, dict) and w.get("number") == number
+                       else w for w in waiting]
+            if r["caller_redirected_from"] != number and cleared == waiting:
+                continue
+            redirected = None if r["caller_redirected_from"] == number else r["caller_redirected_from"]
+            index.execute("update calls set caller_redirected_from = ?, waiting_callers = ? where id = ?",
+                          [redirected, json_list_text(cleared), r["id"]])
+            changed.append(r["id"])
+    return changed
 
 
 # --- salts of the commitments to callers' numbers ---

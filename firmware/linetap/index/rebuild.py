@@ -7,8 +7,8 @@ aside with its ``-wal``/``-shm``, kept for forensics as ``index.db.corrupt-<UTC>
 exist. Either way the index is rebuilt from the files under ``recordings/``:
 
 - a recording with a sidecar (``<name>.<ext>.json``, :mod:`linetap.store.recordings`) gets its
-  row back from it: line, times, caller ID, DTMF (as stored), end reason, status, hash, size,
-  and its legal hold. Its hash is trusted when the file's size matches the sidecar's: hashing
+  row back from it: line, times, caller ID (with a redirected call's original number and the
+  call-waiting callers), DTMF (as stored), end reason, status, hash, size, and its legal hold. Its hash is trusted when the file's size matches the sidecar's: hashing
   every file would keep the recorder from recording for minutes on a full card (a 32 GB card
   read at 40 MB/s: ~13 min); ``linetap verify`` re-hashes them all.
 - one without (a sidecar lost, or a recording older than sidecars) from its file name (line,
@@ -193,17 +193,15 @@ def part_ids(data_dir: Path) -> frozenset[int]:
 
 def _found(data_dir: Path, f: Path) -> Found:
     from ..store import audio
-    from ..store.recordings import (SEALED, UNREADABLE, codec_from_name, id_from_name, start_from_name,
-                                    read_sidecar, sha256_file, sidecar_path)
+    from ..store.recordings import (SEALED, SIDECAR_FIELDS, UNREADABLE, codec_from_name, id_from_name,
+                                    start_from_name, read_sidecar, sha256_file, sidecar_path)
     rel = str(f.relative_to(data_dir))
     unreadable = f.name.endswith(UNREADABLE)
     size = f.stat().st_size
     doc = read_sidecar(sidecar_path(f))
     sealed_since = doc is not None and doc.get("path") == rel.removesuffix(SEALED) != rel
     if doc is not None and (doc.get("path") in (rel, rel.removesuffix(UNREADABLE)) or sealed_since):
-        row = {k: doc.get(k) for k in ("line", "started_at", "ended_at", "duration_s", "path", "codec", "rate",
-                                       "channels", "caller_number", "caller_name", "dtmf", "end_reason",
-                                       "status", "sha256", "bytes")}
+        row = {k: doc.get(k) for k in SIDECAR_FIELDS}
         if sealed_since:  # sealed after its sidecar was last written (a crash in between)
             row["path"] = rel
         if not unreadable and (row.get("bytes") != size or sealed_since):

@@ -250,11 +250,27 @@ _ERASE_REQUESTS = (
     """CREATE INDEX idx_erase_requests_state ON erase_requests ("state")""",
 )
 
+# 5 (caller ID, issue 18): what a call's caller ID said beyond the number and name, where it means
+# something to the owner. ``caller_redirected_from``: the number a forwarded call was first meant for
+# (ETSI/Bell MDMF 0x1A redirecting number, else 0x12 first called line; DTMF ``A<number>D<number>C``).
+# ``waiting_callers``: JSON list of the second callers announced during the call (call waiting), each
+# ``{"number", "name", "at_s"}`` (seconds into the recording); null when there were none. A column
+# rather than a table: the list is read and deleted only with its call (retention, erasure, rebuild),
+# and stays in the call's row, sidecar and export as it is. The call type (0x11) is not kept: every
+# call a recorder names is a voice call set-up; ring-back-when-free and the rest change nothing the
+# owner does with the recording. An erasure by number deletes the calls *from* that number and clears it
+# where it is another call's caller_redirected_from or waiting caller (index/evidence.py).
+_CALLER_ID_FIELDS = (
+    """ALTER TABLE "calls" ADD COLUMN "caller_redirected_from" TEXT""",
+    """ALTER TABLE "calls" ADD COLUMN "waiting_callers" TEXT""",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,  # 1: the schema of the releases before numbered migrations
     _V2_WEB,  # 2: the web interface (w-web; the lead renumbers at merge)
     _ARCHIVED_AT,  # 3: calls.archived_at (firmware/linetap/archive/)
     _ERASE_REQUESTS,  # 4: erasures asked for on the web (w-erase; the lead renumbers at merge)
+    _CALLER_ID_FIELDS,  # 5: calls.caller_redirected_from, calls.waiting_callers (w-cid18; renumbered at merge)
 )
 LATEST = len(MIGRATIONS)
 

@@ -183,6 +183,10 @@ class Recording:
         self.syncs = syncs  # None: each sync point syncs this file at once
         self.caller_number: str | None = None
         self.caller_name: str | None = None
+        # Set by the line before ``finish`` (calls/line.py): a forwarded call's original number, and
+        # the second callers announced during the call (call waiting): {"number", "name", "at_s"}.
+        self.caller_redirected_from: str | None = None
+        self.waiting_callers: list[dict[str, Any]] = []
         self.dtmf = ""
         self.id = index.call_started(line=line, started_at=iso(started_at), codec=codec, rate=rate,
                                      channels=channels)
@@ -359,6 +363,8 @@ class Recording:
             "status": status,
             "caller_number": self.caller_number,
             "caller_name": self.caller_name,
+            "caller_redirected_from": self.caller_redirected_from,
+            "waiting_callers": list(self.waiting_callers),
             "dtmf": self.dtmf or None,
         }
         self.index.update_call(self.id, **fields)

@@ -23,7 +23,10 @@ SIDECAR = ".json"
 SIDECAR_MODE = 0o640
 SIDECAR_VERSION = 1
 SIDECAR_FIELDS = ("line", "started_at", "ended_at", "duration_s", "path", "codec", "rate", "channels",
-                  "caller_number", "caller_name", "dtmf", "end_reason", "status", "sha256", "bytes")
+                  "caller_number", "caller_name", "dtmf", "end_reason", "status", "sha256", "bytes",
+                  "caller_redirected_from", "waiting_callers")
+# Added after version 1 without changing it: a sidecar written before them reads them as absent (null),
+# which is what its call had (they were not kept then).
 
 
 def sidecar_path(audio_path: Path) -> Path:
@@ -41,10 +44,23 @@ def sidecar_doc(row: dict[str, Any], *, hold: dict[str, Any] | None = None, chai
     """What a recording's sidecar holds: its calls row (``call_id`` too, though a rebuilt index may
     give it anew), its legal hold (``hold``: held_at, held_by, reason), and the chain entry that
     committed it (None until it is chained)."""
-    return {"v": SIDECAR_VERSION, **{k: row.get(k) for k in SIDECAR_FIELDS}, "call_id": row.get("id"),
+    fields = {k: row.get(k) for k in SIDECAR_FIELDS}
+    fields["waiting_callers"] = _listed(fields["waiting_callers"])
+    return {"v": SIDECAR_VERSION, **fields, "call_id": row.get("id"),
             "held": hold is not None, "hold_reason": hold.get("reason") if hold else None,
             "held_at": hold.get("held_at") if hold else None, "held_by": hold.get("held_by") if hold else None,
             "chain_seq": chain_seq, "chain_hash": chain_hash}
+
+
+def _listed(value: Any) -> list[Any]:
+    """``waiting_callers`` as a list, from a calls row read from the index (its JSON text) or built by
+    the recorder (a list); ``[]`` for none."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    return value if isinstance(value, list) else []
 
 
 def write_sidecar(data_dir: Path, doc: dict[str, Any]) -> Path:

@@ -156,8 +156,10 @@ required maxlength="1024"></label></p><p><button id="submit">Log in</button></p>
         meta = "".join(f'<tr><th>{esc(k)}</th><td>{v}</td></tr>' for k, v in [
             ("line", esc(c["line"])), ("started", self.when(c["started_at"])), ("ended", self.when(c["ended_at"])),
             ("duration", esc(_dur(c["duration_s"]))), ("caller number", esc(c["caller_number"])),
-            ("caller name", esc(c["caller_name"])), ("DTMF (as stored)", esc(c["dtmf"])),
-            ("end", esc(c["end_reason"])), ("status", esc(c["status"])), ("format", esc(c["codec"])),
+            ("caller name", esc(c["caller_name"])),
+            *([("forwarded from", esc(c["caller_redirected_from"]))] if c.get("caller_redirected_from") else []),
+            *([("call waiting", _waiting(c["waiting_callers"]))] if c.get("waiting_callers") else []),
+            ("DTMF (as stored)", esc(c["dtmf"])), ("end", esc(c["end_reason"])), ("status", esc(c["status"])), ("format", esc(c["codec"])),
             ("size", f'{esc(c["bytes"])} bytes'), ("sha256", f'<code>{esc(c["sha256"])}</code>')])
         if c.get("encrypted"):
             player = (f'<p>This recording is sealed to the owner\'s public key: the box cannot play it. '
@@ -282,6 +284,14 @@ def _outcome(r: dict[str, Any]) -> str:
     if r["state"] == "done" and not parts:
         parts.append("no recording matched")
     return "; ".join(parts)
+
+
+def _waiting(callers: list[dict[str, Any]]) -> str:
+    """The second callers announced during a call (call waiting): number, name, when in the
+    recording (``m:ss``), one a line, escaped (a caller name is the caller's to choose)."""
+    return '<br>'.join(f'<span class="waiting">{esc(w.get("number") or "number withheld")}'
+                       f'{" " + esc(w.get("name")) if w.get("name") else ""} at {esc(_dur(w.get("at_s")))}</span>'
+                       for w in callers if isinstance(w, dict))
 
 
 def _dur(seconds: Any) -> str:
