@@ -274,8 +274,9 @@ class MqttConfig:
     publish_dtmf: bool = key(False, doc="publish the DTMF digits dialled during a call in `call_ended` "
                              "(default: one `*` per digit; digits are often card numbers or PINs)")
     protocol: str = key("5", doc="MQTT protocol version", check=one_of(("5", "3.1.1", "auto")))
-    publish_caller_id: bool = key(True, doc="send the caller's number, name and DTMF digits in call "
-                                  "events; false sends them as null (the index on the box keeps them)")
+    publish_caller_id: bool = key(True, doc="send the caller's number and name, a forwarded call's original "
+                                  "number, the call-waiting callers and the DTMF digits in call events; false "
+                                  "sends them as null (the index on the box keeps them)")
 
 
 @dataclass(frozen=True, slots=True)
