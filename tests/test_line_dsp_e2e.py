@@ -207,8 +207,8 @@ def spandsp_burst(seed: int, level_dbm0: float, clock_error: float, *, dtmf: str
 def test_caller_id_of_every_family_from_spandsp_names_its_call_through_alsa(alsa, data_dir, tmp_path):
     """One of each family through the capture path (the grid of test_callerid_conformance.py
     runs the analyser directly): Bell 202 MDMF, ETSI/BT V.23 with a binary Call Type after a DT-AS
-    alert, DTMF A...C; and an ETSI message-waiting burst (with a number in it) before a call it
-    must not name. Speech (the calls) before and after each."""
+    alert, DTMF A...C, Australia's ACLIP and Japan's JCLIP; and an ETSI message-waiting burst (with a
+    number in it) before a call it must not name. Speech (the calls) before and after each."""
     date, name = (1, b"11281545"), (7, b"BETA LTD")
     bell = spandsp_burst(11, -45.0, 0.015, standard="class", message_type=0x80,
                          fields=[date, (2, b"5551234567"), (7, b"ACME PIZZA")])
@@ -217,12 +217,16 @@ def test_caller_id_of_every_family_from_spandsp_names_its_call_through_alsa(alsa
     dtmf = spandsp_burst(13, -10.0, 0.01, dtmf="A4512345678C")
     mwi = spandsp_burst(14, -20.0, 0.0, standard="clip", message_type=0x82,
                         fields=[date, (2, b"0309999999"), (0x0B, b"\xff"), (0x13, b"\x02")])
+    aclip = spandsp_burst(15, -35.0, 0.005, standard="aclip", message_type=0x80,
+                          fields=[date, (2, b"0398765432"), (7, b"GAMMA PTY")])
+    jclip = spandsp_burst(16, -40.0, -0.01, standard="jclip", message_type=0x40, fields=[(2, b"0312345678")])
     script = [("idle", 4)]
-    for burst in (bell, etsi, dtmf, mwi):
+    for burst in (bell, etsi, dtmf, mwi, aclip, jclip):
         script += [("raw", 0, burst), ("idle", 2), ("call", 5), ("idle", 12)]
     _, _, rows = record(alsa, data_dir, tmp_path, script, {"callerid": ["bell202", "v23", "dtmf"]})
     assert [(r["caller_number"], r["caller_name"]) for r in rows] == [
-        ("5551234567", "ACME PIZZA"), ("0201234567", "BETA LTD"), ("4512345678", None), (None, None)]
+        ("5551234567", "ACME PIZZA"), ("0201234567", "BETA LTD"), ("4512345678", None), (None, None),
+        ("0398765432", "GAMMA PTY"), ("0312345678", None)]
 
 
 @pytest.mark.parametrize("tone_set, kind, mask", [("us", "busy", False), ("uk", "reorder", True)])
