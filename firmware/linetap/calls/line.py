@@ -30,7 +30,7 @@ from ..config import LineConfig
 from ..detect.analyzer import ENDING_TONES, Event, LineAnalyzer
 from ..detect.callerid import CallerId
 from ..detect.dtmf import DtmfDigit
-from ..detect.level import FLOOR_DBFS, block_energies, dbfs, energies_dbfs
+from ..detect.level import FLOOR_DBFS, block_stats, dbfs, energies_dbfs
 from ..detect.tones import ToneEvent
 from .hook import TimedHook
 from .segmenter import ContinuousSegmenter, End, OffhookSegmenter, Start, VoxSegmenter
@@ -154,12 +154,14 @@ class LineCalls:
         elif not (period := block.period):
             levels = [dbfs(b.frames) for b in blocks]
         else:
-            # The blocks' sums of squares in one numpy call; their levels (a logarithm each) only
-            # where the run is stepped block by block, and for the last block.
+            # The blocks' sums of squares in one numpy call (shared with the line's dead-line check,
+            # which asked first: ``block_stats``); their levels (a logarithm each) only where the
+            # run is stepped block by block, and for the last block.
             size = frames.size // k
-            energies = block_energies(frames, k)
-            if self.line.trigger == "vox" and not self._tone_hold and self.analyzer.follows(block.start_frame):
-                i = self._vox_run(blocks, energies, size, frames, period)
+            energies = block_stats(frames, k)[1]
+            s0 = block.start_frame
+            if self.line.trigger == "vox" and not self._tone_hold and self.analyzer.follows(s0):
+                i = self._vox_run(blocks, energies, size, frames, period, s0)
             levels = energies_dbfs(energies, size) if i != -1 else energies_dbfs(energies[-1:], size)
         if i is None:
             self._blocks(blocks, levels, frames, 0, 0, 0, 0)
@@ -171,7 +173,7 @@ class LineCalls:
         self._flush()
 
     def _vox_run(self, blocks: Sequence[Block], energies: list[float], size: int, frames: np.ndarray,
-                 period: int) -> int | None:
+                 period: int, s0: int) -> int | None:
         """Step a VOX run of ``period``-frame blocks at once where nothing happens in it: -1, done.
         Else None, nothing was done (step it block by block, ``_blocks``), or ``i``: the blocks
         before ``i`` were stepped and block ``i`` was filed, not yet stepped.
@@ -186,7 +188,7 @@ class LineCalls:
         happened, so decisions stay frame-exact. One run of ten blocks: 1 Python step instead of
         ten (``tests/test_runs.py`` holds both ways to the same recordings)."""
         analyzer, seg = self.analyzer, self.segmenter
-        s0, k = blocks[0].start_frame, len(blocks)
+        k = len(blocks)  # s0: their first frame
         cid_after = CID_IN_CALL_S * self.line.rate
         j = -(-analyzer.frames_to_batch // period) - 1  # the block whose filing completes the batch
         if j >= k:  # no batch completes in the run
