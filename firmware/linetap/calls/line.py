@@ -254,7 +254,7 @@ class LineCalls:
                     elif isinstance(a, Start):
                         self._start(b, a.frame, a.continuation)
                 if self.recording is not None:
-                    self._release(analyzer.released_to)
+                    self._release_all()
                 room = analyzer.frames_to_batch  # a call's end analyses what was pending
             # An answered line carries no on-hook caller ID: rest the decoder once the call is on.
             analyzer.callerid_paused = self.recording is not None and s + n - self._onset > cid_after
@@ -272,7 +272,7 @@ class LineCalls:
             for ev in self.analyzer.push(frames[a:b], start_frame):
                 self._on_event(ev)
         if self.recording is not None:
-            self._release(self.analyzer.released_to)
+            self._release_all()
 
     def _start(self, block: Block, frame: int, continuation: bool) -> None:
         # The pre-roll (frame < block start) and anything not yet released come from the
@@ -307,6 +307,16 @@ class LineCalls:
         if pending is not None:  # an on-hook edge being debounced: the call may end there
             limit = min(limit, pending)
         b = min(frame, limit)
+        if b > self._written_to:
+            self._written_to = b
+
+    def _release_all(self) -> None:
+        """``_release(self.analyzer.released_to)`` of an open recording, as ``_file`` asks after
+        every filing: what the analyser released, short of a pending on-hook edge."""
+        b = self.analyzer.released_to
+        pending = self.segmenter.pending_end
+        if pending is not None and pending < b:
+            b = pending
         if b > self._written_to:
             self._written_to = b
 
