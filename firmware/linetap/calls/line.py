@@ -124,6 +124,18 @@ class LineCalls:
         self._switch = (line, hook, then)
 
     @property
+    def level_dbfs(self) -> float:
+        """The level of the last block handled, in dBFS (the status board's, every few seconds).
+        A run stepped at once (``_vox_run``) leaves the last block's sum of squares and size, its
+        logarithm taken here rather than for each run (``energies_dbfs``: the same value)."""
+        level = self._level
+        return energies_dbfs([level[0]], level[1])[0] if type(level) is tuple else level
+
+    @level_dbfs.setter
+    def level_dbfs(self, value: float) -> None:
+        self._level: float | tuple[float, int] = value
+
+    @property
     def state(self) -> str:
         return "recording" if self.recording is not None else "idle"
 
@@ -162,13 +174,15 @@ class LineCalls:
             s0 = block.start_frame
             if self.line.trigger == "vox" and not self._tone_hold and self.analyzer.follows(s0):
                 i = self._vox_run(blocks, energies, size, frames, period, s0)
-            levels = energies_dbfs(energies, size) if i != -1 else energies_dbfs(energies[-1:], size)
+            if i != -1:
+                levels = energies_dbfs(energies, size)
         if i is None:
             self._blocks(blocks, levels, frames, 0, 0, 0, 0)
         elif i >= 0:  # block i was filed (it completed a batch), not yet stepped
             off = i * period
             self._blocks(blocks, levels, frames, i, off, off + period, self.analyzer.frames_to_batch + period)
-        self.level_dbfs = levels[-1]
+        # Stepped at once: the last block's level is taken when asked (``level_dbfs``), not per run.
+        self._level = levels[-1] if i != -1 else (energies[-1], size)
         self.last_block_t = blocks[-1].t_wall
         self._flush()
 
