@@ -56,10 +56,11 @@ def block_stats(frames: np.ndarray, k: int) -> tuple[list[float], list[float]]:
     a block of one value is one whose ``n * energy == sum ** 2``, and none touches the rails while
     every energy is under ``32767 ** 2``) and the line's levels (``calls.line``). The last run's are
     kept (``frames`` is read-only by convention), so the second asks for nothing new: for a run of
-    ten 20 ms blocks the two took ``block_energies`` and four numpy reductions of the blocks'
-    minima and maxima, about 10 us (timeit, this VM); this and a lookup, about 6. (A run's
-    ``frames`` of several blocks is a fresh concatenation, ``capture.Run``: the memo, which holds
-    the array, never answers for other samples.)"""
+    ten 20 ms blocks the two took ``block_energies`` and two numpy reductions (the blocks' minima
+    and maxima) with their lists, about 9.4 us (timeit, this VM); this and the dead-line check's
+    arithmetic on its lists, about 6.4. (A run's ``frames`` of several blocks is a fresh
+    concatenation, ``capture.Run``: the memo, which holds the array, never answers for other
+    samples.)"""
     global _MEMO
     memo = _MEMO
     if memo is not None and memo[0] is frames and memo[1] == k:
