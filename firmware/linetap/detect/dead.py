@@ -180,7 +180,7 @@ class LineHealthDetector:
         sample-exact."""
         k = len(blocks)
         if k > 1 and period and not self.dead and not self._clips:
-            if self.channels == 1 and period <= _EXACT_PERIOD:
+            if self.channels == 1 and period <= _EXACT_PERIOD and len(whole) == k * period:
                 # From the blocks' sums and sums of squares (``block_stats``), which the line's levels
                 # use too: a block is one value exactly when ``n * energy == sum ** 2`` (Cauchy-Schwarz,
                 # exact in float64 for these sizes), and no sample is at the rails (|x| >= 32767) while
