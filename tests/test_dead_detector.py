@@ -188,3 +188,58 @@ def test_resetting_the_stall_watch_ends_a_stall_in_progress():
     watch.check(100.0, 101.0, T0)
     assert watch.reset(T0 + 1) == Change("LINE_DEAD", False, T0 + 1)
     assert watch.reset(T0 + 2) is None
+
+
+# --- runs: the fast path on the blocks' sums (shared with the line's levels) ---
+
+def test_block_stats_are_each_blocks_exact_sum_and_sum_of_squares_and_the_last_run_is_kept():
+    from linetap.detect.level import block_energies, block_stats
+
+    rng = np.random.default_rng(5)
+    x = np.clip(np.rint(rng.normal(0, 1, (10 * BLOCK, 1)) * np.geomspace(1, 40000, 10 * BLOCK)[:, None]),
+                -32768, 32767).astype(np.int16)
+    x[:BLOCK] = -32768  # the largest sums there are
+    sums, energies = block_stats(x, 10)
+    blocks = x.astype(np.int64).reshape(10, BLOCK)
+    assert sums == blocks.sum(axis=1).tolist() and energies == (blocks * blocks).sum(axis=1).tolist()
+    assert energies == block_energies(x, 10)
+    assert block_stats(x, 10) is block_stats(x, 10)  # asked twice for one run: computed once
+    y = x.copy()
+    assert block_stats(y, 10) == (sums, energies) and block_stats(y, 10) is not block_stats(x, 10)
+
+
+@pytest.mark.parametrize("rms", [300, 3000])  # blocks' energies under 32767 ** 2, and over it
+@pytest.mark.parametrize("value", [0, 5, -1, 32766, -32766, 32767, -32767, -32768])
+def test_a_run_of_blocks_tells_constant_and_railed_blocks_as_their_minima_and_maxima(value, rms):
+    """``feed_blocks`` on a run takes its fast path ("nothing happens here") from the blocks' sums
+    and sums of squares: exactly when every block varies and none reaches +-32767 (their minima
+    and maxima); otherwise it goes block by block. Either way, the changes of ``feed``."""
+
+    class Counting(LineHealthDetector):
+        fed = 0
+
+        def feed(self, frames, t_wall):
+            self.fed += 1
+            return super().feed(frames, t_wall)
+
+    base = np.clip(noise(0.2, rms=rms, seed=3), -32766, 32766)  # ten blocks of noise
+    cases = [base]
+    for k in range(10):
+        x = base.copy()
+        x[k * BLOCK:(k + 1) * BLOCK] = value  # one block of one value
+        y = base.copy()
+        y[k * BLOCK + 7] = value  # one sample of it
+        z = base.copy()
+        z[k * BLOCK:(k + 1) * BLOCK] = 0
+        z[k * BLOCK + 3] = value  # one sample of it in a silent block
+        cases += [x, y, z]
+    for x in cases:
+        blocks = x.reshape(10, BLOCK)
+        fast = bool(blocks.max() < 32767 and blocks.min() > -32767
+                    and (blocks.min(axis=1) < blocks.max(axis=1)).all())
+        items = [type("B", (), {"frames": x[i * BLOCK:(i + 1) * BLOCK], "t_wall": T0 + i * BLOCK / RATE})()
+                 for i in range(10)]
+        det, one_by_one = Counting(RATE, 1), LineHealthDetector(RATE, 1)
+        assert det.feed_blocks(items, x, BLOCK) == [c for b in items for c in one_by_one.feed(b.frames, b.t_wall)]
+        assert (det.fed == 0) is fast
+        assert det._run_value == one_by_one._run_value and det._prev is items[-1].frames

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 LOST_PERIODS = 1.5  # more than this many 20 ms periods missing between two runs is lost audio
 PERIOD_S = 1 / 50
+_LOST_S = LOST_PERIODS * PERIOD_S
 STARVED_FRACTION = 0.5  # a tick later than this share of the stall time: the process did not run
 
 
@@ -125,30 +126,35 @@ class LineSupervisor:
         """Line health from the audio itself: dead/stuck/clipping, and lost samples.
 
         Samples can only be lost before a run's first block (a run is contiguous)."""
-        first = run.blocks[0]
+        blocks = run.blocks
+        first = blocks[0]
         lw = self._watch[first.line]
+        t = first.t_wall
+        prev_end = lw.prev_end_t
         if first.stream != lw.prev_stream:
-            for ch in lw.detector.reset(first.t_wall):
+            for ch in lw.detector.reset(t):
                 self._audio_change(first.line, lw, ch.code, ch.active, ch.at, ch.detail)
             lw.prev_stream = first.stream
-            lw.prev_end_t = None
         else:
             # Samples lost between the previous block and this one: ALSA reported an overrun
             # (the reader re-anchored the clock), or the pipeline fell behind and dropped blocks.
-            lost_s = first.t_wall - lw.prev_end_t if lw.prev_end_t is not None else 0.0
-            if first.overrun or lost_s > LOST_PERIODS * PERIOD_S:
-                at = lw.prev_end_t if lw.prev_end_t is not None else first.t_wall
-                if lost_s > LOST_PERIODS * PERIOD_S:
+            lost_s = t - prev_end if prev_end is not None else 0.0
+            if first.overrun or lost_s > _LOST_S:
+                at = prev_end if prev_end is not None else t
+                if lost_s > _LOST_S:
                     self.gaps.open(first.line, "overrun", at)
-                    self.gaps.close(first.line, first.t_wall)
+                    self.gaps.close(first.line, t)
                     detail = f"{round(lost_s * first.rate)} samples lost ({lost_s:.2f} s)"
                 else:
                     detail = "ALSA reported an overrun: samples were lost"
                 self.alarms.momentary("LINE_OVERRUN", first.line, detail, at=at)
-        last = run.blocks[-1]
-        lw.prev_end_t = last.t_wall + len(last.frames) / last.rate
-        changes = (lw.detector.feed(first.frames, first.t_wall) if len(run.blocks) == 1 else
-                   lw.detector.feed_blocks(run.blocks, run.frames, run.period))
+        if len(blocks) == 1:
+            lw.prev_end_t = t + len(first.frames) / first.rate
+            changes = lw.detector.feed(first.frames, t)
+        else:
+            last = blocks[-1]
+            lw.prev_end_t = last.t_wall + len(last.frames) / last.rate
+            changes = lw.detector.feed_blocks(blocks, run.frames, run.period)
         for ch in changes:
             self._audio_change(first.line, lw, ch.code, ch.active, ch.at, ch.detail)
 

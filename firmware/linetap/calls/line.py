@@ -31,7 +31,7 @@ from ..config import LineConfig
 from ..detect.analyzer import ENDING_TONES, Event, LineAnalyzer
 from ..detect.callerid import CallerId
 from ..detect.dtmf import DtmfDigit
-from ..detect.level import FLOOR_DBFS, block_energies, dbfs, energies_dbfs
+from ..detect.level import FLOOR_DBFS, block_stats, dbfs, energies_dbfs
 from ..detect.tones import ToneEvent
 from .hook import TimedHook
 from .segmenter import ContinuousSegmenter, End, OffhookSegmenter, Start, VoxSegmenter
@@ -129,6 +129,18 @@ class LineCalls:
         self._switch = (line, hook, then)
 
     @property
+    def level_dbfs(self) -> float:
+        """The level of the last block handled, in dBFS (the status board's, every few seconds).
+        A run stepped at once (``_vox_run``) leaves the last block's sum of squares and size, its
+        logarithm taken here rather than for each run (``energies_dbfs``: the same value)."""
+        level = self._level
+        return energies_dbfs([level[0]], level[1])[0] if type(level) is tuple else level
+
+    @level_dbfs.setter
+    def level_dbfs(self, value: float) -> None:
+        self._level: float | tuple[float, int] = value
+
+    @property
     def state(self) -> str:
         return "recording" if self.recording is not None else "idle"
 
@@ -159,24 +171,28 @@ class LineCalls:
         elif not (period := block.period):
             levels = [dbfs(b.frames) for b in blocks]
         else:
-            # The blocks' sums of squares in one numpy call; their levels (a logarithm each) only
-            # where the run is stepped block by block, and for the last block.
+            # The blocks' sums of squares in one numpy call (shared with the line's dead-line check,
+            # which asked first: ``block_stats``); their levels (a logarithm each) only where the
+            # run is stepped block by block, and for the last block.
             size = frames.size // k
-            energies = block_energies(frames, k)
-            if self.line.trigger == "vox" and not self._tone_hold and self.analyzer.follows(block.start_frame):
-                i = self._vox_run(blocks, energies, size, frames, period)
-            levels = energies_dbfs(energies, size) if i != -1 else energies_dbfs(energies[-1:], size)
+            energies = block_stats(frames, k)[1]
+            s0 = block.start_frame
+            if self.line.trigger == "vox" and not self._tone_hold and self.analyzer.follows(s0):
+                i = self._vox_run(blocks, energies, size, frames, period, s0)
+            if i != -1:
+                levels = energies_dbfs(energies, size)
         if i is None:
             self._blocks(blocks, levels, frames, 0, 0, 0, 0)
         elif i >= 0:  # block i was filed (it completed a batch), not yet stepped
             off = i * period
             self._blocks(blocks, levels, frames, i, off, off + period, self.analyzer.frames_to_batch + period)
-        self.level_dbfs = levels[-1]
+        # Stepped at once: the last block's level is taken when asked (``level_dbfs``), not per run.
+        self._level = levels[-1] if i != -1 else (energies[-1], size)
         self.last_block_t = blocks[-1].t_wall
         self._flush()
 
     def _vox_run(self, blocks: Sequence[Block], energies: list[float], size: int, frames: np.ndarray,
-                 period: int) -> int | None:
+                 period: int, s0: int) -> int | None:
         """Step a VOX run of ``period``-frame blocks at once where nothing happens in it: -1, done.
         Else None, nothing was done (step it block by block, ``_blocks``), or ``i``: the blocks
         before ``i`` were stepped and block ``i`` was filed, not yet stepped.
@@ -191,7 +207,7 @@ class LineCalls:
         happened, so decisions stay frame-exact. One run of ten blocks: 1 Python step instead of
         ten (``tests/test_runs.py`` holds both ways to the same recordings)."""
         analyzer, seg = self.analyzer, self.segmenter
-        s0, k = blocks[0].start_frame, len(blocks)
+        k = len(blocks)  # s0: their first frame
         cid_after = CID_IN_CALL_S * self.line.rate
         j = -(-analyzer.frames_to_batch // period) - 1  # the block whose filing completes the batch
         if j >= k:  # no batch completes in the run
@@ -257,7 +273,7 @@ class LineCalls:
                     elif isinstance(a, Start):
                         self._start(b, a.frame, a.continuation)
                 if self.recording is not None:
-                    self._release(analyzer.released_to)
+                    self._release_all()
                 room = analyzer.frames_to_batch  # a call's end analyses what was pending
             # An answered line carries no on-hook caller ID: rest the decoder once the call is on.
             analyzer.callerid_paused = self.recording is not None and s + n - self._onset > cid_after
@@ -275,7 +291,7 @@ class LineCalls:
             for ev in self.analyzer.push(frames[a:b], start_frame):
                 self._on_event(ev)
         if self.recording is not None:
-            self._release(self.analyzer.released_to)
+            self._release_all()
 
     def _start(self, block: Block, frame: int, continuation: bool) -> None:
         # The pre-roll (frame < block start) and anything not yet released come from the
@@ -312,6 +328,16 @@ class LineCalls:
         if pending is not None:  # an on-hook edge being debounced: the call may end there
             limit = min(limit, pending)
         b = min(frame, limit)
+        if b > self._written_to:
+            self._written_to = b
+
+    def _release_all(self) -> None:
+        """``_release(self.analyzer.released_to)`` of an open recording, as ``_file`` asks after
+        every filing: what the analyser released, short of a pending on-hook edge."""
+        b = self.analyzer.released_to
+        pending = self.segmenter.pending_end
+        if pending is not None and pending < b:
+            b = pending
         if b > self._written_to:
             self._written_to = b
 
