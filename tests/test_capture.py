@@ -226,6 +226,62 @@ def test_the_recorder_lets_its_readers_sleep_a_quarter_of_the_stall_time_at_most
         rec.stop()
 
 
+def test_a_stop_while_the_pipeline_is_stuck_in_a_write_leaves_its_open_call_to_recovery(tmp_path, caplog):
+    """A disk stalled past the stop's drain and join timeouts: the pipeline thread is still inside a
+    recording's write. Finalising the call from the stopping thread would close the file under that
+    write (libsndfile's encoder freed mid-write: a segfault); the call
+    is left open instead, and the next start recovers it as after a crash."""
+    import logging
+
+    from helpers import wait_for, write_config
+    from linetap.config import load
+    from linetap.index.db import open_index
+    from linetap.recorder import Recorder
+    from linetap.store.recordings import Recording
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    cfg = load(write_config(tmp_path / "c.toml", data_dir, [{"name": "card1", "pcm": "hw:9"}],
+                            health={"check_clock": False}))
+    rec = Recorder(cfg, source_factory=lambda *a: FakeCard())  # a loud sawtooth: a call at once
+    stuck, inside, release = [False], threading.Event(), threading.Event()
+    write = Recording.write
+
+    def stalling_write(self, *a, **k):
+        if stuck[0]:
+            inside.set()
+            release.wait(10)
+        return write(self, *a, **k)
+
+    Recording.write = stalling_write
+    try:
+        rec.start()
+        try:
+            wait_for(lambda: rec.line_calls["card1"].recording is not None, timeout=10)
+            stuck[0] = True
+            assert inside.wait(5)
+            with caplog.at_level(logging.ERROR, logger="linetap.capture.service"):
+                rec.stop(drain_timeout_s=0.2)
+        finally:
+            release.set()
+            rec.pipeline.join(5)
+        assert not rec.pipeline.is_alive()
+        assert "its open calls are left for recovery" in caplog.text
+        index = open_index(data_dir)
+        (row,) = index.calls()
+        index.close()
+        assert row["status"] == "recording"  # not finalised under the write: the next start's recovery's
+    finally:
+        Recording.write = write
+    rec2 = Recorder(load(tmp_path / "c.toml"), source_factory=lambda *a: FakeCard())
+    rec2.start()
+    rec2.stop()
+    index = open_index(data_dir)
+    rows = {r["id"]: r for r in index.calls()}
+    index.close()
+    assert rows[row["id"]]["status"] != "recording"  # recovered
+
+
 def assert_every_period_once_in_order_and_dated(card, blocks: list, *, at_least_s: float) -> None:
     """The blocks queued for ``card``: each period it served once, in order, at least ``at_least_s``
     of them, each dated from its sample count within 20 ms of the card's true time."""

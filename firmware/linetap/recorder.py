@@ -205,8 +205,8 @@ class Recorder:
         close the books (gaps, alarms, the clean-stop mark), then the adapters."""
         self.notifier.stopping()
         try:
-            self.capture.stop(drain_timeout_s)  # the readers, then what they queued, then the pipeline
-            shutdown_all(self.line_calls.values())
+            if self.capture.stop(drain_timeout_s):  # the readers, then what they queued, then the pipeline
+                shutdown_all(self.line_calls.values())  # (not under a pipeline still writing: Capture.stop)
             loops = [self.health_loop, self.housekeeping, *([self.archiver] if self.archiver else [])]
             for loop in loops:
                 loop.stop()

@@ -9,6 +9,7 @@ behind it) is imported only when a line opens a real PCM.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Iterable, Protocol
 
@@ -16,6 +17,8 @@ from ..clock import Clock
 from ..config import LineConfig
 from . import SourceFactory
 from .reader import BlockQueue, CardDrainer, LineReader
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Capture", "alsa_factory", "join"]
 
@@ -75,8 +78,12 @@ class Capture:
         for reader in self.readers.values():
             reader.start()
 
-    def stop(self, drain_timeout_s: float) -> None:
-        """Readers stopped, what they queued taken by the consumer, the consumer stopped."""
+    def stop(self, drain_timeout_s: float) -> bool:
+        """Readers stopped, what they queued taken by the consumer, the consumer stopped. False if
+        the consumer is still running after the drain and join timeouts (a disk stalled for
+        seconds): its open calls must then not be finalised from another thread, which would
+        close files under its writes (libsndfile's encoder freed mid-write: a segfault); they are
+        left to the next start's recovery, as after a crash (at most the unsynced last second)."""
         for reader in self.readers.values():
             reader.stop()
         # Readers blocked in a read (a stalled FIFO) cannot be interrupted; they are daemons.
@@ -87,3 +94,8 @@ class Capture:
             consumer.drain(drain_timeout_s)
         consumer.stop()
         join(consumer, drain_timeout_s)
+        if consumer.is_alive():
+            logger.error("the pipeline did not stop within %.1f s: its open calls are left for recovery at the "
+                         "next start", 2 * drain_timeout_s)
+            return False
+        return True
