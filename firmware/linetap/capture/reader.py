@@ -42,7 +42,8 @@ class BlockQueue(queue.Queue):
 
     ``get`` per block costs the pipeline a lock round trip and a condition check 1,600 times
     a second at 32 lines; ``take_all`` is one. The readers queue with ``offer``; a card's drain
-    in the recorder with ``offer_periods`` (one entry for its periods). The bound (``limit``) is
+    in the recorder with ``offer_periods_each`` (one entry for each card's periods, all of a sweep's
+    under one lock: ``CardDrainer.sweep``). The bound (``limit``) is
     in blocks: a ``Periods`` weighs its periods, anything else one (``weight``)."""
 
     def _init(self, maxsize: int) -> None:
@@ -537,7 +538,8 @@ class CardDrainer:
                 logger.exception("after the sweep")
 
     def sweep(self) -> None:
-        """Drain every attached stream now (each queues what it read under one lock); a stream
+        """Drain every attached stream now (what they read queued under one lock at the end: in the
+        recorder, ``queue_periods``; else each stream's under one lock); a stream
         whose read fails is detached and handed back to its reader. Never waits but for another
         sweep in progress (microseconds): the pipeline calls it at the start of each round."""
         with self._lock:
