@@ -352,3 +352,88 @@ def test_card_drains_queued_as_periods_make_the_same_runs_and_blocks_as_drains_q
                        (y.line, y.start_frame, y.t_wall, y.rate, y.overrun, y.stream, y.t_mono)
                 assert np.array_equal(x.frames, y.frames)
         assert any(r.blocks[0].overrun for r in by_block)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_sweep_queues_its_cards_drains_together_exactly_as_the_drains_one_by_one(seed):
+    """A ``CardDrainer.sweep`` in the recorder holds each card's ``Periods`` and queues them all
+    under one lock at its end (``_queue_held``): the queue must get the same items in the same
+    order, and every reader the same counts (dropped, overruns, frames) and the same overrun
+    flag for its next period, as when each drain queues its own at once; with overruns inside
+    drains (which queue what came before at once, after the sweep's earlier cards') and a queue
+    too small for a round's drains."""
+    from linetap.capture import Periods
+    from linetap.capture.reader import BlockQueue, CardDrainer, LineReader, _Stream
+    from linetap.clock import FakeClock
+    from linetap.config import load_text
+
+    rng = np.random.default_rng(seed)
+    scripts = []
+    for _ in range(3):  # three cards
+        drains = []
+        for _ in range(30):
+            d = [N] * int(rng.integers(0, 8))
+            if rng.random() < 0.2 and d:
+                d.insert(int(rng.integers(0, len(d) + 1)), "overrun")
+            drains.append(d)
+        scripts.append(drains)
+    text = "[recorder]\nid = 't'\ndata_dir = '/nonexistent'\n" + "".join(
+        f"[[line]]\nname = 'l{i}'\npcm = 'c{i}'\n" for i in range(3))
+    lines = load_text(text).lines
+
+    def swept(together: bool, limit: int) -> tuple[list, list]:
+        clock = FakeClock(wall=T0)
+        drainer = CardDrainer()
+        drainer.queue_periods = True
+        q = BlockQueue()
+        streams = []
+        for i, line in enumerate(lines):
+            reader = LineReader(line, q, source_factory=None, clock=clock, max_queued=limit, drainer=drainer)
+            reader.stream = 2
+            streams.append(_Stream(reader, _ScriptedCard(scripts[i], seed + i)))
+            drainer._streams[reader] = (streams[-1], 0.1)  # attached, with no thread of its own
+        out = []
+        for k in range(30):
+            clock.advance(0.1)
+            if together:
+                drainer.sweep()
+            else:
+                for s in streams:
+                    s.drain(together=True)  # each drain queued at once
+            if k % 2:
+                out += q.take_all()
+        assert all(isinstance(x, Periods) for x in out)
+        counts = [(s.reader.dropped_blocks, s.reader.overruns, s.reader.frames_read, s.overrun) for s in streams]
+        return out, counts
+
+    for limit in (10_000, 9):
+        alone, counts_alone = swept(False, limit)
+        together, counts_together = swept(True, limit)
+        assert counts_together == counts_alone
+        assert (sum(c[0] for c in counts_alone) > 0) == (limit == 9)
+        assert any(c[1] for c in counts_alone)
+        assert [(p.line, p.start_frame, p.end_frame, p.anchor, p.rate, p.overrun, p.stream, len(p.arrays))
+                for p in together] == \
+               [(p.line, p.start_frame, p.end_frame, p.anchor, p.rate, p.overrun, p.stream, len(p.arrays))
+                for p in alone]
+        assert all(np.array_equal(a, b) for p, r in zip(alone, together) for a, b in zip(p.arrays, r.arrays))
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_run_of_periods_joins_them_as_a_concatenation_would(channels):
+    """``Run.of_periods`` joins the periods' samples as bytes (cheaper than ``np.concatenate``):
+    the same samples, shape and dtype, writable, a run of its own; periods not contiguous in
+    memory (no bytes to join) are concatenated."""
+    from linetap.capture import Periods
+    rng = np.random.default_rng(channels)
+    audio = (rng.standard_normal((10 * N, 2 * channels)) * 3000).astype(np.int16)
+    for contiguous, source in ((True, audio[:, :channels].copy()), (False, audio[:, ::2])):  # strided views
+        arrays = [source[i * N:(i + 1) * N] for i in range(10)]
+        assert all(a.flags.c_contiguous for a in arrays) == contiguous
+        run = Run.of_periods(Periods("l", arrays, 0, 10 * N, (T0, 5.0, 0), RATE, False, 1))
+        expected = np.concatenate(arrays)
+        assert run.frames.shape == expected.shape and run.frames.dtype == expected.dtype
+        assert np.array_equal(run.frames, expected) and run.frames.flags.writeable and run.period == N
+        other = Run.of_periods(Periods("l", arrays, 0, 10 * N, (T0, 5.0, 0), RATE, False, 1))
+        assert not np.shares_memory(run.frames, other.frames) and not np.shares_memory(run.frames, source)
+        assert np.array_equal(run.blocks[3].frames, arrays[3])

@@ -93,10 +93,10 @@ def runs(items: list[Block | Periods | SourceEvent], max_blocks: int) -> Iterato
             open_runs.pop(item.line, None)
             out.append(item)
     for x in out:
-        if isinstance(x, list):
-            yield Run.of(x)
-        elif isinstance(x, Periods):
+        if isinstance(x, Periods):
             yield Run.of_periods(x)
+        elif isinstance(x, list):
+            yield Run.of(x)
         else:
             yield x
 
@@ -130,6 +130,7 @@ class Pipeline(threading.Thread):
 
     def run(self) -> None:
         q, behind = self.blocks, 2 * RUN_BLOCKS * len(self.line_calls)
+        handle, progress = self._handle, self.watchdog.progress  # (looked up once, not per run)
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
@@ -138,8 +139,8 @@ class Pipeline(threading.Thread):
                 logger.exception("draining the cards before the round failed")
             items, weight = q.take_all_weighed()
             for item in runs(items, RUN_BLOCKS):
-                self._handle(item)
-                self.watchdog.progress("pipeline")
+                handle(item)
+                progress("pipeline")
             if items:
                 self._sync()
                 if weight >= behind:

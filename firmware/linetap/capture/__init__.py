@@ -22,9 +22,13 @@ class DeviceGone(SourceError):
     """The device is not there (ENODEV / no such PCM / no such card)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Read:
-    """What one read of a source returned: samples, or an overrun (lost samples)."""
+    """What one read of a source returned: samples, or an overrun (lost samples).
+
+    Read-only by convention, not ``frozen`` (as ``Block``): a frozen dataclass is built through
+    ``object.__setattr__``, 0.54 us a ``Read`` on this VM against 0.18 us, and a source makes
+    one per read: 1,920 a second at 32 lines (50 periods and about 10 empty reads per line)."""
 
     frames: np.ndarray | None  # int16, shape (n, channels)
     overrun: bool = False
@@ -111,6 +115,9 @@ class Periods:
     stream: int
 
 
+_join = bytearray().join  # (a bytearray: the joined samples stay writable, as a concatenation's)
+
+
 class Run:
     """Consecutive blocks of one line's stream with no sample lost between them, handled as one.
 
@@ -157,9 +164,15 @@ class Run:
             whole = arrays[0]
             period = len(whole)
         else:
-            whole = np.concatenate(arrays)
-            n = len(arrays[0])
-            period = n if len(whole) == n * k and all(map(n.__eq__, map(len, arrays))) else 0
+            first = arrays[0]
+            try:
+                # The samples joined as bytes: what ``np.concatenate`` makes (the periods are one
+                # stream's, of one dtype and shape), in 1.9-2.2 us for ten 20 ms periods, not 3.7-4.4.
+                whole = np.frombuffer(_join(arrays), first.dtype).reshape((-1,) + first.shape[1:])
+            except (TypeError, ValueError):  # a period not contiguous in memory: no bytes to join
+                whole = np.concatenate(arrays)
+            n = len(first)
+            period = n if [*map(len, arrays)].count(n) == k else 0  # (half the cost of all(map(n.__eq__, ...)))
         run = Run.__new__(Run)
         run.blocks, run.frames, run.period = LazyBlocks(p, whole, k, period), whole, period
         run.line, run.stream, run.start_frame = p.line, p.stream, p.start_frame
@@ -188,20 +201,22 @@ class LazyBlocks(Sequence):
         if isinstance(i, slice):
             return tuple(self[k] for k in range(*i.indices(self.count)))
         b = self._made[i]  # (an IndexError out of range)
-        if b is None:
-            if i < 0:
-                i += self.count
-            p, period = self.p, self.period
-            if period:
-                a, e = i * period, (i + 1) * period
-            else:
-                a = sum(map(len, p.arrays[:i]))
-                e = a + len(p.arrays[i])
-            s = p.start_frame + a
-            aw, am, af = p.anchor
-            rate = p.rate
-            b = self._made[i] = Block(p.line, self.whole[a:e], s, aw + (s - af) / rate, rate,
-                                      p.overrun and i == 0, p.stream, am + (s - af) / rate)
+        if b is not None:
+            return b
+        if i < 0:
+            i += self.count
+        p, period = self.p, self.period
+        if period:
+            a = i * period
+            e = a + period
+        else:
+            a = sum(map(len, p.arrays[:i]))
+            e = a + len(p.arrays[i])
+        s = p.start_frame + a
+        aw, am, af = p.anchor
+        rate = p.rate
+        d = (s - af) / rate  # (the same float in both times: the drain's expressions)
+        b = self._made[i] = Block(p.line, self.whole[a:e], s, aw + d, rate, p.overrun and i == 0, p.stream, am + d)
         return b
 
     def __iter__(self) -> Iterator[Block]:
