@@ -234,17 +234,24 @@ def test_processes_opening_an_old_index_together_migrate_it_once(tmp_path: Path)
         assert kept(before, dump(path)) == before
 
 
-def test_the_erase_requests_migration_keeps_every_row_of_the_index_before_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "index.db"
-    number = schema.MIGRATIONS.index(schema._ERASE_REQUESTS) + 1  # 4 (its number may change at a merge)
-    with monkeypatch.context() as m:  # a box on the release before the web's erasure requests
+def _index_before(migration: tuple, path: Path, monkeypatch: pytest.MonkeyPatch) -> sqlite3.Connection:
+    """An index as a box on the release before ``migration`` made it (found by its text: its number may
+    change at a merge), with one call in it; a connection to it for more rows."""
+    number = schema.MIGRATIONS.index(migration) + 1
+    with monkeypatch.context() as m:
         m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:number - 1])
         m.setattr(schema, "LATEST", number - 1)
         Index(path).close()
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("insert into calls (id, line, started_at, status, caller_number, archived_at) values "
                 "(7, 'line1', '2026-11-28T15:30:00.125Z', 'complete', '5551234', null)")
+    return con
+
+
+def test_the_erase_requests_migration_keeps_every_row_of_the_index_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "index.db"
+    con = _index_before(schema._ERASE_REQUESTS, path, monkeypatch)  # before the web's erasure requests (4)
     con.execute("insert into web_audit (at, user, address, action) values ('2026-11-28T15:31:00.000Z', 'alice', "
                 "'10.0.0.2', 'login')")
     con.close()
@@ -260,14 +267,7 @@ def test_the_erase_requests_migration_keeps_every_row_of_the_index_before_it(
 def test_the_caller_id_fields_migration_keeps_every_row_and_reads_old_calls_as_having_none(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "index.db"
-    number = schema.MIGRATIONS.index(schema._CALLER_ID_FIELDS) + 1  # 5 (its number may change at a merge)
-    with monkeypatch.context() as m:  # a box on the release before the caller-ID fields
-        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:number - 1])
-        m.setattr(schema, "LATEST", number - 1)
-        Index(path).close()
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("insert into calls (id, line, started_at, status, caller_number, archived_at) values "
-                "(7, 'line1', '2026-11-28T15:30:00.125Z', 'complete', '5551234', null)")
+    con = _index_before(schema._CALLER_ID_FIELDS, path, monkeypatch)  # before the caller-ID fields (5)
     con.execute("insert into erase_requests (requested_at, requested_by, reason, scope, call_id, state) values "
                 "('2026-11-28T15:31:00.000Z', 'alice', 'asked', 'call', 7, 'pending')")
     con.close()
