@@ -204,29 +204,39 @@ def spandsp_burst(seed: int, level_dbm0: float, clock_error: float, *, dtmf: str
 
 
 @pytest.mark.skipif(not spandsp.available(), reason="libspandsp not installed (scripts/setup)")
-def test_caller_id_of_every_family_from_spandsp_names_its_call_through_alsa(alsa, data_dir, tmp_path):
+@pytest.mark.parametrize("families", [("bell", "etsi", "dtmf"), ("mwi", "aclip", "jclip")])
+def test_caller_id_of_every_family_from_spandsp_names_its_call_through_alsa(alsa, data_dir, tmp_path, families):
     """One of each family through the capture path (the grid of test_callerid_conformance.py
     runs the analyser directly): Bell 202 MDMF, ETSI/BT V.23 with a binary Call Type after a DT-AS
     alert, DTMF A...C, Australia's ACLIP and Japan's JCLIP; and an ETSI message-waiting burst (with a
-    number in it) before a call it must not name. Speech (the calls) before and after each."""
+    number in it) before a call it must not name. Speech (the calls) before and after each. Three
+    families a recorder: six (127 s of audio) would pass the 120 s the test config lets queue
+    (``queue_s``), which a loaded machine's pipeline can fall behind by when the FIFO is fed at once."""
     date, name = (1, b"11281545"), (7, b"BETA LTD")
-    bell = spandsp_burst(11, -45.0, 0.015, standard="class", message_type=0x80,
-                         fields=[date, (2, b"5551234567"), (7, b"ACME PIZZA")])
-    etsi = spandsp_burst(12, -25.0, -0.015, standard="clip", message_type=0x80, alert=True,
-                         fields=[(0x11, b"\x01"), date, (2, b"0201234567"), name], preamble=(96, 55, 5, 1))
-    dtmf = spandsp_burst(13, -10.0, 0.01, dtmf="A4512345678C")
-    mwi = spandsp_burst(14, -20.0, 0.0, standard="clip", message_type=0x82,
-                        fields=[date, (2, b"0309999999"), (0x0B, b"\xff"), (0x13, b"\x02")])
-    aclip = spandsp_burst(15, -35.0, 0.005, standard="aclip", message_type=0x80,
-                          fields=[date, (2, b"0398765432"), (7, b"GAMMA PTY")])
-    jclip = spandsp_burst(16, -40.0, -0.01, standard="jclip", message_type=0x40, fields=[(2, b"0312345678")])
+    bursts = {
+        "bell": (lambda: spandsp_burst(11, -45.0, 0.015, standard="class", message_type=0x80,
+                                       fields=[date, (2, b"5551234567"), (7, b"ACME PIZZA")]),
+                 ("5551234567", "ACME PIZZA")),
+        "etsi": (lambda: spandsp_burst(12, -25.0, -0.015, standard="clip", message_type=0x80, alert=True,
+                                       fields=[(0x11, b"\x01"), date, (2, b"0201234567"), name],
+                                       preamble=(96, 55, 5, 1)),
+                 ("0201234567", "BETA LTD")),
+        "dtmf": (lambda: spandsp_burst(13, -10.0, 0.01, dtmf="A4512345678C"), ("4512345678", None)),
+        "mwi": (lambda: spandsp_burst(14, -20.0, 0.0, standard="clip", message_type=0x82,
+                                      fields=[date, (2, b"0309999999"), (0x0B, b"\xff"), (0x13, b"\x02")]),
+                (None, None)),
+        "aclip": (lambda: spandsp_burst(15, -35.0, 0.005, standard="aclip", message_type=0x80,
+                                        fields=[date, (2, b"0398765432"), (7, b"GAMMA PTY")]),
+                  ("0398765432", "GAMMA PTY")),
+        "jclip": (lambda: spandsp_burst(16, -40.0, -0.01, standard="jclip", message_type=0x40,
+                                        fields=[(2, b"0312345678")]),
+                  ("0312345678", None)),
+    }
     script = [("idle", 4)]
-    for burst in (bell, etsi, dtmf, mwi, aclip, jclip):
-        script += [("raw", 0, burst), ("idle", 2), ("call", 5), ("idle", 12)]
+    for family in families:
+        script += [("raw", 0, bursts[family][0]()), ("idle", 2), ("call", 5), ("idle", 12)]
     _, _, rows = record(alsa, data_dir, tmp_path, script, {"callerid": ["bell202", "v23", "dtmf"]})
-    assert [(r["caller_number"], r["caller_name"]) for r in rows] == [
-        ("5551234567", "ACME PIZZA"), ("0201234567", "BETA LTD"), ("4512345678", None), (None, None),
-        ("0398765432", "GAMMA PTY"), ("0312345678", None)]
+    assert [(r["caller_number"], r["caller_name"]) for r in rows] == [bursts[f][1] for f in families]
 
 
 @pytest.mark.parametrize("tone_set, kind, mask", [("us", "busy", False), ("uk", "reorder", True)])
