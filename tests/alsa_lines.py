@@ -1,6 +1,6 @@
 """Test lines on the real ALSA capture path, without a sound card.
 
-At session start one ``$HOME/.asoundrc`` declares PCMs ``tl0`` ... ``tl63``, each an
+At session start one ``$HOME/.asoundrc`` declares PCMs ``tl0`` ... ``tl127``, each an
 ALSA ``file`` PCM whose ``infile`` is a FIFO in the session's directory
 (libasound reads its config once per process, so every name is declared up
 front). A test takes fresh names with ``alsa.lines(n)``: new FIFOs, and a
@@ -18,7 +18,7 @@ import numpy as np
 
 from linetap.sim.feeder import FifoFeeder, asoundrc, make_fifo
 
-N_PCMS = 64
+N_PCMS = 128  # names taken by the whole suite (each test takes fresh ones): 65 in use at 4bd8744
 
 
 @dataclass
